@@ -1,0 +1,32 @@
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup test test-unit test-integration test-e2e lint demo bench clean
+
+setup:
+	@bash scripts/bootstrap.sh
+
+test: setup
+	$(PY) -m pytest -q -ra --durations=15
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+test-integration: setup
+	$(PY) -m pytest -q -ra tests/integration
+
+test-e2e: setup
+	$(PY) -m pytest -q -ra tests/e2e
+
+lint: setup
+	$(PY) -m ruff check .
+
+demo: setup
+	$(PY) -m livedub_testkit.demo
+
+bench: setup
+	$(PY) bench/bench_sts.py
+
+clean:
+	rm -rf out .pytest_cache
