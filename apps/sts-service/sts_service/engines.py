@@ -1,0 +1,48 @@
+"""Builds the ASR, translation and TTS engines named by the config, once, at start."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .asr import WhisperASR
+from .config import StsConfig
+from .translation import Translator, make_translator
+from .tts import Synthesizer, make_synthesizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Engines:
+    asr: WhisperASR
+    translator: Translator
+    synthesizer: Synthesizer
+
+    def target_languages(self, source: str) -> list[str]:
+        """Targets reachable from `source`: a translation pair and a voice for the target."""
+        voices = self.synthesizer.languages()
+        return sorted(t for s, t in self.translator.pairs() if s == source and t in voices)
+
+    def capabilities(self, source: str = "en") -> dict:
+        return {
+            "asr": self.asr.name,
+            "translation": self.translator.name,
+            "tts": self.synthesizer.name,
+            "languages": self.target_languages(source),
+        }
+
+
+def load_engines(cfg: StsConfig) -> Engines:
+    """Blocking: loads the models. Call from an executor."""
+    asr = WhisperASR(cfg.asr_model, compute_type=cfg.asr_compute_type, beam_size=cfg.asr_beam_size,
+                     cpu_threads=cfg.asr_threads)
+    translator = make_translator(cfg.translation_engine)
+    tts_options = {}
+    if cfg.tts_model:
+        tts_options["model_path"] = cfg.tts_model
+    if cfg.tts_config:
+        tts_options["config_path"] = cfg.tts_config
+    synthesizer = make_synthesizer(cfg.tts_engine, **tts_options)
+    log.info("engines loaded: asr=%s translation=%s tts=%s", asr.name, translator.name, synthesizer.name)
+    return Engines(asr, translator, synthesizer)

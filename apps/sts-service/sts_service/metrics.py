@@ -1,0 +1,30 @@
+"""Prometheus metrics of the sts-service (names are a contract with deploy/grafana)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+STAGES = ("asr", "translation", "tts", "fit", "total")
+_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0)
+
+
+class StsMetrics:
+    """One registry per server instance, so tests can run several servers in one process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.stage_seconds = Histogram(
+            "sts_stage_duration_seconds", "Time spent per pipeline stage for one fragment",
+            ["stage"], buckets=_BUCKETS, registry=self.registry,
+        )
+        self.fragments = Counter(
+            "sts_fragments", "Fragments processed, by outcome", ["status"], registry=self.registry
+        )
+        self.errors = Counter("sts_errors", "Errors by protocol error code", ["code"], registry=self.registry)
+        self.inflight = Gauge("sts_inflight_fragments", "Fragments accepted and not yet answered",
+                              registry=self.registry)
+        self.sessions = Gauge("sts_sessions", "Open stream sessions", registry=self.registry)
+        self.connections = Gauge("sts_connections", "Connected Socket.IO clients", registry=self.registry)
+        self.ready = Gauge("sts_ready", "1 once the models are loaded", registry=self.registry)
+        for status in ("ok", "no_speech", "failed"):
+            self.fragments.labels(status)

@@ -1,0 +1,150 @@
+"""One fragment through ASR -> translation -> TTS -> fit, stage by stage, off the event loop.
+
+Each stage runs in an executor under its own timeout, so a stuck engine becomes a `timeout`
+failure for that fragment instead of a frozen server. ASR has its own single-worker pool (it uses
+all the cores it is given); translation/TTS/fit are mostly subprocesses and run in a wider pool,
+one job per target language, so several languages and fragments overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from livedub_protocol import DubResult, ErrorCode, FragmentData, FragmentError, FragmentProcessed, StageTimings
+
+from .config import StsConfig
+from .engines import Engines
+from .fit import fit_to_span
+from .metrics import StsMetrics
+
+log = logging.getLogger(__name__)
+
+ASR_RATE = 16000
+
+
+class StageFailure(Exception):
+    def __init__(self, code: ErrorCode, stage: str, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.code, self.stage, self.message, self.retryable = code, stage, message, retryable
+
+
+@dataclass
+class StreamSpec:
+    """What a stream asked for at stream:init."""
+
+    source_language: str
+    target_languages: list[str]
+    sample_rate_hz: int
+    voices: dict[str, str]
+
+
+def pcm16_to_float(audio: bytes, rate: int) -> np.ndarray:
+    """pcm_s16le -> float32 at 16 kHz (linear resampling for the rare non-16k client)."""
+    x = np.frombuffer(audio, dtype="<i2").astype(np.float32) / 32768.0
+    if rate != ASR_RATE and len(x):
+        n_out = int(round(len(x) * ASR_RATE / rate))
+        x = np.interp(np.linspace(0, len(x) - 1, n_out), np.arange(len(x)), x).astype(np.float32)
+    return x
+
+
+def float_to_pcm16(x: np.ndarray) -> bytes:
+    return (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+class DubbingPipeline:
+    def __init__(self, cfg: StsConfig, engines: Engines, metrics: StsMetrics):
+        self.cfg = cfg
+        self.engines = engines
+        self.metrics = metrics
+        self._asr_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
+        self._post_pool = ThreadPoolExecutor(max_workers=cfg.post_workers, thread_name_prefix="post")
+
+    def close(self) -> None:
+        self._asr_pool.shutdown(wait=False, cancel_futures=True)
+        self._post_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _stage(self, pool, timeout: float, stage: str, code: ErrorCode, fn, *args):
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(loop.run_in_executor(pool, fn, *args), timeout)
+        except asyncio.TimeoutError:
+            raise StageFailure(ErrorCode.TIMEOUT, stage, f"{stage} took longer than {timeout:g}s",
+                               retryable=True) from None
+        except StageFailure:
+            raise
+        except Exception as exc:  # engine errors become a failed fragment, never a crash
+            raise StageFailure(code, stage, f"{type(exc).__name__}: {exc}") from exc
+        return result, (time.perf_counter() - t0) * 1000.0
+
+    async def _dub_one(self, text: str, spec: StreamSpec, target: str, span_ms: float):
+        cfg = self.cfg
+        translated, t_mt = await self._stage(
+            self._post_pool, cfg.translation_timeout_s, "translation", ErrorCode.TRANSLATION_FAILED,
+            self.engines.translator.translate, text, spec.source_language, target)
+        (samples, rate), t_tts = await self._stage(
+            self._post_pool, cfg.tts_timeout_s, "tts", ErrorCode.TTS_FAILED,
+            self.engines.synthesizer.synthesize, translated, target, spec.voices.get(target))
+        fitted, t_fit = await self._stage(
+            self._post_pool, cfg.fit_timeout_s, "fit", ErrorCode.INTERNAL,
+            lambda: fit_to_span(samples, rate, span_ms, max_speed=cfg.max_speed))
+        result = DubResult(
+            target_language=target, text=translated, audio=float_to_pcm16(fitted.audio),
+            sample_rate_hz=fitted.sample_rate,
+            duration_ms=len(fitted.audio) * 1000.0 / fitted.sample_rate,
+            speed_factor=float(fitted.speed_factor),
+        )
+        return result, t_mt, t_tts, t_fit
+
+    async def process(self, frag: FragmentData, spec: StreamSpec) -> FragmentProcessed:
+        """Always returns a FragmentProcessed (ok / no_speech / failed); never raises."""
+        t0 = time.perf_counter()
+        timings = StageTimings()
+        base = dict(stream_id=frag.stream_id, fragment_id=frag.fragment_id,
+                    sequence_number=frag.sequence_number, start_ms=frag.start_ms,
+                    duration_ms=frag.duration_ms)
+        try:
+            audio = pcm16_to_float(frag.audio, spec.sample_rate_hz)
+            transcription, timings.asr = await self._stage(
+                self._asr_pool, self.cfg.asr_timeout_s, "asr", ErrorCode.ASR_FAILED,
+                self.engines.asr.transcribe, audio)
+            self.metrics.stage_seconds.labels("asr").observe(timings.asr / 1000.0)
+            if transcription.no_speech or not transcription.text.strip():
+                status, transcript, results = "no_speech", "", []
+            else:
+                transcript = transcription.text.strip()
+                jobs = [self._dub_one(transcript, spec, t, frag.duration_ms) for t in spec.target_languages]
+                outs = await asyncio.gather(*jobs, return_exceptions=True)
+                for out in outs:
+                    if isinstance(out, BaseException):
+                        raise out
+                results = [o[0] for o in outs]
+                # Languages run side by side: a stage's time is its slowest language.
+                timings.translation = max(o[1] for o in outs)
+                timings.tts = max(o[2] for o in outs)
+                timings.fit = max(o[3] for o in outs)
+                for stage in ("translation", "tts", "fit"):
+                    self.metrics.stage_seconds.labels(stage).observe(getattr(timings, stage) / 1000.0)
+                status = "ok"
+            timings.total = (time.perf_counter() - t0) * 1000.0
+            self.metrics.stage_seconds.labels("total").observe(timings.total / 1000.0)
+            self.metrics.fragments.labels(status).inc()
+            return FragmentProcessed(**base, status=status, transcript=transcript, results=results,
+                                     timings_ms=timings)
+        except StageFailure as fail:
+            error = FragmentError(code=fail.code, stage=fail.stage, message=fail.message,
+                                  retryable=fail.retryable)
+        except Exception as exc:  # pragma: no cover - defensive: a bug must not lose the fragment
+            log.exception("internal error on %s/%s", frag.stream_id, frag.fragment_id)
+            error = FragmentError(code=ErrorCode.INTERNAL, stage="internal", message=str(exc), retryable=True)
+        timings.total = (time.perf_counter() - t0) * 1000.0
+        self.metrics.fragments.labels("failed").inc()
+        self.metrics.errors.labels(error.code).inc()
+        log.warning("fragment failed stream_id=%s fragment_id=%s code=%s stage=%s: %s",
+                    frag.stream_id, frag.fragment_id, error.code, error.stage, error.message)
+        return FragmentProcessed(**base, status="failed", timings_ms=timings, error=error)

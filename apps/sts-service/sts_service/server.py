@@ -1,0 +1,282 @@
+"""The Socket.IO /sts server on aiohttp: protocol handlers, health, readiness and metrics.
+
+Handlers only validate, account and schedule: every fragment becomes a task owned by its
+Session, and the blocking model work runs in the pipeline's executors, so acks stay fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import socketio
+from aiohttp import web
+from livedub_protocol import (
+    FRAGMENT_DATA,
+    FRAGMENT_PROCESSED,
+    NAMESPACE,
+    PROTOCOL_VERSION,
+    STREAM_BACKPRESSURE,
+    STREAM_END,
+    STREAM_INIT,
+    ErrorCode,
+    FragmentAck,
+    FragmentData,
+    FragmentError,
+    FragmentProcessed,
+    ProtocolError,
+    StreamBackpressure,
+    StreamEnd,
+    StreamInit,
+    StreamInitAck,
+    dump,
+    error_ack,
+    parse,
+    pcm16_duration_ms,
+    reject_ack,
+)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .auth import token_ok
+from .config import StsConfig
+from .engines import Engines, load_engines
+from .metrics import StsMetrics
+from .pipeline import DubbingPipeline, StreamSpec
+from .sessions import Session, SessionRegistry
+
+log = logging.getLogger(__name__)
+
+# A fragment's duration_ms may differ from its audio length by this much (rounding on the client).
+DURATION_TOLERANCE_MS = 50.0
+
+
+class StsServer:
+    def __init__(self, cfg: StsConfig, engines: Engines | None = None):
+        self.cfg = cfg
+        self.metrics = StsMetrics()
+        self.engines = engines
+        self.pipeline: DubbingPipeline | None = None
+        self.sessions = SessionRegistry()
+        # The Socket.IO frame limit is well above our own fragment limit, so an oversized
+        # fragment gets a `fragment_too_large` ack instead of a dropped connection.
+        self.sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*",
+                                        max_http_buffer_size=32 * 1024 * 1024, logger=False,
+                                        engineio_logger=False)
+        self.app = web.Application()
+        self.sio.attach(self.app)
+        self.app.router.add_get("/health", self._health)
+        self.app.router.add_get("/ready", self._ready)
+        self.app.router.add_get("/metrics", self._metrics)
+        self.app.on_startup.append(self._on_startup)
+        self.app.on_cleanup.append(self._on_cleanup)
+        self._load_task: asyncio.Task | None = None
+        ns = NAMESPACE
+        self.sio.on("connect", self._connect, namespace=ns)
+        self.sio.on("disconnect", self._disconnect, namespace=ns)
+        self.sio.on(STREAM_INIT, self._stream_init, namespace=ns)
+        self.sio.on(FRAGMENT_DATA, self._fragment_data, namespace=ns)
+        self.sio.on(STREAM_END, self._stream_end, namespace=ns)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self._load_task = asyncio.create_task(self._load_models())
+
+    async def _load_models(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.engines is None:
+            log.info("loading models ...")
+            self.engines = await loop.run_in_executor(None, load_engines, self.cfg)
+        self.pipeline = DubbingPipeline(self.cfg, self.engines, self.metrics)
+        self.metrics.ready.set(1)
+        log.info("ready: %s", self.engines.capabilities())
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        if self._load_task:
+            self._load_task.cancel()
+            await asyncio.gather(self._load_task, return_exceptions=True)
+        for session in self.sessions.all():
+            await session.close()
+        if self.pipeline:
+            self.pipeline.close()
+
+    @property
+    def ready(self) -> bool:
+        return self.pipeline is not None
+
+    # ------------------------------------------------------------ HTTP
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "ready": self.ready})
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        if self._load_task and self._load_task.done() and self._load_task.exception():
+            return web.json_response({"ready": False, "error": str(self._load_task.exception())}, status=500)
+        body = {"ready": self.ready}
+        if self.ready:
+            body["capabilities"] = self.engines.capabilities()
+        return web.json_response(body, status=200 if self.ready else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.metrics.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # ------------------------------------------------------------ Socket.IO
+
+    async def _connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        expected = None if self.cfg.no_auth else self.cfg.auth_token
+        if not token_ok(expected, auth):
+            self.metrics.errors.labels(ErrorCode.UNAUTHORIZED.value).inc()
+            log.warning("refused connection %s: unauthorized", sid)
+            raise socketio.exceptions.ConnectionRefusedError("unauthorized: missing or wrong token")
+        self.metrics.connections.inc()
+        log.info("client connected sid=%s", sid)
+
+    async def _disconnect(self, sid: str, *args: Any) -> None:
+        self.metrics.connections.dec()
+        for session in self.sessions.pop_all(sid):
+            self.metrics.sessions.dec()
+            await session.close()
+        log.info("client disconnected sid=%s", sid)
+
+    async def _invalid(self, sid: str, exc: ProtocolError, event: str) -> None:
+        """Malformed events are answered, counted and reported; the connection stays up."""
+        self.metrics.errors.labels(exc.code.value).inc()
+        log.info("rejected %s from %s: %s", event, sid, exc.message)
+        await self.sio.emit("error", {"event": event, "code": exc.code.value, "message": exc.message},
+                            to=sid, namespace=NAMESPACE)
+
+    async def _stream_init(self, sid: str, data: Any = None, *extra: Any) -> dict:
+        try:
+            init = parse(StreamInit, data)
+            if not self.ready:
+                raise ProtocolError(ErrorCode.OVERLOADED, "models are still loading; retry shortly")
+            supported = set(self.engines.target_languages(init.source_language))
+            unsupported = [t for t in init.target_languages if t not in supported]
+            if unsupported:
+                raise ProtocolError(
+                    ErrorCode.UNSUPPORTED_LANGUAGE,
+                    f"cannot dub {init.source_language} -> {', '.join(unsupported)}; "
+                    f"supported targets from {init.source_language}: {sorted(supported) or 'none'}")
+            if init.source_language != "en" and "tiny.en" in self.engines.asr.name:
+                raise ProtocolError(ErrorCode.UNSUPPORTED_LANGUAGE,
+                                    f"ASR model {self.engines.asr.name} only understands English")
+        except ProtocolError as exc:
+            if exc.code == ErrorCode.INVALID_PAYLOAD:
+                await self._invalid(sid, exc, STREAM_INIT)
+            else:
+                self.metrics.errors.labels(exc.code.value).inc()
+            return error_ack(exc.code, exc.message)
+        max_ms = min(self.cfg.max_fragment_ms, init.max_fragment_ms or self.cfg.max_fragment_ms)
+        spec = StreamSpec(init.source_language, list(init.target_languages), init.audio.sample_rate_hz,
+                          dict(init.voice))
+        session = Session(sid=sid, stream_id=init.stream_id, spec=spec, max_fragment_ms=max_ms)
+        old = self.sessions.put(session)
+        if old is not None:
+            await old.close()  # re-init replaces the stream's session (e.g. after a reconnect)
+        else:
+            self.metrics.sessions.inc()
+        log.info("stream:init stream_id=%s %s->%s session=%s", init.stream_id, init.source_language,
+                 ",".join(init.target_languages), session.session_id)
+        return dump(StreamInitAck(session_id=session.session_id, protocol_version=PROTOCOL_VERSION,
+                                  max_inflight=self.cfg.max_inflight,
+                                  capabilities=self.engines.capabilities(init.source_language)))
+
+    async def _fragment_data(self, sid: str, data: Any = None, *extra: Any) -> dict:
+        try:
+            frag = parse(FragmentData, data)
+            session = self.sessions.get(sid, frag.stream_id)
+            if session is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_STREAM,
+                                    f"stream {frag.stream_id!r} has no session: send stream:init first")
+            audio_ms = pcm16_duration_ms(frag.audio, session.spec.sample_rate_hz)
+            if audio_ms > session.max_fragment_ms or frag.duration_ms > session.max_fragment_ms:
+                raise ProtocolError(ErrorCode.FRAGMENT_TOO_LARGE,
+                                    f"fragment of {max(audio_ms, frag.duration_ms):.0f} ms exceeds the "
+                                    f"limit of {session.max_fragment_ms:.0f} ms")
+            if abs(audio_ms - frag.duration_ms) > DURATION_TOLERANCE_MS:
+                raise ProtocolError(ErrorCode.INVALID_PAYLOAD,
+                                    f"duration_ms ({frag.duration_ms:.0f}) does not match the audio "
+                                    f"({audio_ms:.0f} ms at {session.spec.sample_rate_hz} Hz)")
+            if session.inflight >= self.cfg.max_queued:
+                raise ProtocolError(ErrorCode.OVERLOADED,
+                                    f"{session.inflight} fragments in flight for this stream; slow down")
+        except ProtocolError as exc:
+            if exc.code == ErrorCode.INVALID_PAYLOAD:
+                await self._invalid(sid, exc, FRAGMENT_DATA)
+            else:
+                self.metrics.errors.labels(exc.code.value).inc()
+            return reject_ack(exc.code, exc.message)
+        session.fragments += 1
+        task = asyncio.create_task(self._run_fragment(session, frag),
+                                   name=f"fragment:{frag.stream_id}:{frag.fragment_id}")
+        session.tasks.add(task)
+        self.metrics.inflight.inc()
+        task.add_done_callback(lambda t: (session.tasks.discard(t), self.metrics.inflight.dec()))
+        await self._maybe_backpressure(session)
+        return dump(FragmentAck(queue_depth=session.inflight))
+
+    async def _run_fragment(self, session: Session, frag: FragmentData) -> None:
+        try:
+            result = await self.pipeline.process(frag, session.spec)
+        except asyncio.CancelledError:
+            # Abandoned (stream:end wait ran out, re-init, shutdown): still answer it once.
+            abandoned = FragmentProcessed(
+                stream_id=frag.stream_id, fragment_id=frag.fragment_id,
+                sequence_number=frag.sequence_number, start_ms=frag.start_ms,
+                duration_ms=frag.duration_ms, status="failed",
+                error=FragmentError(code=ErrorCode.TIMEOUT, stage="internal", retryable=True,
+                                    message="abandoned before it finished (stream ended or re-initialised)"))
+            session.record("failed", 0.0)
+            self.metrics.fragments.labels("failed").inc()
+            self.metrics.errors.labels(ErrorCode.TIMEOUT.value).inc()
+            await asyncio.shield(self.sio.emit(FRAGMENT_PROCESSED, dump(abandoned), to=session.sid,
+                                               namespace=NAMESPACE))
+            raise
+        session.record(result.status, result.timings_ms.total)
+        log.info("fragment:processed stream_id=%s fragment_id=%s status=%s total=%.0fms transcript=%r",
+                 frag.stream_id, frag.fragment_id, result.status, result.timings_ms.total, result.transcript)
+        await self.sio.emit(FRAGMENT_PROCESSED, dump(result), to=session.sid, namespace=NAMESPACE)
+        session.tasks.discard(asyncio.current_task())
+        await self._maybe_backpressure(session)
+
+    async def _maybe_backpressure(self, session: Session) -> None:
+        inflight, limit = session.inflight, self.cfg.max_inflight
+        if not session.slowed_down and inflight >= limit:
+            session.slowed_down = True
+            action = "slow_down"
+        elif session.slowed_down and inflight <= limit // 2:
+            session.slowed_down = False
+            action = "ok"
+        else:
+            return
+        msg = StreamBackpressure(stream_id=session.stream_id, inflight=inflight, max_inflight=limit,
+                                 action=action)
+        await self.sio.emit(STREAM_BACKPRESSURE, dump(msg), to=session.sid, namespace=NAMESPACE)
+
+    async def _stream_end(self, sid: str, data: Any = None, *extra: Any) -> dict:
+        try:
+            end = parse(StreamEnd, data)
+            session = self.sessions.get(sid, end.stream_id)
+            if session is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_STREAM, f"stream {end.stream_id!r} has no session")
+        except ProtocolError as exc:
+            if exc.code == ErrorCode.INVALID_PAYLOAD:
+                await self._invalid(sid, exc, STREAM_END)
+            else:
+                self.metrics.errors.labels(exc.code.value).inc()
+            return error_ack(exc.code, exc.message)
+        await session.drain(self.cfg.end_wait_s)
+        if self.sessions.get(sid, end.stream_id) is session:
+            self.sessions.pop(sid, end.stream_id)
+            self.metrics.sessions.dec()
+        log.info("stream:end stream_id=%s %s", end.stream_id, session.stats())
+        return session.stats()
+
+
+def run(cfg: StsConfig) -> None:
+    server = StsServer(cfg)
+    log.info("sts-service listening on http://%s:%d (namespace %s, auth %s)", cfg.host, cfg.port, NAMESPACE,
+             "off" if cfg.no_auth else "token")
+    web.run_app(server.app, host=cfg.host, port=cfg.port, print=None, access_log=None)

@@ -1,0 +1,146 @@
+"""Run the real services as child processes (tests, benchmarks and `make demo` share this)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(url: str, *, method: str = "GET", body: dict | None = None, token: str | None = None,
+              timeout: float = 5.0) -> tuple[int, dict | str]:
+    """Small blocking HTTP helper: returns (status, parsed JSON or text)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    text = raw.decode("utf-8", "replace")
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+class ServiceProcess:
+    """A console-script service on a loopback port; logs to a file shown on failure."""
+
+    ready_path = "/health"
+    name = "service"
+
+    def __init__(self, args: list[str], *, port: int | None = None, env: dict[str, str] | None = None,
+                 log_dir: str | Path | None = None):
+        self.port = port or free_port()
+        self.args = args
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = Path(log_dir or tempfile.mkdtemp(prefix=f"livedub-{self.name}-")) / f"{self.name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: float = 120.0) -> ServiceProcess:
+        bindir = Path(sys.executable).parent
+        exe = bindir / self.name
+        cmd = [str(exe) if exe.exists() else self.name, "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+        if wait:
+            self.wait_ready(wait)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                status, _ = http_json(self.url + self.ready_path, timeout=1.0)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.name} not ready after {timeout:.0f}s:\n{self.logs()}")
+
+    def logs(self, tail: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-tail:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self):
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class StsProcess(ServiceProcess):
+    """The real sts-service with the bundled models; ready once /ready answers 200."""
+
+    name = "sts-service"
+    ready_path = "/ready"
+
+    def __init__(self, *args_: str, token: str | None = None, port: int | None = None,
+                 env: dict[str, str] | None = None, log_dir: str | Path | None = None):
+        self.token = token or secrets.token_urlsafe(24)
+        env = {"STS_AUTH_TOKEN": self.token, **(env or {})}
+        super().__init__(list(args_), port=port, env=env, log_dir=log_dir)
+
+
+class MediaProcess(ServiceProcess):
+    """The real media-service pointed at an sts-service."""
+
+    name = "media-service"
+
+    def __init__(self, *args_: str, sts_url: str, sts_token: str, api_token: str | None = None,
+                 port: int | None = None, env: dict[str, str] | None = None,
+                 log_dir: str | Path | None = None):
+        self.api_token = api_token
+        env = {"STS_URL": sts_url, "STS_AUTH_TOKEN": sts_token, **(env or {})}
+        if api_token:
+            env["MEDIA_API_TOKEN"] = api_token
+        super().__init__(list(args_), port=port, env=env, log_dir=log_dir)
+
+    def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict | str]:
+        return http_json(self.url + path, method=method, body=body, token=self.api_token)

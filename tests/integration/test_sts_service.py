@@ -1,0 +1,291 @@
+"""The real sts-service (subprocess, bundled models) driven by real Socket.IO clients on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+import socketio
+from livedub_protocol import (
+    FRAGMENT_DATA,
+    FRAGMENT_PROCESSED,
+    NAMESPACE,
+    STREAM_BACKPRESSURE,
+    STREAM_END,
+    STREAM_INIT,
+    FragmentProcessed,
+    parse,
+)
+from livedub_testkit.services import StsProcess, http_json
+from livedub_testkit.speech import SENTENCES, speak, to_pcm16, word_error_rate
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def sts(tmp_path_factory):
+    proc = StsProcess(log_dir=tmp_path_factory.mktemp("sts"))
+    proc.start(wait=180)
+    yield proc
+    proc.stop()
+
+
+class Client:
+    """A Socket.IO client that collects fragment:processed and backpressure events."""
+
+    def __init__(self, url: str, token: str | None):
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.url, self.token = url, token
+        self.processed: dict[str, FragmentProcessed] = {}
+        self.backpressure: list[dict] = []
+        self.errors: list[dict] = []
+        self._arrived = asyncio.Event()
+
+        @self.sio.on(FRAGMENT_PROCESSED, namespace=NAMESPACE)
+        async def _processed(data):
+            msg = parse(FragmentProcessed, data)
+            self.processed[msg.fragment_id] = msg
+            self._arrived.set()
+
+        @self.sio.on(STREAM_BACKPRESSURE, namespace=NAMESPACE)
+        async def _bp(data):
+            self.backpressure.append(data)
+
+        @self.sio.on("error", namespace=NAMESPACE)
+        async def _err(data):
+            self.errors.append(data)
+
+    async def connect(self):
+        auth = {"token": self.token} if self.token is not None else None
+        await self.sio.connect(self.url, namespaces=[NAMESPACE], transports=["websocket"], auth=auth,
+                               wait_timeout=10)
+        return self
+
+    async def call(self, event, data, timeout=30):
+        return await self.sio.call(event, data, namespace=NAMESPACE, timeout=timeout)
+
+    async def init(self, stream_id, targets=("es",), **extra):
+        return await self.call(STREAM_INIT, {"stream_id": stream_id, "source_language": "en",
+                                             "target_languages": list(targets),
+                                             "audio": {"encoding": "pcm_s16le", "sample_rate_hz": 16000,
+                                                       "channels": 1}, **extra})
+
+    async def send(self, stream_id, seq, audio: np.ndarray, start_ms=0.0, fragment_id=None):
+        return await self.call(FRAGMENT_DATA, {
+            "stream_id": stream_id, "fragment_id": fragment_id or f"{stream_id}-{seq}",
+            "sequence_number": seq, "start_ms": start_ms, "duration_ms": len(audio) / 16.0,
+            "audio": to_pcm16(audio)})
+
+    async def wait_for(self, fragment_ids, timeout=90):
+        deadline = time.monotonic() + timeout
+        while not set(fragment_ids) <= set(self.processed):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                missing = set(fragment_ids) - set(self.processed)
+                raise AssertionError(f"no fragment:processed for {sorted(missing)}")
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), min(remaining, 1.0))
+            except asyncio.TimeoutError:
+                pass
+        return [self.processed[f] for f in fragment_ids]
+
+    async def close(self):
+        await self.sio.disconnect()
+
+
+@pytest.fixture
+async def client(sts):
+    c = await Client(sts.url, sts.token).connect()
+    yield c
+    await c.close()
+
+
+def rms(pcm: bytes) -> float:
+    x = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
+    return float(np.sqrt(np.mean(x**2))) if len(x) else 0.0
+
+
+async def test_health_ready_and_metrics(sts):
+    assert http_json(sts.url + "/health")[0] == 200
+    status, body = http_json(sts.url + "/ready")
+    assert status == 200 and body["ready"] is True
+    assert {"es", "ca"} <= set(body["capabilities"]["languages"])
+    status, text = http_json(sts.url + "/metrics")
+    assert status == 200 and "sts_stage_duration_seconds_bucket" in text and "sts_sessions" in text
+
+
+async def test_english_speech_is_dubbed_into_spanish(client):
+    ack = await client.init("news", ["es"])
+    assert ack["ok"] is True and ack["protocol_version"] == 1 and ack["max_inflight"] >= 1
+    assert ack["capabilities"]["asr"].startswith("faster-whisper")
+    texts = SENTENCES[:3]
+    for seq, text in enumerate(texts):
+        audio = np.concatenate([np.zeros(3200, np.float32), speak(text), np.zeros(3200, np.float32)])
+        ack = await client.send("news", seq, audio, start_ms=seq * 10000.0)
+        assert ack["accepted"] is True, ack
+    results = await client.wait_for([f"news-{i}" for i in range(3)])
+    total_wer = 0.0
+    for text, res in zip(texts, results):
+        assert res.status == "ok", res.error
+        total_wer += word_error_rate(text, res.transcript)
+        (dub,) = res.results
+        assert dub.target_language == "es"
+        assert dub.sample_rate_hz > 8000
+        assert dub.duration_ms <= res.duration_ms + 1e-6, "dub must fit its span"
+        assert abs(len(dub.audio) / 2 / dub.sample_rate_hz * 1000 - dub.duration_ms) < 1.0
+        assert rms(dub.audio) > 0.02, "dub must carry speech-level energy"
+        assert dub.speed_factor >= 1.0
+        assert set(res.timings_ms.model_dump()) == {"asr", "translation", "tts", "fit", "total"}
+    assert total_wer / len(texts) <= 0.10, [r.transcript for r in results]
+    spanish = " ".join(r.results[0].text.lower() for r in results)
+    # Real Apertium output for these sentences (not an echo of the English).
+    for word in ("buenos", "bienvenido", "tiempo", "ciudad"):
+        assert word in spanish, spanish
+    end = await client.call(STREAM_END, {"stream_id": "news"})
+    assert end["ok"] and end["fragments"] == 3 and end["succeeded"] == 3 and end["failed"] == 0
+    assert end["p95_ms"] >= end["p50_ms"] > 0
+
+
+async def test_one_asr_pass_serves_several_languages(client):
+    ack = await client.init("multi", ["es", "ca"])
+    assert ack["ok"], ack
+    await client.send("multi", 0, speak(SENTENCES[2]))
+    (res,) = await client.wait_for(["multi-0"])
+    assert res.status == "ok"
+    assert [r.target_language for r in res.results] == ["es", "ca"]
+    es, ca = (r.text.lower() for r in res.results)
+    assert "parque" in es and "parc" in ca and es != ca
+
+
+async def test_silence_noise_and_music_are_no_speech(client):
+    await client.init("quiet", ["es"])
+    t = np.arange(16000 * 3) / 16000
+    rng = np.random.default_rng(1)
+    music = 0.2 * sum(np.sin(2 * np.pi * f * t) for f in (220, 277, 330)) / 3
+    signals = {"silence": np.zeros(16000 * 2, np.float32),
+               "noise": (0.05 * rng.standard_normal(16000 * 2)).astype(np.float32),
+               "music": music.astype(np.float32)}
+    for seq, (name, sig) in enumerate(signals.items()):
+        await client.send("quiet", seq, sig, fragment_id=name)
+    results = await client.wait_for(list(signals))
+    for name, res in zip(signals, results):
+        assert res.status == "no_speech", (name, res.transcript)
+        assert res.results == [] and res.transcript == ""
+
+
+async def test_unauthorized_connections_are_refused(sts):
+    for token in (None, "wrong-token"):
+        c = Client(sts.url, token)
+        with pytest.raises(socketio.exceptions.ConnectionError, match="unauthorized"):
+            await c.connect()
+
+
+async def test_bad_payloads_are_answered_and_connection_survives(client):
+    ack = await client.call(STREAM_INIT, {"stream_id": "bad id!", "source_language": "en"})
+    assert ack["ok"] is False and ack["error"]["code"] == "invalid_payload"
+    assert "stream_id" in ack["error"]["message"] and "target_languages" in ack["error"]["message"]
+    ack = await client.init("lang", ["xx"])
+    assert ack["ok"] is False and ack["error"]["code"] == "unsupported_language"
+    ack = await client.call(FRAGMENT_DATA, "not an object")
+    assert ack["accepted"] is False and ack["error"]["code"] == "invalid_payload"
+    ack = await client.send("nobody", 0, np.zeros(1600, np.float32))
+    assert ack["error"]["code"] == "unknown_stream"
+    await client.init("limits", ["es"])
+    ack = await client.call(FRAGMENT_DATA, {"stream_id": "limits", "fragment_id": "f", "sequence_number": -1,
+                                            "start_ms": 0, "duration_ms": 100, "audio": b"\x00" * 3200})
+    assert ack["error"]["code"] == "invalid_payload" and "sequence_number" in ack["error"]["message"]
+    ack = await client.send("limits", 1, np.zeros(16000 * 20, np.float32))  # 20 s > 15 s limit
+    assert ack["accepted"] is False and ack["error"]["code"] == "fragment_too_large"
+    assert client.errors, "malformed events are also reported as an error event"
+    # The same connection still works.
+    ack = await client.send("limits", 2, speak(SENTENCES[4]))
+    assert ack["accepted"] is True
+    (res,) = await client.wait_for(["limits-2"])
+    assert res.status == "ok" and "football" in res.transcript.lower()
+
+
+async def test_acks_stay_fast_while_fragments_are_processed(client):
+    """The event loop never blocks on model work: acks return while ASR is busy."""
+    await client.init("busy", ["es"])
+    speech = speak(SENTENCES[5] + " " + SENTENCES[6])
+    t0 = time.perf_counter()
+    for seq in range(4):
+        await client.send("busy", seq, speech)
+    rtts = []
+    while len(client.processed) < 4 and time.perf_counter() - t0 < 60:
+        t = time.perf_counter()
+        ack = await client.send("nobody", 0, np.zeros(160, np.float32))  # cheap, refused ack
+        assert ack["error"]["code"] == "unknown_stream"
+        rtts.append(time.perf_counter() - t)
+        await asyncio.sleep(0.05)
+    await client.wait_for([f"busy-{i}" for i in range(4)])
+    busy_ms = sum(r.timings_ms.asr for r in client.processed.values())
+    assert len(rtts) >= 10
+    # ASR alone kept a core busy for seconds; a blocked loop would show that in the acks.
+    assert max(rtts) * 1000 < min(250.0, busy_ms / 4), (max(rtts), busy_ms)
+
+
+async def test_backpressure_is_signalled_and_recovers(client):
+    await client.init("flood", ["es"])
+    speech = speak(SENTENCES[7])
+    acks = [await client.send("flood", seq, speech) for seq in range(10)]
+    refused = [a for a in acks if not a["accepted"]]
+    assert all(a["error"]["code"] == "overloaded" and a["error"]["retryable"] for a in refused)
+    accepted = [f"flood-{i}" for i, a in enumerate(acks) if a["accepted"]]
+    assert len(accepted) >= 4
+    await client.wait_for(accepted, timeout=120)
+    actions = [bp["action"] for bp in client.backpressure if bp["stream_id"] == "flood"]
+    assert actions[:1] == ["slow_down"] and actions[-1] == "ok"
+
+
+async def test_four_streams_get_only_their_own_results(sts):
+    clients = [await Client(sts.url, sts.token).connect() for _ in range(4)]
+    try:
+        for i, c in enumerate(clients):
+            assert (await c.init(f"s{i}", ["es"]))["ok"]
+        await asyncio.gather(*(c.send(f"s{i}", 0, speak(SENTENCES[8 + i])) for i, c in enumerate(clients)))
+        for i, c in enumerate(clients):
+            (res,) = await c.wait_for([f"s{i}-0"], timeout=120)
+            assert res.stream_id == f"s{i}" and set(c.processed) == {f"s{i}-0"}
+            assert word_error_rate(SENTENCES[8 + i], res.transcript) <= 0.2
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def test_client_reconnects_after_server_restart(tmp_path):
+    proc = StsProcess(log_dir=tmp_path)
+    proc.start(wait=180)
+    try:
+        c = await Client(proc.url, proc.token).connect()
+        assert (await c.init("phoenix", ["es"]))["ok"]
+        await c.send("phoenix", 0, speak(SENTENCES[0]))
+        await c.wait_for(["phoenix-0"])
+        proc.stop()
+        await asyncio.sleep(0.5)
+        assert not c.sio.connected
+        proc.start(wait=180)  # same port, same token
+        await c.connect()
+        ack = await c.send("phoenix", 1, speak(SENTENCES[1]))
+        assert ack["error"]["code"] == "unknown_stream"  # the new process has no session yet
+        assert (await c.init("phoenix", ["es"]))["ok"]
+        assert (await c.send("phoenix", 1, speak(SENTENCES[1])))["accepted"]
+        (res,) = await c.wait_for(["phoenix-1"])
+        assert res.status == "ok" and "weather" in res.transcript.lower()
+        await c.close()
+    finally:
+        proc.stop()
+
+
+async def test_server_refuses_to_start_without_token(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "sts-service"
+    env = {"PATH": "/usr/bin:/bin"}
+    out = subprocess.run([str(exe), "--port", "0"], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "STS_AUTH_TOKEN" in out.stderr
