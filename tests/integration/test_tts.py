@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from sts_service.tts import EspeakSynthesizer, SynthesisError, make_synthesizer
 
 pytestmark = pytest.mark.skipif(
