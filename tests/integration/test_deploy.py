@@ -1,0 +1,484 @@
+"""Deployment artefacts: docker-compose.yml, Dockerfiles, MediaMTX, Prometheus and Grafana config.
+
+No Docker engine runs here. The compose file is validated with Debian's `docker-compose` (v1)
+`config`, Prometheus files with `promtool` (Debian `prometheus`), the rest structurally.
+
+`dashboard_metric_names()` is meant for reuse: it returns the metric family names (as in the
+`# TYPE` line: no `_total`/`_bucket`/... suffix) that the Grafana dashboard queries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = None
+
+try:
+    import yaml
+except ImportError:  # PyYAML normally comes with faster-whisper/ctranslate2
+    yaml = None
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DEPLOY = ROOT / "deploy"
+MEDIAMTX_YML = DEPLOY / "mediamtx" / "mediamtx.yml"
+PROM_YML = DEPLOY / "prometheus" / "prometheus.yml"
+ALERTS_YML = DEPLOY / "prometheus" / "alerts.yml"
+ALERTS_TEST_YML = DEPLOY / "prometheus" / "alerts_test.yml"
+GRAFANA = DEPLOY / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "livedub.json"
+METRICS_TXT = GRAFANA / "metrics.txt"
+ENV_EXAMPLE = DEPLOY / ".env.example"
+DOCKERFILES = {
+    "sts-service": (ROOT / "apps" / "sts-service" / "Dockerfile", 8000),
+    "media-service": (ROOT / "apps" / "media-service" / "Dockerfile", 8080),
+}
+
+# Hook endpoints of media-service (DESIGN.md / the deployment brief).
+MEDIAMTX_HOOKS = {
+    "runOnReady": "/v1/hooks/mediamtx/ready",
+    "runOnNotReady": "/v1/hooks/mediamtx/not-ready",
+}
+NGINX_HOOKS = ("/v1/hooks/nginx/on_publish", "/v1/hooks/nginx/on_publish_done")
+
+DUMMY_ENV = {
+    "STS_AUTH_TOKEN": "dummy-sts-token",
+    "MEDIA_API_TOKEN": "dummy-media-token",
+    "MEDIAMTX_PUBLISH_PASS": "dummy-publish-pass",
+    "MEDIAMTX_MEDIA_PASS": "dummy-media-pass",
+    "GRAFANA_ADMIN_PASSWORD": "dummy-grafana-pass",
+}
+
+METRIC_PREFIXES = ("sts_", "media_")
+_SAMPLE_SUFFIXES = ("_bucket", "_sum", "_count", "_total", "_created")
+_IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+_STRING_LITERAL = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
+
+
+# ------------------------------------------------------------------------------------ helpers
+def metric_base_name(name: str) -> str:
+    """Family name of a sample name: drop one exposition suffix (_total, _bucket, ...)."""
+    for suffix in _SAMPLE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """livedub metric family names (sts_*/media_*) used in a PromQL expression."""
+    expr = _STRING_LITERAL.sub('""', expr)  # label values are not metric names
+    return {metric_base_name(t) for t in _IDENT.findall(expr) if t.startswith(METRIC_PREFIXES)}
+
+
+def _walk_panels(panels):
+    for panel in panels:
+        yield panel
+        yield from _walk_panels(panel.get("panels", []))
+
+
+def dashboard_queries(path: Path = DASHBOARD) -> list[str]:
+    dash = json.loads(path.read_text())
+    return [t["expr"] for p in _walk_panels(dash["panels"]) for t in p.get("targets", []) if t.get("expr")]
+
+
+def dashboard_metric_names(path: Path = DASHBOARD) -> set[str]:
+    """Metric family names the dashboard queries (sts_*/media_*, no _total/_bucket suffix)."""
+    names: set[str] = set()
+    for expr in dashboard_queries(path):
+        names |= promql_metric_names(expr)
+    return names
+
+
+def contract_metric_names() -> set[str]:
+    """deploy/grafana/metrics.txt: one family name per line, '#' comments."""
+    lines = (ln.split("#", 1)[0].strip() for ln in METRICS_TXT.read_text().splitlines())
+    return {ln for ln in lines if ln}
+
+
+def alert_metric_names() -> set[str]:
+    names: set[str] = set()
+    for group in _load_yaml(ALERTS_YML)["groups"]:
+        for rule in group["rules"]:
+            names |= promql_metric_names(rule["expr"])
+    return names
+
+
+def _load_yaml(path: Path):
+    if yaml is None:
+        pytest.skip("PyYAML is not installed in the venv")
+    return yaml.safe_load(path.read_text())
+
+
+def _compose_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in DUMMY_ENV}
+    env.update(extra)
+    return env
+
+
+def _docker_compose(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose not installed (Debian package `docker-compose`)")
+    empty_env_file = tmp_path / "empty.env"  # ignore a developer's real .env
+    empty_env_file.write_text("")
+    return subprocess.run(
+        [binary, "-f", str(COMPOSE), "--env-file", str(empty_env_file), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _promtool() -> str:
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.skip("promtool not installed (Debian package `prometheus`)")
+    return binary
+
+
+def _python_sources(base: Path):
+    for path in sorted(base.rglob("*.py")):
+        if "__pycache__" not in path.parts:
+            yield path
+
+
+# ------------------------------------------------------------------------------------ compose
+def test_compose_config_valid(tmp_path):
+    proc = _docker_compose(["config", "-q"], _compose_env(**DUMMY_ENV), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_compose_resolved_services(tmp_path):
+    proc = _docker_compose(["config"], _compose_env(**DUMMY_ENV), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    if yaml is None:
+        pytest.skip("PyYAML is not installed in the venv")
+    services = yaml.safe_load(proc.stdout)["services"]
+    assert set(services) >= {"mediamtx", "sts-service", "media-service", "prometheus", "grafana"}
+
+    for name, (dockerfile, port) in DOCKERFILES.items():
+        build = services[name]["build"]
+        assert Path(build["context"]) == ROOT
+        assert (ROOT / build["dockerfile"]).resolve() == dockerfile.resolve()
+        assert services[name]["command"] == [name, "--host", "0.0.0.0", "--port", str(port)]
+        assert services[name]["environment"]["STS_AUTH_TOKEN"] == DUMMY_ENV["STS_AUTH_TOKEN"]
+    media_env = services["media-service"]["environment"]
+    assert media_env["STS_URL"] == "http://sts-service:8000"
+    assert media_env["MEDIA_API_TOKEN"] == DUMMY_ENV["MEDIA_API_TOKEN"]
+
+    # scalable: no fixed container name, no host port
+    sts = services["sts-service"]
+    assert "container_name" not in sts and not sts.get("ports")
+
+    for name, svc in services.items():
+        assert svc.get("restart") in ("unless-stopped", "always"), name
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+
+    mtx = services["mediamtx"]
+    assert "-ffmpeg" in mtx["image"], "hooks need wget: the plain mediamtx image is FROM scratch"
+    assert any(
+        v.endswith(":/mediamtx.yml:ro") and "deploy/mediamtx/mediamtx.yml" in v for v in mtx["volumes"]
+    )
+    assert mtx["environment"]["MTX_AUTHINTERNALUSERS_0_PASS"] == DUMMY_ENV["MEDIAMTX_PUBLISH_PASS"]
+    assert mtx["environment"]["MTX_AUTHINTERNALUSERS_1_PASS"] == DUMMY_ENV["MEDIAMTX_MEDIA_PASS"]
+    # media-service is authorized by its fixed address (authInternalUsers[2])
+    media_ip = services["media-service"]["networks"]["default"]["ipv4_address"]
+    assert mtx["environment"]["MTX_AUTHINTERNALUSERS_2_IPS"] == media_ip
+    assert media_env["MEDIA_RTMP_BASE_URL"] == "rtmp://mediamtx:1935"
+    # v1 prints short syntax for host-IP bindings ("127.0.0.1:9997:9997/tcp"), long otherwise
+    published = {
+        str(p["target"]) if isinstance(p, dict) else p.split(":")[-1].split("/")[0] for p in mtx["ports"]
+    }
+    assert {"1935", "9997", "9998"} <= published
+
+
+def test_compose_requires_secrets(tmp_path):
+    proc = _docker_compose(["config", "-q"], _compose_env(), tmp_path)
+    assert proc.returncode != 0
+    assert "set " in proc.stderr  # the `${VAR:?set VAR}` message
+
+
+def test_compose_has_no_literal_secrets_and_env_example_covers_them():
+    text = COMPOSE.read_text()
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
+    assert set(DUMMY_ENV) <= required
+    # every secret-looking environment key takes its value from a variable
+    for key, value in re.findall(r"^\s*([A-Z0-9_]*(?:TOKEN|PASS|PASSWORD))\s*:\s*(.*)$", text, re.M):
+        assert value.startswith("${"), f"literal secret in compose: {key}"
+    example = ENV_EXAMPLE.read_text()
+    for var in required:
+        assert re.search(rf"^{var}=", example, re.M), f"{var} missing from deploy/.env.example"
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+# ------------------------------------------------------------------------------------ prometheus
+def test_promtool_check_config():
+    proc = subprocess.run([_promtool(), "check", "config", str(PROM_YML)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_promtool_check_rules():
+    proc = subprocess.run([_promtool(), "check", "rules", str(ALERTS_YML)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_promtool_alert_unit_tests():
+    proc = subprocess.run(
+        [_promtool(), "test", "rules", str(ALERTS_TEST_YML)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_prometheus_scrapes_all_services():
+    text = PROM_YML.read_text()
+    for target in ("sts-service", "media-service:8080", "mediamtx:9998"):
+        assert target in text
+    cfg = _load_yaml(PROM_YML)
+    jobs = {job["job_name"]: job for job in cfg["scrape_configs"]}
+    sts_sd = jobs["sts-service"]["dns_sd_configs"][0]  # every replica of a scaled service
+    assert sts_sd["names"] == ["sts-service"] and sts_sd["port"] == 8000
+
+
+def test_alerts_use_contract_metrics():
+    assert alert_metric_names() <= contract_metric_names()
+
+
+# ------------------------------------------------------------------------------------ grafana
+def test_dashboard_json_valid_and_uses_contract_metrics():
+    dash = json.loads(DASHBOARD.read_text())
+    assert dash["uid"] and dash["title"] and dash["panels"]
+    ds_uid = _load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")["datasources"][0]["uid"]
+    for panel in _walk_panels(dash["panels"]):
+        if panel["type"] == "row":
+            continue
+        assert panel.get("targets"), panel["title"]
+        assert panel["datasource"]["uid"] == ds_uid, panel["title"]
+    used = dashboard_metric_names()
+    contract = contract_metric_names()
+    assert used, "no metric found in dashboard queries"
+    assert used <= contract, f"not in metrics.txt: {sorted(used - contract)}"
+    assert contract <= used, f"listed but never shown: {sorted(contract - used)}"
+
+
+def test_dashboard_required_panels():
+    queries = "\n".join(dashboard_queries())
+    assert re.search(
+        r"histogram_quantile\(0\.5, sum by \(le, stage\) \(rate\(sts_stage_duration_seconds_bucket", queries
+    )
+    assert re.search(
+        r"histogram_quantile\(0\.95, sum by \(le, stage\) \(rate\(sts_stage_duration_seconds_bucket", queries
+    )
+    assert re.search(r"histogram_quantile\(0\.95, .*media_fragment_roundtrip_seconds_bucket", queries)
+    for fragment in (
+        "sum by (status) (rate(sts_fragments_total",
+        "sum by (code) (rate(sts_errors_total",
+        "sum by (reason) (rate(media_fallback_total",
+        "sts_inflight_fragments",
+        "sts_sessions",
+        "media_av_offset_seconds",
+        "media_output_delay_seconds",
+        "media_streams_active",
+        "media_sts_connected",
+    ):
+        assert fragment in queries, fragment
+
+
+def test_grafana_provisioning_matches_compose_mounts():
+    provider = _load_yaml(GRAFANA / "provisioning" / "dashboards" / "livedub.yml")["providers"][0]
+    compose = COMPOSE.read_text()
+    assert f"./deploy/grafana/dashboards:{provider['options']['path']}" in compose
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning" in compose
+    ds = _load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")["datasources"][0]
+    assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus:9090"
+
+
+@pytest.mark.xfail(strict=False, reason="services not landed yet")
+def test_dashboard_metrics_exported_by_code():
+    """Every metric family the dashboard shows is declared in apps/ as a literal name."""
+    sources = "\n".join(p.read_text(errors="replace") for p in _python_sources(ROOT / "apps"))
+    missing = [
+        name
+        for name in sorted(dashboard_metric_names())
+        if not re.search(rf"""["']{re.escape(name)}(_total)?["']""", sources)
+    ]
+    assert not missing, f"metrics not found in apps/ sources: {missing}"
+
+
+# ------------------------------------------------------------------------------------ mediamtx
+def test_mediamtx_config_text():
+    """Structural checks that need no YAML parser."""
+    text = MEDIAMTX_YML.read_text()
+    for hook, endpoint in MEDIAMTX_HOOKS.items():
+        assert re.search(rf"^\s+{hook}:", text, re.M), hook
+        assert f"http://media-service:8080{endpoint}" in text
+    assert "~^live/[^/]+/in$:" in text
+    for key in ("rtmp: true", "api: true", "metrics: true", "authMethod: internal"):
+        assert re.search(rf"^{re.escape(key)}\s*$", text, re.M), key
+
+
+def test_mediamtx_config_parses():
+    cfg = _load_yaml(MEDIAMTX_YML)
+    assert cfg["rtmp"] is True and cfg["api"] is True and cfg["metrics"] is True
+    assert cfg["rtmpAddress"] == ":1935" and cfg["apiAddress"] == ":9997" and cfg["metricsAddress"] == ":9998"
+
+    users = cfg["authInternalUsers"]
+    # passwords come only from MTX_AUTHINTERNALUSERS_<i>_PASS (positions 0 and 1)
+    assert users[0]["user"] == "publisher" and not users[0]["pass"]
+    assert users[1]["user"] == "media-service" and not users[1]["pass"]
+    # entry 2: the compose media-service by address (MTX_AUTHINTERNALUSERS_2_IPS), never "any IP"
+    assert users[2]["user"] == "any" and users[2]["ips"] and "0.0.0.0/0" not in users[2]["ips"]
+
+    def may(user, action, path):
+        return any(p["action"] == action and re.fullmatch(p["path"][1:], path) for p in user["permissions"])
+
+    assert may(users[0], "publish", "live/demo/in")
+    assert not may(users[0], "publish", "live/demo/out")
+    assert may(users[1], "publish", "live/demo/out") and may(users[1], "publish", "live/demo/es")
+    assert may(users[1], "read", "live/demo/in")
+    assert may(users[2], "publish", "live/demo/out") and may(users[2], "read", "live/demo/in")
+    assert not may(users[1], "publish", "live/demo/in") and not may(users[2], "publish", "live/demo/in")
+    anon = [u for u in users if u["user"] == "any"]
+    assert not any(may(u, "publish", "live/demo/in") for u in anon)
+    assert not any(may(u, "publish", "live/demo/out") for u in anon if not u["ips"])
+    assert not any(may(u, "read", "live/demo/in") for u in anon if not u["ips"])
+    assert any(u["ips"] and {"action": "metrics"} in u["permissions"] for u in anon)
+
+    path_conf = cfg["paths"]["~^live/[^/]+/in$"]
+    assert "all_others" in cfg["paths"]  # outputs live/<name>/out, live/<name>/<lang>
+    for hook, endpoint in MEDIAMTX_HOOKS.items():
+        argv = shlex.split(path_conf[hook])
+        assert argv[0] == "wget"  # busybox wget exists in the -ffmpeg (Alpine) image; curl may not
+        assert argv[-1] == f"http://media-service:8080{endpoint}"
+        body = argv[argv.index("--post-data") + 1]
+        assert json.loads(body.replace("$MTX_PATH", "live/x/in").replace("$MTX_QUERY", "a=b")) == {
+            "path": "live/x/in",
+            "query": "a=b",
+        }
+
+
+def _expand_like_mediamtx(arg: str, env: dict[str, str]) -> str:
+    """MediaMTX substitutes $VAR/${VAR} itself (Go os.Expand) after shell-style splitting."""
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: env.get(m.group(1) or m.group(2), ""), arg)
+
+
+@pytest.mark.skipif(shutil.which("wget") is None, reason="wget not installed")
+def test_mediamtx_hook_commands_post_expected_json():
+    cfg = _load_yaml(MEDIAMTX_YML)
+    received: list[tuple[str, dict, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, json.loads(body), self.headers.get("Authorization", "")))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {
+            "MTX_PATH": "live/demo/in",
+            "MTX_QUERY": "lang=es&user=publisher&pass=x",
+            "MEDIA_API_TOKEN": "tok",
+        }
+        for hook in MEDIAMTX_HOOKS:
+            argv = [
+                _expand_like_mediamtx(a, env) for a in shlex.split(cfg["paths"]["~^live/[^/]+/in$"][hook])
+            ]
+            argv[-1] = argv[-1].replace("http://media-service:8080", f"http://127.0.0.1:{server.server_port}")
+            subprocess.run(argv, check=True, timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    expected = {"path": "live/demo/in", "query": "lang=es&user=publisher&pass=x"}
+    assert received == [
+        (MEDIAMTX_HOOKS["runOnReady"], expected, "Bearer tok"),
+        (MEDIAMTX_HOOKS["runOnNotReady"], expected, "Bearer tok"),
+    ]
+
+
+@pytest.mark.xfail(strict=False, reason="services not landed yet")
+def test_hook_endpoints_exposed_by_code():
+    sources = "\n".join(
+        p.read_text(errors="replace") for p in _python_sources(ROOT / "apps" / "media-service")
+    )
+    missing = [ep for ep in (*MEDIAMTX_HOOKS.values(), *NGINX_HOOKS) if ep not in sources]
+    assert not missing, f"hook routes not found in media-service sources: {missing}"
+
+
+# ------------------------------------------------------------------------------------ dockerfiles
+def _dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            op, _, rest = line.partition(" ")
+            out.append((op.upper(), rest.strip()))
+    return out
+
+
+def _console_scripts() -> set[str]:
+    text = (ROOT / "pyproject.toml").read_text()
+    if tomllib is not None:
+        return set(tomllib.loads(text)["project"]["scripts"])
+    section = re.search(r"^\[project\.scripts\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S).group(1)
+    return set(re.findall(r"^([A-Za-z0-9_.-]+)\s*=", section, re.M))
+
+
+@pytest.mark.parametrize("service", sorted(DOCKERFILES))
+def test_dockerfile(service):
+    path, port = DOCKERFILES[service]
+    scripts = _console_scripts()
+    instr = _dockerfile_instructions(path)
+    ops = [op for op, _ in instr]
+    assert instr[0] == ("FROM", "python:3.11-slim-bookworm")
+    run = " ".join(arg for op, arg in instr if op == "RUN")
+    apt = {
+        "sts-service": [
+            "apertium",
+            "apertium-eng-spa",
+            "apertium-eng-cat",
+            "espeak-ng",
+            "rubberband-cli",
+            "ffmpeg",
+        ],
+        "media-service": ["ffmpeg"],
+    }[service]
+    for pkg in apt:
+        assert re.search(rf"apt-get install[^&]*\s{re.escape(pkg)}(\s|$)", run), pkg
+    assert "pip install ." in run
+    user = [arg for op, arg in instr if op == "USER"]
+    assert user and user[-1] not in ("root", "0")
+    assert ops.index("USER") < ops.index("CMD")
+    health = [arg for op, arg in instr if op == "HEALTHCHECK"]
+    assert health and "urllib" in health[0] and f"127.0.0.1:{port}/health" in health[0]
+    cmd = json.loads([arg for op, arg in instr if op == "CMD"][-1])
+    assert cmd == [service, "--host", "0.0.0.0", "--port", str(port)]
+    assert cmd[0] in scripts
+
+
+def test_dockerignore():
+    entries = set((ROOT / ".dockerignore").read_text().split())
+    assert {".venv", ".git", "out"} <= entries
+    for needed in ("pyproject.toml", "apps", "libs"):  # what the Dockerfiles COPY
+        assert needed not in entries
