@@ -25,7 +25,11 @@ stamp=.venv/.livedub-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "bootstrap: installing Python packages (this takes a few minutes the first time)"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[dev]"
+  .venv/bin/pip install -q -e ".[dev,coqui]" torch==2.13.0
+  # PyPI's torchaudio is a CUDA build whose native libs cannot load beside CPU torch; Coqui's
+  # inference uses only its Python parts, so the native libs are set aside.
+  ta_dir=$(.venv/bin/python -c 'import importlib.util,os;print(os.path.dirname(importlib.util.find_spec("torchaudio").origin))')
+  for so in "$ta_dir"/lib/*.so; do [ -e "$so" ] && mv "$so" "$so.disabled"; done
   touch "$stamp"
 fi
 echo "bootstrap: ready"
