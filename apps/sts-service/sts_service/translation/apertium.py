@@ -4,9 +4,11 @@ Apertium is a pipeline of ~12 small programs. Forking ``apertium -u eng-spa`` pe
 costs 130-220 ms here, almost all of it loading the transducers. Instead each language pair
 keeps warm pipelines started in *null-flush* mode (``-z``, the way apertium-apy serves): a
 request is written to the pipeline's stdin terminated by NUL and the translation comes back
-terminated by NUL. Measured on this machine (2 cores): ~2-3 ms per sentence warm, ~0.4 s to
-start a pipeline (done at construction for the preloaded pairs). If a pipeline cannot start
-or stalls, the call falls back to a one-shot ``apertium -u`` subprocess.
+terminated by NUL. Measured on this machine (2 cores, bench/bench_engines.py, 2 threads):
+p50 1.9 ms per sentence en->es, 2.9 ms en->ca; a pipeline takes ~0.4 s to start, so the
+preloaded pairs start theirs at construction (~0.8 s for en->es + en->ca, 2 pipelines each,
+~12 small processes per pipeline). If a pipeline cannot start or stalls, the call falls back
+to a one-shot ``apertium -u`` subprocess.
 
 Thread-safe: each pair has a small pool of pipelines; a pipeline serves one call at a time.
 """
@@ -115,23 +117,25 @@ class _Pool:
         self.started = 0
         self.lock = threading.Lock()
 
+    def start_new(self) -> _Pipeline | None:
+        """A new pipeline if the pool is below its size, else None."""
+        with self.lock:
+            if self.started >= self.size:
+                return None
+            self.started += 1
+        try:
+            return _Pipeline(self.mode_file)
+        except Exception:
+            with self.lock:
+                self.started -= 1
+            raise
+
     def acquire(self, timeout: float) -> _Pipeline:
         try:
             return self.idle.get_nowait()
         except queue.Empty:
             pass
-        with self.lock:
-            start = self.started < self.size
-            if start:
-                self.started += 1
-        if start:
-            try:
-                return _Pipeline(self.mode_file)
-            except Exception:
-                with self.lock:
-                    self.started -= 1
-                raise
-        return self.idle.get(timeout=timeout)
+        return self.start_new() or self.idle.get(timeout=timeout)
 
     def release(self, pipe: _Pipeline, healthy: bool) -> None:
         if healthy and pipe.alive():
@@ -187,9 +191,18 @@ class ApertiumTranslator:
             self._preload([p for p in wanted if p in self._modes])
 
     def _preload(self, pairs: list[tuple[str, str]]) -> None:
-        threads = [
-            threading.Thread(target=self.translate, args=("Hello.", s, t), daemon=True) for s, t in pairs
-        ]
+        """Start every pipeline of these pairs now, in parallel, so no live call pays ~0.4 s."""
+        started = []
+        for pair in pairs:
+            pool = self._pools[pair]
+            for _ in range(pool.size):
+                try:
+                    pipe = pool.start_new()
+                except Exception:  # translate() will fall back to one-shot apertium
+                    break
+                if pipe is not None:
+                    started.append((pool, pipe))
+        threads = [threading.Thread(target=_warm, args=(*job, self.timeout), daemon=True) for job in started]
         for th in threads:
             th.start()
         for th in threads:
@@ -260,6 +273,17 @@ class ApertiumTranslator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _warm(pool: _Pool, pipe: _Pipeline, timeout: float) -> None:
+    ok = False
+    try:
+        pipe.run("Hello.", timeout)
+        ok = True
+    except (OSError, TimeoutError, EOFError, ValueError):
+        pass
+    finally:
+        pool.release(pipe, ok)
 
 
 def _clean(out: str) -> str:
