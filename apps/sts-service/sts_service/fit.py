@@ -1,7 +1,7 @@
 """Duration fit: make a dub fit the time span of the speech it replaces.
 
 The media timeline has exactly ``span_ms`` for the dub, so the output must never be longer than
-``round(span_ms * sr / 1000)`` samples. We trim the TTS engine's leading/trailing silence, speed
+``floor(span_ms * sr / 1000)`` samples (never longer than the span). We trim the TTS engine's leading/trailing silence, speed
 speech up (pitch kept) by rubberband (Debian ``rubberband-cli``) or ffmpeg ``atempo`` if it is
 missing, capped at ``max_speed`` so it stays intelligible, then cut what still overflows with a
 short fade-out (no click) and pad the rest with silence.
@@ -12,6 +12,7 @@ R2 engine (temp WAVs on /dev/shm), ~52 ms with its R3 engine (``fine=True``), ~6
 
 from __future__ import annotations
 
+import math
 import logging
 import os
 import shutil
@@ -35,7 +36,7 @@ class FitError(Exception):
 
 @dataclass
 class FitResult:
-    audio: np.ndarray  # float32 mono, exactly round(span_ms * sample_rate / 1000) samples
+    audio: np.ndarray  # float32 mono, exactly floor(span_ms * sample_rate / 1000) samples
     sample_rate: int
     speed_factor: float  # applied tempo, 1.0 = none
 
@@ -50,7 +51,7 @@ def find_ffmpeg() -> str | None:
 
 
 def span_samples(span_ms: float, sample_rate: int) -> int:
-    return max(0, int(round(span_ms * sample_rate / 1000.0)))
+    return max(0, int(math.floor(span_ms * sample_rate / 1000.0 + 1e-9)))
 
 
 def trim_silence(

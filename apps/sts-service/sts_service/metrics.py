@@ -28,3 +28,5 @@ class StsMetrics:
         self.ready = Gauge("sts_ready", "1 once the models are loaded", registry=self.registry)
         for status in ("ok", "no_speech", "failed"):
             self.fragments.labels(status)
+        for stage in STAGES:
+            self.stage_seconds.labels(stage)
