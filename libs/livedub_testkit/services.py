@@ -54,7 +54,9 @@ class ServiceProcess:
         self.port = port or free_port()
         self.args = args
         self.env = {**os.environ, **(env or {})}
-        self.log_path = Path(log_dir or tempfile.mkdtemp(prefix=f"livedub-{self.name}-")) / f"{self.name}.log"
+        log_dir = Path(log_dir or tempfile.mkdtemp(prefix=f"livedub-{self.name}-"))
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{self.name}.log"
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -93,7 +95,7 @@ class ServiceProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

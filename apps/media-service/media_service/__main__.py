@@ -1,2 +1,36 @@
-def main() -> None:  # replaced when the media-service lands
-    raise SystemExit("media-service: not implemented yet")
+"""`media-service` console script."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from .config import ConfigError, parse_args
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cfg = parse_args(argv)
+    except ConfigError as exc:
+        print(f"media-service: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from aiohttp import web
+
+    from .api import make_app
+    from .events import EventLog
+    from .metrics import MediaMetrics
+    from .registry import StreamRegistry
+
+    metrics, events = MediaMetrics(), EventLog()
+    registry = StreamRegistry(cfg, metrics, events)
+    app = make_app(cfg, registry, metrics, events)
+    logging.getLogger("media_service").info(
+        "media-service on http://%s:%d, sts=%s, output delay %.1fs, max fragment %.0f ms, API %s",
+        cfg.host, cfg.port, cfg.sts_url, cfg.output_delay_s, cfg.max_fragment_ms,
+        "token" if cfg.api_token else "loopback-only")
+    web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""media-service configuration: the service config (env/CLI) and a stream's request (REST/hooks).
+
+Both are validated when they are made, with messages that name the bad field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+STREAM_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+SUPPORTED_INPUT_SCHEMES = ("rtmp://", "rtmps://", "srt://", "file://", "/")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the flag/variable."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@dataclass
+class MediaConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    sts_url: str = "http://127.0.0.1:8000"
+    sts_token: str | None = None
+    api_token: str | None = None
+    rtmp_base_url: str = "rtmp://127.0.0.1:1935"
+    # Constant output delay D (s): the STS budget of a fragment is D minus its own length.
+    output_delay_s: float = 8.0
+    max_fragment_ms: float = 5000.0
+    min_fragment_ms: float = 500.0
+    min_silence_ms: float = 300.0
+    speech_padding_ms: float = 150.0
+    vad_threshold: float = 0.5
+    duck_gain_db: float = -14.0
+    default_mix: str = "duck"
+    default_source_language: str = "en"
+    default_target_languages: tuple[str, ...] = ("es",)
+    input_retry_s: float = 1.0
+    log_level: str = "INFO"
+
+    def validate(self) -> MediaConfig:
+        if not self.sts_url.startswith(("http://", "https://")):
+            raise ConfigError(f"STS_URL must be an http(s):// URL, got {self.sts_url!r}")
+        if not self.sts_token:
+            raise ConfigError("STS_AUTH_TOKEN is not set: media-service needs the sts-service token")
+        if not (1.0 <= self.output_delay_s <= 60.0):
+            raise ConfigError(f"--output-delay must be 1..60 s, got {self.output_delay_s}")
+        if self.max_fragment_ms / 1000.0 >= self.output_delay_s:
+            raise ConfigError(
+                f"--max-fragment-ms ({self.max_fragment_ms:.0f}) must be shorter than the output delay "
+                f"({self.output_delay_s * 1000:.0f} ms): a fragment is sent only once it has ended")
+        if not (-60.0 <= self.duck_gain_db <= 0.0):
+            raise ConfigError(f"--duck-gain-db must be within -60..0, got {self.duck_gain_db}")
+        if self.default_mix not in ("duck", "replace", "passthrough"):
+            raise ConfigError(f"--mix must be duck, replace or passthrough, got {self.default_mix!r}")
+        if not self.rtmp_base_url.startswith(("rtmp://", "rtmps://")):
+            raise ConfigError(f"--rtmp-base-url must start with rtmp://, got {self.rtmp_base_url!r}")
+        return self
+
+
+def parse_args(argv: list[str] | None = None) -> MediaConfig:
+    d = MediaConfig()
+    p = argparse.ArgumentParser(prog="media-service",
+                                description="Live dubbing media service: RTMP in, dubbed RTMP out")
+    p.add_argument("--host", default=_env("MEDIA_HOST", d.host))
+    p.add_argument("--port", type=int, default=int(_env("MEDIA_PORT", str(d.port))))
+    p.add_argument("--sts-url", default=_env("STS_URL", d.sts_url))
+    p.add_argument("--rtmp-base-url", default=_env("MEDIA_RTMP_BASE_URL", d.rtmp_base_url),
+                   help="RTMP server that hook-started streams read from and publish to")
+    p.add_argument("--output-delay", dest="output_delay_s", type=float,
+                   default=float(_env("MEDIA_OUTPUT_DELAY", str(d.output_delay_s))))
+    p.add_argument("--max-fragment-ms", type=float, default=float(_env("MEDIA_MAX_FRAGMENT_MS", str(d.max_fragment_ms))))
+    p.add_argument("--min-silence-ms", type=float, default=float(_env("MEDIA_MIN_SILENCE_MS", str(d.min_silence_ms))))
+    p.add_argument("--vad-threshold", type=float, default=float(_env("MEDIA_VAD_THRESHOLD", str(d.vad_threshold))))
+    p.add_argument("--duck-gain-db", type=float, default=float(_env("MEDIA_DUCK_GAIN_DB", str(d.duck_gain_db))))
+    p.add_argument("--mix", dest="default_mix", default=_env("MEDIA_MIX", d.default_mix))
+    p.add_argument("--source-language", dest="default_source_language",
+                   default=_env("MEDIA_SOURCE_LANGUAGE", d.default_source_language))
+    p.add_argument("--target-languages", dest="default_target_languages",
+                   default=_env("MEDIA_TARGET_LANGUAGES", ",".join(d.default_target_languages)),
+                   help="comma-separated, used for hook-started streams without ?lang=")
+    p.add_argument("--log-level", default=_env("MEDIA_LOG_LEVEL", d.log_level))
+    ns = p.parse_args(argv)
+    values = vars(ns)
+    values["default_target_languages"] = tuple(
+        t.strip() for t in values["default_target_languages"].split(",") if t.strip())
+    cfg = MediaConfig(**values, sts_token=_env("STS_AUTH_TOKEN"), api_token=_env("MEDIA_API_TOKEN"))
+    return cfg.validate()
+
+
+class StreamRequest(BaseModel):
+    """Body of POST /v1/streams (and what a publish hook builds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(None, description="stream id; derived from the input URL when absent")
+    input_url: str
+    output_url: str = Field(description="may contain {lang}; required when several languages are dubbed")
+    source_language: str = "en"
+    target_languages: list[str] = Field(default_factory=lambda: ["es"], min_length=1, max_length=8)
+    mix: Literal["duck", "replace", "passthrough"] = "duck"
+    duck_gain_db: float | None = Field(None, ge=-60, le=0)
+    output_delay_s: float | None = Field(None, ge=1, le=60)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str | None) -> str | None:
+        if v is not None and not STREAM_ID_RE.match(v):
+            raise ValueError("must be 1..128 characters of A-Z a-z 0-9 . _ -")
+        return v
+
+    @field_validator("input_url")
+    @classmethod
+    def _input(cls, v: str) -> str:
+        if not v.startswith(SUPPORTED_INPUT_SCHEMES):
+            raise ValueError(f"unsupported URL {v!r}: use rtmp://, srt://, file:// or an absolute path")
+        return v
+
+    @field_validator("output_url")
+    @classmethod
+    def _output(cls, v: str) -> str:
+        if not v.startswith(("rtmp://", "rtmps://", "/", "file://")):
+            raise ValueError(f"unsupported URL {v!r}: use rtmp:// (or a file path for recording)")
+        return v
+
+    def output_for(self, lang: str) -> str:
+        if "{lang}" in self.output_url:
+            return self.output_url.replace("{lang}", lang)
+        if len(self.target_languages) == 1 or lang == self.target_languages[0]:
+            return self.output_url
+        return f"{self.output_url.rstrip('/')}_{lang}"
+
+    def stream_id(self) -> str:
+        if self.id:
+            return self.id
+        tail = self.input_url.rstrip("/").split("://", 1)[-1].split("/", 1)[-1]
+        parts = [p for p in tail.split("/") if p and p not in ("live", "in")]
+        candidate = re.sub(r"[^A-Za-z0-9._-]", "-", "-".join(parts))[:128] or "stream"
+        return candidate

@@ -1,0 +1,129 @@
+"""Reading the input with PyAV: video packets as they are, audio decoded once to 48 kHz stereo.
+
+Runs in its own thread (PyAV I/O blocks). One call of `read_session()` is one connection to the
+input; the worker calls it again when the publisher drops and comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RATE = 48000
+
+
+class InputError(RuntimeError):
+    """The input cannot be read; the message says why (and is shown in the stream's state)."""
+
+
+@dataclass
+class InputInfo:
+    video: av.video.stream.VideoStream | None
+    audio: av.audio.stream.AudioStream | None
+    video_codec: str | None
+    audio_codec: str | None
+    audio_rate: int | None
+
+
+def _is_live(url: str) -> bool:
+    return url.startswith(("rtmp://", "rtmps://", "srt://", "udp://", "rtsp://"))
+
+
+def open_input(url: str, timeout_s: float = 5.0) -> av.container.InputContainer:
+    options = {}
+    if _is_live(url):
+        options = {"rw_timeout": str(int(timeout_s * 1e6))}
+    path = url[len("file://"):] if url.startswith("file://") else url
+    try:
+        return av.open(path, mode="r", options=options, timeout=(timeout_s, timeout_s))
+    except av.error.FileNotFoundError as exc:
+        raise InputError(f"input {url} not found") from exc
+    except (av.error.ConnectionRefusedError, av.error.ConnectionResetError) as exc:
+        raise InputError(f"input {url}: connection refused (is the RTMP server up and the stream published?)") \
+            from exc
+    except Exception as exc:
+        raise InputError(f"cannot open input {url}: {exc}") from exc
+
+
+def describe(container: av.container.InputContainer) -> InputInfo:
+    video = next((s for s in container.streams.video), None)
+    audio = next((s for s in container.streams.audio), None)
+    if video is not None and video.codec_context.name != "h264":
+        log.warning("input video codec is %s: passed through, but FLV/RTMP players expect H.264",
+                    video.codec_context.name)
+    return InputInfo(video, audio, video.codec_context.name if video else None,
+                     audio.codec_context.name if audio else None,
+                     audio.codec_context.sample_rate if audio else None)
+
+
+class InputReader:
+    """Demuxes one input session and hands packets/audio to callbacks, in input order."""
+
+    def __init__(self, url: str, *, on_video: Callable[[av.Packet], None],
+                 on_audio: Callable[[np.ndarray, float], None], stop: threading.Event,
+                 realtime: bool | None = None):
+        self.url = url
+        self.on_video = on_video
+        self.on_audio = on_audio
+        self.stop = stop
+        # Files are paced like a live source so that the output delay means the same thing.
+        self.realtime = (not _is_live(url)) if realtime is None else realtime
+
+    def read_session(self, on_open: Callable[[InputInfo], None]) -> str:
+        """Read until the input ends or `stop` is set; returns why it ended."""
+        container = open_input(self.url)
+        try:
+            info = describe(container)
+            if info.video is None and info.audio is None:
+                raise InputError(f"input {self.url} has neither video nor audio")
+            on_open(info)
+            streams = [s for s in (info.video, info.audio) if s is not None]
+            resampler = av.AudioResampler(format="flt", layout="stereo", rate=RATE)
+            t_wall0 = pts0 = None
+            for packet in container.demux(streams):
+                if self.stop.is_set():
+                    return "stopped"
+                if packet.dts is None and packet.size == 0:
+                    continue
+                if self.realtime and packet.pts is not None and packet.time_base is not None:
+                    t = float(packet.pts * packet.time_base)
+                    if t_wall0 is None:
+                        t_wall0, pts0 = time.monotonic(), t
+                    ahead = (t - pts0) - (time.monotonic() - t_wall0)
+                    if ahead > 0:
+                        self.stop.wait(ahead)
+                if packet.stream.type == "video":
+                    self.on_video(packet)
+                elif packet.stream.type == "audio":
+                    try:
+                        frames = packet.decode()
+                    except av.error.InvalidDataError as exc:
+                        log.warning("undecodable audio packet skipped: %s", exc)
+                        continue
+                    for frame in frames:
+                        if frame.pts is None:
+                            continue
+                        pts_s = float(frame.pts * frame.time_base)
+                        for out in resampler.resample(frame):
+                            samples = out.to_ndarray().reshape(-1, 2)
+                            self.on_audio(samples, pts_s)
+                            pts_s += len(samples) / RATE
+            return "ended"
+        except av.error.EOFError:
+            return "ended"
+        except InputError:
+            raise
+        except Exception as exc:
+            if self.stop.is_set():
+                return "stopped"
+            return f"read error: {exc}"
+        finally:
+            container.close()

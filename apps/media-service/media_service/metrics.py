@@ -1,0 +1,50 @@
+"""Prometheus metrics of the media-service (names are a contract with deploy/grafana)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_RTT_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0)
+STS_STATES = ("disconnected", "connecting", "connected", "reconnecting", "unauthorized", "closed")
+
+
+class MediaMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.fragments_sent = Counter("media_fragments_sent", "Speech fragments sent to the STS service",
+                                      ["stream"], registry=r)
+        self.fragments_processed = Counter("media_fragments_processed", "STS results received, by status",
+                                           ["stream", "status"], registry=r)
+        self.fallbacks = Counter("media_fallback", "Speech spans played with the original audio, by reason",
+                                 ["stream", "reason"], registry=r)
+        self.roundtrip = Histogram("media_fragment_roundtrip_seconds", "Fragment send -> result time",
+                                   ["stream"], buckets=_RTT_BUCKETS, registry=r)
+        self.output_delay = Gauge("media_output_delay_seconds", "Measured input arrival -> output write delay",
+                                  ["stream"], registry=r)
+        self.av_offset = Gauge("media_av_offset_seconds", "Audio minus video timing at the output muxer",
+                               ["stream"], registry=r)
+        self.streams_active = Gauge("media_streams_active", "Stream workers running", registry=r)
+        self.sts_connected = Gauge("media_sts_connected", "1 while the stream's STS connection is up",
+                                   ["stream"], registry=r)
+        self.sts_state = Gauge("media_sts_connection_state", "STS connection state (1 = current)",
+                               ["stream", "state"], registry=r)
+        self.input_up = Gauge("media_input_up", "1 while the input is being read", ["stream"], registry=r)
+        self.output_up = Gauge("media_output_up", "1 while the output is being written", ["stream"], registry=r)
+
+    def set_sts_state(self, stream: str, state: str) -> None:
+        for s in STS_STATES:
+            self.sts_state.labels(stream, s).set(1 if s == state else 0)
+        self.sts_connected.labels(stream).set(1 if state == "connected" else 0)
+
+    def forget(self, stream: str) -> None:
+        """Drop a stopped stream's gauges (counters stay: Prometheus expects them monotonic)."""
+        for g in (self.output_delay, self.av_offset, self.sts_connected, self.input_up, self.output_up):
+            try:
+                g.remove(stream)
+            except KeyError:
+                pass
+        for s in STS_STATES:
+            try:
+                self.sts_state.remove(stream, s)
+            except KeyError:
+                pass

@@ -1,0 +1,74 @@
+"""The running stream workers, by id: idempotent start and stop, shared by REST and hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .config import MediaConfig, StreamRequest
+from .events import EventLog
+from .metrics import MediaMetrics
+from .worker import StreamWorker
+
+log = logging.getLogger(__name__)
+
+
+class StreamExists(Exception):
+    def __init__(self, worker: StreamWorker):
+        super().__init__(f"stream {worker.id} already exists with a different request")
+        self.worker = worker
+
+
+class StreamRegistry:
+    def __init__(self, cfg: MediaConfig, metrics: MediaMetrics, events: EventLog):
+        self.cfg, self.metrics, self.events = cfg, metrics, events
+        self._workers: dict[str, StreamWorker] = {}
+        self._lock = asyncio.Lock()
+        self._reaper: asyncio.Task | None = None
+
+    def get(self, stream_id: str) -> StreamWorker | None:
+        return self._workers.get(stream_id)
+
+    def all(self) -> list[StreamWorker]:
+        return list(self._workers.values())
+
+    async def start(self, request: StreamRequest) -> tuple[StreamWorker, bool]:
+        """Start a worker; if one with this id runs the same request, return it (created=False)."""
+        stream_id = request.stream_id()
+        async with self._lock:
+            existing = self._workers.get(stream_id)
+            if existing is not None and not existing.done:
+                same = existing.request.model_dump(exclude={"mix"}) == request.model_dump(exclude={"mix"})
+                if not same:
+                    raise StreamExists(existing)
+                return existing, False
+            worker = StreamWorker(stream_id, request, self.cfg, self.metrics, self.events)
+            self._workers[stream_id] = worker
+            await worker.start()
+            self.metrics.streams_active.set(len([w for w in self._workers.values() if not w.done]))
+            if self._reaper is None:
+                self._reaper = asyncio.create_task(self._reap())
+            return worker, True
+
+    async def stop(self, stream_id: str, drain: bool = True) -> StreamWorker | None:
+        """Stop and forget a worker; stopping an unknown or stopped stream is not an error."""
+        async with self._lock:
+            worker = self._workers.pop(stream_id, None)
+        if worker is not None and not worker.done:
+            await worker.stop(drain=drain)
+        self.metrics.streams_active.set(len([w for w in self._workers.values() if not w.done]))
+        return worker
+
+    async def _reap(self) -> None:
+        """Workers that stop themselves (input gone for good) are removed here."""
+        while True:
+            await asyncio.sleep(1.0)
+            for worker in list(self._workers.values()):
+                if worker.state == "ended":
+                    await self.stop(worker.id)
+
+    async def close(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+        await asyncio.gather(*(self.stop(w.id, drain=False) for w in self.all()), return_exceptions=True)

@@ -1,0 +1,212 @@
+"""Socket.IO client of one stream to the sts-service, with an explicit connection state machine.
+
+States: disconnected -> connecting -> connected -> (drop) -> reconnecting -> connecting -> ...
+`stream:init` is sent after every (re)connect. A fragment is sent only while connected and while
+the server's in-flight limit allows; `process()` answers by the fragment's deadline or raises
+`Fallback` with the reason, so the caller always knows what to play.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import socketio
+from livedub_protocol import (
+    FRAGMENT_DATA,
+    FRAGMENT_PROCESSED,
+    NAMESPACE,
+    STREAM_BACKPRESSURE,
+    STREAM_END,
+    STREAM_INIT,
+    FragmentData,
+    FragmentProcessed,
+    ProtocolError,
+    StreamInit,
+    dump,
+    parse,
+)
+
+log = logging.getLogger(__name__)
+
+STATES = ("disconnected", "connecting", "connected", "reconnecting", "unauthorized", "closed")
+
+
+class Fallback(Exception):
+    """The dub for a fragment will not come: play the original. `reason` is a metric label."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class StsClient:
+    def __init__(self, url: str, token: str, init: StreamInit, *,
+                 on_state: Callable[[str], None] | None = None,
+                 retry_min_s: float = 0.5, retry_max_s: float = 5.0):
+        self.url = url
+        self.token = token
+        self.init = init
+        self.on_state = on_state or (lambda s: None)
+        self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
+        self.state = "disconnected"
+        self.max_inflight = 1
+        self.capabilities: dict = {}
+        self.last_error = ""
+        self.connects = 0
+        self._slow_down = False
+        self._pending: dict[str, asyncio.Future] = {}
+        self._ready = asyncio.Event()  # connected and initialised
+        self._dropped = asyncio.Event()
+        self._supervisor: asyncio.Task | None = None
+        self._sio = self._make_client()
+
+    def _make_client(self) -> socketio.AsyncClient:
+        sio = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
+        sio.on(FRAGMENT_PROCESSED, self._on_processed, namespace=NAMESPACE)
+        sio.on(STREAM_BACKPRESSURE, self._on_backpressure, namespace=NAMESPACE)
+        sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
+        sio.on("connect_error", self._on_connect_error, namespace=NAMESPACE)
+        return sio
+
+    async def _on_connect_error(self, data) -> None:
+        message = data.get("message") if isinstance(data, dict) else data
+        self.last_error = f"connect refused: {message}"
+
+    # ------------------------------------------------------------ state machine
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            log.info("sts[%s]: %s -> %s", self.init.stream_id, self.state, state)
+            self.state = state
+            self.on_state(state)
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
+    def start(self) -> None:
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"sts:{self.init.stream_id}")
+
+    async def _supervise(self) -> None:
+        delay = self.retry_min_s
+        first = True
+        while True:
+            self._set_state("connecting" if first else "reconnecting")
+            try:
+                await self._connect_once()
+                delay = self.retry_min_s
+                await self._dropped.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                refused = self.last_error if self.last_error.startswith("connect refused") else ""
+                self.last_error = refused or str(exc) or type(exc).__name__
+                unauthorized = "unauthorized" in self.last_error.lower()
+                log.warning("sts[%s]: %s", self.init.stream_id, self.last_error)
+                if unauthorized:
+                    self._set_state("unauthorized")
+                    delay = self.retry_max_s
+            self._ready.clear()
+            self._fail_pending("sts_disconnected", self.last_error or "connection lost")
+            with contextlib.suppress(Exception):
+                await self._sio.disconnect()
+            first = False
+            if self.state != "unauthorized":
+                self._set_state("reconnecting")
+            await asyncio.sleep(delay)
+            delay = min(self.retry_max_s, delay * 2)
+
+    async def _connect_once(self) -> None:
+        self._dropped.clear()
+        self.last_error = ""
+        self._sio = self._make_client()
+        await self._sio.connect(self.url, namespaces=[NAMESPACE], transports=["websocket"],
+                                auth={"token": self.token}, wait_timeout=5)
+        ack = await self._sio.call(STREAM_INIT, dump(self.init), namespace=NAMESPACE, timeout=10)
+        if not ack.get("ok"):
+            err = ack.get("error", {})
+            raise ProtocolError(err.get("code", "internal"), f"stream:init refused: {err.get('message')}")
+        self.max_inflight = int(ack.get("max_inflight", 1))
+        self.capabilities = ack.get("capabilities", {})
+        self.connects += 1
+        self.last_error = ""
+        self._slow_down = False
+        self._ready.set()
+        self._set_state("connected")
+
+    async def _on_disconnect(self, *args) -> None:
+        self._ready.clear()
+        self._dropped.set()
+
+    async def close(self) -> None:
+        if self._supervisor:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        if self._ready.is_set():
+            with contextlib.suppress(Exception):
+                await self._sio.call(STREAM_END, {"stream_id": self.init.stream_id}, namespace=NAMESPACE,
+                                     timeout=2)
+        self._ready.clear()
+        self._fail_pending("closed", "stream stopped")
+        with contextlib.suppress(Exception):
+            await self._sio.disconnect()
+        self._set_state("closed")
+
+    # ------------------------------------------------------------ fragments
+
+    def _fail_pending(self, reason: str, detail: str) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(Fallback(reason, detail))
+        self._pending.clear()
+
+    async def _on_processed(self, data) -> None:
+        try:
+            msg = parse(FragmentProcessed, data)
+        except ProtocolError as exc:
+            log.warning("sts[%s]: bad fragment:processed: %s", self.init.stream_id, exc.message)
+            return
+        fut = self._pending.pop(msg.fragment_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    async def _on_backpressure(self, data) -> None:
+        self._slow_down = isinstance(data, dict) and data.get("action") == "slow_down"
+
+    @property
+    def inflight(self) -> int:
+        return len(self._pending)
+
+    async def process(self, frag: FragmentData, deadline: float) -> FragmentProcessed:
+        """Send one fragment and wait for its result until `deadline` (time.monotonic())."""
+        if not self._ready.is_set():
+            raise Fallback("sts_unavailable", f"sts-service {self.state}")
+        limit = max(1, self.max_inflight // 2) if self._slow_down else self.max_inflight
+        while self.inflight >= limit:
+            if time.monotonic() >= deadline - 0.5:
+                raise Fallback("backpressure", f"{self.inflight} fragments in flight")
+            await asyncio.sleep(0.05)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise Fallback("timeout", "deadline passed before sending")
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[frag.fragment_id] = fut
+        try:
+            ack = await self._sio.call(FRAGMENT_DATA, dump(frag), namespace=NAMESPACE,
+                                       timeout=min(remaining, 5.0))
+            if not ack.get("accepted"):
+                err = ack.get("error", {})
+                raise Fallback("rejected", f"{err.get('code')}: {err.get('message')}")
+            return await asyncio.wait_for(asyncio.shield(fut), deadline - time.monotonic())
+        except (asyncio.TimeoutError, socketio.exceptions.TimeoutError):
+            raise Fallback("timeout", "no result before the deadline") from None
+        except socketio.exceptions.SocketIOError as exc:
+            raise Fallback("sts_disconnected", str(exc)) from None
+        finally:
+            self._pending.pop(frag.fragment_id, None)

@@ -1,0 +1,509 @@
+"""One dubbed stream: input thread, output thread and the STS side, on one media timeline.
+
+Ownership: the worker owns two threads (ingest, output) and its asyncio tasks (STS client and
+one task per fragment); `stop()` ends them all and waits for them.
+
+Flow:
+  ingest thread  -> video packets into a queue; audio onto the timeline (AudioStore); 16 kHz copy
+                    into the VAD segmenter; each closed speech segment goes to the event loop.
+  event loop     -> sends the segment to the sts-service; places the dub on the DubTrack of each
+                    language, or counts a fallback (the original plays) if it is late or failed.
+  output thread  -> at arrival + D, renders each 1024-sample frame (original mixed with the dubs
+                    that cover it) and muxes the video packets that are due: constant delay, never
+                    waiting for the STS side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+from livedub_protocol import FragmentData, StreamInit
+
+from .config import MediaConfig, StreamRequest
+from .events import EventLog
+from .ingest import InputError, InputInfo, InputReader
+from .metrics import MediaMetrics
+from .mixer import DubTrack, Mode, resample
+from .output import FRAME, OutputError, OutputWriter
+from .segmenter import Segment, SegmenterConfig, SpeechSegmenter
+from .sts_client import Fallback, StsClient
+from .timeline import RATE, AudioStore, Timeline
+
+log = logging.getLogger(__name__)
+
+SEGMENT_RATE = 16000
+DEADLINE_MARGIN_S = 0.25  # the dub must be placed this long before its first sample is rendered
+INPUT_LINGER_S = 30.0  # a worker whose publisher is gone this long drains and stops
+
+
+@dataclass
+class Counters:
+    fragments_sent: int = 0
+    fragments_processed: dict[str, int] = field(default_factory=lambda: {"ok": 0, "no_speech": 0, "failed": 0})
+    fallbacks: dict[str, int] = field(default_factory=dict)
+    dubs_placed: int = 0
+    roundtrip_ms: deque = field(default_factory=lambda: deque(maxlen=500))
+    input_sessions: int = 0
+    video_packets_in: int = 0
+    video_packets_out: int = 0
+    audio_frames_out: int = 0
+
+
+@dataclass
+class _VideoItem:
+    packet: av.Packet
+    arrival: float
+
+
+class StreamWorker:
+    def __init__(self, stream_id: str, request: StreamRequest, cfg: MediaConfig, metrics: MediaMetrics,
+                 events: EventLog):
+        self.id = stream_id
+        self.request = request
+        self.cfg = cfg
+        self.metrics = metrics
+        self.events = events
+        self.delay_s = request.output_delay_s or cfg.output_delay_s
+        self.mode = Mode(request.mix)
+        self.duck_gain_db = request.duck_gain_db if request.duck_gain_db is not None else cfg.duck_gain_db
+        self.state = "starting"
+        self.state_reason = ""
+        self.input_state = "connecting"
+        self.output_state = "waiting"
+        self.started_at = time.time()
+        self.counters = Counters()
+        self.transcripts: deque = deque(maxlen=50)
+        self.timeline = Timeline(RATE, tolerance_s=0.015)
+        self.store = AudioStore(channels=2)
+        self.tracks = {lang: DubTrack() for lang in request.target_languages}
+        self._tracks_lock = threading.Lock()
+        self._rendered_until = 0  # timeline index below which output is final
+        self.segmenter = SpeechSegmenter(SegmenterConfig(
+            threshold=cfg.vad_threshold, min_silence_ms=cfg.min_silence_ms,
+            max_fragment_ms=cfg.max_fragment_ms, padding_ms=cfg.speech_padding_ms,
+            min_fragment_ms=cfg.min_fragment_ms))
+        self._seg_resampler: av.AudioResampler | None = None
+        self._video_q: deque[_VideoItem] = deque()
+        self._video_lock = threading.Lock()
+        self._info: InputInfo | None = None
+        self._video_shift_ticks = 0
+        self._last_video_out_s: float | None = None
+        self._new_session = False
+        self.outputs: dict[str, OutputWriter] = {}
+        self._stop = threading.Event()
+        self._drain = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._seq = 0
+        self.av_offset_s = 0.0
+        self.output_delay_measured_s = 0.0
+        self.sts = StsClient(
+            cfg.sts_url, cfg.sts_token or "",
+            StreamInit(stream_id=stream_id, source_language=request.source_language,
+                       target_languages=list(request.target_languages),
+                       max_fragment_ms=cfg.max_fragment_ms + 1000),
+            on_state=self._on_sts_state)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _set_state(self, state: str, reason: str = "") -> None:
+        if (state, reason) != (self.state, self.state_reason):
+            self.state, self.state_reason = state, reason
+            self.events.publish(self.id, "state", {"state": state, "reason": reason})
+            log.info("stream %s: %s%s", self.id, state, f" ({reason})" if reason else "")
+
+    def _on_sts_state(self, state: str) -> None:
+        self.metrics.set_sts_state(self.id, state)
+        self.events.publish(self.id, "sts_state", {"state": state, "error": self.sts.last_error})
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.metrics.set_sts_state(self.id, "disconnected")
+        self.metrics.output_delay.labels(self.id).set(0)
+        self.metrics.av_offset.labels(self.id).set(0)
+        self.sts.start()
+        for name, target in (("ingest", self._ingest_main), ("output", self._output_main)):
+            t = threading.Thread(target=target, name=f"{name}:{self.id}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.events.publish(self.id, "started", {"input_url": self.request.input_url,
+                                                 "targets": self.request.target_languages})
+
+    async def stop(self, drain: bool = True) -> None:
+        """Stop reading; with `drain`, let the output play out what is buffered (<= D + 2 s)."""
+        if drain:
+            self._drain.set()
+        else:
+            self._stop.set()
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + (self.delay_s + 3.0 if drain else 5.0)
+        for t in self._threads:
+            await loop.run_in_executor(None, t.join, max(0.1, deadline - time.monotonic()))
+        self._stop.set()
+        for t in self._threads:
+            await loop.run_in_executor(None, t.join, 5.0)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.sts.close()
+        self.metrics.forget(self.id)
+        self._set_state("stopped", self.state_reason if self.state in ("failed",) else "")
+        self.events.publish(self.id, "stopped", self.snapshot()["counters"])
+
+    def set_mode(self, mode: str) -> None:
+        """Takes effect on the next rendered output frame (the output thread reads it per frame)."""
+        self.mode = Mode(mode)
+        self.events.publish(self.id, "mix", {"mix": self.mode.value})
+
+    @property
+    def done(self) -> bool:
+        return self.state == "stopped"
+
+    # ------------------------------------------------------------ ingest thread
+
+    def _ingest_main(self) -> None:
+        reader = InputReader(self.request.input_url, on_video=self._on_video, on_audio=self._on_audio,
+                             stop=self._drain_or_stop())
+        gone_since = None
+        while not self._stop.is_set() and not self._drain.is_set():
+            try:
+                self.input_state = "connecting"
+                reason = reader.read_session(self._on_input_open)
+                self.input_state = "ended"
+            except InputError as exc:
+                reason = str(exc)
+                self.input_state = "error"
+                if self.state in ("starting", "reconnecting_input"):
+                    self._set_state("waiting_input" if self.counters.input_sessions == 0 else
+                                    "reconnecting_input", reason)
+            self.metrics.input_up.labels(self.id).set(0)
+            self._flush_segments()
+            if self._stop.is_set() or self._drain.is_set():
+                break
+            if self.counters.input_sessions and self.state == "running":
+                self._set_state("reconnecting_input", reason)
+                self.events.publish(self.id, "input_lost", {"reason": reason})
+            gone_since = gone_since or time.monotonic()
+            if time.monotonic() - gone_since > INPUT_LINGER_S and self.counters.input_sessions:
+                log.info("stream %s: input gone for %.0fs, stopping", self.id, INPUT_LINGER_S)
+                self._set_state("ended", f"input gone for {INPUT_LINGER_S:.0f}s")
+                self._drain.set()
+                break
+            self._stop.wait(self.cfg.input_retry_s)
+            if self.input_state != "error":
+                gone_since = gone_since if self.input_state == "ended" else None
+        self.store.close()
+
+    def _drain_or_stop(self) -> threading.Event:
+        """An event set by either stop or drain (the reader only needs to know it should end)."""
+        ev = threading.Event()
+
+        def watch():
+            while not (self._stop.wait(0.1) or self._drain.is_set()):
+                pass
+            ev.set()
+
+        threading.Thread(target=watch, name=f"watch:{self.id}", daemon=True).start()
+        return ev
+
+    def _on_input_open(self, info: InputInfo) -> None:
+        self._info = info
+        self.counters.input_sessions += 1
+        self._new_session = self.counters.input_sessions > 1
+        self.input_state = "reading"
+        self.metrics.input_up.labels(self.id).set(1)
+        if info.audio is None:
+            self._set_state("running", "input has no audio track: video passes through, nothing to dub")
+        else:
+            self._set_state("running")
+        if self._new_session:
+            self.events.publish(self.id, "input_recovered", {"session": self.counters.input_sessions})
+        self.events.publish(self.id, "input_open", {"video": info.video_codec, "audio": info.audio_codec,
+                                                    "audio_rate": info.audio_rate})
+
+    def _begin_session_at(self, pts_s: float) -> None:
+        """First packet of a reconnected input: continue the output timestamps where they stopped."""
+        self._new_session = False
+        resume = max(self.timeline.to_out_seconds_of_index(self.timeline.end) if self.timeline.origin_s
+                     is not None else 0.0, (self._last_video_out_s or 0.0) + 0.040)
+        self.timeline.new_session(pts_s, resume)
+        if self._info and self._info.video is not None:
+            tb = self._info.video.time_base
+            self._video_shift_ticks = int(round(self.timeline.shift_s / float(tb)))
+
+    def _on_video(self, packet: av.Packet) -> None:
+        if self._new_session and packet.pts is not None:
+            self._begin_session_at(float(packet.pts * packet.time_base))
+        self.counters.video_packets_in += 1
+        with self._video_lock:
+            self._video_q.append(_VideoItem(packet, time.monotonic()))
+
+    def _on_audio(self, samples: np.ndarray, pts_s: float) -> None:
+        if self._new_session:
+            self._begin_session_at(pts_s)
+        placed = self.timeline.place(pts_s, len(samples))
+        samples = samples[placed.dropped:]
+        if placed.gap:
+            # Silence fills the hole, in the store and for the segmenter, so 16 kHz index = 48 kHz / 3.
+            self.store.write(placed.start - placed.gap, np.zeros((placed.gap, 2), np.float32))
+            self._feed_segmenter(np.zeros((placed.gap, 2), np.float32))
+        self.store.write(placed.start, samples)
+        self._feed_segmenter(samples)
+
+    def _feed_segmenter(self, samples: np.ndarray) -> None:
+        if not len(samples):
+            return
+        mono = samples.mean(axis=1).astype(np.float32)
+        if self._seg_resampler is None:
+            self._seg_resampler = av.AudioResampler(format="flt", layout="mono", rate=SEGMENT_RATE)
+        frame = av.AudioFrame.from_ndarray(mono[None, :], format="flt", layout="mono")
+        frame.sample_rate = RATE
+        parts = [f.to_ndarray()[0] for f in self._seg_resampler.resample(frame)]
+        if parts:
+            for seg in self.segmenter.feed(np.concatenate(parts)):
+                self._dispatch(seg)
+
+    def _flush_segments(self) -> None:
+        for seg in self.segmenter.flush():
+            self._dispatch(seg)
+
+    def _dispatch(self, seg: Segment) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._spawn_fragment, seg)
+
+    # ------------------------------------------------------------ STS side (event loop)
+
+    def _spawn_fragment(self, seg: Segment) -> None:
+        if self._stop.is_set():
+            return
+        task = asyncio.create_task(self._dub_fragment(seg), name=f"fragment:{self.id}:{self._seq}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _fallback(self, reason: str, seg_ms: float, detail: str = "") -> None:
+        self.counters.fallbacks[reason] = self.counters.fallbacks.get(reason, 0) + 1
+        self.metrics.fallbacks.labels(self.id, reason).inc()
+        self.events.publish(self.id, "fallback", {"reason": reason, "start_ms": seg_ms, "detail": detail})
+
+    async def _dub_fragment(self, seg: Segment) -> None:
+        start48, end48 = seg.span.start * 3, seg.span.end * 3
+        start_ms = start48 * 1000.0 / RATE
+        seq, self._seq = self._seq, self._seq + 1
+        arrival = self.store.arrival_of(start48)
+        if arrival is None:
+            arrival = time.monotonic()
+        deadline = arrival + self.delay_s - DEADLINE_MARGIN_S
+        audio = (np.clip(seg.audio, -1, 1) * 32767).astype("<i2").tobytes()
+        frag = FragmentData(stream_id=self.id, fragment_id=f"{self.id}-{uuid.uuid4().hex[:8]}-{seq}",
+                            sequence_number=seq, start_ms=start_ms,
+                            duration_ms=len(seg.audio) * 1000.0 / SEGMENT_RATE, audio=audio)
+        t0 = time.monotonic()
+        try:
+            if self.sts.connected:
+                self.counters.fragments_sent += 1
+                self.metrics.fragments_sent.labels(self.id).inc()
+            result = await self.sts.process(frag, deadline)
+        except Fallback as fb:
+            self._fallback(fb.reason, start_ms, fb.detail)
+            return
+        rtt = time.monotonic() - t0
+        self.counters.roundtrip_ms.append(rtt * 1000.0)
+        self.metrics.roundtrip.labels(self.id).observe(rtt)
+        self.counters.fragments_processed[result.status] = self.counters.fragments_processed.get(result.status, 0) + 1
+        self.metrics.fragments_processed.labels(self.id, result.status).inc()
+        if result.status == "no_speech":
+            return
+        if result.status != "ok":
+            err = result.error
+            self._fallback("failed", start_ms, f"{err.code} at {err.stage}: {err.message}" if err else "")
+            return
+        await asyncio.get_running_loop().run_in_executor(None, self._place_dubs, result, start48, end48)
+
+    def _place_dubs(self, result, start48: int, end48: int) -> None:
+        span = end48 - start48
+        placed = []
+        for dub in result.results:
+            track = self.tracks.get(dub.target_language)
+            if track is None:
+                continue
+            pcm = np.frombuffer(dub.audio, "<i2").astype(np.float32) / 32768.0
+            clip = resample(pcm, dub.sample_rate_hz, RATE)[:span]
+            if not len(clip):
+                continue
+            stereo = np.repeat(clip[:, None], 2, axis=1)
+            with self._tracks_lock:
+                if start48 < self._rendered_until:
+                    late = True
+                else:
+                    track.add(start48, stereo)
+                    late = False
+            if not late:
+                placed.append({"language": dub.target_language, "text": dub.text})
+        if placed:
+            self.counters.dubs_placed += 1
+            self.transcripts.append({"start_ms": result.start_ms, "duration_ms": result.duration_ms,
+                                     "transcript": result.transcript, "dubs": placed})
+            self.events.publish(self.id, "dubbed", self.transcripts[-1])
+        elif result.results:
+            self._loop.call_soon_threadsafe(self._fallback, "late", result.start_ms, "arrived after its deadline")
+
+    # ------------------------------------------------------------ output thread
+
+    def _open_outputs(self) -> bool:
+        info = self._info
+        ok = True
+        for lang in self.request.target_languages:
+            if lang in self.outputs:
+                continue
+            url = self.request.output_for(lang)
+            try:
+                self.outputs[lang] = OutputWriter(url, info.video if info else None,
+                                                  audio=bool(info and info.audio is not None))
+                self.events.publish(self.id, "output_open", {"language": lang, "url": url})
+            except OutputError as exc:
+                ok = False
+                if self.output_state != "error":
+                    log.warning("stream %s: %s", self.id, exc)
+                self.output_state, self.state_reason = "error", str(exc)
+        if ok:
+            self.output_state = "writing"
+            self.metrics.output_up.labels(self.id).set(1)
+        return ok
+
+    def _output_failed(self, lang: str, exc: Exception) -> None:
+        log.warning("stream %s: output %s failed: %s", self.id, lang, exc)
+        writer = self.outputs.pop(lang, None)
+        if writer:
+            writer.close()
+        self.output_state = "error"
+        self.metrics.output_up.labels(self.id).set(0)
+        self.events.publish(self.id, "output_lost", {"language": lang, "error": str(exc)})
+
+    def _output_main(self) -> None:
+        next_index = 0
+        last_open_try = 0.0
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if self._info is None:
+                    self._stop.wait(0.02)
+                    continue
+                if len(self.outputs) < len(self.tracks) and now - last_open_try > 1.0:
+                    last_open_try = now
+                    self._open_outputs()
+                wrote = False
+                # Audio frames that are due.
+                while self.store.end >= next_index + FRAME:
+                    arrival = self.store.arrival_of(next_index + FRAME - 1)
+                    if arrival is None or arrival + self.delay_s > now:
+                        break
+                    self._write_audio_frame(next_index)
+                    self.output_delay_measured_s = time.monotonic() - arrival
+                    next_index += FRAME
+                    wrote = True
+                # Video packets that are due.
+                while True:
+                    with self._video_lock:
+                        if not self._video_q or self._video_q[0].arrival + self.delay_s > now:
+                            break
+                        item = self._video_q.popleft()
+                    self._write_video(item.packet)
+                    wrote = True
+                if wrote:
+                    self.metrics.output_delay.labels(self.id).set(self.output_delay_measured_s)
+                    self.store.discard_before(next_index - RATE)
+                    with self._tracks_lock:
+                        for track in self.tracks.values():
+                            track.prune(next_index - RATE)
+                elif self._drain.is_set() and self.store.closed:
+                    with self._video_lock:
+                        empty = not self._video_q
+                    if empty and self.store.end < next_index + FRAME:
+                        break  # everything buffered has been played out
+                self._stop.wait(0.005)
+        finally:
+            for writer in self.outputs.values():
+                writer.close()
+            self.outputs.clear()
+            self.metrics.output_up.labels(self.id).set(0)
+            self.output_state = "closed"
+
+    def _write_audio_frame(self, index: int) -> None:
+        original = self.store.read(index, FRAME)
+        mode, gain = self.mode, self.duck_gain_db
+        with self._tracks_lock:
+            self._rendered_until = index + FRAME
+            mixes = {lang: track.render(index, FRAME, original, mode, gain) for lang, track in self.tracks.items()}
+        pts = self.timeline.out_index_pts(index)
+        for lang, mixed in mixes.items():
+            writer = self.outputs.get(lang)
+            if writer is None:
+                continue
+            try:
+                writer.write_audio(mixed, pts)
+                self.av_offset_s = writer.av_offset_s
+            except OutputError as exc:
+                self._output_failed(lang, exc)
+        self.counters.audio_frames_out += 1
+        self.metrics.av_offset.labels(self.id).set(self.av_offset_s)
+
+    def _write_video(self, packet: av.Packet) -> None:
+        if packet.pts is not None:
+            self._last_video_out_s = float((packet.pts + self._video_shift_ticks) * packet.time_base)
+        for lang, writer in list(self.outputs.items()):
+            copy = av.Packet(bytes(packet))
+            copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
+            copy.is_keyframe = packet.is_keyframe
+            try:
+                writer.write_video(copy, self._video_shift_ticks)
+            except OutputError as exc:
+                self._output_failed(lang, exc)
+        self.counters.video_packets_out += 1
+
+    # ------------------------------------------------------------ state
+
+    def snapshot(self) -> dict:
+        c = self.counters
+        rtt = np.asarray(c.roundtrip_ms) if c.roundtrip_ms else None
+        return {
+            "id": self.id,
+            "state": self.state,
+            "reason": self.state_reason,
+            "input_url": self.request.input_url,
+            "outputs": {lang: self.request.output_for(lang) for lang in self.request.target_languages},
+            "source_language": self.request.source_language,
+            "target_languages": list(self.request.target_languages),
+            "mix": self.mode.value,
+            "duck_gain_db": self.duck_gain_db,
+            "input": {"state": self.input_state, "sessions": c.input_sessions,
+                      "video_codec": self._info.video_codec if self._info else None,
+                      "audio_codec": self._info.audio_codec if self._info else None},
+            "output": {"state": self.output_state},
+            "sts": {"state": self.sts.state, "url": self.cfg.sts_url, "connects": self.sts.connects,
+                    "inflight": self.sts.inflight, "last_error": self.sts.last_error},
+            "output_delay_s": self.delay_s,
+            "output_delay_measured_s": round(self.output_delay_measured_s, 4),
+            "av_offset_ms": round(self.av_offset_s * 1000.0, 3),
+            "latency_ms": {"p50": float(np.percentile(rtt, 50)) if rtt is not None else None,
+                           "p95": float(np.percentile(rtt, 95)) if rtt is not None else None},
+            "counters": {"fragments_sent": c.fragments_sent, "fragments_processed": dict(c.fragments_processed),
+                         "fallbacks": dict(c.fallbacks), "dubs_placed": c.dubs_placed,
+                         "video_packets_in": c.video_packets_in, "video_packets_out": c.video_packets_out,
+                         "audio_frames_out": c.audio_frames_out, "segments_dropped_short":
+                             getattr(self.segmenter, "stats", None).dropped_short
+                             if hasattr(getattr(self.segmenter, "stats", None), "dropped_short") else None},
+            "recent": list(self.transcripts)[-10:],
+            "started_at": self.started_at,
+        }

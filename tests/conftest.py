@@ -1,0 +1,1 @@
+pytest_plugins = ["livedub_testkit.pytest_plugin"]
