@@ -279,25 +279,34 @@ def av_offsets(path, *, max_pair_s: float = 0.2) -> list[tuple[float, float]]:
     return out
 
 
+def _power(path) -> tuple[np.ndarray, int, float]:
+    """Per-sample power averaged over channels (so dBFS = RMS over all channels' samples)."""
+    dec = decode_audio(path)
+    if dec is None:
+        raise ValueError(f"{path}: no audio stream")
+    data, sr, t0 = dec
+    return np.mean(data.astype(np.float64) ** 2, axis=1), sr, t0
+
+
 def audio_rms_dbfs(path, start_s: float, end_s: float) -> float:
-    """RMS level (dBFS, mono mix) of the audio between absolute times ``start_s`` and ``end_s``."""
-    x, sr, t0 = _mono(path)
+    """RMS level (dBFS over all channels) of the audio between absolute times ``start_s``/``end_s``."""
+    x, sr, t0 = _power(path)
     a = max(0, int(round((start_s - t0) * sr)))
     b = min(len(x), int(round((end_s - t0) * sr)))
     if b <= a:
         return float("-inf")
-    r = float(np.sqrt(np.mean(x[a:b] ** 2)))
+    r = float(np.sqrt(np.mean(x[a:b])))
     return 20 * np.log10(r) if r > 0 else float("-inf")
 
 
 def audio_rms_series(path, hop_s: float = 0.1) -> list[tuple[float, float]]:
-    """(window start time, RMS dBFS) for consecutive windows of ``hop_s`` over the whole track."""
-    x, sr, t0 = _mono(path)
+    """(window start time, RMS dBFS over all channels) for consecutive ``hop_s`` windows."""
+    x, sr, t0 = _power(path)
     hop = max(1, int(round(hop_s * sr)))
     n = len(x) // hop
     if n == 0:
         return []
-    r = np.sqrt(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1))
+    r = np.sqrt(np.mean(x[: n * hop].reshape(n, hop), axis=1))
     db = 20 * np.log10(np.maximum(r, 1e-10))
     return [(t0 + i * hop / sr, float(db[i])) for i in range(n)]
 
@@ -434,12 +443,21 @@ def publish(
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
-    """SIGINT (ffmpeg finalises its output), then SIGKILL after ``timeout``; returns the exit code."""
+    """Stop an ffmpeg child so it still finalises its output; returns the exit code.
+
+    One SIGINT only sets a flag that ffmpeg checks between reads, so a read blocked on a
+    silent RTMP connection would never return; a second SIGINT interrupts the blocking I/O
+    and ffmpeg then writes the trailer. SIGKILL after ``timeout``.
+    """
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout)
+            proc.wait(1.0)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
     return proc.returncode

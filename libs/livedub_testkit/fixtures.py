@@ -35,13 +35,15 @@ __all__ = [
     "SENTENCES",
     "make_demo_media",
     "make_no_audio_video",
+    "cached_demo_media",
+    "default_cache_dir",
     "FIXTURE_VERSION",
     "BEEP_HZ",
     "BEEP_S",
     "BEEP_RAMP_S",
 ]
 
-FIXTURE_VERSION = 1
+FIXTURE_VERSION = 2
 SAMPLE_RATE = 48000
 BEEP_HZ = 1000.0
 BEEP_S = 0.050
@@ -194,6 +196,8 @@ def _music_bed(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
         # smooth envelope: 0.3 s fade in/out overlapping the neighbours (cross-fade)
         env = np.clip((tt + 0.3) / 0.6, 0, 1) * np.clip((chord_s + 0.3 - tt) / 0.6, 0, 1)
         env = np.sin(env * np.pi / 2) ** 2
+        if ci == 0:  # the bed is at full level from t=0
+            env = np.where(tt < 0.3, 1.0, env)
         for k, f in enumerate(chords[ci % len(chords)]):
             amp = 1.0 / (1 + 0.5 * k)
             for ch, df in ((0, -detune), (1, detune)):
@@ -472,3 +476,22 @@ def default_cache_dir() -> Path:
     d = Path(os.environ.get("LIVEDUB_CACHE") or Path.home() / ".cache" / "livedub")
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def cached_demo_media(
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    seconds: float = 60,
+    width: int = 1280,
+    height: int = 720,
+    fps: int = 30,
+    seed: int = 1234,
+) -> FixtureInfo:
+    """The demo fixture at a parameter-named path in the cache dir (generated once, then reused).
+
+    ``<cache>/demo-<seconds>s-<w>x<h>-<fps>fps-s<seed>-v<FIXTURE_VERSION>.mp4``; cache dir default:
+    :func:`default_cache_dir`.
+    """
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    name = f"demo-{seconds:g}s-{width}x{height}-{fps}fps-s{seed}-v{FIXTURE_VERSION}.mp4"
+    return make_demo_media(cache / name, seconds=seconds, width=width, height=height, fps=fps, seed=seed)

@@ -82,7 +82,12 @@ def rtmp_url(host: str, port: int, app: str, name: str) -> str:
 
 
 def _find_nginx() -> str:
-    exe = os.environ.get("LIVEDUB_NGINX") or shutil.which("nginx")
+    env = os.environ.get("LIVEDUB_NGINX")
+    if env:
+        if not (Path(env).is_file() and os.access(env, os.X_OK)):
+            raise NginxRtmpError(f"LIVEDUB_NGINX={env!r} is not an executable nginx: {_INSTALL_HINT}")
+        return env
+    exe = shutil.which("nginx")
     if not exe:
         for cand in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"):
             if Path(cand).exists():
@@ -196,6 +201,7 @@ rtmp {{
             wait_video off;
             sync 10ms;
             idle_streams on;
+            publish_notify on;
 {hooks}        }}
     }}
 }}

@@ -1,0 +1,46 @@
+"""pytest fixtures shared by livedub tests (register with ``pytest_plugins = ["livedub_testkit.pytest_plugin"]``).
+
+* ``livedub_cache_dir`` (session): ``$LIVEDUB_CACHE`` or ``~/.cache/livedub``.
+* ``rtmp_server`` (function): a started :class:`~livedub_testkit.rtmp_server.NginxRtmpServer`
+  (no hooks; build your own ``NginxRtmpServer(on_publish_url=...)`` for hook tests).
+* ``demo_media`` (session): :class:`~livedub_testkit.fixtures.FixtureInfo` of the 60 s 1280x720
+  demo MP4 (``.path``, ``.markers``, ``.speech_spans``, ...), generated once and cached on disk.
+* ``short_media`` (session): the same for a 20 s 640x360 MP4.
+
+The media files are cached across sessions (sidecar JSON with the generation parameters);
+concurrent sessions (e.g. pytest-xdist) are serialised by a lock file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .fixtures import FixtureInfo, cached_demo_media, default_cache_dir
+from .rtmp_server import NginxRtmpServer
+
+
+@pytest.fixture(scope="session")
+def livedub_cache_dir() -> Path:
+    return default_cache_dir()
+
+
+@pytest.fixture
+def rtmp_server():
+    srv = NginxRtmpServer()
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_media(livedub_cache_dir) -> FixtureInfo:
+    return cached_demo_media(livedub_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def short_media(livedub_cache_dir) -> FixtureInfo:
+    return cached_demo_media(livedub_cache_dir, seconds=20, width=640, height=360)
