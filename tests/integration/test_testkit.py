@@ -261,3 +261,29 @@ def test_stop_process_interrupts_a_blocked_recorder(rtmp_server, tmp_path):
     A.stop_process(rec, timeout=5)
     assert time.monotonic() - t0 < 7
     assert rec.returncode is not None
+
+
+def test_stalled_publisher_is_dropped_quickly(short_media):
+    """A publisher that stops sending (SIGSTOP, socket left open) is dropped in ~5 s."""
+    import signal
+
+    hooks = HookServer().start()
+    try:
+        with NginxRtmpServer(
+            on_publish_url=hooks.url("publish"), on_publish_done_url=hooks.url("publish_done")
+        ) as srv:
+            pub = A.publish(short_media.path, srv.url("stall"), loop=True)
+            try:
+                hooks.wait_for("/hooks/publish")
+                time.sleep(1.5)
+                pub.send_signal(signal.SIGSTOP)
+                t0 = time.monotonic()
+                hooks.wait_for("/hooks/publish_done", timeout=15)
+                took = time.monotonic() - t0
+            finally:
+                pub.send_signal(signal.SIGCONT)
+                A.stop_process(pub)
+            print(f"stalled publisher dropped after {took:.1f} s")
+            assert took < 8
+    finally:
+        hooks.stop()
