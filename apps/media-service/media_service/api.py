@@ -137,8 +137,9 @@ class Api:
         return web.json_response(worker.snapshot())
 
     async def delete(self, request):
+        """Stop now; with `?drain=true` first play out what is buffered (up to the output delay)."""
         worker = self._worker(request)
-        await self.registry.stop(worker.id)
+        await self.registry.stop(worker.id, drain=request.query.get("drain", "false").lower() == "true")
         return web.json_response(worker.snapshot())
 
     async def events_handler(self, request):

@@ -49,6 +49,9 @@ def open_input(url: str, timeout_s: float = 5.0) -> av.container.InputContainer:
     except (av.error.ConnectionRefusedError, av.error.ConnectionResetError) as exc:
         raise InputError(f"input {url}: connection refused (is the RTMP server up and the stream published?)") \
             from exc
+    except av.error.OSError as exc:
+        raise InputError(f"cannot open input {url}: nothing is published there or the server refused it "
+                         f"({exc.strerror or exc})") from exc
     except Exception as exc:
         raise InputError(f"cannot open input {url}: {exc}") from exc
 
@@ -77,14 +80,18 @@ class InputReader:
         # Files are paced like a live source so that the output delay means the same thing.
         self.realtime = (not _is_live(url)) if realtime is None else realtime
 
-    def read_session(self, on_open: Callable[[InputInfo], None]) -> str:
-        """Read until the input ends or `stop` is set; returns why it ended."""
+    def read_session(self, on_open: Callable[[InputInfo, av.container.InputContainer], None]) -> str:
+        """Read until the input ends or `stop` is set; returns why it ended.
+
+        The container is handed to `on_open` and not closed here: outputs are created from its
+        video stream (a template), so its owner closes it when it is no longer needed.
+        """
         container = open_input(self.url)
         try:
             info = describe(container)
             if info.video is None and info.audio is None:
                 raise InputError(f"input {self.url} has neither video nor audio")
-            on_open(info)
+            on_open(info, container)
             streams = [s for s in (info.video, info.audio) if s is not None]
             resampler = av.AudioResampler(format="flt", layout="stereo", rate=RATE)
             t_wall0 = pts0 = None
@@ -125,5 +132,3 @@ class InputReader:
             if self.stop.is_set():
                 return "stopped"
             return f"read error: {exc}"
-        finally:
-            container.close()

@@ -5,11 +5,19 @@ audio frames carry their timeline position. FFmpeg's AAC encoder emits its first
 samples (the priming) before the first frame's pts, so a decoder that plays the priming from the
 packet timestamp reaches the first real sample exactly at its timeline time: the priming is
 compensated by the timestamps themselves, and `av_offset_s` checks that it stays so.
+
+Network outputs (rtmp://, srt://) are muxed here, by PyAV, into a pipe to an `ffmpeg -c copy`
+relay that does the network part. PyAV holds the GIL while it opens an RTMP publish and while
+it writes to the socket: a slow server would freeze every thread of the service, and nginx-rtmp's
+`on_publish` hook (answered by this same process) would deadlock the publish handshake. The relay
+only copies packets: payloads and timestamps are the ones muxed here.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
 from fractions import Fraction
 
 import av
@@ -29,11 +37,18 @@ class OutputWriter:
     def __init__(self, url: str, video_template: av.video.stream.VideoStream | None, *,
                  audio: bool = True, bit_rate: int = 128_000):
         self.url = url
-        fmt = "flv"
+        self.relay: subprocess.Popen | None = None
+        target = url
+        if "://" in url and not url.startswith("file://"):
+            self.relay = _start_relay(url)
+            target = self.relay.stdin
+        elif url.startswith("file://"):
+            target = url[len("file://"):]
         try:
-            self.container = av.open(url, mode="w", format=fmt,
-                                      options={"flvflags": "no_duration_filesize"})
-        except Exception as exc:  # av.error.* subclasses: connection refused, bad URL, ...
+            self.container = av.open(target, mode="w", format="flv",
+                                     options={"flvflags": "no_duration_filesize"})
+        except Exception as exc:  # av.error.* subclasses: bad path, ...
+            self._stop_relay()
             raise OutputError(f"cannot open output {url}: {exc}") from exc
         self.video = self.container.add_stream_from_template(video_template) if video_template else None
         self.audio = None
@@ -82,11 +97,26 @@ class OutputWriter:
         self._mux(pkt)
 
     def _mux(self, pkt: av.Packet) -> None:
+        if self.relay is not None and self.relay.poll() is not None:
+            raise OutputError(f"relay to {self.url} exited ({self.relay.returncode}): {_tail(self.relay)}")
         try:
             self.container.mux(pkt)
             self.packets += 1
         except Exception as exc:
             raise OutputError(f"writing to {self.url} failed: {exc}") from exc
+
+    def _stop_relay(self) -> None:
+        if self.relay is None:
+            return
+        try:
+            self.relay.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.relay.wait(5)
+        except subprocess.TimeoutExpired:
+            self.relay.kill()
+            self.relay.wait()
 
     def close(self) -> None:
         try:
@@ -99,3 +129,21 @@ class OutputWriter:
             self.container.close()
         except Exception as exc:
             log.debug("closing %s: %s", self.url, exc)
+        self._stop_relay()
+
+
+def _start_relay(url: str) -> subprocess.Popen:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise OutputError("ffmpeg not found (needed to publish to network outputs): install Debian 'ffmpeg'")
+    cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "flv", "-i", "pipe:0",
+           "-map", "0", "-c", "copy", "-copyts", "-f", "flv", url]
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            bufsize=0)
+
+
+def _tail(proc: subprocess.Popen) -> str:
+    try:
+        return proc.stderr.read(2000).decode(errors="replace").strip() if proc.stderr else ""
+    except Exception:
+        return ""

@@ -78,6 +78,7 @@ class StreamWorker:
         self.state = "starting"
         self.state_reason = ""
         self.input_state = "connecting"
+        self.input_warning = ""
         self.output_state = "waiting"
         self.started_at = time.time()
         self.counters = Counters()
@@ -95,8 +96,10 @@ class StreamWorker:
         self._video_q: deque[_VideoItem] = deque()
         self._video_lock = threading.Lock()
         self._info: InputInfo | None = None
+        self._container = None  # the input container whose streams are the output templates
+        self._io_lock = threading.Lock()
         self._video_shift_ticks = 0
-        self._last_video_out_s: float | None = None
+        self._last_video_out_s: float | None = None  # latest ingested video time, output clock
         self._new_session = False
         self.outputs: dict[str, OutputWriter] = {}
         self._stop = threading.Event()
@@ -152,6 +155,8 @@ class StreamWorker:
         self._stop.set()
         for t in self._threads:
             await loop.run_in_executor(None, t.join, 5.0)
+        if not any(t.is_alive() for t in self._threads):
+            self._close_input()  # never under a thread that may still be reading it
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -206,6 +211,12 @@ class StreamWorker:
                 gone_since = gone_since if self.input_state == "ended" else None
         self.store.close()
 
+    def _close_input(self) -> None:
+        with self._io_lock:
+            if self._container is not None:
+                self._container.close()
+                self._container = None
+
     def _drain_or_stop(self) -> threading.Event:
         """An event set by either stop or drain (the reader only needs to know it should end)."""
         ev = threading.Event()
@@ -218,15 +229,21 @@ class StreamWorker:
         threading.Thread(target=watch, name=f"watch:{self.id}", daemon=True).start()
         return ev
 
-    def _on_input_open(self, info: InputInfo) -> None:
-        self._info = info
+    def _on_input_open(self, info: InputInfo, container) -> None:
+        with self._io_lock:
+            # The previous session's container can go once nothing can make outputs from it.
+            if self._container is not None:
+                self._container.close()
+            self._container, self._info = container, info
         self.counters.input_sessions += 1
         self._new_session = self.counters.input_sessions > 1
         self.input_state = "reading"
         self.metrics.input_up.labels(self.id).set(1)
         if info.audio is None:
-            self._set_state("running", "input has no audio track: video passes through, nothing to dub")
+            self.input_warning = "input has no audio track: video passes through, nothing to dub"
+            self._set_state("running", self.input_warning)
         else:
+            self.input_warning = ""
             self._set_state("running")
         if self._new_session:
             self.events.publish(self.id, "input_recovered", {"session": self.counters.input_sessions})
@@ -246,6 +263,9 @@ class StreamWorker:
     def _on_video(self, packet: av.Packet) -> None:
         if self._new_session and packet.pts is not None:
             self._begin_session_at(float(packet.pts * packet.time_base))
+        if packet.pts is not None:
+            out_s = float((packet.pts + self._video_shift_ticks) * packet.time_base)
+            self._last_video_out_s = max(self._last_video_out_s or out_s, out_s)
         self.counters.video_packets_in += 1
         with self._video_lock:
             self._video_q.append(_VideoItem(packet, time.monotonic()))
@@ -362,15 +382,16 @@ class StreamWorker:
     # ------------------------------------------------------------ output thread
 
     def _open_outputs(self) -> bool:
-        info = self._info
         ok = True
         for lang in self.request.target_languages:
             if lang in self.outputs:
                 continue
             url = self.request.output_for(lang)
             try:
-                self.outputs[lang] = OutputWriter(url, info.video if info else None,
-                                                  audio=bool(info and info.audio is not None))
+                with self._io_lock:
+                    info = self._info
+                    self.outputs[lang] = OutputWriter(url, info.video if info else None,
+                                                      audio=bool(info and info.audio is not None))
                 self.events.publish(self.id, "output_open", {"language": lang, "url": url})
             except OutputError as exc:
                 ok = False
@@ -400,7 +421,9 @@ class StreamWorker:
                 if self._info is None:
                     self._stop.wait(0.02)
                     continue
-                if len(self.outputs) < len(self.tracks) and now - last_open_try > 1.0:
+                if len(self.outputs) < len(self.tracks) and now - last_open_try > 1.0 and self._anything_due(
+                        next_index, now):
+                    # Opened only when there is something to write: RTMP servers drop idle publishers.
                     last_open_try = now
                     self._open_outputs()
                 wrote = False
@@ -427,11 +450,17 @@ class StreamWorker:
                     with self._tracks_lock:
                         for track in self.tracks.values():
                             track.prune(next_index - RATE)
-                elif self._drain.is_set() and self.store.closed:
-                    with self._video_lock:
-                        empty = not self._video_q
-                    if empty and self.store.end < next_index + FRAME:
-                        break  # everything buffered has been played out
+                elif self.input_state != "reading" and self._played_out(next_index, now):
+                    # The input is gone and everything it gave has been played: finish the last
+                    # partial audio frame and close the outputs, which flushes the muxers'
+                    # interleaving queues (nothing is left behind). They reopen if it returns.
+                    if self.store.end > next_index:
+                        self._write_audio_frame(next_index)
+                        next_index += FRAME  # the rest of this frame was silence-padded
+                    if self.outputs:
+                        self._close_outputs("input ended; everything buffered was played out")
+                    if self._drain.is_set() and self.store.closed:
+                        break
                 self._stop.wait(0.005)
         finally:
             for writer in self.outputs.values():
@@ -439,6 +468,30 @@ class StreamWorker:
             self.outputs.clear()
             self.metrics.output_up.labels(self.id).set(0)
             self.output_state = "closed"
+
+    def _played_out(self, next_index: int, now: float) -> bool:
+        with self._video_lock:
+            if self._video_q:
+                return False
+        if self.store.end >= next_index + FRAME:
+            return False
+        arrival = self.store.arrival_of(self.store.end - 1) if self.store.end > next_index else None
+        return arrival is None or arrival + self.delay_s <= now
+
+    def _close_outputs(self, reason: str) -> None:
+        for lang, writer in list(self.outputs.items()):
+            writer.close()
+            self.events.publish(self.id, "output_closed", {"language": lang, "reason": reason})
+        self.outputs.clear()
+        self.output_state = "idle"
+        self.metrics.output_up.labels(self.id).set(0)
+
+    def _anything_due(self, next_index: int, now: float) -> bool:
+        arrival = self.store.arrival_of(next_index + FRAME - 1) if self.store.end >= next_index + FRAME else None
+        if arrival is not None and arrival + self.delay_s <= now:
+            return True
+        with self._video_lock:
+            return bool(self._video_q) and self._video_q[0].arrival + self.delay_s <= now
 
     def _write_audio_frame(self, index: int) -> None:
         original = self.store.read(index, FRAME)
@@ -460,8 +513,6 @@ class StreamWorker:
         self.metrics.av_offset.labels(self.id).set(self.av_offset_s)
 
     def _write_video(self, packet: av.Packet) -> None:
-        if packet.pts is not None:
-            self._last_video_out_s = float((packet.pts + self._video_shift_ticks) * packet.time_base)
         for lang, writer in list(self.outputs.items()):
             copy = av.Packet(bytes(packet))
             copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
@@ -487,7 +538,7 @@ class StreamWorker:
             "target_languages": list(self.request.target_languages),
             "mix": self.mode.value,
             "duck_gain_db": self.duck_gain_db,
-            "input": {"state": self.input_state, "sessions": c.input_sessions,
+            "input": {"state": self.input_state, "sessions": c.input_sessions, "warning": self.input_warning,
                       "video_codec": self._info.video_codec if self._info else None,
                       "audio_codec": self._info.audio_codec if self._info else None},
             "output": {"state": self.output_state},

@@ -12,8 +12,8 @@ R2 engine (temp WAVs on /dev/shm), ~52 ms with its R3 engine (``fine=True``), ~6
 
 from __future__ import annotations
 
-import math
 import logging
+import math
 import os
 import shutil
 import subprocess

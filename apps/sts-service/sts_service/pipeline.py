@@ -15,7 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from livedub_protocol import DubResult, ErrorCode, FragmentData, FragmentError, FragmentProcessed, StageTimings
+from livedub_protocol import (
+    DubResult,
+    ErrorCode,
+    FragmentData,
+    FragmentError,
+    FragmentProcessed,
+    StageTimings,
+)
 
 from .config import StsConfig
 from .engines import Engines
