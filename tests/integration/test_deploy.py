@@ -307,7 +307,6 @@ def test_grafana_provisioning_matches_compose_mounts():
     assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus:9090"
 
 
-@pytest.mark.xfail(strict=False, reason="services not landed yet")
 def test_dashboard_metrics_exported_by_code():
     """Every metric family the dashboard shows is declared in apps/ as a literal name."""
     sources = "\n".join(p.read_text(errors="replace") for p in _python_sources(ROOT / "apps"))
@@ -416,7 +415,6 @@ def test_mediamtx_hook_commands_post_expected_json():
     ]
 
 
-@pytest.mark.xfail(strict=False, reason="services not landed yet")
 def test_hook_endpoints_exposed_by_code():
     sources = "\n".join(
         p.read_text(errors="replace") for p in _python_sources(ROOT / "apps" / "media-service")

@@ -1,0 +1,154 @@
+"""End to end: a 60 s 720p30 broadcast through nginx-rtmp, media-service and the real sts-service.
+
+The stream is published the way a broadcaster would (ffmpeg -> RTMP); nothing is started by
+hand: the publish hook starts the dubbing worker. Every claim is checked on the recorded output.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pytest
+from livedub_testkit import analysis
+from livedub_testkit.services import http_json
+from livedub_testkit.speech import word_error_rate
+from livedub_testkit.stack import LocalStack
+
+pytestmark = pytest.mark.timeout(900)
+
+STREAM = "broadcast"
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of a Prometheus sample family filtered by labels."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture(scope="module")
+def run(demo_media, tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    with LocalStack(workdir=work) as stack:
+        out = work / "out.flv"
+        rec = analysis.record_stream(stack.url(f"{STREAM}/out"), out)
+        pub = analysis.publish(demo_media.path, stack.url(f"{STREAM}/in"))
+        started = time.monotonic()
+        worker_seen = None
+        while pub.poll() is None:
+            status, _ = stack.media.api("GET", f"/v1/streams/{STREAM}")
+            if status == 200 and worker_seen is None:
+                worker_seen = time.monotonic() - started
+            time.sleep(0.5)
+        assert pub.returncode == 0, open(pub.log_path).read()
+        # Play out the buffered output (the output closes itself once everything was written).
+        stack.wait_stream(STREAM, lambda s: s["output"]["state"] == "idle", timeout=30)
+        analysis.stop_process(rec)
+        _, snap = stack.media.api("GET", f"/v1/streams/{STREAM}")
+        _, events = stack.media.api("GET", f"/v1/events?stream={STREAM}")
+        _, media_metrics = http_json(stack.media.url + "/metrics")
+        _, sts_metrics = http_json(stack.sts.url + "/metrics")
+    return {"info": demo_media, "out": out, "snap": snap, "events": events["events"],
+            "media_metrics": media_metrics, "sts_metrics": sts_metrics, "worker_seen": worker_seen}
+
+
+def test_fixture_is_what_the_test_expects(demo_media):
+    info = analysis.probe(demo_media.path)
+    assert abs(info["duration"] - 60.0) < 0.2
+    assert info["video"]["codec"] == "h264" and (info["video"]["width"], info["video"]["height"]) == (1280, 720)
+    assert abs(info["video"]["fps"] - 30) < 0.01
+    assert info["audio"]["codec"] == "aac" and info["audio"]["sample_rate"] == 48000
+    assert len(demo_media.speech_spans) >= 12 and len(demo_media.markers) >= 12
+    assert max(np.diff(demo_media.markers)) <= 6.0
+    offsets = analysis.av_offsets(demo_media.path)
+    assert len(offsets) == len(demo_media.markers) and max(abs(o) for _, o in offsets) < 0.002
+
+
+def test_publish_starts_a_worker_connected_to_sts(run):
+    assert run["worker_seen"] is not None and run["worker_seen"] < 5.0
+    kinds = [e["type"] for e in run["events"]]
+    assert kinds[0] == "started" and "hook_publish" in kinds and "input_open" in kinds
+    assert any(e["type"] == "sts_state" and e["data"]["state"] == "connected" for e in run["events"])
+    assert run["snap"]["sts"]["state"] == "connected"
+
+
+def test_every_speech_span_went_through_the_real_sts(run):
+    info, events = run["info"], run["events"]
+    dubbed = [e["data"] for e in events if e["type"] == "dubbed"]
+    first_out = min(d["start_ms"] for d in dubbed) / 1000
+    covered = 0
+    for a, b, text in info.speech_spans:
+        # Timeline time 0 is the worker's first audio sample, which is input time ~0 here.
+        parts = [d for d in dubbed if d["start_ms"] / 1000 < b and (d["start_ms"] + d["duration_ms"]) / 1000 > a]
+        if b < first_out:
+            continue
+        assert parts, f"no dub for {a:.1f}-{b:.1f}s: {text!r}"
+        heard = " ".join(p["transcript"] for p in parts)
+        assert word_error_rate(text, heard) <= 0.25, (text, heard)
+        spanish = " ".join(dub["text"] for p in parts for dub in p["dubs"] if dub["language"] == "es")
+        assert spanish and spanish.lower() != heard.lower()
+        covered += 1
+    assert covered >= len(info.speech_spans) - 1
+    all_spanish = " ".join(dub["text"] for d in dubbed for dub in d["dubs"]).lower()
+    assert len(re.findall(r"\b(el|la|de|y|en|los|las|una|un)\b", all_spanish)) > 20, all_spanish
+
+
+def test_output_stream_is_h264_aac_of_the_expected_duration(run):
+    info = analysis.probe(run["out"])
+    assert info["video"]["codec"] == "h264" and info["audio"]["codec"] == "aac"
+    assert info["audio"]["sample_rate"] == 48000 and (info["video"]["width"], info["video"]["height"]) == (1280, 720)
+    src, got = analysis.video_packets(run["info"].path), analysis.video_packets(run["out"])
+    payloads = [p for _, p in src]
+    first = payloads.index(got[0][1])
+    assert first <= 60  # joined at the first or second keyframe
+    assert all(o[1] == s for o, s in zip(got[:-1], payloads[first:])), "video must be passed through untouched"
+    expected = run["info"].duration - src[first][0]
+    assert abs(info["duration"] - expected) <= 1.0, (info["duration"], expected)
+
+
+def test_av_sync_within_20ms_at_every_marker(run):
+    info = run["info"]
+    offsets = analysis.av_offsets(run["out"])
+    src, got = analysis.video_packets(info.path), analysis.video_packets(run["out"])
+    shift = got[0][0] - src[[p for _, p in src].index(got[0][1])][0]
+    expected = [m + shift for m in info.markers if m + shift >= got[0][0]]
+    assert len(offsets) >= len(expected) - 1, (offsets, expected)
+    worst = max(abs(o) for _, o in offsets)
+    assert worst <= 0.020, offsets
+    first_half = np.mean([o for _, o in offsets[: len(offsets) // 2]])
+    second_half = np.mean([o for _, o in offsets[len(offsets) // 2:]])
+    assert abs(second_half - first_half) < 0.003, "A/V offset must not grow over time"
+
+
+def test_dubbed_audio_energy_is_sane(run):
+    info = run["info"]
+    src, got = analysis.video_packets(info.path), analysis.video_packets(run["out"])
+    shift = got[0][0] - src[[p for _, p in src].index(got[0][1])][0]
+    checked = 0
+    for a, b, _ in info.speech_spans:
+        if a + shift < got[0][0]:
+            continue
+        level_in = analysis.audio_rms_dbfs(info.path, a, b)
+        level_out = analysis.audio_rms_dbfs(run["out"], a + shift, b + shift)
+        assert -32 < level_out < -6 and abs(level_out - level_in) < 8, (a, level_in, level_out)
+        checked += 1
+    assert checked >= len(info.speech_spans) - 1
+
+
+def test_metrics_show_the_work_and_no_fallbacks(run):
+    spans = len(run["info"].speech_spans)
+    mm, sm = run["media_metrics"], run["sts_metrics"]
+    assert metric(mm, "media_fragments_sent_total", stream=STREAM) >= spans - 1
+    assert metric(mm, "media_fragments_processed_total", stream=STREAM, status="ok") >= spans - 1
+    assert metric(mm, "media_fallback_total", stream=STREAM) == 0
+    assert metric(mm, "media_fragment_roundtrip_seconds_count", stream=STREAM) >= spans - 1
+    assert metric(sm, "sts_fragments_total", status="ok") >= spans - 1
+    assert metric(sm, "sts_fragments_total", status="failed") == 0
+    assert metric(sm, "sts_stage_duration_seconds_count", stage="asr") >= spans - 1
+    assert run["snap"]["counters"]["fallbacks"] == {}
