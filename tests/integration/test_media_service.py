@@ -272,3 +272,45 @@ def test_api_token_is_required_when_set(tmp_path):
         assert http_json(s.media.url + "/health")[0] == 200
     finally:
         s.stop()
+
+
+def test_publish_query_selects_languages_and_each_gets_an_output(stack, short_media, tmp_path):
+    """`live/duo/in?lang=es,ca` -> one worker, one ASR pass, outputs live/duo/es and live/duo/ca."""
+    recs = {lang: analysis.record_stream(stack.url(f"duo/{lang}"), tmp_path / f"duo-{lang}.flv")
+            for lang in ("es", "ca")}
+    pub = analysis.publish(short_media.path, stack.url("duo/in") + "?lang=es,ca")
+    try:
+        pub.wait(timeout=120)
+        snap = stack.wait_stream("duo", lambda s: s["output"]["state"] == "idle", timeout=DELAY + 15)
+    finally:
+        for rec in recs.values():
+            analysis.stop_process(rec)
+        stack.media.api("DELETE", "/v1/streams/duo")
+    assert snap["target_languages"] == ["es", "ca"]
+    assert snap["outputs"]["es"].endswith("/duo/es") and snap["outputs"]["ca"].endswith("/duo/ca")
+    langs = {d["language"] for r in snap["recent"] for d in r["dubs"]}
+    assert langs == {"es", "ca"} and snap["counters"]["fallbacks"] == {}
+    es, ca = (analysis.decode_audio(tmp_path / f"duo-{lang}.flv") for lang in ("es", "ca"))
+    a, b, _ = short_media.speech_spans[-1]
+    n = min(len(es[0]), len(ca[0]))
+    assert n > 48000 * 10
+    sim = spectral_similarity(es[0][:n].mean(axis=1), ca[0][:n].mean(axis=1))
+    assert sim < 0.97, "the Spanish and Catalan outputs must carry different dubs"
+    for path in recs:
+        assert analysis.probe(tmp_path / f"duo-{path}.flv")["video"]["codec"] == "h264"
+
+
+def test_nginx_hook_passes_publish_query_fields(stack):
+    form = {"call": "publish", "app": "live", "name": "formcheck/in", "addr": "127.0.0.1",
+            "lang": "ca", "mix": "replace"}
+    import urllib.parse
+    import urllib.request
+
+    req = urllib.request.Request(stack.media.url + "/v1/hooks/nginx/on_publish",
+                                 data=urllib.parse.urlencode(form).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.status == 200
+    status, snap = stack.media.api("GET", "/v1/streams/formcheck")
+    assert status == 200 and snap["target_languages"] == ["ca"] and snap["mix"] == "replace"
+    assert snap["input_url"].endswith("/live/_definst_/formcheck/in")
+    assert stack.media.api("DELETE", "/v1/streams/formcheck")[0] == 200

@@ -11,7 +11,7 @@ import hmac
 import ipaddress
 import json
 import logging
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -180,7 +180,12 @@ class Api:
             return _error(400, "invalid_request", _describe(exc))
         if req is None:
             return web.json_response({"ignored": path})  # e.g. our own outputs: never refuse a publish
-        worker, created = await self.registry.start(req)
+        try:
+            worker, created = await self.registry.start(req)
+        except StreamExists as exc:
+            # Never refuse the publish: the existing stream (e.g. made over REST) keeps running.
+            log.warning("publish hook for %s: %s", path, exc)
+            return web.json_response({"id": exc.worker.id, "created": False, "conflict": str(exc)})
         self.events.publish(worker.id, "hook_publish", {"path": path, "created": created})
         return web.json_response({"id": worker.id, "created": created})
 
@@ -204,13 +209,16 @@ class Api:
         body = await _json_body(request)
         return await self._hook_stop(str(body.get("path", "")))
 
-    @staticmethod
-    def _nginx_path(form) -> tuple[str, str]:
+    NGINX_FIELDS = frozenset({"call", "app", "name", "type", "addr", "clientid", "flashver", "swfurl",
+                              "tcurl", "pageurl", "epoch", "args"})
+
+    @classmethod
+    def _nginx_path(cls, form) -> tuple[str, str]:
+        """nginx-rtmp posts app and name, and the publish URL's query parameters as extra fields."""
         app, name = form.get("app", ""), form.get("name", "")
-        # Names with slashes are published as rtmp://host/live/_definst_/<name>? ... keep the last parts.
         path = f"{app}/{name}".replace("/_definst_", "")
-        args = form.get("args", "") or ""
-        return path, args
+        extra = [(k, v) for k, v in form.items() if k not in cls.NGINX_FIELDS]
+        return path, urlencode(extra)
 
     async def nginx_on_publish(self, request):
         form = await request.post()

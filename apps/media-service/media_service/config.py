@@ -144,6 +144,6 @@ class StreamRequest(BaseModel):
         if self.id:
             return self.id
         tail = self.input_url.rstrip("/").split("://", 1)[-1].split("/", 1)[-1]
-        parts = [p for p in tail.split("/") if p and p not in ("live", "in")]
+        parts = [p for p in tail.split("/") if p and p not in ("live", "in", "_definst_")]
         candidate = re.sub(r"[^A-Za-z0-9._-]", "-", "-".join(parts))[:128] or "stream"
         return candidate

@@ -149,12 +149,14 @@ class StreamWorker:
         else:
             self._stop.set()
         loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + (self.delay_s + 3.0 if drain else 5.0)
-        for t in self._threads:
-            await loop.run_in_executor(None, t.join, max(0.1, deadline - time.monotonic()))
+        if drain:
+            deadline = time.monotonic() + self.delay_s + 3.0
+            for t in self._threads:
+                await loop.run_in_executor(None, t.join, max(0.1, deadline - time.monotonic()))
         self._stop.set()
+        # A thread blocked opening the input ends by itself (open timeout) and closes it then.
         for t in self._threads:
-            await loop.run_in_executor(None, t.join, 5.0)
+            await loop.run_in_executor(None, t.join, 2.0)
         if not any(t.is_alive() for t in self._threads):
             self._close_input()  # never under a thread that may still be reading it
         for task in list(self._tasks):
@@ -210,6 +212,8 @@ class StreamWorker:
             if self.input_state != "error":
                 gone_since = gone_since if self.input_state == "ended" else None
         self.store.close()
+        if self._stop.is_set():
+            self._close_input()
 
     def _close_input(self) -> None:
         with self._io_lock:
@@ -390,6 +394,8 @@ class StreamWorker:
             try:
                 with self._io_lock:
                     info = self._info
+                    if self._container is None:
+                        return False  # input closed (stopping): no template to build outputs from
                     self.outputs[lang] = OutputWriter(url, info.video if info else None,
                                                       audio=bool(info and info.audio is not None))
                 self.events.publish(self.id, "output_open", {"language": lang, "url": url})

@@ -110,9 +110,15 @@ class StsServer:
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "ready": self.ready})
 
+    def _load_failure(self) -> str:
+        task = self._load_task
+        if task and task.done() and not task.cancelled() and task.exception():
+            return str(task.exception())
+        return ""
+
     async def _ready(self, request: web.Request) -> web.Response:
-        if self._load_task and self._load_task.done() and self._load_task.exception():
-            return web.json_response({"ready": False, "error": str(self._load_task.exception())}, status=500)
+        if self._load_failure():
+            return web.json_response({"ready": False, "error": self._load_failure()}, status=500)
         body = {"ready": self.ready}
         if self.ready:
             body["capabilities"] = self.engines.capabilities()
@@ -151,6 +157,10 @@ class StsServer:
         try:
             init = parse(StreamInit, data)
             if not self.ready:
+                failure = self._load_failure()
+                if failure:
+                    raise ProtocolError(ErrorCode.INTERNAL, f"models failed to load: {failure}",
+                                        retryable=False)
                 raise ProtocolError(ErrorCode.OVERLOADED, "models are still loading; retry shortly")
             supported = set(self.engines.target_languages(init.source_language))
             unsupported = [t for t in init.target_languages if t not in supported]
