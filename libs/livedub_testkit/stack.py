@@ -19,7 +19,7 @@ class LocalStack:
     def __init__(self, *, workdir: str | Path | None = None, output_delay_s: float | None = None,
                  media_args: tuple[str, ...] = (), sts_args: tuple[str, ...] = (), hooks: bool = True,
                  start_sts: bool = True, api_token: str | None = None):
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="livedub-stack-"))
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="livedub-stack-")).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.sts_token = secrets.token_urlsafe(24)
         self.api_token = api_token
