@@ -197,6 +197,10 @@ async def test_bad_payloads_are_answered_and_connection_survives(client):
     assert "stream_id" in ack["error"]["message"] and "target_languages" in ack["error"]["message"]
     ack = await client.init("lang", ["xx"])
     assert ack["ok"] is False and ack["error"]["code"] == "unsupported_language"
+    ack = await client.call(STREAM_INIT, {"stream_id": "opus", "source_language": "en", "target_languages": ["es"],
+                                          "audio": {"encoding": "opus", "sample_rate_hz": 48000, "channels": 2}})
+    assert ack["ok"] is False and ack["error"]["code"] == "unsupported_audio"
+    assert "encoding" in ack["error"]["message"] and "channels" in ack["error"]["message"]
     ack = await client.call(FRAGMENT_DATA, "not an object")
     assert ack["accepted"] is False and ack["error"]["code"] == "invalid_payload"
     ack = await client.send("nobody", 0, np.zeros(1600, np.float32))

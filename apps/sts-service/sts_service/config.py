@@ -32,6 +32,7 @@ class StsConfig:
     tts_engine: str = "espeak"
     tts_model: str | None = None  # piper .onnx / coqui checkpoint path
     tts_config: str | None = None
+    tts_language: str | None = None  # the language a single-language piper/coqui voice speaks
     # Fit
     max_speed: float = 1.5
     # Limits
@@ -91,6 +92,8 @@ def parse_args(argv: list[str] | None = None) -> StsConfig:
     p.add_argument("--tts-engine", default=_env("STS_TTS_ENGINE", d.tts_engine), choices=["espeak", "piper", "coqui"])
     p.add_argument("--tts-model", default=_env("STS_TTS_MODEL"))
     p.add_argument("--tts-config", default=_env("STS_TTS_CONFIG"))
+    p.add_argument("--tts-language", default=_env("STS_TTS_LANGUAGE"),
+                   help="language of the --tts-model voice (piper default en, coqui default es)")
     p.add_argument("--max-speed", type=float, default=float(_env("STS_MAX_SPEED", str(d.max_speed))))
     p.add_argument("--max-fragment-ms", type=float, default=float(_env("STS_MAX_FRAGMENT_MS", str(d.max_fragment_ms))))
     p.add_argument("--max-inflight", type=int, default=int(_env("STS_MAX_INFLIGHT", str(d.max_inflight))))

@@ -43,6 +43,8 @@ def load_engines(cfg: StsConfig) -> Engines:
         tts_options["model_path"] = cfg.tts_model
     if cfg.tts_config:
         tts_options["config_path"] = cfg.tts_config
+    if cfg.tts_language and cfg.tts_engine in ("piper", "coqui"):
+        tts_options["language"] = cfg.tts_language
     synthesizer = make_synthesizer(cfg.tts_engine, **tts_options)
     log.info("engines loaded: asr=%s translation=%s tts=%s", asr.name, translator.name, synthesizer.name)
     return Engines(asr, translator, synthesizer)

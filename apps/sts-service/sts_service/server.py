@@ -20,6 +20,7 @@ from livedub_protocol import (
     STREAM_BACKPRESSURE,
     STREAM_END,
     STREAM_INIT,
+    AudioFormat,
     ErrorCode,
     FragmentAck,
     FragmentData,
@@ -30,6 +31,7 @@ from livedub_protocol import (
     StreamEnd,
     StreamInit,
     StreamInitAck,
+    describe_validation_error,
     dump,
     error_ack,
     parse,
@@ -37,6 +39,7 @@ from livedub_protocol import (
     reject_ack,
 )
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 
 from .auth import token_ok
 from .config import StsConfig
@@ -155,6 +158,14 @@ class StsServer:
 
     async def _stream_init(self, sid: str, data: Any = None, *extra: Any) -> dict:
         try:
+            audio = data.get("audio") if isinstance(data, dict) else None
+            if audio is not None:
+                try:
+                    AudioFormat.model_validate(audio)
+                except ValidationError as exc:
+                    raise ProtocolError(ErrorCode.UNSUPPORTED_AUDIO,
+                                        f"audio: {describe_validation_error(exc)} (supported: pcm_s16le, "
+                                        "mono, 8000-48000 Hz)") from None
             init = parse(StreamInit, data)
             if not self.ready:
                 failure = self._load_failure()
