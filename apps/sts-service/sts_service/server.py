@@ -149,12 +149,16 @@ class StsServer:
             await session.close()
         log.info("client disconnected sid=%s", sid)
 
-    async def _invalid(self, sid: str, exc: ProtocolError, event: str) -> None:
-        """Malformed events are answered, counted and reported; the connection stays up."""
+    async def _refused(self, sid: str, exc: ProtocolError, event: str) -> None:
+        """Count a refused request; a malformed one is also reported with an `error` event.
+
+        Either way the caller answers it with a negative ack and the connection stays up.
+        """
         self.metrics.errors.labels(exc.code.value).inc()
-        log.info("rejected %s from %s: %s", event, sid, exc.message)
-        await self.sio.emit("error", {"event": event, "code": exc.code.value, "message": exc.message},
-                            to=sid, namespace=NAMESPACE)
+        log.info("refused %s from %s: %s", event, sid, exc.message)
+        if exc.code == ErrorCode.INVALID_PAYLOAD:
+            await self.sio.emit("error", {"event": event, "code": exc.code.value, "message": exc.message},
+                                to=sid, namespace=NAMESPACE)
 
     async def _stream_init(self, sid: str, data: Any = None, *extra: Any) -> dict:
         try:
@@ -184,10 +188,7 @@ class StsServer:
                 raise ProtocolError(ErrorCode.UNSUPPORTED_LANGUAGE,
                                     f"ASR model {self.engines.asr.name} only understands English")
         except ProtocolError as exc:
-            if exc.code == ErrorCode.INVALID_PAYLOAD:
-                await self._invalid(sid, exc, STREAM_INIT)
-            else:
-                self.metrics.errors.labels(exc.code.value).inc()
+            await self._refused(sid, exc, STREAM_INIT)
             return error_ack(exc.code, exc.message)
         max_ms = min(self.cfg.max_fragment_ms, init.max_fragment_ms or self.cfg.max_fragment_ms)
         spec = StreamSpec(init.source_language, list(init.target_languages), init.audio.sample_rate_hz,
@@ -224,10 +225,7 @@ class StsServer:
                 raise ProtocolError(ErrorCode.OVERLOADED,
                                     f"{session.inflight} fragments in flight for this stream; slow down")
         except ProtocolError as exc:
-            if exc.code == ErrorCode.INVALID_PAYLOAD:
-                await self._invalid(sid, exc, FRAGMENT_DATA)
-            else:
-                self.metrics.errors.labels(exc.code.value).inc()
+            await self._refused(sid, exc, FRAGMENT_DATA)
             return reject_ack(exc.code, exc.message)
         session.fragments += 1
         task = asyncio.create_task(self._run_fragment(session, frag),
@@ -283,10 +281,7 @@ class StsServer:
             if session is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_STREAM, f"stream {end.stream_id!r} has no session")
         except ProtocolError as exc:
-            if exc.code == ErrorCode.INVALID_PAYLOAD:
-                await self._invalid(sid, exc, STREAM_END)
-            else:
-                self.metrics.errors.labels(exc.code.value).inc()
+            await self._refused(sid, exc, STREAM_END)
             return error_ack(exc.code, exc.message)
         await session.drain(self.cfg.end_wait_s)
         if self.sessions.get(sid, end.stream_id) is session:
