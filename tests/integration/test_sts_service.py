@@ -266,6 +266,17 @@ async def test_four_streams_get_only_their_own_results(sts):
     finally:
         for c in clients:
             await c.close()
+    # Sessions and gauges are cleaned up on disconnect.
+    gauges = {}
+    for _ in range(20):
+        text = http_json(sts.url + "/metrics")[1]
+        gauges = {name: float(line.split()[-1]) for line in text.splitlines()
+                  for name in ("sts_sessions", "sts_connections", "sts_inflight_fragments")
+                  if line.startswith(name + " ")}
+        if not any(gauges.values()):
+            break
+        await asyncio.sleep(0.1)
+    assert gauges == {"sts_sessions": 0.0, "sts_connections": 0.0, "sts_inflight_fragments": 0.0}
 
 
 async def test_client_reconnects_after_server_restart(tmp_path):
