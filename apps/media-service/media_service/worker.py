@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 SEGMENT_RATE = 16000
 DEADLINE_MARGIN_S = 0.25  # the dub must be placed this long before its first sample is rendered
 INPUT_LINGER_S = 30.0  # a worker whose publisher is gone this long drains and stops
+OUTPUT_OPEN_LEAD_S = 1.0  # outputs open this long before their first packet is due
 
 
 @dataclass
@@ -100,6 +101,7 @@ class StreamWorker:
         self._io_lock = threading.Lock()
         self._video_shift_ticks = 0
         self._last_video_out_s: float | None = None  # latest ingested video time, output clock
+        self._first_video_out_s: float | None = None
         self._new_session = False
         self.outputs: dict[str, OutputWriter] = {}
         self._stop = threading.Event()
@@ -270,6 +272,8 @@ class StreamWorker:
         if packet.pts is not None:
             out_s = float((packet.pts + self._video_shift_ticks) * packet.time_base)
             self._last_video_out_s = max(self._last_video_out_s or out_s, out_s)
+            if self._first_video_out_s is None:
+                self._first_video_out_s = out_s
         self.counters.video_packets_in += 1
         with self._video_lock:
             self._video_q.append(_VideoItem(packet, time.monotonic()))
@@ -428,8 +432,9 @@ class StreamWorker:
                     self._stop.wait(0.02)
                     continue
                 if len(self.outputs) < len(self.tracks) and now - last_open_try > 1.0 and self._anything_due(
-                        next_index, now):
-                    # Opened only when there is something to write: RTMP servers drop idle publishers.
+                        next_index, now + OUTPUT_OPEN_LEAD_S):
+                    # Opened just before there is something to write: RTMP servers drop idle
+                    # publishers, and opening takes a moment (relay start, RTMP handshake).
                     last_open_try = now
                     self._open_outputs()
                 wrote = False
@@ -438,7 +443,8 @@ class StreamWorker:
                     arrival = self.store.arrival_of(next_index + FRAME - 1)
                     if arrival is None or arrival + self.delay_s > now:
                         break
-                    self._write_audio_frame(next_index)
+                    if not self._before_first_picture(next_index):
+                        self._write_audio_frame(next_index)
                     self.output_delay_measured_s = time.monotonic() - arrival
                     next_index += FRAME
                     wrote = True
@@ -474,6 +480,14 @@ class StreamWorker:
             self.outputs.clear()
             self.metrics.output_up.labels(self.id).set(0)
             self.output_state = "closed"
+
+    def _before_first_picture(self, index: int) -> bool:
+        """Audio that ends before the first video packet is not sent: a viewer joining a live
+        stream gets picture and sound from the first keyframe on, not sound alone."""
+        first = self._first_video_out_s
+        if first is None or self.counters.video_packets_out:
+            return False
+        return self.timeline.to_out_seconds_of_index(index + FRAME) <= first
 
     def _played_out(self, next_index: int, now: float) -> bool:
         with self._video_lock:

@@ -76,10 +76,19 @@ class DubbingPipeline:
         self._post_pool.shutdown(wait=False, cancel_futures=True)
 
     async def _stage(self, pool, timeout: float, stage: str, code: ErrorCode, fn, *args):
+        """Run `fn` in `pool`; returns (result, ms it ran). The timeout also covers queueing."""
         loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
+        ran = {}
+
+        def timed():
+            t0 = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                ran["ms"] = (time.perf_counter() - t0) * 1000.0
+
         try:
-            result = await asyncio.wait_for(loop.run_in_executor(pool, fn, *args), timeout)
+            result = await asyncio.wait_for(loop.run_in_executor(pool, timed), timeout)
         except asyncio.TimeoutError:
             raise StageFailure(ErrorCode.TIMEOUT, stage, f"{stage} took longer than {timeout:g}s",
                                retryable=True) from None
@@ -87,7 +96,7 @@ class DubbingPipeline:
             raise
         except Exception as exc:  # engine errors become a failed fragment, never a crash
             raise StageFailure(code, stage, f"{type(exc).__name__}: {exc}") from exc
-        return result, (time.perf_counter() - t0) * 1000.0
+        return result, ran.get("ms", 0.0)
 
     async def _dub_one(self, text: str, spec: StreamSpec, target: str, span_ms: float):
         cfg = self.cfg
