@@ -27,6 +27,8 @@ demo: setup
 
 bench: setup
 	$(PY) bench/bench_sts.py
+	$(PY) bench/bench_media.py
+	$(PY) bench/bench_e2e.py
 
 clean:
 	rm -rf out .pytest_cache

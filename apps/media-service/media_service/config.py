@@ -59,6 +59,11 @@ class MediaConfig:
             raise ConfigError(
                 f"--max-fragment-ms ({self.max_fragment_ms:.0f}) must be shorter than the output delay "
                 f"({self.output_delay_s * 1000:.0f} ms): a fragment is sent only once it has ended")
+        if not (0 < self.min_fragment_ms < self.max_fragment_ms):
+            raise ConfigError(f"--min-fragment-ms must be above 0 and below --max-fragment-ms, got "
+                              f"{self.min_fragment_ms}")
+        if not (0 <= self.speech_padding_ms <= 1000):
+            raise ConfigError(f"--speech-padding-ms must be within 0..1000, got {self.speech_padding_ms}")
         if not (-60.0 <= self.duck_gain_db <= 0.0):
             raise ConfigError(f"--duck-gain-db must be within -60..0, got {self.duck_gain_db}")
         if self.default_mix not in ("duck", "replace", "passthrough"):
@@ -80,7 +85,10 @@ def parse_args(argv: list[str] | None = None) -> MediaConfig:
     p.add_argument("--output-delay", dest="output_delay_s", type=float,
                    default=float(_env("MEDIA_OUTPUT_DELAY", str(d.output_delay_s))))
     p.add_argument("--max-fragment-ms", type=float, default=float(_env("MEDIA_MAX_FRAGMENT_MS", str(d.max_fragment_ms))))
+    p.add_argument("--min-fragment-ms", type=float, default=float(_env("MEDIA_MIN_FRAGMENT_MS", str(d.min_fragment_ms))))
     p.add_argument("--min-silence-ms", type=float, default=float(_env("MEDIA_MIN_SILENCE_MS", str(d.min_silence_ms))))
+    p.add_argument("--speech-padding-ms", type=float,
+                   default=float(_env("MEDIA_SPEECH_PADDING_MS", str(d.speech_padding_ms))))
     p.add_argument("--vad-threshold", type=float, default=float(_env("MEDIA_VAD_THRESHOLD", str(d.vad_threshold))))
     p.add_argument("--duck-gain-db", type=float, default=float(_env("MEDIA_DUCK_GAIN_DB", str(d.duck_gain_db))))
     p.add_argument("--mix", dest="default_mix", default=_env("MEDIA_MIX", d.default_mix))
