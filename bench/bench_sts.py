@@ -10,7 +10,8 @@ English speech (Piper voice, pairs of sentences from ``livedub_testkit.speech.SE
   one comes back.
 
 Reported per pass: per-stage p50/p95 from the server's ``timings_ms`` (asr, translation, tts,
-fit, total; ``asr`` and ``total`` include time queued for the single ASR worker), the client's
+fit, total; stages are the time each ran, ``total`` includes time queued for the single ASR
+worker), the client's
 round trip (send -> processed), real-time factor (RTF = processing time / audio duration)
 overall (sum of totals / sum of durations) and p95 of the per-fragment RTF, throughput
 (audio seconds per wall second) and the word error rate of the transcripts (aggregate over all
@@ -199,8 +200,8 @@ def print_report(res: dict) -> None:
             row += f"{fmt(st['p50'], '.0f') + ' / ' + fmt(st['p95'], '.0f') + ' ms':>20}"
         row += f"{fmt(p['rtt_ms']['p50'], '.0f') + ' / ' + fmt(p['rtt_ms']['p95'], '.0f') + ' ms':>22}"
         print(row)
-    print("(asr and total include time queued for the single ASR worker: under concurrency that is latency, "
-          "not compute)")
+    print("(stage columns: time the stage ran; total and rtt also include time queued for the single ASR "
+          "worker)")
     print(f"\n{'pass':<16}{'RTF overall':>12}{'RTF p50':>10}{'RTF p95':>10}{'x realtime':>12}{'WER':>8}"
           f"{'WER mean':>10}  statuses")
     for name, p in passes.items():
