@@ -28,7 +28,7 @@
     For each k: fallback rate (fallbacks / fragments sent, all streams), RTT p95 (worst stream),
     CPU of each service, the largest ``output_delay_measured_s`` seen while running (polled every
     second; the real-time test ignores each output's first 3 s, where opening the output makes
-    the first writes late, but that maximum is reported too) and audio written: ``audio_frames_out`` x 1024 / 48 kHz against the fixture duration
+    the first writes late, but that maximum is reported too) and audio written: ``audio_frames_out`` x 1024 / 48 kHz against the video passed through (``video_packets_out`` / fps)
     (the API's count), and the AAC packets in the viewer's recording likewise. Real time is kept
     when every stream wrote >= 95 % of the expected audio (API and recording), the largest measured
     delay stayed within D + 0.5 s, and the fallback rate is < 5 %. k stops increasing when real
@@ -235,11 +235,15 @@ def part_b_k(stack, sampler, media, k: int, workdir: Path) -> dict:
     for p in per.values():
         for r, c in p.get("fallbacks", {}).items():
             reasons[r] = reasons.get(r, 0) + c
-    expected_s = media.duration
+    # Expected audio: the span of video the stream passed through. A hook-started worker joins at
+    # the next keyframe and sends no audio before its first picture, so the fixture's full length
+    # would count that lead-in as lost.
+    expected = {n: max(1e-9, (p.get("video_packets_out") or 0) / media.fps) for n, p in per.items()}
+    expected_s = min(expected.values()) if expected else media.duration
     api_audio = {n: (p.get("audio_frames_out") or 0) * AAC_FRAME / RATE for n, p in per.items()}
     rec_audio = {n: recorded_audio_s(workdir / f"{n}-out.flv") for n in names}
-    ratio_api = min(v / expected_s for v in api_audio.values())
-    ratio_rec = min((v or 0.0) / expected_s for v in rec_audio.values())
+    ratio_api = min(api_audio[n] / expected[n] for n in api_audio)
+    ratio_rec = min((rec_audio[n] or 0.0) / expected[n] for n in rec_audio if n in expected)
     rate = fbs / sent if sent else (0.0 if not fbs else float("inf"))
     worst_delay = max((d for v in series.values() for _, d in v), default=0.0)
     # The same without each output's first seconds: opening the output (ffmpeg relay, RTMP
