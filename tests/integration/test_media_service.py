@@ -314,3 +314,55 @@ def test_nginx_hook_passes_publish_query_fields(stack):
     assert status == 200 and snap["target_languages"] == ["ca"] and snap["mix"] == "replace"
     assert snap["input_url"].endswith("/live/_definst_/formcheck/in")
     assert stack.media.api("DELETE", "/v1/streams/formcheck")[0] == 200
+
+
+def test_44k_mono_input_is_resampled_onto_the_timeline_in_sync(stack, short_media, tmp_path):
+    """Inputs are not always 48 kHz stereo: a 44.1 kHz mono AAC publisher is dubbed and stays in sync."""
+    out = tmp_path / "cd-out.flv"
+    rec = analysis.record_stream(stack.url("cd/out"), out)
+    pub = analysis.publish(short_media.path, stack.url("cd/in"),
+                           extra_args=["-c:a", "aac", "-ar", "44100", "-ac", "1", "-b:a", "96k"])
+    try:
+        pub.wait(timeout=120)
+        snap = stack.wait_stream("cd", lambda s: s["output"]["state"] == "idle", timeout=DELAY + 15)
+    finally:
+        analysis.stop_process(rec)
+        stack.media.api("DELETE", "/v1/streams/cd")
+    assert snap["counters"]["fallbacks"] == {} and snap["counters"]["dubs_placed"] >= len(short_media.speech_spans) - 1
+    offsets = analysis.av_offsets(out)
+    assert len(offsets) >= len(short_media.markers) - 1
+    assert max(abs(o) for _, o in offsets) <= 0.020, offsets
+    assert analysis.probe(out)["audio"]["sample_rate"] == 48000
+
+
+def test_bypass_applies_at_render_time_even_to_dubs_already_placed(stack, short_media, tmp_path):
+    """The emergency bypass switches the output back to the original audio from the next frame."""
+    out = tmp_path / "bypass-out.flv"
+    rec = analysis.record_stream(stack.url("bypass/out"), out)
+    pub = analysis.publish(short_media.path, stack.url("bypass/in"))
+    try:
+        snap = stack.wait_stream("bypass", lambda s: s["counters"]["dubs_placed"] >= 1, timeout=30)
+        assert snap["counters"]["audio_frames_out"] == 0, "the switch must come before the dub is played"
+        status, snap = stack.media.api("POST", "/v1/streams/bypass/bypass")
+        assert status == 200 and snap["mix"] == "passthrough"
+        pub.wait(timeout=120)
+        snap = stack.wait_stream("bypass", lambda s: s["output"]["state"] == "idle", timeout=DELAY + 15)
+    finally:
+        analysis.stop_process(rec)
+        stack.media.api("DELETE", "/v1/streams/bypass")
+    assert snap["counters"]["dubs_placed"] >= 2
+    src, got = analysis.video_packets(short_media.path), analysis.video_packets(out)
+    first, _ = packet_alignment(src, got)
+    shift = got[0][0] - src[first][0]
+    sx, sr, s0 = analysis.decode_audio(short_media.path)
+    ox, _, o0 = analysis.decode_audio(out)
+    checked = 0
+    for a, b, _ in short_media.speech_spans:
+        if a + shift < o0:
+            continue
+        i, j = int((a - s0) * sr), int((b - s0) * sr)
+        k = int((a + shift - o0) * sr)
+        sim = spectral_similarity(sx[i:j].mean(axis=1), ox[k:k + (j - i)].mean(axis=1))
+        assert sim > 0.95, f"bypassed speech {a:.1f}-{b:.1f}s must be the original (similarity {sim:.3f})"
+        checked += 1
+    assert checked >= len(short_media.speech_spans) - 1
