@@ -572,9 +572,8 @@ class StreamWorker:
             "counters": {"fragments_sent": c.fragments_sent, "fragments_processed": dict(c.fragments_processed),
                          "fallbacks": dict(c.fallbacks), "dubs_placed": c.dubs_placed,
                          "video_packets_in": c.video_packets_in, "video_packets_out": c.video_packets_out,
-                         "audio_frames_out": c.audio_frames_out, "segments_dropped_short":
-                             getattr(self.segmenter, "stats", None).dropped_short
-                             if hasattr(getattr(self.segmenter, "stats", None), "dropped_short") else None},
+                         "audio_frames_out": c.audio_frames_out,
+                         "segments_dropped_short": self.segmenter.stats.dropped_short},
             "recent": list(self.transcripts)[-10:],
             "started_at": self.started_at,
         }

@@ -27,6 +27,7 @@ class StsConfig:
     asr_compute_type: str = "int8"
     asr_beam_size: int = 5
     asr_threads: int = field(default_factory=lambda: os.cpu_count() or 2)
+    asr_workers: int = 1  # fragments transcribed at once (each with --asr-threads threads)
     # Translation / TTS
     translation_engine: str = "apertium"
     tts_engine: str = "espeak"
@@ -59,6 +60,8 @@ class StsConfig:
             raise ConfigError(f"--asr-beam-size must be >= 1, got {self.asr_beam_size}")
         if self.asr_threads < 1:
             raise ConfigError(f"--asr-threads must be >= 1, got {self.asr_threads}")
+        if self.asr_workers < 1:
+            raise ConfigError(f"--asr-workers must be >= 1, got {self.asr_workers}")
         if not (1.0 <= self.max_speed <= 4.0):
             raise ConfigError(f"--max-speed must be within 1.0..4.0, got {self.max_speed}")
         if self.max_fragment_ms < 500:
@@ -87,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> StsConfig:
     p.add_argument("--asr-compute-type", default=_env("STS_ASR_COMPUTE_TYPE", d.asr_compute_type))
     p.add_argument("--asr-beam-size", type=int, default=int(_env("STS_ASR_BEAM_SIZE", str(d.asr_beam_size))))
     p.add_argument("--asr-threads", type=int, default=int(_env("STS_ASR_THREADS", str(d.asr_threads))))
+    p.add_argument("--asr-workers", type=int, default=int(_env("STS_ASR_WORKERS", str(d.asr_workers))),
+                   help="fragments transcribed at once; raise on machines with more cores than --asr-threads")
     p.add_argument("--translation-engine", default=_env("STS_TRANSLATION_ENGINE", d.translation_engine),
                    choices=["apertium", "deepl", "google"])
     p.add_argument("--tts-engine", default=_env("STS_TTS_ENGINE", d.tts_engine), choices=["espeak", "piper", "coqui"])

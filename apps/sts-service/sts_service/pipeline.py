@@ -1,8 +1,8 @@
 """One fragment through ASR -> translation -> TTS -> fit, stage by stage, off the event loop.
 
 Each stage runs in an executor under its own timeout, so a stuck engine becomes a `timeout`
-failure for that fragment instead of a frozen server. ASR has its own single-worker pool (it uses
-all the cores it is given); translation/TTS/fit are mostly subprocesses and run in a wider pool,
+failure for that fragment instead of a frozen server. ASR has its own pool of `--asr-workers`
+(default 1: one transcription uses all the cores it is given); translation/TTS/fit are mostly subprocesses and run in a wider pool,
 one job per target language, so several languages and fragments overlap.
 """
 
@@ -68,7 +68,7 @@ class DubbingPipeline:
         self.cfg = cfg
         self.engines = engines
         self.metrics = metrics
-        self._asr_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
+        self._asr_pool = ThreadPoolExecutor(max_workers=cfg.asr_workers, thread_name_prefix="asr")
         self._post_pool = ThreadPoolExecutor(max_workers=cfg.post_workers, thread_name_prefix="post")
 
     def close(self) -> None:
