@@ -104,6 +104,9 @@ class StreamWorker:
         self._first_video_out_s: float | None = None
         self._new_session = False
         self.outputs: dict[str, OutputWriter] = {}
+        # _ending: stop reading input (stop or drain); _drain: play out what is buffered first;
+        # _stop: everything ends now.
+        self._ending = threading.Event()
         self._stop = threading.Event()
         self._drain = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -150,6 +153,7 @@ class StreamWorker:
             self._drain.set()
         else:
             self._stop.set()
+        self._ending.set()
         loop = asyncio.get_running_loop()
         if drain:
             deadline = time.monotonic() + self.delay_s + 3.0
@@ -184,9 +188,10 @@ class StreamWorker:
 
     def _ingest_main(self) -> None:
         reader = InputReader(self.request.input_url, on_video=self._on_video, on_audio=self._on_audio,
-                             stop=self._drain_or_stop())
+                             stop=self._ending)
         gone_since = None
-        while not self._stop.is_set() and not self._drain.is_set():
+        while not self._ending.is_set():
+            sessions_before = self.counters.input_sessions
             try:
                 self.input_state = "connecting"
                 reason = reader.read_session(self._on_input_open)
@@ -199,41 +204,29 @@ class StreamWorker:
                                     "reconnecting_input", reason)
             self.metrics.input_up.labels(self.id).set(0)
             self._flush_segments()
-            if self._stop.is_set() or self._drain.is_set():
+            if self._ending.is_set():
                 break
             if self.counters.input_sessions and self.state == "running":
                 self._set_state("reconnecting_input", reason)
                 self.events.publish(self.id, "input_lost", {"reason": reason})
+            if self.counters.input_sessions > sessions_before:
+                gone_since = None  # it was back: the linger clock starts again
             gone_since = gone_since or time.monotonic()
             if time.monotonic() - gone_since > INPUT_LINGER_S and self.counters.input_sessions:
                 log.info("stream %s: input gone for %.0fs, stopping", self.id, INPUT_LINGER_S)
                 self._set_state("ended", f"input gone for {INPUT_LINGER_S:.0f}s")
                 self._drain.set()
+                self._ending.set()
                 break
-            self._stop.wait(self.cfg.input_retry_s)
-            if self.input_state != "error":
-                gone_since = gone_since if self.input_state == "ended" else None
+            self._ending.wait(self.cfg.input_retry_s)
         self.store.close()
-        if self._stop.is_set():
-            self._close_input()
+        self._close_input()  # nothing reads it any more; outputs already made keep their own copy
 
     def _close_input(self) -> None:
         with self._io_lock:
             if self._container is not None:
                 self._container.close()
                 self._container = None
-
-    def _drain_or_stop(self) -> threading.Event:
-        """An event set by either stop or drain (the reader only needs to know it should end)."""
-        ev = threading.Event()
-
-        def watch():
-            while not (self._stop.wait(0.1) or self._drain.is_set()):
-                pass
-            ev.set()
-
-        threading.Thread(target=watch, name=f"watch:{self.id}", daemon=True).start()
-        return ev
 
     def _on_input_open(self, info: InputInfo, container) -> None:
         with self._io_lock:
