@@ -368,6 +368,18 @@ def _ffmpeg() -> str:
     return exe
 
 
+def _spawn(cmd: list[str], log_path) -> subprocess.Popen:
+    """Start an ffmpeg command with its output in `log_path` (kept on the process as `.log_path`)."""
+    log = open(log_path, "wb")  # noqa: SIM115
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    finally:
+        log.close()
+    proc.log_path = str(log_path)  # type: ignore[attr-defined]
+    proc.cmd = cmd  # type: ignore[attr-defined]
+    return proc
+
+
 def record_stream(
     url: str,
     out_path,
@@ -395,14 +407,7 @@ def record_stream(
     if seconds is not None:
         cmd += ["-t", f"{seconds:.3f}"]
     cmd += ["-f", fmt, str(out_path)]
-    log = open(log_path, "wb")  # noqa: SIM115
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    finally:
-        log.close()
-    proc.log_path = str(log_path)  # type: ignore[attr-defined]
-    proc.cmd = cmd  # type: ignore[attr-defined]
-    return proc
+    return _spawn(cmd, log_path)
 
 
 def publish(
@@ -432,14 +437,7 @@ def publish(
         fd, name = tempfile.mkstemp(prefix="livedub-publish-", suffix=".log")
         os.close(fd)
         log_path = name
-    log = open(log_path, "wb")  # noqa: SIM115
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    finally:
-        log.close()
-    proc.log_path = str(log_path)  # type: ignore[attr-defined]
-    proc.cmd = cmd  # type: ignore[attr-defined]
-    return proc
+    return _spawn(cmd, log_path)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
