@@ -1,12 +1,15 @@
-"""The control plane (aiohttp): health, metrics, the /v1/streams REST API, events and publish hooks.
+"""The control plane (aiohttp): health, metrics, the /v1/streams REST API, events, publish hooks,
+the live preview (`/v1/streams/{id}/preview.mjpg`) and the dashboard page (`/`).
 
 Where the API token is checked: `auth_middleware`. With MEDIA_API_TOKEN set, every /v1 request
 needs `Authorization: Bearer <token>` (hooks may pass `?token=` since nginx-rtmp cannot send
-headers); without it the API answers loopback clients only.
+headers, and the dashboard's `<img>` preview cannot either); without it the API answers loopback
+clients only. The dashboard page itself holds no data and is open like /health.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -18,8 +21,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from .config import MediaConfig, StreamRequest
+from .dashboard import DASHBOARD_HTML
 from .events import EventLog
 from .metrics import MediaMetrics
+from .preview import BroadcasterStopped, PreviewRegistry
 from .registry import StreamExists, StreamRegistry
 
 log = logging.getLogger(__name__)
@@ -71,8 +76,10 @@ async def _json_body(request: web.Request) -> dict:
 
 
 class Api:
-    def __init__(self, cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, events: EventLog):
+    def __init__(self, cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, events: EventLog,
+                 previews: PreviewRegistry):
         self.cfg, self.registry, self.metrics, self.events = cfg, registry, metrics, events
+        self.previews = previews
 
     # ---------------------------------------------------------------- basics
 
@@ -99,8 +106,11 @@ class Api:
             return _error(409, "conflict", str(exc))
         return web.json_response(worker.snapshot(), status=201 if created else 200)
 
+    def _snapshot(self, worker) -> dict:
+        return {**worker.snapshot(), "preview": self.previews.stats(worker.id)}
+
     async def list(self, request):
-        return web.json_response({"streams": [w.snapshot() for w in self.registry.all()]})
+        return web.json_response({"streams": [self._snapshot(w) for w in self.registry.all()]})
 
     def _worker(self, request):
         worker = self.registry.get(request.match_info["id"])
@@ -111,7 +121,7 @@ class Api:
         return worker
 
     async def get(self, request):
-        return web.json_response(self._worker(request).snapshot())
+        return web.json_response(self._snapshot(self._worker(request)))
 
     async def patch(self, request):
         worker = self._worker(request)
@@ -151,6 +161,42 @@ class Api:
         stream = request.match_info.get("id") or request.query.get("stream")
         events = await self.events.wait_since(since, stream, wait)
         return web.json_response({"events": events, "last_seq": self.events.last_seq})
+
+    # ---------------------------------------------------------------- preview and dashboard
+
+    async def preview(self, request):
+        """MJPEG of the dubbed output (first language, or `?lang=`): one decoder however many viewers."""
+        worker = self._worker(request)
+        langs = list(worker.request.target_languages)
+        lang = request.query.get("lang") or langs[0]
+        if lang not in langs:
+            return _error(404, "not_found", f"stream {worker.id!r} has no output language {lang!r}; it has {langs}")
+        try:
+            bc, queue = self.previews.subscribe(worker.id, worker.request.output_for(lang))
+        except BroadcasterStopped as exc:  # shutting down
+            return _error(503, "unavailable", str(exc))
+        resp = web.StreamResponse(headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame",
+                                           "Cache-Control": "no-cache, no-store", "Pragma": "no-cache"})
+
+        def alive() -> bool:  # viewer still connected and the stream still this worker
+            transport = request.transport
+            return (transport is not None and not transport.is_closing()
+                    and self.registry.get(worker.id) is worker and not worker.done)
+
+        try:
+            await resp.prepare(request)
+            async with contextlib.aclosing(bc.frames(queue, alive=alive)) as frames:
+                async for jpeg in frames:
+                    await resp.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%b\r\n"
+                                     % (len(jpeg), jpeg))
+        except (ConnectionError, RuntimeError) as exc:  # the viewer went away mid-write
+            log.debug("preview viewer of %s left: %s", worker.id, exc)
+        finally:
+            bc.unsubscribe(queue)
+        return resp
+
+    async def dashboard(self, request):
+        return web.Response(text=DASHBOARD_HTML, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
     # ---------------------------------------------------------------- hooks
 
@@ -231,11 +277,16 @@ class Api:
         return await self._hook_stop(path)
 
 
-def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, events: EventLog) -> web.Application:
+def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, events: EventLog,
+             previews: PreviewRegistry | None = None) -> web.Application:
     app = web.Application(middlewares=[auth_middleware], client_max_size=1024 * 1024)
     app["config"] = cfg
-    api = Api(cfg, registry, metrics, events)
+    previews = previews or PreviewRegistry()
+    app["previews"] = previews
+    api = Api(cfg, registry, metrics, events, previews)
     r = app.router
+    r.add_get("/", api.dashboard)
+    r.add_get("/dashboard", api.dashboard)
     r.add_get("/health", api.health)
     r.add_get("/metrics", api.prom)
     r.add_post("/v1/streams", api.create)
@@ -245,14 +296,20 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
     r.add_delete("/v1/streams/{id}", api.delete)
     r.add_post("/v1/streams/{id}/bypass", api.bypass)
     r.add_get("/v1/streams/{id}/events", api.events_handler)
+    r.add_get("/v1/streams/{id}/preview.mjpg", api.preview)
     r.add_get("/v1/events", api.events_handler)
     r.add_post("/v1/hooks/mediamtx/ready", api.mediamtx_ready)
     r.add_post("/v1/hooks/mediamtx/not-ready", api.mediamtx_not_ready)
     r.add_post("/v1/hooks/nginx/on_publish", api.nginx_on_publish)
     r.add_post("/v1/hooks/nginx/on_publish_done", api.nginx_on_publish_done)
 
+    async def _shutdown(app):
+        await previews.close()  # ends the open preview responses, which would otherwise hold up shutdown
+
     async def _cleanup(app):
+        await previews.close()
         await registry.close()
 
+    app.on_shutdown.append(_shutdown)
     app.on_cleanup.append(_cleanup)
     return app

@@ -1,0 +1,168 @@
+"""The operator dashboard: one self-contained HTML page (inline CSS/JS, no external assets).
+
+It holds no data: it polls `GET /v1/streams` every 2 s, shows each stream's state and counters, its
+recent transcripts/translations and a live preview (`/v1/streams/{id}/preview.mjpg`), and switches
+the mix with `PATCH /v1/streams/{id}`. With MEDIA_API_TOKEN set, the token typed into the page is
+kept in localStorage and sent as `Authorization: Bearer` (and as `?token=` for the preview image,
+which cannot send headers).
+"""
+
+DASHBOARD_HTML = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>livedub dashboard</title>
+<style>
+  :root { color-scheme: light dark; --bg:#f5f6f8; --card:#fff; --muted:#667; --ok:#1a7f37; --bad:#c0392b; --warn:#b7791f; }
+  @media (prefers-color-scheme: dark) { :root { --bg:#16181c; --card:#212429; --muted:#99a; } }
+  body { margin:0; font:14px/1.4 system-ui, sans-serif; background:var(--bg); }
+  header { display:flex; gap:1em; align-items:center; padding:.6em 1em; background:var(--card);
+           border-bottom:1px solid #8883; position:sticky; top:0; }
+  header h1 { font-size:1.1em; margin:0; flex:1; }
+  #status { color:var(--muted); }
+  #streams { display:grid; grid-template-columns:repeat(auto-fill, minmax(520px, 1fr)); gap:1em; padding:1em; }
+  .card { background:var(--card); border-radius:8px; padding:.8em 1em; box-shadow:0 1px 3px #0002; }
+  .card h2 { font-size:1.05em; margin:0 0 .4em; display:flex; gap:.6em; align-items:baseline; }
+  .state { font-size:.8em; padding:.1em .5em; border-radius:1em; background:#8883; }
+  .state.running { background:var(--ok); color:#fff; } .state.error, .state.ended { background:var(--bad); color:#fff; }
+  .row { display:flex; gap:1em; }
+  .preview { width:240px; min-height:135px; background:#000; border-radius:4px; cursor:pointer; object-fit:contain; }
+  table.kv { border-collapse:collapse; font-size:.9em; flex:1; }
+  table.kv td { padding:1px 6px 1px 0; vertical-align:top; } table.kv td:first-child { color:var(--muted); white-space:nowrap; }
+  .mix button { margin-right:.3em; } .mix button.on { font-weight:bold; outline:2px solid var(--ok); }
+  .recent { font-size:.85em; max-height:11em; overflow:auto; margin:.5em 0 0; padding:0; list-style:none; }
+  .recent li { border-top:1px solid #8882; padding:.2em 0; } .recent .tr { color:var(--muted); }
+  .err { color:var(--bad); } .empty { color:var(--muted); padding:2em; }
+</style>
+</head>
+<body>
+<header>
+  <h1>livedub</h1>
+  <span id="status">loading...</span>
+  <label>API token <input id="token" type="password" size="18" placeholder="MEDIA_API_TOKEN" autocomplete="off"></label>
+</header>
+<main id="streams"><div class="empty">No streams yet. Publish to rtmp://&lt;server&gt;/live/&lt;name&gt;/in or POST /v1/streams.</div></main>
+<script>
+"use strict";
+const TOKEN_KEY = "livedub.token";
+const tokenInput = document.getElementById("token");
+tokenInput.value = localStorage.getItem(TOKEN_KEY) || "";
+tokenInput.addEventListener("change", () => {
+  localStorage.setItem(TOKEN_KEY, tokenInput.value.trim());
+  for (const card of cards.values()) card.setPreview();
+  poll();
+});
+const token = () => localStorage.getItem(TOKEN_KEY) || "";
+const headers = () => token() ? {"Authorization": "Bearer " + token()} : {};
+const cards = new Map();
+const main = document.getElementById("streams");
+const statusEl = document.getElementById("status");
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  for (const c of children) e.append(c);
+  return e;
+}
+const fmt = (v, unit) => v === null || v === undefined ? "-" : v + (unit || "");
+
+async function api(method, path, body) {
+  const opts = {method, headers: {...headers()}};
+  if (body !== undefined) { opts.body = JSON.stringify(body); opts.headers["Content-Type"] = "application/json"; }
+  const r = await fetch(path, opts);
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error((data.error && data.error.message) || (r.status + " " + r.statusText));
+  return data;
+}
+
+function makeCard(s) {
+  const id = s.id, card = {id, lang: s.target_languages[0]};
+  const title = el("span", {}, id), state = el("span", {class: "state"});
+  const img = el("img", {class: "preview", alt: "preview of " + id, title: "click to reconnect the preview"});
+  const kv = el("table", {class: "kv"});
+  const rows = {};
+  for (const [key, label] of [["state", "state"], ["sts", "STS"], ["mix", "mix"], ["frags", "fragments sent / ok"],
+                              ["fallbacks", "fallbacks"], ["delay", "output delay"], ["av", "A/V offset"],
+                              ["latency", "STS latency p50/p95"], ["langs", "languages"], ["preview", "preview"]]) {
+    rows[key] = el("td");
+    kv.append(el("tr", {}, el("td", {}, label), rows[key]));
+  }
+  const mix = el("div", {class: "mix"});
+  const buttons = {};
+  for (const m of ["duck", "replace", "passthrough"]) {
+    buttons[m] = el("button", {type: "button"}, m);
+    buttons[m].addEventListener("click", async () => {
+      try { card.update(await api("PATCH", "/v1/streams/" + encodeURIComponent(id), {mix: m})); msg.textContent = ""; }
+      catch (e) { msg.textContent = "mix change failed: " + e.message; }
+    });
+    mix.append(buttons[m]);
+  }
+  const langSel = el("select", {title: "preview language"});
+  for (const l of s.target_languages) langSel.append(el("option", {value: l}, l));
+  langSel.addEventListener("change", () => { card.lang = langSel.value; card.setPreview(); });
+  if (s.target_languages.length > 1) mix.append(" preview: ", langSel);
+  const msg = el("div", {class: "err"});
+  const recent = el("ul", {class: "recent"});
+  const root = el("section", {class: "card"}, el("h2", {}, title, state), el("div", {class: "row"}, img, kv), mix, msg, recent);
+
+  card.setPreview = () => {
+    const q = new URLSearchParams({lang: card.lang, t: Date.now()});
+    if (token()) q.set("token", token());
+    img.src = "/v1/streams/" + encodeURIComponent(id) + "/preview.mjpg?" + q;
+  };
+  img.addEventListener("click", card.setPreview);
+  img.addEventListener("error", () => setTimeout(() => { if (cards.get(id) === card) card.setPreview(); }, 3000));
+  card.update = (s) => {
+    state.textContent = s.state; state.className = "state " + s.state;
+    const c = s.counters || {};
+    rows.state.textContent = s.state + (s.reason ? " (" + s.reason + ")" : "") + ", input " + s.input.state + ", output " + s.output.state;
+    rows.sts.textContent = s.sts.state + (s.sts.last_error ? " - " + s.sts.last_error : "") + ", in flight " + s.sts.inflight;
+    rows.mix.textContent = s.mix + (s.mix === "duck" ? " (" + s.duck_gain_db + " dB)" : "");
+    rows.frags.textContent = fmt(c.fragments_sent) + " / " + fmt((c.fragments_processed || {}).ok || 0);
+    const fb = Object.entries(c.fallbacks || {});
+    rows.fallbacks.textContent = fb.length ? fb.map(([k, v]) => k + ": " + v).join(", ") : "none";
+    rows.delay.textContent = fmt(s.output_delay_measured_s, " s") + " (target " + fmt(s.output_delay_s, " s") + ")";
+    rows.av.textContent = fmt(s.av_offset_ms, " ms");
+    rows.latency.textContent = fmt(s.latency_ms.p50 && Math.round(s.latency_ms.p50)) + " / " + fmt(s.latency_ms.p95 && Math.round(s.latency_ms.p95), " ms");
+    rows.langs.textContent = s.source_language + " \u2192 " + s.target_languages.join(", ");
+    const p = s.preview || {};
+    rows.preview.textContent = fmt(p.subscribers) + " viewers, " + fmt(p.frames) + " frames" + (p.last_error ? " - " + p.last_error : "");
+    for (const [m, b] of Object.entries(buttons)) b.className = s.mix === m ? "on" : "";
+    recent.replaceChildren(...(s.recent || []).slice().reverse().map(r => el("li", {},
+      el("div", {}, "[" + (r.start_ms / 1000).toFixed(1) + " s] " + r.transcript),
+      ...r.dubs.map(d => el("div", {class: "tr"}, d.language + ": " + d.text)))));
+  };
+  card.root = root;
+  card.setPreview();
+  return card;
+}
+
+async function poll() {
+  try {
+    const data = await api("GET", "/v1/streams");
+    const seen = new Set();
+    for (const s of data.streams) {
+      seen.add(s.id);
+      let card = cards.get(s.id);
+      if (!card) { card = makeCard(s); cards.set(s.id, card); main.append(card.root); }
+      card.update(s);
+    }
+    for (const [id, card] of cards) {
+      if (!seen.has(id)) { card.root.querySelector("img").removeAttribute("src"); card.root.remove(); cards.delete(id); }
+    }
+    const empty = main.querySelector(".empty");
+    if (empty) empty.hidden = cards.size > 0;
+    statusEl.textContent = data.streams.length + " stream(s), updated " + new Date().toLocaleTimeString();
+    statusEl.className = "";
+  } catch (e) {
+    statusEl.textContent = "cannot list streams: " + e.message;
+    statusEl.className = "err";
+  }
+}
+poll();
+setInterval(poll, 2000);
+</script>
+</body>
+</html>
+"""

@@ -1,0 +1,131 @@
+"""Live preview and dashboard against the real stack: nginx-rtmp, media-service, sts-service, ffmpeg.
+
+The 20 s fixture is published to live/<name>/in (the hook starts the worker); once the dubbed
+output is being written, two HTTP viewers read /v1/streams/<name>/preview.mjpg at the same time
+and must get real JPEGs of the output video from one shared upstream decoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+
+import aiohttp
+import av
+import pytest
+from livedub_testkit import analysis
+from livedub_testkit.stack import LocalStack
+
+pytestmark = pytest.mark.timeout(180)
+
+NAME = "preview"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = LocalStack(workdir=tmp_path_factory.mktemp("preview-stack"))
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def live(stack, short_media):
+    """The fixture being published and dubbed, its output already written."""
+    pub = analysis.publish(short_media.path, stack.url(f"{NAME}/in"))
+    try:
+        snap = stack.wait_stream(NAME, lambda s: s["output"]["state"] == "writing", timeout=40)
+        yield snap
+    finally:
+        analysis.stop_process(pub)
+        stack.media.api("DELETE", f"/v1/streams/{NAME}")
+
+
+async def read_mjpeg(url: str, frames: int, timeout: float, got: list[bytes]) -> tuple[dict, list[bytes]]:
+    """Read `frames` parts of a multipart/x-mixed-replace response into `got`; returns its headers and `got`."""
+    async with aiohttp.ClientSession() as session, session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+        assert r.status == 200, await r.text()
+        while len(got) < frames:
+            line = await r.content.readline()
+            assert line, f"preview stream ended after {len(got)} frames"
+            if line.strip() != b"--frame":
+                continue
+            headers = {}
+            while (line := (await r.content.readline()).strip()):
+                key, _, value = line.decode().partition(":")
+                headers[key.strip().lower()] = value.strip()
+            assert headers.get("content-type") == "image/jpeg", headers
+            got.append(await r.content.readexactly(int(headers["content-length"])))
+        return dict(r.headers), got
+
+
+def decode_jpeg(data: bytes):
+    codec = av.CodecContext.create("mjpeg", "r")
+    (frame,) = codec.decode(av.Packet(data))
+    return frame
+
+
+def test_two_viewers_share_one_upstream(stack, live):
+    url = f"{stack.media.url}/v1/streams/{NAME}/preview.mjpg"
+    stats_while_watching: dict = {}
+
+    async def watch():
+        async def probe():  # while both viewers are connected and have pictures
+            for _ in range(150):
+                if min(len(a), len(b)) >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            _, snap = await asyncio.to_thread(stack.media.api, "GET", f"/v1/streams/{NAME}")
+            stats_while_watching.update(snap["preview"])
+
+        a: list[bytes] = []
+        b: list[bytes] = []
+        t0 = time.monotonic()
+        results = await asyncio.gather(read_mjpeg(url, 10, 15, a), read_mjpeg(url, 10, 15, b), probe())
+        return results[:2], time.monotonic() - t0
+
+    (a, b), elapsed = asyncio.run(watch())
+    assert elapsed < 12, f"10 preview frames took {elapsed:.1f}s"
+    for headers, jpegs in (a, b):
+        assert headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
+        assert len(jpegs) == 10
+        for jpeg in jpegs:
+            assert jpeg[:2] == b"\xff\xd8" and jpeg[-2:] == b"\xff\xd9", jpeg[:4] + b"..." + jpeg[-4:]
+            frame = decode_jpeg(jpeg)
+            assert (frame.width, frame.height) == (480, 270)  # 640x360 scaled to 480 wide, aspect kept
+    # At most 5 frames a second (the first one is the latest frame, handed over at once).
+    assert elapsed >= 9 / 5 - 0.3, f"10 frames in {elapsed:.2f}s: faster than 5 fps"
+    assert stats_while_watching["subscribers"] == 2, stats_while_watching
+    assert stats_while_watching["pumps_started"] == 1, stats_while_watching
+    assert stats_while_watching["upstreams_opened"] == 1, stats_while_watching
+
+    # The viewers left: the broadcaster notices at its next frame and keeps its one upstream.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        _, snap = stack.media.api("GET", f"/v1/streams/{NAME}")
+        if snap["preview"]["subscribers"] == 0:
+            break
+        time.sleep(0.2)
+    assert snap["preview"]["subscribers"] == 0, snap["preview"]
+    assert snap["preview"]["pumps_started"] == 1 and snap["preview"]["upstreams_opened"] == 1, snap["preview"]
+    assert snap["preview"]["frames"] >= 9 and snap["preview"]["dropped_subscribers"] == 0, snap["preview"]
+    _, listing = stack.media.api("GET", "/v1/streams")
+    assert [s["preview"]["pumps_started"] for s in listing["streams"] if s["id"] == NAME] == [1]
+
+
+def test_preview_errors(stack, live):
+    status, body = stack.media.api("GET", "/v1/streams/nope/preview.mjpg")
+    assert status == 404 and body["error"]["code"] == "not_found", body
+    status, body = stack.media.api("GET", f"/v1/streams/{NAME}/preview.mjpg?lang=xx")
+    assert status == 404 and "xx" in body["error"]["message"], body
+
+
+def test_dashboard_page(stack):
+    for path in ("/", "/dashboard"):
+        with urllib.request.urlopen(stack.media.url + path, timeout=5) as resp:
+            status, ctype, html = resp.status, resp.headers["Content-Type"], resp.read().decode()
+        assert status == 200 and ctype.startswith("text/html"), (status, ctype)
+        assert html.startswith("<!doctype html>")
+        assert "/v1/streams" in html and "preview.mjpg" in html and "setInterval(poll, 2000)" in html
+        assert "http://" not in html and "https://" not in html  # self-contained: no external assets
