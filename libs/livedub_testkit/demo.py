@@ -108,7 +108,10 @@ def main() -> int:
             analysis.stop_process(pub)
         if rec is not None:
             analysis.stop_process(rec)
-        _, metrics_sts = http_json(stack.sts.url + "/metrics") if stack.sts.proc else (0, "")
+        try:  # after Ctrl-C the services may already have stopped (they got the SIGINT too)
+            _, metrics_sts = http_json(stack.sts.url + "/metrics", timeout=2)
+        except OSError:
+            metrics_sts = ""
         stack.stop()
     return summary(snap, recording, metrics_sts if isinstance(metrics_sts, str) else "", failed)
 

@@ -139,13 +139,14 @@ class StreamWorker:
         self.metrics.set_sts_state(self.id, "disconnected")
         self.metrics.output_delay.labels(self.id).set(0)
         self.metrics.av_offset.labels(self.id).set(0)
+        # Published first: the threads may report their own events at once.
+        self.events.publish(self.id, "started", {"input_url": self.request.input_url,
+                                                 "targets": self.request.target_languages})
         self.sts.start()
         for name, target in (("ingest", self._ingest_main), ("output", self._output_main)):
             t = threading.Thread(target=target, name=f"{name}:{self.id}", daemon=True)
             t.start()
             self._threads.append(t)
-        self.events.publish(self.id, "started", {"input_url": self.request.input_url,
-                                                 "targets": self.request.target_languages})
 
     async def stop(self, drain: bool = True) -> None:
         """Stop reading; with `drain`, let the output play out what is buffered (<= D + 2 s)."""
