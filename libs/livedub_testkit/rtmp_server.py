@@ -327,7 +327,7 @@ http {{
     def __del__(self) -> None:  # best effort: never leave an nginx behind
         try:
             if self.proc is not None and self.proc.poll() is None:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)  # master and workers
         except Exception:
             pass
 

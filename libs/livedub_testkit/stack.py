@@ -38,10 +38,14 @@ class LocalStack:
         self._start_sts = start_sts
 
     def start(self) -> LocalStack:
-        self.rtmp.start()
-        if self._start_sts:
-            self.sts.start(wait=180)
-        self.media.start(wait=60)
+        try:
+            self.rtmp.start()
+            if self._start_sts:
+                self.sts.start(wait=180)
+            self.media.start(wait=60)
+        except BaseException:
+            self.stop()  # never leave half a stack running
+            raise
         return self
 
     def stop(self) -> None:

@@ -263,9 +263,8 @@ def test_rest_api_errors_are_clear_and_harmless(stack):
 
 def test_api_token_is_required_when_set(tmp_path):
     s = LocalStack(workdir=tmp_path, api_token="s3cret-test-token", start_sts=False, hooks=False)
-    s.rtmp.start()
-    s.media.start(wait=60)
     try:
+        s.start()
         assert http_json(s.media.url + "/v1/streams")[0] == 401
         assert http_json(s.media.url + "/v1/streams", token="wrong")[0] == 401
         assert http_json(s.media.url + "/v1/streams", token="s3cret-test-token")[0] == 200
