@@ -6,6 +6,8 @@
 * ``demo_media`` (session): :class:`~livedub_testkit.fixtures.FixtureInfo` of the 60 s 1280x720
   demo MP4 (``.path``, ``.markers``, ``.speech_spans``, ...), generated once and cached on disk.
 * ``short_media`` (session): the same for a 20 s 640x360 MP4.
+* ``local_stack`` (module): a started :class:`~livedub_testkit.stack.LocalStack` (nginx-rtmp with
+  publish hooks, sts-service, media-service at the default output delay), shared by a module's tests.
 
 The media files are cached across sessions (sidecar JSON with the generation parameters);
 concurrent sessions (e.g. pytest-xdist) are serialised by a lock file.
@@ -19,6 +21,7 @@ import pytest
 
 from .fixtures import FixtureInfo, cached_demo_media, default_cache_dir
 from .rtmp_server import NginxRtmpServer
+from .stack import LocalStack
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +47,13 @@ def demo_media(livedub_cache_dir) -> FixtureInfo:
 @pytest.fixture(scope="session")
 def short_media(livedub_cache_dir) -> FixtureInfo:
     return cached_demo_media(livedub_cache_dir, seconds=20, width=640, height=360)
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory):
+    stack = LocalStack(workdir=tmp_path_factory.mktemp("stack"))
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()

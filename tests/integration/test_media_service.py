@@ -20,11 +20,8 @@ DELAY = 8.0  # the default output delay
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    s = LocalStack(workdir=tmp_path_factory.mktemp("stack"))
-    s.start()
-    yield s
-    s.stop()
+def stack(local_stack):
+    return local_stack
 
 
 def run_published(stack, media_path, name, *, tmp_path, extra_wait=DELAY + 3.0, during=None):

@@ -15,7 +15,6 @@ import aiohttp
 import av
 import pytest
 from livedub_testkit import analysis
-from livedub_testkit.stack import LocalStack
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -23,11 +22,8 @@ NAME = "preview"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    s = LocalStack(workdir=tmp_path_factory.mktemp("preview-stack"))
-    s.start()
-    yield s
-    s.stop()
+def stack(local_stack):
+    return local_stack
 
 
 @pytest.fixture(scope="module")

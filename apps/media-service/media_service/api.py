@@ -104,7 +104,7 @@ class Api:
             worker, created = await self.registry.start(req)
         except StreamExists as exc:
             return _error(409, "conflict", str(exc))
-        return web.json_response(worker.snapshot(), status=201 if created else 200)
+        return web.json_response(self._snapshot(worker), status=201 if created else 200)
 
     def _snapshot(self, worker) -> dict:
         return {**worker.snapshot(), "preview": self.previews.stats(worker.id)}
@@ -138,19 +138,19 @@ class Api:
             if not isinstance(gain, (int, float)) or not -60 <= gain <= 0:
                 return _error(400, "invalid_request", "duck_gain_db: must be a number within -60..0")
             worker.duck_gain_db = float(gain)
-        return web.json_response(worker.snapshot())
+        return web.json_response(self._snapshot(worker))
 
     async def bypass(self, request):
         """Emergency switch to the original audio, effective on the next output frame."""
         worker = self._worker(request)
         worker.set_mode("passthrough")
-        return web.json_response(worker.snapshot())
+        return web.json_response(self._snapshot(worker))
 
     async def delete(self, request):
         """Stop now; with `?drain=true` first play out what is buffered (up to the output delay)."""
         worker = self._worker(request)
         await self.registry.stop(worker.id, drain=request.query.get("drain", "false").lower() == "true")
-        return web.json_response(worker.snapshot())
+        return web.json_response(self._snapshot(worker))
 
     async def events_handler(self, request):
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .asr import WhisperASR
 from .config import StsConfig
@@ -18,11 +18,17 @@ class Engines:
     asr: WhisperASR
     translator: Translator
     synthesizer: Synthesizer
+    _targets: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def target_languages(self, source: str) -> list[str]:
-        """Targets reachable from `source`: a translation pair and a voice for the target."""
-        voices = self.synthesizer.languages()
-        return sorted(t for s, t in self.translator.pairs() if s == source and t in voices)
+        """Targets reachable from `source`: a translation pair and a voice for the target.
+
+        Worked out once per source language (the engines' lists do not change while running).
+        """
+        if source not in self._targets:
+            voices = self.synthesizer.languages()
+            self._targets[source] = sorted(t for s, t in self.translator.pairs() if s == source and t in voices)
+        return self._targets[source]
 
     def capabilities(self, source: str = "en") -> dict:
         return {
@@ -46,5 +52,7 @@ def load_engines(cfg: StsConfig) -> Engines:
     if cfg.tts_language and cfg.tts_engine in ("piper", "coqui"):
         tts_options["language"] = cfg.tts_language
     synthesizer = make_synthesizer(cfg.tts_engine, **tts_options)
+    engines = Engines(asr, translator, synthesizer)
+    engines.capabilities()  # probes the engines (espeak-ng --voices) here, not on the event loop
     log.info("engines loaded: asr=%s translation=%s tts=%s", asr.name, translator.name, synthesizer.name)
-    return Engines(asr, translator, synthesizer)
+    return engines
