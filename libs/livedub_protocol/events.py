@@ -1,0 +1,17 @@
+"""Socket.IO namespace, event names and protocol version."""
+
+PROTOCOL_VERSION = 1
+# Minor versions add optional fields only; a v1.0 peer ignores them and is still served.
+# 1.1: fragment:data `deadline_ms`, error code `deadline_exceeded`, `timings_ms.queue`,
+#      init ack `protocol_minor`.
+PROTOCOL_MINOR = 1
+NAMESPACE = "/sts"
+
+# Events, client -> server (all acknowledged).
+STREAM_INIT = "stream:init"
+FRAGMENT_DATA = "fragment:data"
+STREAM_END = "stream:end"
+# Events, server -> client.
+FRAGMENT_PROCESSED = "fragment:processed"
+STREAM_BACKPRESSURE = "stream:backpressure"
+ERROR = "error"
