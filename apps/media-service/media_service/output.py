@@ -6,59 +6,164 @@ samples (the priming) before the first frame's pts, so a decoder that plays the 
 packet timestamp reaches the first real sample exactly at its timeline time: the priming is
 compensated by the timestamps themselves, and `av_offset_s` checks that it stays so.
 
-Network outputs (rtmp://, srt://) are muxed here, by PyAV, into a pipe to an `ffmpeg -c copy`
-relay that does the network part. PyAV holds the GIL while it opens an RTMP publish and while
-it writes to the socket: a slow server would freeze every thread of the service, and nginx-rtmp's
-`on_publish` hook (answered by this same process) would deadlock the publish handshake. The relay
-only copies packets: payloads and timestamps are the ones muxed here.
+Where the bytes go (PyAV muxes into a file-like sink, never opens a URL itself):
+- network outputs (rtmp://, rtmps://, srt://): a `Relay` (relay.py), an ffmpeg child fed from a
+  bounded queue by its own thread, so one slow destination never holds up the others;
+- file outputs (file:// or a path): a new numbered `SegmentFile` (recording.py) per open, so a
+  reopen after a reconnect or an error never truncates what was recorded.
+
+Failures raise `OutputError` with a `kind`; the caller drops that output and opens it again later.
+A destination that failed is not tried again before its `Backoff` allows (1 s doubling to 30 s):
+`OutputWriter.retry_after(url)` says how long that is, and opening earlier raises at once,
+without starting anything.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-import shutil
-import subprocess
+import threading
+import time
 from fractions import Fraction
+from typing import NoReturn
 
 import av
 import numpy as np
+
+from .recording import SegmentFile
+from .relay import Relay, RelaySettings, RelayStartError, redact
 
 log = logging.getLogger(__name__)
 
 AUDIO_RATE = 48000
 FRAME = 1024  # AAC frame size
+HEALTHY_S = 10.0  # an output that has written this long without failing resets its destination's backoff
 
 
 class OutputError(RuntimeError):
-    pass
+    """An output could not be opened or written.
+
+    `kind`: `open_failed`, `stalled` (the destination stopped taking data: relay killed),
+    `relay_exited` (ffmpeg ended: refused, closed, timed out), `disk_full`, `write_failed`.
+    `retry_in` > 0: the open was refused without trying because the destination failed recently;
+    `kind` is then that failure's.
+    """
+
+    def __init__(self, message: str, kind: str = "write_failed", retry_in: float = 0.0):
+        super().__init__(message)
+        self.kind = kind
+        self.retry_in = retry_in
+
+    @property
+    def state(self) -> str:
+        """The output state a snapshot should show for this error."""
+        return "disk_full" if self.kind == "disk_full" else "error"
+
+
+class Backoff:
+    """When a failed destination may be tried again: 1 s after the first failure, doubling up to 30 s."""
+
+    def __init__(self, first_s: float = 1.0, max_s: float = 30.0):
+        self.first_s, self.max_s = first_s, max_s
+        self.failures = 0
+        self.next_try = 0.0  # monotonic time
+        self.last_error: OutputError | None = None
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.next_try - now)
+
+    def failed(self, error: OutputError, now: float) -> float:
+        """Record a failure; returns the delay before the next attempt."""
+        delay = min(self.max_s, self.first_s * 2 ** self.failures)
+        self.failures += 1
+        self.next_try = now + delay
+        self.last_error = error
+        return delay
+
+
+class _Backoffs:
+    """Backoff per destination URL, shared by every writer of the process (a writer lives for one
+    open; the destination's history outlives it). Only failing destinations have an entry."""
+
+    FORGET_S = 600.0  # entries whose next attempt is this far in the past are dropped
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._by_url: dict[str, Backoff] = {}
+
+    def get(self, url: str) -> Backoff | None:
+        with self._lock:
+            return self._by_url.get(url)
+
+    def failed(self, url: str, error: OutputError) -> float:
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, b in self._by_url.items() if now - b.next_try > self.FORGET_S]:
+                del self._by_url[key]
+            return self._by_url.setdefault(url, Backoff()).failed(error, now)
+
+    def succeeded(self, url: str) -> None:
+        with self._lock:
+            self._by_url.pop(url, None)
+
+
+BACKOFFS = _Backoffs()
+
+
+def is_network_url(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
 
 
 class OutputWriter:
+    """Muxes one language's output; see the module docstring. Used by one thread at a time."""
+
     def __init__(self, url: str, video_template: av.video.stream.VideoStream | None, *,
-                 audio: bool = True, bit_rate: int = 128_000):
+                 audio: bool = True, bit_rate: int = 128_000, relay_settings: RelaySettings | None = None):
         self.url = url
-        self.relay: subprocess.Popen | None = None
-        target = url
-        if "://" in url and not url.startswith("file://"):
-            self.relay = _start_relay(url)
-            target = self.relay.stdin
-        elif url.startswith("file://"):
-            target = url[len("file://"):]
+        self.label = redact(url)  # what messages and logs show
+        self.relay: Relay | None = None
+        self.segment: SegmentFile | None = None
+        self._failed: OutputError | None = None
+        self._opened_at = time.monotonic()
+        self._proven = False  # wrote for HEALTHY_S: the destination's backoff was reset
+        backoff = BACKOFFS.get(url)
+        wait = backoff.remaining(self._opened_at) if backoff else 0.0
+        if wait > 0:
+            last = backoff.last_error
+            raise OutputError(f"{last} (next attempt in {wait:.1f} s)", kind=last.kind if last else "open_failed",
+                              retry_in=wait)
         try:
-            self.container = av.open(target, mode="w", format="flv",
-                                     options={"flvflags": "no_duration_filesize"})
-        except Exception as exc:  # av.error.* subclasses: bad path, ...
-            self._stop_relay()
-            raise OutputError(f"cannot open output {url}: {exc}") from exc
-        self.video = self.container.add_stream_from_template(video_template) if video_template else None
-        self.audio = None
-        if audio:
-            self.audio = self.container.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
-            self.audio.bit_rate = bit_rate
+            if is_network_url(url):
+                self.relay = Relay(url, relay_settings)
+                sink = self.relay
+            else:
+                self.segment = SegmentFile(url[len("file://"):] if url.startswith("file://") else url)
+                sink = self.segment
+                log.info("output %s: writing %s", self.label, self.segment.path)
+            self.container = av.open(sink, mode="w", format="flv", options={"flvflags": "no_duration_filesize"})
+            self.video = self.container.add_stream_from_template(video_template) if video_template else None
+            self.audio = None
+            if audio:
+                self.audio = self.container.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
+                self.audio.bit_rate = bit_rate
+        except (OSError, RelayStartError, av.FFmpegError, ValueError) as exc:
+            self._release_sinks()
+            self._fail(_disk_full_or(exc, "open_failed"), f"cannot open output {self.label}: {exc}", exc)
         self.priming = None  # encoder delay in samples, learnt from the first packet
         self.av_offset_s = 0.0  # |audio packet time - expected time| at the muxer, after ms rounding
         self.packets = 0
         self._pending_frame_pts: list[int] = []
+
+    @staticmethod
+    def retry_after(url: str) -> float:
+        """Seconds before `url` may be opened again (0: now). Opening earlier raises `OutputError`."""
+        backoff = BACKOFFS.get(url)
+        return backoff.remaining(time.monotonic()) if backoff else 0.0
+
+    @property
+    def target(self) -> str:
+        """Where the bytes go: the segment file written, or the (redacted) network URL."""
+        return str(self.segment.path) if self.segment else self.label
 
     def write_video(self, packet: av.Packet, pts_shift: int) -> None:
         """Mux one input video packet unchanged (payload and flags), shifted by `pts_shift` ticks."""
@@ -75,6 +180,7 @@ class OutputWriter:
         """Encode one frame of stereo float32 samples (n, 2) whose first sample is at `pts`/48000 s."""
         if self.audio is None:
             return
+        self._check()
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.T, dtype=np.float32),
                                            format="fltp", layout="stereo")
         frame.sample_rate = AUDIO_RATE
@@ -97,53 +203,62 @@ class OutputWriter:
         self._mux(pkt)
 
     def _mux(self, pkt: av.Packet) -> None:
-        if self.relay is not None and self.relay.poll() is not None:
-            raise OutputError(f"relay to {self.url} exited ({self.relay.returncode}): {_tail(self.relay)}")
+        self._check()
         try:
             self.container.mux(pkt)
-            self.packets += 1
-        except Exception as exc:
-            raise OutputError(f"writing to {self.url} failed: {exc}") from exc
+        except Exception as exc:  # the sink's OSError (ENOSPC, ...) or an av error
+            self._check()  # a relay failure explains it better than the muxer's EPIPE/EIO
+            self._fail(_disk_full_or(exc, "write_failed"), f"writing to {self.target} failed: {exc}", exc)
+        self.packets += 1
+        self._check()
+        if not self._proven and time.monotonic() - self._opened_at >= HEALTHY_S:
+            self._proven = True
+            BACKOFFS.succeeded(self.url)
 
-    def _stop_relay(self) -> None:
-        if self.relay is None:
-            return
-        try:
-            self.relay.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.relay.wait(5)
-        except subprocess.TimeoutExpired:
-            self.relay.kill()
-            self.relay.wait()
+    def _check(self) -> None:
+        """Raise the failure the sink has seen, if any (a relay fails on its own threads)."""
+        if self._failed is not None:
+            raise self._failed
+        if self.relay is not None and self.relay.failure is not None:
+            self._fail(self.relay.failure.kind, self.relay.failure.message)
+        if self.segment is not None and self.segment.error is not None:
+            exc = self.segment.error
+            kind = "disk_full" if self.segment.disk_full else "write_failed"
+            self._fail(kind, f"writing to {self.segment.path} failed: {exc}", exc)
+
+    def _fail(self, kind: str, message: str, cause: BaseException | None = None) -> NoReturn:
+        """Raise (and remember) this writer's failure; the destination's backoff grows once per writer."""
+        if kind == "disk_full":
+            message = f"disk full: {message}"
+        error = OutputError(message, kind)
+        self._failed = error
+        delay = BACKOFFS.failed(self.url, error)
+        log.debug("output %s failed (%s); next attempt in %.0f s", self.label, kind, delay)
+        raise error from cause
+
+    def _release_sinks(self) -> None:
+        if self.relay is not None:
+            if self._failed is not None:
+                self.relay.kill()
+            self.relay.close()
+        if self.segment is not None:
+            self.segment.close()
 
     def close(self) -> None:
-        try:
-            if self.audio is not None:
-                for pkt in self.audio.encode(None):
-                    self._audio_packet(pkt)
-        except Exception as exc:  # closing a broken output must not raise past here
-            log.debug("flushing %s: %s", self.url, exc)
+        """Flush and close; bounded in time (a relay gets `close_timeout_s`, then is killed)."""
+        if self._failed is None:
+            try:
+                if self.audio is not None:
+                    for pkt in self.audio.encode(None):
+                        self._audio_packet(pkt)
+            except Exception as exc:  # closing a broken output must not raise past here
+                log.debug("flushing %s: %s", self.label, exc)
         try:
             self.container.close()
         except Exception as exc:
-            log.debug("closing %s: %s", self.url, exc)
-        self._stop_relay()
+            log.debug("closing %s: %s", self.label, exc)
+        self._release_sinks()
 
 
-def _start_relay(url: str) -> subprocess.Popen:
-    exe = shutil.which("ffmpeg")
-    if exe is None:
-        raise OutputError("ffmpeg not found (needed to publish to network outputs): install Debian 'ffmpeg'")
-    cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "flv", "-i", "pipe:0",
-           "-map", "0", "-c", "copy", "-copyts", "-f", "flv", url]
-    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            bufsize=0)
-
-
-def _tail(proc: subprocess.Popen) -> str:
-    try:
-        return proc.stderr.read(2000).decode(errors="replace").strip() if proc.stderr else ""
-    except Exception:
-        return ""
+def _disk_full_or(exc: BaseException, kind: str) -> str:
+    return "disk_full" if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) else kind

@@ -1,0 +1,269 @@
+"""The network half of an output: an `ffmpeg -c copy` child that publishes the FLV we mux.
+
+Why a child process: PyAV holds the GIL while it opens an RTMP publish and while it writes to the
+socket, so a slow server would freeze every thread of the service (and nginx-rtmp's `on_publish`
+hook, answered by this same process, would deadlock the handshake). The relay only copies
+packets: payloads and timestamps are the ones muxed in this process.
+
+Why threads around it: the caller is a stream's one output thread, shared by every language, so
+it must never wait on one destination. `write` only appends to a bounded in-memory queue; a
+feeder thread per relay moves the queue into ffmpeg's stdin with non-blocking writes, and a reader
+thread keeps ffmpeg's stderr flowing into a small ring of (redacted) lines that explains a failure.
+
+How a relay fails (the first cause wins, and `failure` says which):
+- `stalled`: the queue made no progress for `stall_s`, or grew past `queue_bytes`. The feeder (or
+  the writer, for the size bound) kills ffmpeg at once.
+- `relay_exited`: ffmpeg ended by itself: the server refused, closed, or stopped answering for
+  `rw_timeout_s` (ffmpeg's `-rw_timeout`, inherited by the tcp/tls socket under rtmp/rtmps and
+  used by srt, bounds every connect, read and write).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import re
+import select
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """Bounds of one relay. The defaults keep a stalled destination from costing more than ~5 s."""
+
+    rw_timeout_s: float = 5.0  # ffmpeg -rw_timeout: connect/read/write on the network side
+    stall_s: float = 5.0  # queued data not taken by ffmpeg for this long -> stalled, killed
+    queue_bytes: int = 8 << 20  # queued data beyond this -> stalled, killed (about 20 s at 3 Mb/s)
+    close_timeout_s: float = 3.0  # close(): time to hand over what is queued and let ffmpeg finish
+
+
+STDERR_LINES = 20  # ffmpeg stderr lines kept for error messages
+_POLL_MS = 200
+
+
+@dataclass(frozen=True)
+class RelayFailure:
+    kind: str  # "stalled" | "relay_exited"
+    message: str
+
+
+class RelayStartError(RuntimeError):
+    pass
+
+
+class Relay:
+    """One `ffmpeg -f flv -i pipe:0 -c copy -f flv <url>` child, fed from a bounded queue.
+
+    File-like for PyAV (`write` only: not seekable). Thread-safe between the writing thread and
+    its own feeder/reader threads; `close` (or `kill`) ends both threads and reaps the child.
+    """
+
+    def __init__(self, url: str, settings: RelaySettings | None = None):
+        self.url = url
+        self.label = redact(url)
+        self.settings = settings or RelaySettings()
+        exe = shutil.which("ffmpeg")
+        if exe is None:
+            raise RelayStartError("ffmpeg not found (needed to publish to network outputs): install Debian 'ffmpeg'")
+        rw_us = str(int(self.settings.rw_timeout_s * 1_000_000))
+        cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "flv", "-i", "pipe:0",
+               "-map", "0", "-c", "copy", "-copyts", "-rw_timeout", rw_us, "-f", "flv", url]
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, bufsize=0)
+        except OSError as exc:
+            raise RelayStartError(f"cannot start ffmpeg relay: {exc}") from exc
+        self.failure: RelayFailure | None = None
+        self.bytes_written = 0  # handed to ffmpeg
+        self._stderr = collections.deque(maxlen=STDERR_LINES)
+        self._cond = threading.Condition()
+        self._chunks: collections.deque[memoryview] = collections.deque()
+        self._queued = 0
+        self._progress_at = time.monotonic()  # last time the queue moved (or became non-empty)
+        self._eof = False
+        os.set_blocking(self.proc.stdin.fileno(), False)
+        self._feeder = threading.Thread(target=self._feed, name=f"relay-feed {self.label}", daemon=True)
+        self._reader = threading.Thread(target=self._read_stderr, name=f"relay-err {self.label}", daemon=True)
+        self._reader.start()
+        self._feeder.start()
+
+    # ------------------------------------------------------------ writer side (never blocks)
+
+    def write(self, data) -> int:
+        """Queue `data` for ffmpeg. After a failure the data is dropped (the output is dead)."""
+        n = len(data)
+        with self._cond:
+            if self.failure is not None or self._eof:
+                return n
+            if self._queued + n > self.settings.queue_bytes:
+                stalled = True
+            else:
+                stalled = False
+                if not self._chunks:
+                    self._progress_at = time.monotonic()
+                self._chunks.append(memoryview(bytes(data)))
+                self._queued += n
+                self._cond.notify()
+        if stalled:
+            self._stall(f"more than {self.settings.queue_bytes} bytes waiting for the relay")
+        return n
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued
+
+    def stderr_tail(self) -> str:
+        return " | ".join(self._stderr)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def kill(self) -> None:
+        """Kill ffmpeg now (idempotent); the threads then end by themselves."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.kill()
+            except OSError:
+                pass
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Hand over what is queued, let ffmpeg finish; kill it after `close_timeout_s`. Reaps it."""
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + self.settings.close_timeout_s
+        self._feeder.join(max(0.0, deadline - time.monotonic()))
+        try:
+            self.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("relay to %s did not finish in %.0f s: killed", self.label, self.settings.close_timeout_s)
+            self.kill()
+            self.proc.wait()
+        self._feeder.join()
+        self._reader.join()
+
+    @property
+    def alive(self) -> bool:
+        """True while any part of the relay (process or thread) is still running."""
+        return self.proc.poll() is None or self._feeder.is_alive() or self._reader.is_alive()
+
+    # ------------------------------------------------------------ internals
+
+    def _fail(self, kind: str, message: str) -> bool:
+        with self._cond:
+            if self.failure is not None:
+                return False
+            self.failure = RelayFailure(kind, message)
+            self._chunks.clear()
+            self._queued = 0
+            self._cond.notify_all()
+        log.info("relay to %s: %s", self.label, message)
+        return True
+
+    def _stall(self, why: str) -> None:
+        if self._fail("stalled", f"relay to {self.label} stalled ({why}): killed"):
+            self.kill()
+
+    def _feed(self) -> None:
+        fd = self.proc.stdin.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        try:
+            while True:
+                with self._cond:
+                    while not self._chunks and not self._eof and self.failure is None:
+                        self._cond.wait()
+                    if self.failure is not None or not self._chunks:
+                        return  # failed, or closing with everything handed over
+                    chunk = self._chunks[0]
+                if not poller.poll(_POLL_MS):
+                    if time.monotonic() - self._progress_at > self.settings.stall_s:
+                        self._stall(f"nothing taken for {self.settings.stall_s:g} s")
+                    continue
+                try:
+                    n = os.write(fd, chunk)
+                except BlockingIOError:
+                    continue
+                except OSError:  # EPIPE: ffmpeg is gone; the reader reports why
+                    self._reader.join(self.settings.close_timeout_s)
+                    self._fail("relay_exited", f"relay to {self.label} closed its input: {self.stderr_tail()}")
+                    return
+                with self._cond:
+                    self._progress_at = time.monotonic()
+                    self.bytes_written += n
+                    if self.failure is None and self._chunks and self._chunks[0] is chunk:
+                        self._queued -= n
+                        if n == len(chunk):
+                            self._chunks.popleft()
+                        else:
+                            self._chunks[0] = chunk[n:]
+        finally:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+
+    def _read_stderr(self) -> None:
+        fd = self.proc.stderr.fileno()
+        pending = b""
+        while True:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                self._keep_line(line)
+            if len(pending) > 4096:
+                self._keep_line(pending)
+                pending = b""
+        if pending:
+            self._keep_line(pending)
+        self.proc.stderr.close()
+        rc = self.proc.wait()
+        with self._cond:
+            normal_end = self._eof and rc == 0
+        if not normal_end:
+            self._fail("relay_exited", f"relay to {self.label} exited ({rc}): {self.stderr_tail() or 'no message'}")
+
+    def _keep_line(self, raw: bytes) -> None:
+        line = raw.decode(errors="replace").strip()
+        if line:
+            self._stderr.append(redact(line[:500]))
+
+
+# ------------------------------------------------------------ redaction
+
+_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_url(url: str) -> str:
+    """`url` without secrets: userinfo replaced by `***`, every query value replaced by `***`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        query = "&".join(f"{kv.split('=', 1)[0]}=***" if "=" in kv else kv for kv in re.split(r"[&;]", query))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact(text: str) -> str:
+    """`text` with every URL in it passed through `redact_url` (for ffmpeg messages and labels)."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
