@@ -40,6 +40,11 @@ class StsConfig:
     max_fragment_ms: float = 15000.0
     max_inflight: int = 4  # per stream: above it we ask the client to slow down
     max_queued: int = 8  # per stream: above it new fragments are refused (overloaded)
+    max_queued_total: int = 64  # all streams: fragments accepted and not yet answered
+    max_sessions_per_connection: int = 16
+    max_connections: int = 64
+    asr_prompt: bool = False  # previous transcript of the stream as the Whisper prompt
+    cors_origins: str = ""  # comma-separated; empty = no browser origin (servers use websocket)
     post_workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     asr_timeout_s: float = 20.0
     translation_timeout_s: float = 10.0
@@ -66,6 +71,10 @@ class StsConfig:
             raise ConfigError(f"--max-speed must be within 1.0..4.0, got {self.max_speed}")
         if self.max_fragment_ms < 500:
             raise ConfigError(f"--max-fragment-ms must be >= 500, got {self.max_fragment_ms}")
+        if self.max_queued_total < self.max_queued:
+            raise ConfigError("--max-queued-total must be >= --max-queued")
+        if self.max_sessions_per_connection < 1 or self.max_connections < 1:
+            raise ConfigError("--max-sessions-per-connection and --max-connections must be >= 1")
         if self.max_inflight < 1 or self.max_queued < self.max_inflight:
             raise ConfigError("--max-inflight must be >= 1 and --max-queued >= --max-inflight")
         if self.tts_engine in ("piper", "coqui") and not self.tts_model:
@@ -103,6 +112,15 @@ def parse_args(argv: list[str] | None = None) -> StsConfig:
     p.add_argument("--max-fragment-ms", type=float, default=float(_env("STS_MAX_FRAGMENT_MS", str(d.max_fragment_ms))))
     p.add_argument("--max-inflight", type=int, default=int(_env("STS_MAX_INFLIGHT", str(d.max_inflight))))
     p.add_argument("--max-queued", type=int, default=int(_env("STS_MAX_QUEUED", str(d.max_queued))))
+    p.add_argument("--max-queued-total", type=int,
+                   default=int(_env("STS_MAX_QUEUED_TOTAL", str(d.max_queued_total))))
+    p.add_argument("--max-sessions-per-connection", type=int,
+                   default=int(_env("STS_MAX_SESSIONS_PER_CONNECTION", str(d.max_sessions_per_connection))))
+    p.add_argument("--max-connections", type=int, default=int(_env("STS_MAX_CONNECTIONS", str(d.max_connections))))
+    p.add_argument("--asr-prompt", action="store_true", default=_env("STS_ASR_PROMPT", "") in ("1", "true", "yes"),
+                   help="use the stream's previous transcript as the Whisper prompt")
+    p.add_argument("--cors-origins", default=_env("STS_CORS_ORIGINS", d.cors_origins),
+                   help="comma-separated browser origins allowed (default none)")
     p.add_argument("--post-workers", type=int, default=int(_env("STS_POST_WORKERS", str(d.post_workers))))
     p.add_argument("--asr-timeout", dest="asr_timeout_s", type=float,
                    default=float(_env("STS_ASR_TIMEOUT", str(d.asr_timeout_s))))

@@ -42,7 +42,8 @@ class Engines:
 def load_engines(cfg: StsConfig) -> Engines:
     """Blocking: loads the models. Call from an executor."""
     asr = WhisperASR(cfg.asr_model, compute_type=cfg.asr_compute_type, beam_size=cfg.asr_beam_size,
-                     cpu_threads=cfg.asr_threads, num_workers=cfg.asr_workers)
+                     cpu_threads=cfg.asr_threads, num_workers=cfg.asr_workers,
+                     use_prompt=cfg.asr_prompt)
     translator = make_translator(cfg.translation_engine)
     tts_options = {}
     if cfg.tts_model:

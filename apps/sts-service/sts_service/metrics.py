@@ -25,8 +25,20 @@ class StsMetrics:
                               registry=self.registry)
         self.sessions = Gauge("sts_sessions", "Open stream sessions", registry=self.registry)
         self.connections = Gauge("sts_connections", "Connected Socket.IO clients", registry=self.registry)
+        self.asr_queue = Gauge("sts_asr_queue_depth", "Fragments waiting for ASR (all connections)",
+                               registry=self.registry)
+        self.asr_batch_size = Histogram("sts_asr_batch_size", "Fragments per batched ASR call",
+                                        buckets=(1, 2, 3, 4, 6, 8), registry=self.registry)
+        self.deadline_exceeded = Counter(
+            "sts_deadline_exceeded", "Fragments answered deadline_exceeded, by the stage that would have run",
+            ["stage"], registry=self.registry)
+        self.work_on_expired = Counter(
+            "sts_work_on_expired", "Work started on a fragment whose deadline had passed (should stay 0)",
+            registry=self.registry)
         self.ready = Gauge("sts_ready", "1 once the models are loaded", registry=self.registry)
         for status in ("ok", "no_speech", "failed"):
             self.fragments.labels(status)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
+        for stage in ("asr", "translation", "tts", "fit"):
+            self.deadline_exceeded.labels(stage)

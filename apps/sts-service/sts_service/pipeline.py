@@ -1,9 +1,11 @@
 """One fragment through ASR -> translation -> TTS -> fit, stage by stage, off the event loop.
 
-Each stage runs in an executor under its own timeout, so a stuck engine becomes a `timeout`
-failure for that fragment instead of a frozen server. ASR has its own pool of `--asr-workers`
-(default 1: one transcription uses all the cores it is given); translation/TTS/fit are mostly subprocesses and run in a wider pool,
-one job per target language, so several languages and fragments overlap.
+ASR goes through the shared ``AsrScheduler`` (earliest deadline first, batched, in its own
+executor: one transcription uses all the cores it is given). Translation/TTS/fit are mostly
+subprocesses and run in a wider pool, one job per target language, so several languages and
+fragments overlap. Each stage runs under its own timeout, so a stuck engine becomes a `timeout`
+failure for that fragment instead of a frozen server; a fragment with a deadline is answered
+`deadline_exceeded` as soon as the remaining stages cannot finish before it.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from livedub_protocol import (
     FragmentError,
     FragmentProcessed,
     StageTimings,
+    float_to_pcm16,
+    pcm16_to_float,
 )
 
 from .config import StsConfig
 from .engines import Engines
 from .fit import fit_to_span
 from .metrics import StsMetrics
+from .scheduler import AsrScheduler, DeadlineExceeded
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +55,13 @@ class StreamSpec:
     voices: dict[str, str]
 
 
-def pcm16_to_float(audio: bytes, rate: int) -> np.ndarray:
+def asr_input(audio: bytes, rate: int) -> np.ndarray:
     """pcm_s16le -> float32 at 16 kHz (linear resampling for the rare non-16k client)."""
-    x = np.frombuffer(audio, dtype="<i2").astype(np.float32) / 32768.0
+    x = pcm16_to_float(audio)
     if rate != ASR_RATE and len(x):
         n_out = int(round(len(x) * ASR_RATE / rate))
         x = np.interp(np.linspace(0, len(x) - 1, n_out), np.arange(len(x)), x).astype(np.float32)
     return x
-
-
-def float_to_pcm16(x: np.ndarray) -> bytes:
-    return (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
 
 class DubbingPipeline:
@@ -70,6 +71,14 @@ class DubbingPipeline:
         self.metrics = metrics
         self._asr_pool = ThreadPoolExecutor(max_workers=cfg.asr_workers, thread_name_prefix="asr")
         self._post_pool = ThreadPoolExecutor(max_workers=cfg.post_workers, thread_name_prefix="post")
+        self.scheduler = AsrScheduler(engines.asr, self._asr_pool, metrics, max_queued=cfg.max_queued_total)
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    async def aclose(self) -> None:
+        await self.scheduler.close()
+        self.close()
 
     def close(self) -> None:
         self._asr_pool.shutdown(wait=False, cancel_futures=True)
@@ -98,6 +107,19 @@ class DubbingPipeline:
             raise StageFailure(code, stage, f"{type(exc).__name__}: {exc}") from exc
         return result, ran.get("ms", 0.0)
 
+    async def _asr(self, audio: np.ndarray, prompt: str | None, deadline: float, hard: bool):
+        try:
+            return await asyncio.wait_for(self.scheduler.transcribe(audio, prompt, deadline, hard),
+                                          timeout=max(0.0, deadline - asyncio.get_running_loop().time())
+                                          + self.cfg.asr_timeout_s)
+        except asyncio.TimeoutError:
+            raise StageFailure(ErrorCode.TIMEOUT, "asr", f"asr took longer than {self.cfg.asr_timeout_s:g}s",
+                               retryable=True) from None
+        except (DeadlineExceeded, StageFailure):
+            raise
+        except Exception as exc:
+            raise StageFailure(ErrorCode.ASR_FAILED, "asr", f"{type(exc).__name__}: {exc}") from exc
+
     async def _dub_one(self, text: str, spec: StreamSpec, target: str, span_ms: float):
         cfg = self.cfg
         translated, t_mt = await self._stage(
@@ -117,29 +139,41 @@ class DubbingPipeline:
         )
         return result, t_mt, t_tts, t_fit
 
-    async def process(self, frag: FragmentData, spec: StreamSpec) -> FragmentProcessed:
-        """Always returns a FragmentProcessed (ok / no_speech / failed); never raises."""
+    async def process(self, frag: FragmentData, spec: StreamSpec, deadline: float | None = None,
+                      prompt: str | None = None) -> FragmentProcessed:
+        """Always returns a FragmentProcessed (ok / no_speech / failed); never raises.
+
+        `deadline` is on the event loop's clock (None: only the stage timeouts apply).
+        """
         t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        hard = deadline is not None
+        if deadline is None:
+            deadline = loop.time() + self.cfg.asr_timeout_s
         timings = StageTimings()
         base = dict(stream_id=frag.stream_id, fragment_id=frag.fragment_id,
                     sequence_number=frag.sequence_number, start_ms=frag.start_ms,
                     duration_ms=frag.duration_ms)
         try:
-            audio = pcm16_to_float(frag.audio, spec.sample_rate_hz)
-            transcription, timings.asr = await self._stage(
-                self._asr_pool, self.cfg.asr_timeout_s, "asr", ErrorCode.ASR_FAILED,
-                self.engines.asr.transcribe, audio)
-            self.metrics.stage_seconds.labels("asr").observe(timings.asr / 1000.0)
+            audio = asr_input(frag.audio, spec.sample_rate_hz)
+            transcription, queued_s, ran_s = await self._asr(audio, prompt, deadline, hard)
+            timings.queue, timings.asr = queued_s * 1000.0, ran_s * 1000.0
+            self.metrics.stage_seconds.labels("asr").observe(ran_s)
             if transcription.no_speech or not transcription.text.strip():
                 status, transcript, results = "no_speech", "", []
             else:
                 transcript = transcription.text.strip()
+                if hard and loop.time() + self.scheduler.cost.post.value > deadline:
+                    self.metrics.deadline_exceeded.labels("translation").inc()
+                    raise DeadlineExceeded("translation", "no time left for translation and speech")
+                post_t0 = loop.time()
                 jobs = [self._dub_one(transcript, spec, t, frag.duration_ms) for t in spec.target_languages]
                 outs = await asyncio.gather(*jobs, return_exceptions=True)
                 for out in outs:
                     if isinstance(out, BaseException):
                         raise out
                 results = [o[0] for o in outs]
+                self.scheduler.cost.post.update(loop.time() - post_t0)
                 # Languages run side by side: a stage's time is its slowest language.
                 timings.translation = max(o[1] for o in outs)
                 timings.tts = max(o[2] for o in outs)
@@ -152,6 +186,9 @@ class DubbingPipeline:
             self.metrics.fragments.labels(status).inc()
             return FragmentProcessed(**base, status=status, transcript=transcript, results=results,
                                      timings_ms=timings)
+        except DeadlineExceeded as late:
+            code = ErrorCode.DEADLINE_EXCEEDED if late.hard else ErrorCode.TIMEOUT
+            error = FragmentError(code=code, stage=late.stage, message=late.message, retryable=not late.hard)
         except StageFailure as fail:
             error = FragmentError(code=fail.code, stage=fail.stage, message=fail.message,
                                   retryable=fail.retryable)
@@ -161,6 +198,7 @@ class DubbingPipeline:
         timings.total = (time.perf_counter() - t0) * 1000.0
         self.metrics.fragments.labels("failed").inc()
         self.metrics.errors.labels(error.code).inc()
-        log.warning("fragment failed stream_id=%s fragment_id=%s code=%s stage=%s: %s",
+        log.log(logging.INFO if error.code == ErrorCode.DEADLINE_EXCEEDED else logging.WARNING,
+                "fragment failed stream_id=%s fragment_id=%s code=%s stage=%s: %s",
                     frag.stream_id, frag.fragment_id, error.code, error.stage, error.message)
         return FragmentProcessed(**base, status="failed", timings_ms=timings, error=error)

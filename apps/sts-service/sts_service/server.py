@@ -7,6 +7,7 @@ Session, and the blocking model work runs in the pipeline's executors, so acks s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -52,6 +53,12 @@ log = logging.getLogger(__name__)
 
 # A fragment's duration_ms may differ from its audio length by this much (rounding on the client).
 DURATION_TOLERANCE_MS = 50.0
+# Largest Socket.IO message: the longest legal fragment at 48 kHz pcm16, plus room for the fields.
+MESSAGE_SLACK_BYTES = 64 * 1024
+
+
+def max_message_bytes(cfg: StsConfig) -> int:
+    return int(cfg.max_fragment_ms / 1000.0 * 48000 * 2) + MESSAGE_SLACK_BYTES
 
 
 class StsServer:
@@ -61,11 +68,14 @@ class StsServer:
         self.engines = engines
         self.pipeline: DubbingPipeline | None = None
         self.sessions = SessionRegistry()
-        # The Socket.IO frame limit is well above our own fragment limit, so an oversized
-        # fragment gets a `fragment_too_large` ack instead of a dropped connection.
-        self.sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*",
-                                        max_http_buffer_size=32 * 1024 * 1024, logger=False,
-                                        engineio_logger=False)
+        # The message limit fits the longest legal fragment at the highest legal rate, so any
+        # fragment the server could accept fits and a fragment above the limit at a lower rate
+        # still gets a `fragment_too_large` ack. Servers connect over websocket: no browser
+        # origin is allowed unless configured. Pings notice a silent partition in ~10 s.
+        origins = [o.strip() for o in cfg.cors_origins.split(",") if o.strip()]
+        self.sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins=origins,
+                                        max_http_buffer_size=max_message_bytes(cfg), ping_interval=5,
+                                        ping_timeout=5, logger=False, engineio_logger=False)
         self.app = web.Application()
         self.sio.attach(self.app)
         self.app.router.add_get("/health", self._health)
@@ -74,6 +84,7 @@ class StsServer:
         self.app.on_startup.append(self._on_startup)
         self.app.on_cleanup.append(self._on_cleanup)
         self._load_task: asyncio.Task | None = None
+        self._closers: set[asyncio.Task] = set()
         ns = NAMESPACE
         self.sio.on("connect", self._connect, namespace=ns)
         self.sio.on("disconnect", self._disconnect, namespace=ns)
@@ -92,6 +103,7 @@ class StsServer:
             log.info("loading models ...")
             self.engines = await loop.run_in_executor(None, load_engines, self.cfg)
         self.pipeline = DubbingPipeline(self.cfg, self.engines, self.metrics)
+        self.pipeline.start()
         self.metrics.ready.set(1)
         log.info("ready: %s", self.engines.capabilities())
 
@@ -102,7 +114,7 @@ class StsServer:
         for session in self.sessions.all():
             await session.close()
         if self.pipeline:
-            self.pipeline.close()
+            await self.pipeline.aclose()
 
     @property
     def ready(self) -> bool:
@@ -138,9 +150,29 @@ class StsServer:
         if not token_ok(expected, auth):
             self.metrics.errors.labels(ErrorCode.UNAUTHORIZED.value).inc()
             log.warning("refused connection %s: unauthorized", sid)
+            self._close_transport_soon(sid)
             raise socketio.exceptions.ConnectionRefusedError("unauthorized: missing or wrong token")
+        if self.metrics.connections._value.get() >= self.cfg.max_connections:
+            self.metrics.errors.labels(ErrorCode.OVERLOADED.value).inc()
+            self._close_transport_soon(sid)
+            raise socketio.exceptions.ConnectionRefusedError(
+                f"overloaded: {self.cfg.max_connections} connections already (--max-connections)")
         self.metrics.connections.inc()
         log.info("client connected sid=%s", sid)
+
+    def _close_transport_soon(self, sid: str) -> None:
+        """A refused namespace connect leaves the Engine.IO session open; close it once the
+        refusal has been sent, so an unauthenticated client holds nothing."""
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE) if hasattr(self.sio, "manager") else None
+
+        async def close() -> None:
+            await asyncio.sleep(0.2)
+            with contextlib.suppress(Exception):
+                await self.sio.eio.disconnect(eio_sid or sid)
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
 
     async def _disconnect(self, sid: str, *args: Any) -> None:
         self.metrics.connections.dec()
@@ -190,6 +222,12 @@ class StsServer:
         except ProtocolError as exc:
             await self._refused(sid, exc, STREAM_INIT)
             return error_ack(exc.code, exc.message)
+        if (self.sessions.get(sid, init.stream_id) is None
+                and self.sessions.count(sid) >= self.cfg.max_sessions_per_connection):
+            exc = ProtocolError(ErrorCode.OVERLOADED, f"{self.cfg.max_sessions_per_connection} stream sessions "
+                                "on this connection already (--max-sessions-per-connection)")
+            await self._refused(sid, exc, STREAM_INIT)
+            return error_ack(exc.code, exc.message)
         max_ms = min(self.cfg.max_fragment_ms, init.max_fragment_ms or self.cfg.max_fragment_ms)
         spec = StreamSpec(init.source_language, list(init.target_languages), init.audio.sample_rate_hz,
                           dict(init.voice))
@@ -224,11 +262,16 @@ class StsServer:
             if session.inflight >= self.cfg.max_queued:
                 raise ProtocolError(ErrorCode.OVERLOADED,
                                     f"{session.inflight} fragments in flight for this stream; slow down")
+            if self.metrics.inflight._value.get() >= self.cfg.max_queued_total:
+                raise ProtocolError(ErrorCode.OVERLOADED,
+                                    f"{self.cfg.max_queued_total} fragments in flight on this server; slow down")
         except ProtocolError as exc:
             await self._refused(sid, exc, FRAGMENT_DATA)
             return reject_ack(exc.code, exc.message)
         session.fragments += 1
-        task = asyncio.create_task(self._run_fragment(session, frag),
+        deadline = (asyncio.get_running_loop().time() + frag.deadline_ms / 1000.0
+                    if frag.deadline_ms is not None else None)
+        task = asyncio.create_task(self._run_fragment(session, frag, deadline),
                                    name=f"fragment:{frag.stream_id}:{frag.fragment_id}")
         session.tasks.add(task)
         self.metrics.inflight.inc()
@@ -236,9 +279,9 @@ class StsServer:
         await self._maybe_backpressure(session)
         return dump(FragmentAck(queue_depth=session.inflight))
 
-    async def _run_fragment(self, session: Session, frag: FragmentData) -> None:
+    async def _run_fragment(self, session: Session, frag: FragmentData, deadline: float | None) -> None:
         try:
-            result = await self.pipeline.process(frag, session.spec)
+            result = await self.pipeline.process(frag, session.spec, deadline, session.last_transcript)
         except asyncio.CancelledError:
             # Abandoned (stream:end wait ran out, re-init, shutdown): still answer it once.
             abandoned = FragmentProcessed(
@@ -254,8 +297,11 @@ class StsServer:
                                                namespace=NAMESPACE))
             raise
         session.record(result.status, result.timings_ms.total)
-        log.info("fragment:processed stream_id=%s fragment_id=%s status=%s total=%.0fms transcript=%r",
-                 frag.stream_id, frag.fragment_id, result.status, result.timings_ms.total, result.transcript)
+        if result.transcript:
+            session.last_transcript = result.transcript
+        log.info("fragment:processed stream_id=%s fragment_id=%s status=%s total=%.0fms", frag.stream_id,
+                 frag.fragment_id, result.status, result.timings_ms.total)
+        log.debug("transcript %s/%s: %r", frag.stream_id, frag.fragment_id, result.transcript)
         await self.sio.emit(FRAGMENT_PROCESSED, dump(result), to=session.sid, namespace=NAMESPACE)
         session.tasks.discard(asyncio.current_task())
         await self._maybe_backpressure(session)

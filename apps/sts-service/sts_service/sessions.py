@@ -30,6 +30,7 @@ class Session:
     failed: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     slowed_down: bool = False
+    last_transcript: str | None = None  # the ASR prompt for the next fragment
 
     @property
     def inflight(self) -> int:
@@ -89,6 +90,9 @@ class SessionRegistry:
     def pop_all(self, sid: str) -> list[Session]:
         keys = [k for k in self._by_key if k[0] == sid]
         return [self._by_key.pop(k) for k in keys]
+
+    def count(self, sid: str) -> int:
+        return sum(1 for k in self._by_key if k[0] == sid)
 
     def __len__(self) -> int:
         return len(self._by_key)

@@ -1,0 +1,216 @@
+"""One ASR queue for every connection: earliest deadline first, batched, never late on purpose.
+
+Under load the old server transcribed fragments in arrival order, spending the machine on work
+whose deadline had already passed, so every later fragment was late too. Here:
+
+- every fragment waits in one queue ordered by deadline (a fragment sent without one gets the
+  ASR timeout as its deadline, and fails as `timeout` instead of `deadline_exceeded`);
+- the runner takes the earliest deadline and the waiting fragments of the same encoder window
+  (up to ``asr.max_batch``) and transcribes them in one batched call in the ASR executor;
+- a learned cost model (``CostModel``) says how long that call and the stages after it will take;
+  a fragment that cannot finish by its deadline is never started: it is answered at once.
+
+One runner task owns the queue; ``close()`` cancels and awaits it and fails what is waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .metrics import StsMetrics
+
+
+class DeadlineExceeded(Exception):
+    """The fragment cannot (or can no longer) be finished before its deadline."""
+
+    def __init__(self, stage: str, message: str, hard: bool = True):
+        super().__init__(message)
+        self.stage, self.message, self.hard = stage, message, hard
+
+
+class Ewma:
+    def __init__(self, initial: float, alpha: float = 0.3):
+        self.value, self.alpha = initial, alpha
+
+    def update(self, x: float) -> None:
+        self.value += self.alpha * (x - self.value)
+
+
+class CostModel:
+    """Expected run time (s) of an ASR batch and of the stages that follow one fragment.
+
+    ASR cost per item is learned per encoder window; a batch of b costs b items times a
+    batching discount (measured ~0.9 for b = 2 on two cores). Seeds are deliberately
+    pessimistic; real measurements replace them within a few fragments.
+    """
+
+    BATCH_DISCOUNT = 0.9
+
+    def __init__(self, post_seed_s: float = 0.25):
+        self._asr: dict[int, Ewma] = {}
+        self.post = Ewma(post_seed_s)
+
+    def _item(self, window: int) -> Ewma:
+        if window not in self._asr:
+            # Seed: nearest learned window scaled linearly, else ~0.45 ms a frame + 0.1 s.
+            known = min(self._asr, key=lambda w: abs(w - window), default=None)
+            seed = self._asr[known].value * window / known if known else 0.1 + 0.00045 * window
+            self._asr[window] = Ewma(seed)
+        return self._asr[window]
+
+    def asr(self, window: int, batch: int = 1) -> float:
+        return self._item(window).value * batch * (self.BATCH_DISCOUNT if batch > 1 else 1.0)
+
+    def observe_asr(self, window: int, batch: int, seconds: float) -> None:
+        self._item(window).update(seconds / batch / (self.BATCH_DISCOUNT if batch > 1 else 1.0))
+
+
+@dataclass(order=True)
+class _Job:
+    deadline: float
+    seq: int
+    audio: np.ndarray = field(compare=False)
+    prompt: str | None = field(compare=False)
+    window: int = field(compare=False)
+    hard: bool = field(compare=False)  # the client asked for this deadline
+    enqueued: float = field(compare=False)
+    future: asyncio.Future = field(compare=False)
+
+
+class AsrScheduler:
+    def __init__(self, asr, executor: Executor, metrics: StsMetrics, *, max_queued: int = 64):
+        self.asr = asr
+        self.executor = executor
+        self.metrics = metrics
+        self.max_queued = max_queued
+        self.cost = CostModel()
+        self._heap: list[_Job] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task | None = None
+        self._max_batch = int(getattr(asr, "max_batch", 1))
+
+    @property
+    def queued(self) -> int:
+        return len(self._heap)
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="asr-scheduler")
+
+    async def close(self) -> None:
+        if self._runner:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        for job in self._heap:
+            if not job.future.done():
+                job.future.cancel()
+        self._heap.clear()
+
+    def _window(self, n_samples: int) -> int:
+        fn = getattr(self.asr, "window_frames", None)
+        return fn(n_samples) if fn else 3000
+
+    async def transcribe(self, audio: np.ndarray, prompt: str | None, deadline: float, hard: bool):
+        """Queue one fragment; returns (Transcription, queued s, ran s) or raises DeadlineExceeded."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        window = self._window(len(audio))
+        if hard and now + self.cost.asr(window) + self.cost.post.value > deadline:
+            self._exceeded("asr")
+            raise DeadlineExceeded("asr", f"{(deadline - now) * 1000:.0f} ms left, ASR alone needs "
+                                          f"~{self.cost.asr(window) * 1000:.0f} ms")
+        job = _Job(deadline, next(self._seq), audio, prompt, window, hard, now, loop.create_future())
+        heapq.heappush(self._heap, job)
+        self.metrics.asr_queue.set(len(self._heap))
+        self._wake.set()
+        try:
+            return await job.future
+        finally:
+            if not job.future.done():
+                job.future.cancel()  # the caller gave up: the runner skips it
+
+    def _exceeded(self, stage: str) -> None:
+        self.metrics.deadline_exceeded.labels(stage).inc()
+
+    def _expire(self, job: _Job, now: float) -> None:
+        if not job.future.done():
+            late = (now - job.deadline) * 1000
+            if job.hard:
+                self._exceeded("asr")
+            job.future.set_exception(DeadlineExceeded(
+                "asr", f"could not start before the deadline ({late:+.0f} ms past it with the "
+                       f"expected run time)", hard=job.hard))
+
+    def _next_batch(self, now: float) -> list[_Job]:
+        """Earliest deadline first; drops what cannot finish; joins equal windows into a batch."""
+        while self._heap:
+            head = self._heap[0]
+            if head.future.done():
+                heapq.heappop(self._heap)
+                continue
+            if now + self.cost.asr(head.window) + (self.cost.post.value if head.hard else 0) > head.deadline:
+                heapq.heappop(self._heap)
+                self._expire(head, now + self.cost.asr(head.window))
+                continue
+            break
+        if not self._heap:
+            return []
+        head = heapq.heappop(self._heap)
+        batch = [head]
+        for job in sorted(self._heap):
+            if len(batch) >= self._max_batch:
+                break
+            if job.window != head.window or job.future.done():
+                continue
+            finish = now + self.cost.asr(head.window, len(batch) + 1) + self.cost.post.value
+            if finish <= min(j.deadline for j in batch + [job]):
+                batch.append(job)
+        for job in batch[1:]:
+            self._heap.remove(job)
+        heapq.heapify(self._heap)
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._heap:
+                self._wake.clear()
+                await self._wake.wait()
+            now = loop.time()
+            batch = self._next_batch(now)
+            self.metrics.asr_queue.set(len(self._heap))
+            if not batch:
+                continue
+            if any(now > j.deadline for j in batch):  # cannot happen: _next_batch checks it
+                self.metrics.work_on_expired.inc()
+            audios = [j.audio for j in batch]
+            prompts = [j.prompt for j in batch]
+            t0 = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self.executor, self._call, audios, prompts)
+            except Exception as exc:
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            ran = time.perf_counter() - t0
+            self.cost.observe_asr(batch[0].window, len(batch), ran)
+            self.metrics.asr_batch_size.observe(len(batch))
+            for job, result in zip(batch, results):
+                if not job.future.done():
+                    job.future.set_result((result, now - job.enqueued, ran))
+
+    def _call(self, audios, prompts):
+        batch_fn = getattr(self.asr, "transcribe_batch", None)
+        if batch_fn is not None:
+            return batch_fn(audios, prompts)
+        return [self.asr.transcribe(a) for a in audios]

@@ -1,0 +1,102 @@
+"""AsrScheduler logic with a fake ASR: EDF order, batching of equal windows, expired never started."""
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from sts_service.metrics import StsMetrics
+from sts_service.scheduler import AsrScheduler, CostModel, DeadlineExceeded
+
+
+class FakeAsr:
+    max_batch = 3
+
+    def __init__(self, seconds_per_item=0.05):
+        self.calls: list[list[float]] = []
+        self.per_item = seconds_per_item
+
+    def window_frames(self, n):
+        return 1000 if n < 16000 * 9 else 3000
+
+    def transcribe_batch(self, audios, prompts):
+        self.calls.append([float(a[0]) for a in audios])
+        time.sleep(self.per_item * len(audios))
+        return [f"t{a[0]:.0f}" for a in audios]
+
+
+def clip(tag: float, seconds: float = 2.0) -> np.ndarray:
+    x = np.zeros(int(16000 * seconds), np.float32)
+    x[0] = tag
+    return x
+
+
+@pytest.fixture
+async def sched():
+    asr = FakeAsr()
+    pool = ThreadPoolExecutor(1)
+    s = AsrScheduler(asr, pool, StsMetrics())
+    s.cost = CostModel(post_seed_s=0.01)
+    s.cost.observe_asr(1000, 1, 0.05)
+    s.cost.observe_asr(3000, 1, 0.05)
+    s.start()
+    yield s, asr
+    await s.close()
+    pool.shutdown()
+
+
+async def test_earliest_deadline_first_and_equal_windows_batched(sched):
+    s, asr = sched
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    # The first call starts at once; the rest queue behind it in deadline order.
+    first = asyncio.create_task(s.transcribe(clip(0), None, now + 5, True))
+    await asyncio.sleep(0.01)
+    jobs = [asyncio.create_task(s.transcribe(clip(tag, secs), None, now + dl, True))
+            for tag, secs, dl in ((1, 2, 4.0), (2, 12, 1.0), (3, 2, 3.0), (4, 2, 2.0))]
+    results = await asyncio.gather(first, *jobs)
+    assert [r[0] for r in results] == ["t0", "t1", "t2", "t3", "t4"]
+    # tag 2 (long window) has the earliest deadline and runs alone; then 4, 3, 1 share a window.
+    assert asr.calls[1] == [2.0]
+    assert asr.calls[2] == [4.0, 3.0, 1.0]
+
+
+async def test_fragment_that_cannot_finish_is_never_started(sched):
+    s, asr = sched
+    now = asyncio.get_running_loop().time()
+    with pytest.raises(DeadlineExceeded) as exc:
+        await s.transcribe(clip(7), None, now + 0.01, True)
+    assert exc.value.stage == "asr" and exc.value.hard
+    assert all(7.0 not in call for call in asr.calls)
+
+
+async def test_queued_fragment_expires_without_work(sched):
+    s, asr = sched
+    asr.per_item = 0.3
+    now = asyncio.get_running_loop().time()
+    busy = asyncio.create_task(s.transcribe(clip(1), None, now + 5, True))
+    await asyncio.sleep(0.01)
+    # Fits when queued (0.05 s estimated), but the running batch takes 0.3 s: it expires waiting.
+    with pytest.raises(DeadlineExceeded):
+        await s.transcribe(clip(2), None, now + 0.15, True)
+    await busy
+    assert all(2.0 not in call for call in asr.calls)
+    assert s.metrics.work_on_expired._value.get() == 0
+
+
+async def test_soft_deadline_fails_as_timeout_not_deadline_exceeded(sched):
+    s, _ = sched
+    now = asyncio.get_running_loop().time()
+    with pytest.raises(DeadlineExceeded) as exc:
+        await s.transcribe(clip(1), None, now - 1, False)
+    assert exc.value.hard is False
+
+
+def test_cost_model_learns():
+    m = CostModel()
+    for _ in range(20):
+        m.observe_asr(1000, 2, 0.36)
+    assert abs(m.asr(1000, 2) - 0.36) < 0.01
+    assert abs(m.asr(1000, 1) - 0.2) < 0.01
+    assert m.asr(2000) > m.asr(1000)  # unseen window: scaled from the nearest one
