@@ -236,6 +236,9 @@ def test_rest_api_errors_are_clear_and_harmless(stack):
     status, body = api("POST", "/v1/streams", {"input_url": "rtmp://127.0.0.1:1/live/x", "output_url":
                                                "rtmp://127.0.0.1:1/live/y", "mix": "loud"})
     assert status == 400 and "mix" in body["error"]["message"]
+    status, body = api("POST", "/v1/streams", {"input_url": "rtmp://127.0.0.1:1/live/x", "output_url":
+                                               "rtmp://127.0.0.1:1/live/y", "output_delay_s": 1.5})
+    assert status == 400 and "output_delay_s: 1.5 s is too short" in body["error"]["message"]
     assert api("GET", "/v1/streams/nope")[0] == 404
     assert api("DELETE", "/v1/streams/nope")[0] == 404
     # An unreachable input: the stream exists, says why, and nothing else is disturbed.

@@ -23,8 +23,9 @@ def test_media_config_is_checked_at_start(monkeypatch):
     monkeypatch.setenv("STS_AUTH_TOKEN", "t")
     cfg = media_args([])
     assert cfg.output_delay_s == 8.0 and cfg.max_fragment_ms == 5000.0 and cfg.default_mix == "duck"
-    with pytest.raises(ConfigError, match="shorter than the output delay"):
-        media_args(["--output-delay", "4"])
+    assert media_args(["--output-delay", "3.5"]).output_delay_s == 3.5  # fragments shrink to fit
+    with pytest.raises(ConfigError, match="output_delay_s: 1.5 s is too short"):
+        media_args(["--output-delay", "1.5"])
     with pytest.raises(ConfigError, match="STS_URL"):
         media_args(["--sts-url", "localhost:8000"])
     monkeypatch.delenv("STS_AUTH_TOKEN")

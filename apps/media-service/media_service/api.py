@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from .budget import DelayTooShort, check_delay
 from .config import MediaConfig, StreamRequest
 from .dashboard import DASHBOARD_HTML
 from .events import EventLog
@@ -100,6 +101,10 @@ class Api:
         return await self._start(req)
 
     async def _start(self, req: StreamRequest) -> web.Response:
+        try:
+            check_delay(req.output_delay_s or self.cfg.output_delay_s, min_silence_cap_ms=self.cfg.min_silence_ms)
+        except DelayTooShort as exc:
+            return _error(400, "invalid_request", str(exc))
         try:
             worker, created = await self.registry.start(req)
         except StreamExists as exc:

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .budget import DelayTooShort, check_delay
+
 STREAM_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 SUPPORTED_INPUT_SCHEMES = ("rtmp://", "rtmps://", "srt://", "file://", "/")
 
@@ -55,10 +57,10 @@ class MediaConfig:
             raise ConfigError("STS_AUTH_TOKEN is not set: media-service needs the sts-service token")
         if not (1.0 <= self.output_delay_s <= 60.0):
             raise ConfigError(f"--output-delay must be 1..60 s, got {self.output_delay_s}")
-        if self.max_fragment_ms / 1000.0 >= self.output_delay_s:
-            raise ConfigError(
-                f"--max-fragment-ms ({self.max_fragment_ms:.0f}) must be shorter than the output delay "
-                f"({self.output_delay_s * 1000:.0f} ms): a fragment is sent only once it has ended")
+        try:
+            check_delay(self.output_delay_s, min_silence_cap_ms=self.min_silence_ms)
+        except DelayTooShort as exc:
+            raise ConfigError(f"--output-delay: {exc}") from None
         if not (0 < self.min_fragment_ms < self.max_fragment_ms):
             raise ConfigError(f"--min-fragment-ms must be above 0 and below --max-fragment-ms, got "
                               f"{self.min_fragment_ms}")

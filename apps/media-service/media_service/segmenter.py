@@ -174,6 +174,13 @@ class SpeechSegmenter:
 
     # -- public API ---------------------------------------------------------------------------
 
+    def set_limits(self, max_fragment_ms: float, min_silence_ms: float) -> None:
+        """Tighten the span limits while running (the stream's D and round trip decide them).
+
+        Never above the configured maximum, which sized the buffer."""
+        self._max_fragment = min(_ms_to_samples(self.config.max_fragment_ms), _ms_to_samples(max_fragment_ms))
+        self._min_silence = _ms_to_samples(min_silence_ms)
+
     def feed(self, samples: np.ndarray) -> list[Segment]:
         """Append 16 kHz mono audio (continuing the timeline) and return spans closed by it."""
         x = np.asarray(samples, dtype=np.float32)

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 
 import av
 import numpy as np
-from livedub_protocol import FragmentData, StreamInit
+from livedub_protocol import FragmentData, StreamInit, float_to_pcm16
 
+from .budget import DEADLINE_MARGIN_S, fragment_limits
 from .config import MediaConfig, StreamRequest
 from .events import EventLog
 from .ingest import InputError, InputInfo, InputReader
@@ -41,7 +42,7 @@ from .timeline import RATE, AudioStore, Timeline
 log = logging.getLogger(__name__)
 
 SEGMENT_RATE = 16000
-DEADLINE_MARGIN_S = 0.25  # the dub must be placed this long before its first sample is rendered
+RTT_WINDOW = 30  # the fragment limits follow the p95 round trip of this many recent fragments
 INPUT_LINGER_S = 30.0  # a worker whose publisher is gone this long drains and stops
 OUTPUT_OPEN_LEAD_S = 1.0  # outputs open this long before their first packet is due
 
@@ -89,10 +90,13 @@ class StreamWorker:
         self.tracks = {lang: DubTrack() for lang in request.target_languages}
         self._tracks_lock = threading.Lock()
         self._rendered_until = 0  # timeline index below which output is final
+        self.limits = fragment_limits(self.delay_s, None, cap_ms=cfg.max_fragment_ms,
+                                      min_silence_cap_ms=cfg.min_silence_ms)
         self.segmenter = SpeechSegmenter(SegmenterConfig(
-            threshold=cfg.vad_threshold, min_silence_ms=cfg.min_silence_ms,
+            threshold=cfg.vad_threshold, min_silence_ms=self.limits.min_silence_ms,
             max_fragment_ms=cfg.max_fragment_ms, padding_ms=cfg.speech_padding_ms,
             min_fragment_ms=cfg.min_fragment_ms))
+        self.segmenter.set_limits(self.limits.max_fragment_ms, self.limits.min_silence_ms)
         self._seg_resampler: av.AudioResampler | None = None
         self._video_q: deque[_VideoItem] = deque()
         self._video_lock = threading.Lock()
@@ -327,10 +331,12 @@ class StreamWorker:
         if arrival is None:
             arrival = time.monotonic()
         deadline = arrival + self.delay_s - DEADLINE_MARGIN_S
-        audio = (np.clip(seg.audio, -1, 1) * 32767).astype("<i2").tobytes()
+        audio = float_to_pcm16(seg.audio)
+        budget_ms = (deadline - time.monotonic()) * 1000.0
         frag = FragmentData(stream_id=self.id, fragment_id=f"{self.id}-{uuid.uuid4().hex[:8]}-{seq}",
                             sequence_number=seq, start_ms=start_ms,
-                            duration_ms=len(seg.audio) * 1000.0 / SEGMENT_RATE, audio=audio)
+                            duration_ms=len(seg.audio) * 1000.0 / SEGMENT_RATE, audio=audio,
+                            deadline_ms=min(600000.0, budget_ms) if budget_ms > 0 else None)
         t0 = time.monotonic()
         try:
             if self.sts.connected:
@@ -343,15 +349,27 @@ class StreamWorker:
         rtt = time.monotonic() - t0
         self.counters.roundtrip_ms.append(rtt * 1000.0)
         self.metrics.roundtrip.labels(self.id).observe(rtt)
+        self._adapt_limits()
         self.counters.fragments_processed[result.status] = self.counters.fragments_processed.get(result.status, 0) + 1
         self.metrics.fragments_processed.labels(self.id, result.status).inc()
         if result.status == "no_speech":
             return
         if result.status != "ok":
             err = result.error
-            self._fallback("failed", start_ms, f"{err.code} at {err.stage}: {err.message}" if err else "")
+            reason = "deadline_exceeded" if err and err.code == "deadline_exceeded" else "failed"
+            self._fallback(reason, start_ms, f"{err.code} at {err.stage}: {err.message}" if err else "")
             return
         await asyncio.get_running_loop().run_in_executor(None, self._place_dubs, result, start48, end48)
+
+    def _adapt_limits(self) -> None:
+        """Fragments as long as D and the measured round trip allow (see budget.py)."""
+        recent = list(self.counters.roundtrip_ms)[-RTT_WINDOW:]
+        if len(recent) < 3:
+            return
+        rtt_s = float(np.percentile(recent, 95)) / 1000.0
+        self.limits = fragment_limits(self.delay_s, rtt_s, cap_ms=self.cfg.max_fragment_ms,
+                                      min_silence_cap_ms=self.cfg.min_silence_ms)
+        self.segmenter.set_limits(self.limits.max_fragment_ms, self.limits.min_silence_ms)
 
     def _place_dubs(self, result, start48: int, end48: int) -> None:
         span = end48 - start48
@@ -559,6 +577,8 @@ class StreamWorker:
             "sts": {"state": self.sts.state, "url": self.cfg.sts_url, "connects": self.sts.connects,
                     "inflight": self.sts.inflight, "last_error": self.sts.last_error},
             "output_delay_s": self.delay_s,
+            "fragment_limits": {"max_fragment_ms": round(self.limits.max_fragment_ms),
+                                "min_silence_ms": round(self.limits.min_silence_ms)},
             "output_delay_measured_s": round(self.output_delay_measured_s, 4),
             "av_offset_ms": round(self.av_offset_s * 1000.0, 3),
             "latency_ms": {"p50": float(np.percentile(rtt, 50)) if rtt is not None else None,
