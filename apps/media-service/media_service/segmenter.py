@@ -212,6 +212,24 @@ class SpeechSegmenter:
         self._trim()
         return out
 
+    def skip(self, n: int) -> list[Segment]:
+        """`n` samples of silence the input did not send (its audio stopped while video went on):
+        a silence boundary, then the timeline moves on without analysing or storing the gap."""
+        align = min(n, (-(self._buf.end - self._pos)) % VAD_WINDOW)
+        out = self.feed(np.zeros(align, np.float32))
+        n -= align
+        out += self.flush()
+        whole = n // VAD_WINDOW * VAD_WINDOW
+        if whole and not self._open and self._pos == self._buf.end:
+            self._buf.discard_before(self._buf.end)
+            self._buf.base = self._buf.end = self._pos = self._pos + whole
+            self._last_end = max(self._last_end, self._pos)
+            self._probs.clear()
+            self._probs_base = self._pos // VAD_WINDOW
+            self._vad.reset()
+            n -= whole
+        return out + self.feed(np.zeros(n, np.float32))
+
     def pending_start(self) -> int | None:
         """Timeline index (16 kHz) of the start of the currently open span, or None when idle."""
         return self._span_start if self._open else None

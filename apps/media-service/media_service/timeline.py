@@ -16,6 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 RATE = 48000
+# Input timestamps that jump further than this (forwards or backwards, e.g. an encoder restart or
+# the 32-bit RTMP timestamp wrapping after ~49.7 days) start a new session on the timeline instead
+# of a gap to fill with silence (an hour is ~2.8 GB) or audio dropped until they catch up.
+JUMP_S = 2.0
 
 
 @dataclass
@@ -54,6 +58,12 @@ class Timeline:
             start, gap, dropped = expected, 0, min(n, expected - actual)
         self.end = start + n - dropped
         return Placement(start, gap, dropped)
+
+    def is_jump(self, pts_s: float) -> bool:
+        """Whether input time `pts_s` is more than JUMP_S away from where the timeline ends."""
+        if self.origin_s is None:
+            return False
+        return abs(pts_s + self.shift_s - self.to_out_seconds_of_index(self.end)) > JUMP_S
 
     def new_session(self, first_pts_s: float, resume_out_s: float) -> None:
         """A reconnected input whose first timestamp is `first_pts_s` continues at `resume_out_s`."""

@@ -37,7 +37,7 @@ from .mixer import DubTrack, Mode, resample
 from .output import FRAME, OutputError, OutputWriter
 from .segmenter import Segment, SegmenterConfig, SpeechSegmenter
 from .sts_client import Fallback, StsClient
-from .timeline import RATE, AudioStore, Timeline
+from .timeline import JUMP_S, RATE, AudioStore, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class Counters:
     dubs_placed: int = 0
     roundtrip_ms: deque = field(default_factory=lambda: deque(maxlen=500))
     input_sessions: int = 0
+    timestamp_jumps: int = 0
     video_packets_in: int = 0
     video_packets_out: int = 0
     audio_frames_out: int = 0
@@ -264,7 +265,32 @@ class StreamWorker:
             tb = self._info.video.time_base
             self._video_shift_ticks = int(round(self.timeline.shift_s / float(tb)))
 
+    def _jumped(self, pts_s: float, kind: str) -> bool:
+        """A timestamp jump beyond JUMP_S: continue as a new session (see timeline.JUMP_S).
+
+        Audio is compared with the end of the timeline, video with the last video packet (a
+        video-only stretch is not a jump)."""
+        if self._new_session:
+            return False
+        if kind == "audio":
+            if not self.timeline.is_jump(pts_s):
+                return False
+            jump = pts_s + self.timeline.shift_s - self.timeline.to_out_seconds_of_index(self.timeline.end)
+        else:
+            last = self._last_video_out_s
+            out_s = pts_s + self.timeline.shift_s
+            if last is None or abs(out_s - last) <= JUMP_S:
+                return False
+            jump = out_s - last
+        self.counters.timestamp_jumps += 1
+        log.warning("stream %s: input %s timestamps jumped %+.1f s: continuing as a new session",
+                    self.id, kind, jump)
+        self.events.publish(self.id, "timestamp_jump", {"kind": kind, "jump_s": round(jump, 3)})
+        return True
+
     def _on_video(self, packet: av.Packet) -> None:
+        if packet.pts is not None and self._jumped(float(packet.pts * packet.time_base), "video"):
+            self._new_session = True
         if self._new_session and packet.pts is not None:
             self._begin_session_at(float(packet.pts * packet.time_base))
         if packet.pts is not None:
@@ -277,14 +303,19 @@ class StreamWorker:
             self._video_q.append(_VideoItem(packet, time.monotonic()))
 
     def _on_audio(self, samples: np.ndarray, pts_s: float) -> None:
+        if self._jumped(pts_s, "audio"):
+            self._new_session = True
         if self._new_session:
             self._begin_session_at(pts_s)
         placed = self.timeline.place(pts_s, len(samples))
         samples = samples[placed.dropped:]
         if placed.gap:
-            # Silence fills the hole, in the store and for the segmenter, so 16 kHz index = 48 kHz / 3.
-            self.store.write(placed.start - placed.gap, np.zeros((placed.gap, 2), np.float32))
-            self._feed_segmenter(np.zeros((placed.gap, 2), np.float32))
+            # The store reads silence where nothing was written; the segmenter skips the hole
+            # without analysing it (16 kHz index = 48 kHz / 3). Nothing the size of the gap is
+            # allocated, however long the input's audio was away.
+            self._feed_segmenter(np.zeros((placed.gap % 3, 2), np.float32))
+            for seg in self.segmenter.skip(placed.gap // 3):
+                self._dispatch(seg)
         self.store.write(placed.start, samples)
         self._feed_segmenter(samples)
 
@@ -586,7 +617,7 @@ class StreamWorker:
             "counters": {"fragments_sent": c.fragments_sent, "fragments_processed": dict(c.fragments_processed),
                          "fallbacks": dict(c.fallbacks), "dubs_placed": c.dubs_placed,
                          "video_packets_in": c.video_packets_in, "video_packets_out": c.video_packets_out,
-                         "audio_frames_out": c.audio_frames_out,
+                         "audio_frames_out": c.audio_frames_out, "timestamp_jumps": c.timestamp_jumps,
                          "segments_dropped_short": self.segmenter.stats.dropped_short},
             "recent": list(self.transcripts)[-10:],
             "started_at": self.started_at,

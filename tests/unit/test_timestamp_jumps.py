@@ -1,0 +1,82 @@
+"""Input timestamp jumps (issue 12 #3): a new session on the timeline, never a giant gap.
+
+Drives the worker's ingest callbacks directly with synthetic audio; no threads, no network.
+"""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from media_service.config import MediaConfig, StreamRequest
+from media_service.events import EventLog
+from media_service.metrics import MediaMetrics
+from media_service.timeline import RATE
+from media_service.worker import StreamWorker
+
+CHUNK = 1024
+
+
+@pytest.fixture
+def worker():
+    req = StreamRequest(input_url="rtmp://127.0.0.1:1/live/x/in", output_url="rtmp://127.0.0.1:1/live/x/out")
+    w = StreamWorker("x", req, MediaConfig(sts_token="t"), MediaMetrics(), EventLog())
+    w._dispatch = lambda seg: None  # no event loop here: segments are not sent
+    return w
+
+
+def feed(w, start_s: float, seconds: float):
+    n = int(seconds * RATE) // CHUNK
+    tone = 0.1 * np.sin(np.arange(CHUNK) * 2 * np.pi * 440 / RATE).astype(np.float32)
+    for i in range(n):
+        w._on_audio(np.repeat(tone[:, None], 2, axis=1), start_s + i * CHUNK / RATE)
+
+
+def test_forward_jump_of_an_hour_allocates_nothing_and_continues(worker):
+    feed(worker, 10.0, 1.0)
+    end = worker.timeline.end
+    tracemalloc.start()
+    feed(worker, 3610.0, 1.0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20e6  # an hour of silence would be ~1.4 GB
+    assert worker.counters.timestamp_jumps == 1
+    assert worker.timeline.end - end == (RATE // CHUNK) * CHUNK  # continues, no hole
+    assert worker.events.since(0, "x")[-1]["type"] == "timestamp_jump"
+
+
+def test_backward_jump_keeps_the_audio(worker):
+    feed(worker, 100.0, 1.0)
+    end = worker.timeline.end
+    feed(worker, 5.0, 1.0)  # the encoder restarted its clock
+    assert worker.counters.timestamp_jumps == 1
+    assert worker.timeline.end - end == (RATE // CHUNK) * CHUNK  # nothing dropped
+
+
+def test_rtmp_32_bit_timestamp_wrap(worker):
+    feed(worker, 2**32 / 1000.0 - 1.0, 1.0)
+    end = worker.timeline.end
+    feed(worker, 0.0, 1.0)
+    assert worker.counters.timestamp_jumps == 1
+    assert worker.timeline.end - end == (RATE // CHUNK) * CHUNK
+
+
+def test_short_hole_is_still_silence_not_a_jump(worker):
+    feed(worker, 10.0, 1.0)
+    end = worker.timeline.end
+    feed(worker, 10.0 + end / RATE + 0.5, 0.5)
+    assert worker.counters.timestamp_jumps == 0
+    assert worker.timeline.end - end > 0.5 * RATE  # the 0.5 s hole is kept on the timeline
+    assert not worker.store.read(end, 1000).any()  # and reads as silence
+
+
+def test_video_only_stretch_then_audio_keeps_sync_without_allocating(worker):
+    feed(worker, 10.0, 1.0)
+    end = worker.timeline.end
+    worker._last_video_out_s = 10.0 + end / RATE + 30.0  # video went on for 30 s alone
+    tracemalloc.start()
+    feed(worker, 10.0 + end / RATE + 30.0, 0.5)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20e6
+    assert worker.timeline.end - end >= 30 * RATE  # the audio lands where the video is
+    assert worker.segmenter.received >= (worker.timeline.end // 3) - CHUNK
