@@ -138,10 +138,9 @@ class MediaProcess(ServiceProcess):
     def __init__(self, *args_: str, sts_url: str, sts_token: str, api_token: str | None = None,
                  port: int | None = None, env: dict[str, str] | None = None,
                  log_dir: str | Path | None = None):
-        self.api_token = api_token
+        self.api_token = api_token or secrets.token_urlsafe(24)
         env = {"STS_URL": sts_url, "STS_AUTH_TOKEN": sts_token, **(env or {})}
-        if api_token:
-            env["MEDIA_API_TOKEN"] = api_token
+        env["MEDIA_API_TOKEN"] = self.api_token
         super().__init__(list(args_), port=port, env=env, log_dir=log_dir)
 
     def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict | str]:

@@ -22,10 +22,10 @@ class LocalStack:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="livedub-stack-")).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.sts_token = secrets.token_urlsafe(24)
-        self.api_token = api_token
+        self.api_token = api_token or secrets.token_urlsafe(24)  # the media API always has one
         self.media_port = free_port()
         hook = f"http://127.0.0.1:{self.media_port}/v1/hooks/nginx"
-        suffix = f"?token={api_token}" if api_token else ""
+        suffix = f"?token={self.api_token}"
         self.rtmp = NginxRtmpServer(on_publish_url=f"{hook}/on_publish{suffix}" if hooks else None,
                                     on_publish_done_url=f"{hook}/on_publish_done{suffix}" if hooks else None,
                                     prefix=self.workdir / "nginx", keep_prefix=True)
@@ -33,7 +33,7 @@ class LocalStack:
         args = ["--rtmp-base-url", f"rtmp://127.0.0.1:{self.rtmp.rtmp_port}", *media_args]
         if output_delay_s is not None:
             args += ["--output-delay", str(output_delay_s)]
-        self.media = MediaProcess(*args, sts_url=self.sts.url, sts_token=self.sts_token, api_token=api_token,
+        self.media = MediaProcess(*args, sts_url=self.sts.url, sts_token=self.sts_token, api_token=self.api_token,
                                   port=self.media_port, log_dir=self.workdir)
         self._start_sts = start_sts
 

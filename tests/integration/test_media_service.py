@@ -227,7 +227,7 @@ def test_input_without_audio_passes_video_and_says_why(stack, tmp_path):
 
 def test_rest_api_errors_are_clear_and_harmless(stack):
     api = stack.media.api
-    status, body = http_json(stack.media.url + "/v1/streams", method="POST", body=None)
+    status, body = http_json(stack.media.url + "/v1/streams", method="POST", body=None, token=stack.api_token)
     assert status == 400
     status, body = api("POST", "/v1/streams", {"output_url": "rtmp://127.0.0.1/x"})
     assert status == 400 and "input_url" in body["error"]["message"]

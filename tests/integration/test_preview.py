@@ -63,7 +63,7 @@ def decode_jpeg(data: bytes):
 
 
 def test_two_viewers_share_one_upstream(stack, live):
-    url = f"{stack.media.url}/v1/streams/{NAME}/preview.mjpg"
+    url = f"{stack.media.url}/v1/streams/{NAME}/preview.mjpg?token={stack.api_token}"
     stats_while_watching: dict = {}
 
     async def watch():

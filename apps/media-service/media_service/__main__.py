@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
 
 from .config import ConfigError, parse_args
@@ -15,6 +16,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"media-service: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not cfg.api_token:
+        # Never an open API: a web page in the operator's browser could otherwise drive it.
+        cfg.api_token = secrets.token_urlsafe(24)
+        print(f"media-service: MEDIA_API_TOKEN is not set; this run's API token is {cfg.api_token}",
+              file=sys.stderr, flush=True)
     from aiohttp import web
 
     from .api import make_app
@@ -28,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("media_service").info(
         "media-service on http://%s:%d, sts=%s, output delay %.1fs, max fragment %.0f ms, API %s",
         cfg.host, cfg.port, cfg.sts_url, cfg.output_delay_s, cfg.max_fragment_ms,
-        "token" if cfg.api_token else "loopback-only")
+        "bearer token")
     web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 from urllib.parse import parse_qs, urlencode
@@ -41,24 +40,47 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
 
 
+# Routes that callers cannot give a header to (RTMP servers' hooks, <img> previews) may carry the
+# token in the query string; every other /v1 route takes it only as a bearer header.
+QUERY_TOKEN_PREFIXES = ("/v1/hooks/",)
+QUERY_TOKEN_SUFFIXES = ("/preview.mjpg",)
+BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+def _origin_is_foreign(request: web.Request) -> bool:
+    """A browser request from another site (CSRF, DNS rebinding) carries an Origin that is not
+    this service's own host; servers and curl send none."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        return False
+    if origin == "null":
+        return True
+    return origin.split("://", 1)[-1].rstrip("/").lower() != (request.host or "").lower()
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler):
     if request.path in OPEN_PATHS or not request.path.startswith("/v1/"):
         return await handler(request)
-    token: str | None = request.app["config"].api_token
-    if token:
-        supplied = request.headers.get("Authorization", "")
-        supplied = supplied[7:] if supplied.startswith("Bearer ") else request.query.get("token", "")
-        if not hmac.compare_digest(supplied.encode(), token.encode()):
-            return _error(401, "unauthorized", "missing or wrong bearer token (MEDIA_API_TOKEN)")
+    cfg = request.app["config"]
+    if _origin_is_foreign(request):
+        return _error(403, "forbidden", "cross-origin requests are refused (Origin does not match Host)")
+    if cfg.allowed_hosts and (request.host or "").rsplit(":", 1)[0].strip("[]").lower() not in cfg.allowed_hosts:
+        return _error(403, "forbidden", "Host is not one of --allowed-hosts")
+    token: str = cfg.api_token
+    supplied = request.headers.get("Authorization", "")
+    if supplied.startswith("Bearer "):
+        supplied = supplied[7:]
+    elif request.path.startswith(QUERY_TOKEN_PREFIXES) or request.path.endswith(QUERY_TOKEN_SUFFIXES):
+        supplied = request.query.get("token", "")
     else:
-        remote = request.remote or ""
-        try:
-            local = ipaddress.ip_address(remote.split("%")[0]).is_loopback
-        except ValueError:
-            local = remote in ("", "localhost")
-        if not local:
-            return _error(403, "forbidden", "MEDIA_API_TOKEN is not set: the API answers loopback clients only")
+        supplied = ""
+    if not token or not hmac.compare_digest(supplied.encode(), token.encode()):
+        return _error(401, "unauthorized", "missing or wrong bearer token (MEDIA_API_TOKEN)")
+    if (request.method in BODY_METHODS and request.can_read_body and not request.path.startswith("/v1/hooks/")
+            and request.content_type != "application/json"):
+        return _error(415, "unsupported_media_type",
+                      f"request bodies must be application/json, got {request.content_type or 'none'}")
     return await handler(request)
 
 

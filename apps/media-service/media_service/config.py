@@ -34,7 +34,8 @@ class MediaConfig:
     port: int = 8080
     sts_url: str = "http://127.0.0.1:8000"
     sts_token: str | None = None
-    api_token: str | None = None
+    api_token: str | None = None  # generated at start when MEDIA_API_TOKEN is unset
+    allowed_hosts: tuple[str, ...] = ()  # empty: any Host header (the token still applies)
     rtmp_base_url: str = "rtmp://127.0.0.1:1935"
     # Constant output delay D (s): the STS budget of a fragment is D minus its own length.
     output_delay_s: float = 8.0
@@ -55,6 +56,9 @@ class MediaConfig:
             raise ConfigError(f"STS_URL must be an http(s):// URL, got {self.sts_url!r}")
         if not self.sts_token:
             raise ConfigError("STS_AUTH_TOKEN is not set: media-service needs the sts-service token")
+        if self.api_token is not None and len(self.api_token) < 16:
+            raise ConfigError("MEDIA_API_TOKEN is too short: use at least 16 characters (or leave it unset "
+                              "to have one generated)")
         if not (1.0 <= self.output_delay_s <= 60.0):
             raise ConfigError(f"--output-delay must be 1..60 s, got {self.output_delay_s}")
         try:
@@ -99,9 +103,12 @@ def parse_args(argv: list[str] | None = None) -> MediaConfig:
     p.add_argument("--target-languages", dest="default_target_languages",
                    default=_env("MEDIA_TARGET_LANGUAGES", ",".join(d.default_target_languages)),
                    help="comma-separated, used for hook-started streams without ?lang=")
+    p.add_argument("--allowed-hosts", default=_env("MEDIA_ALLOWED_HOSTS", ""),
+                   help="comma-separated host names the API answers to (default: any; DNS-rebinding guard)")
     p.add_argument("--log-level", default=_env("MEDIA_LOG_LEVEL", d.log_level))
     ns = p.parse_args(argv)
     values = vars(ns)
+    values["allowed_hosts"] = tuple(h.strip().lower() for h in values["allowed_hosts"].split(",") if h.strip())
     values["default_target_languages"] = tuple(
         t.strip() for t in values["default_target_languages"].split(",") if t.strip())
     cfg = MediaConfig(**values, sts_token=_env("STS_AUTH_TOKEN"), api_token=_env("MEDIA_API_TOKEN"))
