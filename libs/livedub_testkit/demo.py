@@ -65,7 +65,7 @@ def main() -> int:
         pub = analysis.publish(media.path, in_url, loop=True, extra_args=extra)
         say(f"publishing {in_url}")
         say(f"watch the dubbed stream: ffplay '{out_url}'   (or VLC: Media > Open Network Stream)")
-        say(f"dashboard (state, transcripts, live preview, bypass): {stack.media.url}/")
+        say(f"dashboard (state, transcripts, live preview, bypass): {stack.media.url}/  API token: {stack.api_token}")
         say("stop with Ctrl-C" if not seconds else f"running for {seconds:.0f} s + output delay")
         started = time.monotonic()
         last_print = 0.0
