@@ -223,7 +223,7 @@ def av_check(path: Path, markers: list[float]) -> dict:
         return {"error": str(exc)[:300]}
     expected = None
     if first is not None and duration is not None:
-        expected = sum(1 for m in markers if first - 0.1 <= m <= duration - 0.1)
+        expected = sum(1 for m in markers if first - 0.1 <= m <= first + duration - 0.1)
     offs = [abs(d) * 1000 for _, d in pairs]
     return {"flashes": len(flashes), "matched": len(pairs), "expected": expected,
             "max_abs_ms": max(offs) if offs else None}
@@ -386,30 +386,32 @@ def print_report(out: dict) -> None:
         groups.setdefault((r["fixture"], r["delay_requested_s"]), []).append(r)
     for (fx_name, delay), runs in groups.items():
         eff = next((r.get("output_delay_s") for r in runs if r.get("output_delay_s") is not None), None)
-        print(f"\n{fx_name} fixture, D = {'default' if delay is None else f'{delay:g}'} s"
+        print(f"\n{fx_name} fixture, D = {'the service default' if delay is None else f'{delay:g} s'}"
               f" (effective {fmt(eff, 'g')} s)")
-        print(f"{'k':>2}{'sent':>6}{'fallbk':>7}{'share':>7}  {'by reason':<28}{'RTT p50/p95/p99 ms':>20}"
-              f"{'media CPU':>10}{'sts CPU':>9}{'nginx':>7}{'media MB':>10}{'sts MB':>10}{'WER':>7}"
+        print(f"{'k':>2}{'sent':>6}{'fallbk':>7}{'share':>7}  {'by reason':<28}{'RTT p50/p95/p99 ms (n)':>26}"
+              f"{'media CPU':>10}{'sts CPU':>9}{'nginx':>7}{'media MB':>10}{'sts MB':>10}{'WER (words)':>13}"
               f"{'A/V max':>9}{'markers':>9}{'added delay':>13}{'max D':>7}")
         for r in runs:
             if "fragments_sent" not in r:
                 print(f"{r['k']:>2}  FAILED: {r.get('error', '?')[:200]}")
                 continue
             rt = r["roundtrip"]
+            rtt = "/".join(fmt(rt.get(q), ".0f") for q in ("p50_ms", "p95_ms", "p99_ms")) + f" ({rt.get('count', 0)})"
             reasons = ",".join(f"{k}={v}" for k, v in sorted(r["fallbacks"].items())) or "-"
             ad = r.get("added_delay", {})
             av = r["av"]
             print(f"{r['k']:>2}{r['fragments_sent']:>6}{r['fallbacks_total']:>7}"
                   f"{fmt(_pct(r['fallback_share']), '.1f') + '%':>7}  {reasons:<28}"
-                  f"{fmt(rt.get('p50_ms'), '.0f') + '/' + fmt(rt.get('p95_ms'), '.0f') + '/' + fmt(rt.get('p99_ms'), '.0f'):>20}"
+                  f"{rtt:>26}"
                   f"{_cpu(r, 'media'):>10}{_cpu(r, 'sts'):>9}{_cpu(r, 'nginx'):>7}{_mem(r, 'media'):>10}{_mem(r, 'sts'):>10}"
-                  f"{fmt(_pct(r.get('wer')), '.1f') + '%':>7}{fmt(av['max_abs_ms'], '.2f') + 'ms':>9}"
+                  f"{fmt(_pct(r.get('wer')), '.1f') + '% (' + str(r.get('wer_ref_words', 0)) + ')':>13}"
+                  f"{fmt(av['max_abs_ms'], '.2f') + 'ms':>9}"
                   f"{str(av['matched']) + '/' + str(av['expected']):>9}"
                   f"{fmt(ad.get('median_s'), '.3f') + '/' + fmt(ad.get('p95_s'), '.3f'):>13}"
                   f"{fmt(r.get('max_output_delay_measured_s'), '.2f'):>7}"
                   + (f"  error: {r['error'][:120]}" if r.get("error") else ""))
-    print("\nshare = fallbacks / speech fragments; RTT from the round-trip histogram (all streams); WER of the "
-          "dubbed transcripts; A/V max = largest |offset| at the markers of all recordings, markers = "
+    print("\nshare = fallbacks / speech fragments; RTT from the round-trip histogram of all streams, n = results "
+          "that came back (a timeout has none); WER of the dubbed transcripts (reference words they cover); A/V max = largest |offset| at the markers of all recordings, markers = "
           "found/expected (expected: the fixture's markers inside each recording); added delay = glass-to-glass median/p95 of stream 0 (s); max D = largest measured "
           "output delay after each output's first 3 s")
 

@@ -15,7 +15,7 @@ same white-frame + 1 kHz beep sync markers, reused from :mod:`.fixtures`) whose 
   pitch-shifted (``sox pitch``, tempo kept) to imitate other voices; the speaker changes at every
   sentence;
 * :data:`SENTENCES`: 40 news-like sentences (no digits, so transcripts compare word for word);
-* a sync marker in the middle of every sentence gap (never in speech).
+* a sync marker in the middle of every sentence gap of >= 0.7 s (never in or next to speech).
 
 The sidecar JSON (``<path>.json``, a :class:`DenseFixtureInfo`) adds the reference transcript
 with timings (``reference``: one entry per clause with its text, speaker and estimated word times,
@@ -61,6 +61,11 @@ DENSE_VERSION = 1
 GAP_RANGE = (0.5, 1.5)  # silence between sentences, s
 PAUSE_RANGE = (0.15, 0.4)  # silence between the clauses of a sentence, s
 VAD_WINDOW = 512  # Silero window at 16 kHz (32 ms)
+# Markers go only in sentence gaps this long, at the middle: the media-service pads a fragment by
+# 150 ms each side and its VAD releases speech up to ~100 ms late, so a beep closer to speech
+# would sit under a dub (ducked and overlapped), where its onset cannot be measured exactly.
+MARKER_MIN_GAP_S = 0.7
+MARKER_CLEARANCE_S = 0.3  # at least this much silence after the beep (and before it, at the middle)
 TARGET_SHARE = 0.80  # gaps are shortened (>= GAP_RANGE[0]) to keep the speech share above this
 
 # name -> (Piper length_scale, pitch shift in cents); the speaker changes at every sentence.
@@ -87,7 +92,7 @@ SENTENCES = [
     "Police have asked for help from the public, after a van was stolen from a car park near the station.",
     "The museum's summer exhibition, which opens on Friday, brings together paintings from many countries.",
     "Scientists have tracked a group of whales along the coast, and they hope to learn how the animals travel.",
-    "A new report suggests that people are walking more, and driving less, in the centre of town.",
+    "A new report suggests that people are walking more, and driving less, in the center of town.",
     "The union and the company will meet again next week, hoping to end the dispute over pay.",
     "Local shops say business was good over the holiday, although costs for energy are still high.",
     "The river has risen sharply after the storm, and several roads in the valley are under water.",
@@ -98,7 +103,7 @@ SENTENCES = [
     "A small plane made an emergency landing in a field, and the pilot walked away without injury.",
     "Energy prices are expected to fall this winter, as new wind farms start to supply the grid.",
     "The library will stay open late during exams, giving students a warm and quiet place to study.",
-    "Talks between the two neighbours continued today, and both sides described them as useful.",
+    "Talks between the two neighbors continued today, and both sides described them as useful.",
     "The weather service has issued a warning for strong winds, especially on higher ground and near the sea.",
     "A famous old theatre will reopen next month, after three years of careful restoration work.",
     "The election campaign is entering its final week, and the candidates are visiting small towns.",
@@ -109,10 +114,10 @@ SENTENCES = [
     "The price of bread has gone up again, partly because of the poor harvest in the east.",
     "Rescue teams found the missing hikers late on Saturday, cold and tired, but otherwise unharmed.",
     "The school board voted to build a new sports hall, although the cost is still being discussed.",
-    "Fishermen say the catch has been smaller this year, and some boats have stayed in the harbour.",
+    "Fishermen say the catch has been smaller this year, and some boats have stayed in the harbor.",
     "The first snow of the season fell in the mountains overnight, closing two of the high passes.",
     "A new bus line will link the hospital with the university, starting at the beginning of next month.",
-    "The old market hall will become a community centre, with a cafe, a small cinema and rooms for local clubs.",
+    "The old market hall will become a community center, with a cafe, a small cinema and rooms for local clubs.",
 ]
 
 
@@ -245,8 +250,10 @@ def make_dense_media(
         tail_s = 0.3  # silence kept at the very end
 
         def add_marker(gap_start: float, gap_end: float) -> None:
+            if gap_end - gap_start < MARKER_MIN_GAP_S:
+                return
             k = int(round((gap_start + gap_end) / 2 * fps))
-            if 1 <= k <= last_frame - 2 and gap_start + 0.1 <= k / fps <= gap_end - BEEP_S - 0.1:
+            if 1 <= k <= last_frame - 2 and k / fps + BEEP_S <= gap_end - MARKER_CLEARANCE_S:
                 marker_frames.append(k)
 
         for i, idx in enumerate(order * 4):  # a fixture longer than the 40 sentences repeats them

@@ -37,7 +37,7 @@ WIN_S = VAD_WINDOW / 16000
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory) -> DenseFixtureInfo:
     path = tmp_path_factory.mktemp("dense") / "dense-15s.mp4"
-    return make_dense_media(path, seconds=15, width=640, height=360, seed=7)
+    return make_dense_media(path, seconds=15, width=640, height=360, seed=2)
 
 
 def _mono(path) -> tuple[np.ndarray, int]:
@@ -121,13 +121,13 @@ def test_markers_are_detectable_and_fall_in_sentence_gaps(dense):
     offsets = analysis.av_offsets(dense.path)
     assert len(offsets) == len(dense.markers)
     assert max(abs(d) for _, d in offsets) < 0.001, offsets
-    for m in dense.markers:
+    for m in dense.markers:  # clear of speech by more than a fragment's padding
         for a, b, _ in dense.speech_spans:
-            assert m + BEEP_S + 0.1 <= a or m >= b + 0.1, (m, a, b)
+            assert m + BEEP_S + 0.3 <= a or m >= b + 0.3, (m, a, b)
 
 
 def test_cached_fixture_is_reused(dense):
-    again = make_dense_media(dense.path, seconds=15, width=640, height=360, seed=7)
+    again = make_dense_media(dense.path, seconds=15, width=640, height=360, seed=2)
     assert again.generation_seconds == dense.generation_seconds
     assert again.reference == dense.reference
 
