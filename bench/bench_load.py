@@ -302,19 +302,19 @@ def run_one(fx, fixture_name: str, delay: float | None, k: int, workdir: Path) -
         res["error"] = f"{type(exc).__name__}: {exc}"[:2000]
         log(f"[{tag}] FAILED: {res['error'][:300]}")
         res["media_log"] = stack.media.logs(30)
-    finally:
+    finally:  # every process stopped, each attempt independent of the others
         for p in pubs.values():
-            analysis.stop_process(p)
+            _quietly(analysis.stop_process, p)
         if sampler is not None:
             res.setdefault("resources", sampler.stop())
         time.sleep(1.0)  # the last packets reach the players
         for viewer in (v_in, v_out):
             if viewer is not None:
-                viewer.stop()
+                _quietly(viewer.stop)
         for r in recs.values():
-            analysis.stop_process(r)
+            _quietly(analysis.stop_process, r)
         if events is not None:
-            events.stop()
+            _quietly(events.stop)
         stack.stop()
     # ---- analysis, with every process stopped
     per = {n: fallback_stats(s) for n, s in snaps.items()}
@@ -357,6 +357,13 @@ def run_one(fx, fixture_name: str, delay: float | None, k: int, workdir: Path) -
         f"WER {fmt(_pct(res.get('wer')), '.1f')} %, A/V max {fmt(res['av']['max_abs_ms'], '.2f')} ms, "
         f"added delay {fmt(res.get('added_delay', {}).get('median_s'), '.3f')} s")
     return res
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:
+        log(f"while stopping: {exc}")
 
 
 def _pct(x):
