@@ -2,7 +2,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup test test-unit test-integration test-e2e lint demo bench clean
+.PHONY: setup test test-unit test-integration test-e2e lint demo bench bench-load bench-quick clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -29,6 +29,13 @@ bench: setup
 	$(PY) bench/bench_sts.py
 	$(PY) bench/bench_media.py
 	$(PY) bench/bench_e2e.py
+	$(PY) bench/bench_load.py
+
+bench-load: setup
+	$(PY) bench/bench_load.py
+
+bench-quick: setup
+	$(PY) bench/bench_load.py --quick
 
 clean:
 	rm -rf out .pytest_cache

@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmark scripts: progress logging, percentiles, /proc sampling.
+"""Shared helpers for the benchmark scripts: progress logging, percentiles, /proc sampling,
+media-service snapshots, and the viewers that measure the glass-to-glass added delay.
 
 CPU and memory come straight from /proc (no psutil): ``/proc/<pid>/stat`` fields 14/15
 (utime/stime, clock ticks) and ``/proc/<pid>/status`` VmRSS. A *tree* is a process and all
@@ -13,16 +14,22 @@ shared between e.g. sts-service's ~30 Apertium pipeline processes) and the sum o
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from livedub_testkit import analysis
 
 _T0 = time.monotonic()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+RATE = 48000
+AAC_FRAME = 1024
+PROBE_SKIP_S = 3.0  # viewer packets ignored after each viewer's first one (ffmpeg's probing burst)
 
 
 def log(msg: str) -> None:
@@ -247,3 +254,101 @@ def fallback_stats(snap: dict) -> dict:
         "state": snap.get("state"),
         "sts_state": (snap.get("sts") or {}).get("state"),
     }
+
+
+# ------------------------------------------------------------------------------- viewers (glass to glass)
+class Viewer:
+    """ffmpeg playing an RTMP URL: records it and reports (arrival time, md5) of every video packet.
+
+    Start one on ``<name>/in`` and one on ``<name>/out`` before the publisher: media-service
+    passes video through byte for byte, so :func:`added_delay` matches the same packet on both
+    sides by its MD5 and the difference of the arrival times is what a viewer of the dubbed
+    stream waits extra (both viewers are identical ffmpeg processes, so their buffering cancels).
+    """
+
+    def __init__(self, url: str, record_path: Path):
+        self.url, self.record_path = url, record_path
+        self.arrivals: list[tuple[float, str]] = []
+        cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-y", "-copyts", "-i", url,
+               "-map", "0", "-c", "copy", "-f", "flv", str(record_path),
+               "-map", "0:v", "-c", "copy", "-f", "framemd5", "-flush_packets", "1", "pipe:1"]
+        self._errlog = open(str(record_path) + ".log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._errlog,
+                                     bufsize=0)
+        self._thread = threading.Thread(target=self._read, name=f"viewer:{url}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for raw in iter(self.proc.stdout.readline, b""):
+            t = time.monotonic()
+            if raw.startswith(b"#"):
+                continue
+            parts = raw.decode("ascii", "replace").strip().split(",")
+            if len(parts) >= 6:
+                self.arrivals.append((t, parts[5].strip()))
+
+    def stop(self) -> None:
+        analysis.stop_process(self.proc)
+        self._thread.join(5)
+        self._errlog.close()
+
+
+def added_delay(v_in: Viewer, v_out: Viewer) -> dict:
+    """Arrival(out) - arrival(in) of the video packets seen once on each side (median, p5, p95, ...)."""
+    def unique(arr):
+        if not arr:
+            return {}
+        t_first = arr[0][0]
+        counts: dict[str, int] = {}
+        for _, h in arr:
+            counts[h] = counts.get(h, 0) + 1
+        return {h: t for t, h in arr if counts[h] == 1 and t - t_first >= PROBE_SKIP_S}
+
+    a, b = unique(v_in.arrivals), unique(v_out.arrivals)
+    deltas = np.array([b[h] - a[h] for h in b if h in a])
+    res = {"packets_in": len(v_in.arrivals), "packets_out": len(v_out.arrivals), "matched": int(len(deltas))}
+    if len(deltas):
+        res.update({"median_s": float(np.median(deltas)), "p5_s": pct(deltas, 5), "p95_s": pct(deltas, 95),
+                    "min_s": float(deltas.min()), "max_s": float(deltas.max()), "mean_s": float(deltas.mean())})
+    return res
+
+
+def recorded_audio_s(path: Path) -> float | None:
+    """Seconds of AAC in a recording (packets x 1024 / sample rate), without decoding."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.audio:
+                return 0.0
+            st = c.streams.audio[0]
+            sr = st.codec_context.sample_rate or RATE
+            return sum(1 for p in c.demux(st) if p.size) * AAC_FRAME / sr
+    except Exception as exc:
+        log(f"cannot read {path}: {exc}")
+        return None
+
+
+def wait_played_out(stack, names: list[str], timeout: float,
+                    on_snapshot: Callable[[str, dict], None] | None = None) -> dict[str, dict]:
+    """Poll the streams until every output went idle/closed after writing; the last snapshots.
+
+    ``on_snapshot(name, snapshot)`` sees every snapshot polled on the way (e.g. to follow the
+    measured output delay while the tail plays out).
+    """
+    deadline = time.monotonic() + timeout
+    snaps: dict[str, dict] = {}
+    while time.monotonic() < deadline:
+        for n in names:
+            status, snap = stack.media.api("GET", f"/v1/streams/{n}")
+            if status == 200:
+                snaps[n] = snap
+                if on_snapshot is not None:
+                    on_snapshot(n, snap)
+        if len(snaps) == len(names) and all(s["output"]["state"] in ("idle", "closed")
+                                            and s["counters"]["audio_frames_out"] > 0 for s in snaps.values()):
+            break
+        time.sleep(0.5)
+    else:
+        log(f"not every output went idle within {timeout:.0f} s")
+    return snaps

@@ -47,109 +47,34 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
-from _common import ProcSampler, fallback_stats, fmt, log, pct, stack_targets
+from _common import (
+    AAC_FRAME,
+    RATE,
+    ProcSampler,
+    Viewer,
+    added_delay,
+    fallback_stats,
+    fmt,
+    log,
+    pct,
+    recorded_audio_s,
+    stack_targets,
+    wait_played_out,
+)
 from livedub_testkit import analysis
 from livedub_testkit.fixtures import cached_demo_media
 from livedub_testkit.stack import LocalStack
 
-RATE = 48000
-AAC_FRAME = 1024
-PROBE_SKIP_S = 3.0
 REALTIME_AUDIO_RATIO = 0.95
 REALTIME_DELAY_SLACK_S = 0.5
 REALTIME_MAX_FALLBACK = 0.05
 STEADY_AFTER_S = 3.0
 
 
-# ------------------------------------------------------------------------------ viewer
-class Viewer:
-    """ffmpeg playing an RTMP URL: records it and reports (arrival time, md5) of every video packet."""
-
-    def __init__(self, url: str, record_path: Path):
-        self.url, self.record_path = url, record_path
-        self.arrivals: list[tuple[float, str]] = []
-        cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-y", "-copyts", "-i", url,
-               "-map", "0", "-c", "copy", "-f", "flv", str(record_path),
-               "-map", "0:v", "-c", "copy", "-f", "framemd5", "-flush_packets", "1", "pipe:1"]
-        self._errlog = open(str(record_path) + ".log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._errlog,
-                                     bufsize=0)
-        self._thread = threading.Thread(target=self._read, name=f"viewer:{url}", daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        for raw in iter(self.proc.stdout.readline, b""):
-            t = time.monotonic()
-            if raw.startswith(b"#"):
-                continue
-            parts = raw.decode("ascii", "replace").strip().split(",")
-            if len(parts) >= 6:
-                self.arrivals.append((t, parts[5].strip()))
-
-    def stop(self) -> None:
-        analysis.stop_process(self.proc)
-        self._thread.join(5)
-        self._errlog.close()
-
-
-def added_delay(v_in: Viewer, v_out: Viewer) -> dict:
-    def unique(arr):
-        if not arr:
-            return {}
-        t_first = arr[0][0]
-        counts: dict[str, int] = {}
-        for _, h in arr:
-            counts[h] = counts.get(h, 0) + 1
-        return {h: t for t, h in arr if counts[h] == 1 and t - t_first >= PROBE_SKIP_S}
-
-    a, b = unique(v_in.arrivals), unique(v_out.arrivals)
-    deltas = np.array([b[h] - a[h] for h in b if h in a])
-    res = {"packets_in": len(v_in.arrivals), "packets_out": len(v_out.arrivals), "matched": int(len(deltas))}
-    if len(deltas):
-        res.update({"median_s": float(np.median(deltas)), "p5_s": pct(deltas, 5), "p95_s": pct(deltas, 95),
-                    "min_s": float(deltas.min()), "max_s": float(deltas.max()), "mean_s": float(deltas.mean())})
-    return res
-
-
-def recorded_audio_s(path: Path) -> float | None:
-    """Seconds of AAC in a recording (packets x 1024 / sample rate), without decoding."""
-    import av
-
-    try:
-        with av.open(str(path)) as c:
-            if not c.streams.audio:
-                return 0.0
-            st = c.streams.audio[0]
-            sr = st.codec_context.sample_rate or RATE
-            return sum(1 for p in c.demux(st) if p.size) * AAC_FRAME / sr
-    except Exception as exc:
-        log(f"cannot read {path}: {exc}")
-        return None
-
-
 # ------------------------------------------------------------------------------ runs
-def wait_played_out(stack, names: list[str], timeout: float) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout
-    snaps: dict[str, dict] = {}
-    while time.monotonic() < deadline:
-        for n in names:
-            status, snap = stack.media.api("GET", f"/v1/streams/{n}")
-            if status == 200:
-                snaps[n] = snap
-        if len(snaps) == len(names) and all(s["output"]["state"] in ("idle", "closed")
-                                            and s["counters"]["audio_frames_out"] > 0 for s in snaps.values()):
-            break
-        time.sleep(0.5)
-    else:
-        log(f"not every output went idle within {timeout:.0f} s")
-    return snaps
-
-
 def part_a(stack, sampler, media, workdir: Path) -> dict:
     name = "e2e"
     v_in = Viewer(stack.url(f"{name}/in"), workdir / f"{name}-in.flv")

@@ -255,13 +255,13 @@ class _Lock:
         self.fh.close()
 
 
-def _cached(path: Path, params: dict) -> FixtureInfo | None:
+def _cached(path: Path, params: dict, cls: type[FixtureInfo] = FixtureInfo) -> FixtureInfo | None:
     side = sidecar_path(path)
     if not (path.exists() and side.exists()):
         return None
     try:
         d = json.loads(side.read_text())
-        info = FixtureInfo.from_dict(d)
+        info = cls.from_dict(d)
     except (ValueError, TypeError):
         return None
     if info.params != params:

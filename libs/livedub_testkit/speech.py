@@ -43,16 +43,19 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _speak_cached(text: str) -> tuple[bytes, int]:
+def _speak_cached(text: str, length_scale: float | None = None) -> tuple[bytes, int]:
+    from piper import SynthesisConfig
+
     voice = _voice()
-    chunks = list(voice.synthesize(text))
+    config = SynthesisConfig(length_scale=length_scale) if length_scale is not None else None
+    chunks = list(voice.synthesize(text, syn_config=config))
     audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
     return audio.tobytes(), chunks[0].sample_rate
 
 
-def speak(text: str, rate: int = 16000) -> np.ndarray:
-    """float32 mono speech of `text` at `rate` Hz."""
-    raw, native = _speak_cached(text)
+def speak(text: str, rate: int = 16000, *, length_scale: float | None = None) -> np.ndarray:
+    """float32 mono speech of `text` at `rate` Hz; ``length_scale`` > 1 speaks slower (Piper's own)."""
+    raw, native = _speak_cached(text, length_scale)
     return resample(np.frombuffer(raw, np.float32), native, rate)
 
 

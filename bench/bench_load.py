@@ -1,0 +1,481 @@
+"""Load benchmark: k streams of dense speech started in the same second, at D = 3.5 s and the default D.
+
+Why: a fixture of long sentences with long gaps, streams started one after the other, showed
+0-4 % fallbacks while four streams of real, dense speech started together lost 45 of 48 dubs
+(issue 7). This benchmark reproduces the hard case and reports what a viewer would get.
+
+For each fixture in ``--fixture`` (``dense``: :mod:`livedub_testkit.dense`, >= 75 % speech,
+0.5-1.5 s sentence gaps, 0.15-0.4 s pauses inside sentences, five voices/speeds; ``demo``: the old
+lenient demo fixture), each D in ``--delays`` (seconds, or ``default`` = the service default) and
+each k in ``--streams``:
+
+* a fresh LocalStack (nginx-rtmp with publish hooks, sts-service, media-service, all defaults);
+* for a numeric D, k streams created with ``POST /v1/streams`` (``output_delay_s`` = D, reading
+  ``live/<name>/in``, writing ``live/<name>/out``) before anything is published (the worker waits
+  for its input; the publish hook then finds the stream running); for ``default`` the publish hook
+  starts them (nothing posted);
+* two viewers (ffmpeg, recording + MD5 of every video packet) on stream 0's input and output, a
+  recorder on every other output, an events long-poll (``GET /v1/events``), CPU/RSS sampling of
+  each service's process tree (``_common.ProcSampler``);
+* k ``ffmpeg -re`` publishers started back to back (the same second); when they end, the streams
+  play out (outputs idle) and the stack is stopped; the recordings are analysed afterwards.
+
+Reported per (fixture, D, k): fallback share (fallbacks / speech fragments, fragments never
+sent included) overall and by reason; fragment round trip p50/p95/p99 over all streams (the
+media-service's ``media_fragment_roundtrip_seconds`` histogram, interpolated within its buckets;
+results that never came back are fallbacks, not round trips) and each stream's exact p95 from its
+snapshot; CPU (% of one core, avg/max) and memory (max RSS of the main process / PSS of the tree)
+of media-service, sts-service and nginx; WER of the transcripts the ``dubbed`` events carry against
+the fixture's reference (the fixture time of the stream's timeline origin is found by matching
+fragment starts to clause starts; the reference words are those whose estimated midpoint lies in
+a dubbed fragment); the largest |A/V offset| at the markers of every recording
+(``analysis.av_offsets``) with the markers found; the glass-to-glass added delay of stream 0
+(same video packet on the input and the output viewer); the largest measured output delay.
+
+Run: .venv/bin/python bench/bench_load.py [--fixture dense,demo] [--delays 3.5,default]
+[--streams 1,2,4,8] [--seconds 60] [--quick]. ``--quick``: k = 1, 20 s, dense, D = 3.5 s (smoke
+test). Prints one table per (fixture, D), then one JSON line. Progress on stderr. Never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import ProcSampler, Viewer, added_delay, fallback_stats, fmt, log, stack_targets, wait_played_out
+from livedub_testkit import analysis
+from livedub_testkit.dense import cached_dense_media, word_times
+from livedub_testkit.fixtures import cached_demo_media
+from livedub_testkit.services import http_json
+from livedub_testkit.speech import word_error_rate
+from livedub_testkit.stack import LocalStack
+
+SEGMENT_PADDING_S = 0.15  # media-service --speech-padding-ms default: fragments start this much before speech
+START_MATCH_S = 0.15  # a fragment start within this of (clause start - padding) counts as matching
+STEADY_AFTER_S = 3.0  # measured output delay: ignore each output's first seconds (opening the relay)
+
+
+# ------------------------------------------------------------------------------ events
+class EventLog:
+    """Collects every media-service event (``GET /v1/events`` long poll) in a background thread."""
+
+    def __init__(self, base_url: str, token: str | None = None):
+        self.base_url, self.token = base_url, token
+        self.events: list[dict] = []
+        self.since = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="events", daemon=True)
+
+    def start(self) -> EventLog:
+        self._thread.start()
+        return self
+
+    def _poll(self, wait: float) -> None:
+        status, body = http_json(f"{self.base_url}/v1/events?since={self.since}&wait={wait}", token=self.token,
+                                 timeout=wait + 5)
+        if status == 200 and isinstance(body, dict):
+            for ev in body.get("events", []):
+                self.events.append(ev)
+                self.since = max(self.since, int(ev["seq"]))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._poll(2.0)
+            except Exception as exc:  # the service may be gone at the end of a run
+                if self._stop.wait(0.5):
+                    break
+                log(f"events: {exc}")
+
+    def stop(self) -> list[dict]:
+        """Stop polling after a last non-blocking poll; the events collected."""
+        self._stop.set()
+        self._thread.join(10)
+        try:
+            self._poll(0.0)
+        except Exception:
+            pass
+        return self.events
+
+    def of(self, stream: str, kind: str) -> list[dict]:
+        return [e["data"] for e in self.events if e.get("stream") == stream and e.get("type") == kind]
+
+
+# ------------------------------------------------------------------------------ round trip
+_BUCKET = re.compile(r'^media_fragment_roundtrip_seconds_bucket\{([^}]*)\}\s+([0-9.eE+-]+)')
+
+
+def roundtrip_quantiles(metrics_text: str, qs=(50, 95, 99)) -> dict:
+    """Quantiles (ms) of the round-trip histogram summed over all streams, interpolated like PromQL."""
+    buckets: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        m = _BUCKET.match(line)
+        if not m:
+            continue
+        le = re.search(r'le="([^"]+)"', m.group(1))
+        if le:
+            bound = float("inf") if le.group(1) == "+Inf" else float(le.group(1))
+            buckets[bound] = buckets.get(bound, 0.0) + float(m.group(2))
+    bounds = sorted(buckets)
+    total = buckets.get(float("inf"), 0.0)
+    out: dict = {"count": int(total)}
+    for q in qs:
+        out[f"p{q}_ms"] = None
+        if not total:
+            continue
+        rank = q / 100 * total
+        lo_bound, lo_count = 0.0, 0.0
+        for b in bounds:
+            c = buckets[b]
+            if c >= rank:
+                if b == float("inf"):  # beyond the largest finite bucket: report that bound
+                    out[f"p{q}_ms"] = lo_bound * 1000
+                else:
+                    frac = (rank - lo_count) / (c - lo_count) if c > lo_count else 1.0
+                    out[f"p{q}_ms"] = (lo_bound + (b - lo_bound) * frac) * 1000
+                break
+            lo_bound, lo_count = b, c
+    return out
+
+
+# ------------------------------------------------------------------------------ WER
+def reference_words(fx) -> list[tuple[str, float, float]]:
+    """(word, start, end) in fixture time: the dense fixture's own estimate, else spread over each span."""
+    ref = getattr(fx, "reference", None)
+    if ref:
+        return [(w, s, e) for r in ref for w, s, e in r["words"]]
+    return [(w, s, e) for a, b, text in fx.speech_spans for w, s, e in word_times(text, a, b)]
+
+
+def timeline_origin(starts_s: list[float], clause_starts: list[float]) -> float | None:
+    """Fixture time of a stream's timeline index 0, from its fragment starts (s on its timeline).
+
+    A fragment that the segmenter opened on silence starts ``SEGMENT_PADDING_S`` before a clause;
+    candidates are all (clause start - padding - fragment start); the one most fragments agree with
+    (within ``START_MATCH_S``) wins, refined by the median residual of those that agree.
+    """
+    if not starts_s or not clause_starts:
+        return None
+    fr = np.asarray(sorted(starts_s))
+    cl = np.asarray(sorted(clause_starts)) - SEGMENT_PADDING_S
+    cands = (cl[None, :] - fr[:, None]).ravel()
+    cands = cands[(cands > -2.0) & (cands < max(cl) + 2.0)]
+    best, best_n = None, 0
+    for c in np.unique(np.round(cands, 2)):
+        res = _residuals(fr + c, cl)
+        n = int(np.sum(np.abs(res) <= START_MATCH_S))
+        if n > best_n:
+            best, best_n = float(c), n
+    if best is None:
+        return None
+    res = _residuals(fr + best, cl)
+    return best + float(np.median(res[np.abs(res) <= START_MATCH_S]))
+
+
+def _residuals(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Signed distance from each point to the nearest target (target - point)."""
+    i = np.clip(np.searchsorted(targets, points), 1, len(targets) - 1)
+    lo, hi = targets[i - 1], targets[i]
+    return np.where(np.abs(lo - points) <= np.abs(hi - points), lo - points, hi - points)
+
+
+def stream_wer(dubbed: list[dict], fallbacks: list[dict], words: list[tuple[str, float, float]],
+               clause_starts: list[float]) -> dict:
+    """Word errors of one stream's dubbed transcripts against the reference words they cover."""
+    starts = [d["start_ms"] / 1000 for d in dubbed] + [f["start_ms"] / 1000 for f in fallbacks]
+    origin = timeline_origin(starts, clause_starts)
+    out = {"origin_s": origin, "fragments": len(dubbed), "ref_words": 0, "errors": 0, "wer": None}
+    if origin is None or not dubbed:
+        return out
+    spans = sorted((origin + d["start_ms"] / 1000, origin + (d["start_ms"] + d["duration_ms"]) / 1000,
+                    d.get("transcript") or "") for d in dubbed)
+    ref = [w for w, s, e in words if any(a <= (s + e) / 2 < b for a, b, _ in spans)]
+    hyp = " ".join(t for _, _, t in spans)
+    if ref:
+        rate = word_error_rate(" ".join(ref), hyp)
+        out.update(ref_words=len(ref), errors=int(round(rate * len(ref))), wer=rate)
+    out["covered_words_share"] = len(ref) / max(1, len(words))
+    return out
+
+
+# ------------------------------------------------------------------------------ A/V
+def av_check(path: Path, markers: list[float]) -> dict:
+    """Markers (white frame + beep) found in a recording, the ones it should have, the largest |A/V offset|.
+
+    Recordings keep the publisher's timestamps (fixture time plus a few ms), and a hook-started
+    stream joins at a keyframe, so the markers expected are those inside the recorded video.
+    """
+    try:
+        pairs = analysis.av_offsets(path)
+        flashes = analysis.detect_flashes(path)
+        first = analysis.first_pts(path)["video"]
+        duration = analysis.probe(path)["duration"]
+    except Exception as exc:
+        return {"error": str(exc)[:300]}
+    expected = None
+    if first is not None and duration is not None:
+        expected = sum(1 for m in markers if first - 0.1 <= m <= first + duration - 0.1)
+    offs = [abs(d) * 1000 for _, d in pairs]
+    return {"flashes": len(flashes), "matched": len(pairs), "expected": expected,
+            "max_abs_ms": max(offs) if offs else None}
+
+
+# ------------------------------------------------------------------------------ one run
+def run_one(fx, fixture_name: str, delay: float | None, k: int, workdir: Path) -> dict:
+    """One (fixture, D, k) on a fresh stack; see the module docstring."""
+    tag = f"{fixture_name} D={'default' if delay is None else f'{delay:g}'} k={k}"
+    run_dir = workdir / f"{fixture_name}-D{'default' if delay is None else f'{delay:g}'}-k{k}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    names = [f"s{i}" for i in range(k)]
+    res: dict = {"fixture": fixture_name, "delay_requested_s": delay, "k": k, "workdir": str(run_dir)}
+    stack = LocalStack(workdir=run_dir / "stack")
+    sampler = events = v_in = v_out = None
+    recs: dict[str, subprocess.Popen] = {}
+    pubs: dict[str, subprocess.Popen] = {}
+    snaps: dict[str, dict] = {}
+    recordings: dict[str, Path] = {}
+    series: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    metrics_text = ""
+    t0 = time.monotonic()
+
+    def track_delay(name: str, snap: dict) -> None:
+        if snap["counters"].get("audio_frames_out", 0) > 0:
+            series[name].append((time.monotonic() - t0, snap.get("output_delay_measured_s") or 0.0))
+
+    try:
+        log(f"[{tag}] starting nginx-rtmp + sts-service + media-service ...")
+        stack.start()
+        if delay is not None:
+            for n in names:
+                status, body = stack.media.api("POST", "/v1/streams", {
+                    "id": n, "input_url": stack.url(f"{n}/in"), "output_url": stack.url(f"{n}/out"),
+                    "output_delay_s": delay})
+                if status not in (200, 201):
+                    res["error"] = f"POST /v1/streams with output_delay_s={delay:g} answered {status}: {body}"
+                    log(f"[{tag}] {res['error']}")
+                    return res
+        events = EventLog(stack.media.url, stack.media.api_token).start()
+        v_in = Viewer(stack.url(f"{names[0]}/in"), run_dir / f"{names[0]}-in.flv")
+        v_out = Viewer(stack.url(f"{names[0]}/out"), run_dir / f"{names[0]}-out.flv")
+        recordings[names[0]] = v_out.record_path
+        for n in names[1:]:
+            recordings[n] = run_dir / f"{n}-out.flv"
+            recs[n] = analysis.record_stream(stack.url(f"{n}/out"), recordings[n])
+        time.sleep(1.0)  # players connected and waiting (idle_streams)
+        sampler = ProcSampler(stack_targets(stack)).start()
+        log(f"[{tag}] publishing {k} x {fx.duration:g} s in the same second")
+        t0 = time.monotonic()
+        for n in names:
+            pubs[n] = analysis.publish(fx.path, stack.url(f"{n}/in"), log_path=run_dir / f"{n}-publish.log")
+        res["publish_spread_s"] = round(time.monotonic() - t0, 3)
+        next_log = t0 + 10
+        while any(p.poll() is None for p in pubs.values()) and time.monotonic() - t0 < fx.duration + 60:
+            time.sleep(1.0)
+            for n in names:
+                status, snap = stack.media.api("GET", f"/v1/streams/{n}")
+                if status == 200:
+                    track_delay(n, snap)
+                    snaps[n] = snap
+            if time.monotonic() >= next_log:
+                next_log += 10
+                c = [s["counters"] for s in snaps.values()]
+                log(f"[{tag}] t={time.monotonic() - t0:5.1f}s fragments sent {sum(x['fragments_sent'] for x in c)}, "
+                    f"fallbacks {sum(sum(x['fallbacks'].values()) for x in c)}")
+        for p in pubs.values():
+            analysis.stop_process(p)
+        pubs.clear()
+        snaps = wait_played_out(stack, names, timeout=(delay or 10) + 30, on_snapshot=track_delay)
+        res["resources"] = sampler.stop()
+        sampler = None
+        status, text = http_json(stack.media.url + "/metrics")
+        metrics_text = text if status == 200 and isinstance(text, str) else ""
+    except Exception as exc:
+        res["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        log(f"[{tag}] FAILED: {res['error'][:300]}")
+        res["media_log"] = stack.media.logs(30)
+    finally:  # every process stopped, each attempt independent of the others
+        for p in pubs.values():
+            _quietly(analysis.stop_process, p)
+        if sampler is not None:
+            res.setdefault("resources", sampler.stop())
+        time.sleep(1.0)  # the last packets reach the players
+        for viewer in (v_in, v_out):
+            if viewer is not None:
+                _quietly(viewer.stop)
+        for r in recs.values():
+            _quietly(analysis.stop_process, r)
+        if events is not None:
+            _quietly(events.stop)
+        stack.stop()
+    # ---- analysis, with every process stopped
+    per = {n: fallback_stats(s) for n, s in snaps.items()}
+    reasons: dict[str, int] = {}
+    for p in per.values():
+        for r, c in p["fallbacks"].items():
+            reasons[r] = reasons.get(r, 0) + c
+    sent = sum(p["fragments_sent"] for p in per.values())
+    fbs = sum(reasons.values())
+    unsent = reasons.get("sts_unavailable", 0)
+    res.update({
+        "streams_reported": len(per),
+        "output_delay_s": next((p["output_delay_s"] for p in per.values()), None),
+        "fragments_sent": sent, "fallbacks_total": fbs, "fallbacks": reasons,
+        "fallback_share": fbs / (sent + unsent) if sent + unsent else None,
+        "roundtrip": roundtrip_quantiles(metrics_text),
+        "rtt_p95_ms_per_stream": {n: p["rtt_p95_ms"] for n, p in per.items()},
+        "max_output_delay_measured_s": max((d for v in series.values() for t, d in v if t - v[0][0] >= STEADY_AFTER_S),
+                                           default=None),
+    })
+    if events is not None:
+        words = reference_words(fx)
+        clause_starts = [a for a, _, _ in fx.speech_spans]
+        w = {n: stream_wer(events.of(n, "dubbed"), events.of(n, "fallback"), words, clause_starts) for n in names}
+        ref_words = sum(x["ref_words"] for x in w.values())
+        res["wer"] = sum(x["errors"] for x in w.values()) / ref_words if ref_words else None
+        res["wer_ref_words"] = ref_words
+        res["wer_per_stream"] = w
+        res["events"] = len(events.events)
+        (run_dir / "events.json").write_text(json.dumps(events.events, indent=1))
+    av = {n: av_check(p, fx.markers) for n, p in recordings.items() if p.exists()}
+    offs = [a["max_abs_ms"] for a in av.values() if a.get("max_abs_ms") is not None]
+    res["av"] = {"max_abs_ms": max(offs) if offs else None, "matched": sum(a.get("matched", 0) for a in av.values()),
+                 "flashes": sum(a.get("flashes", 0) for a in av.values()),
+                 "expected": sum(a.get("expected") or 0 for a in av.values()), "recordings": len(av),
+                 "per_stream": av}
+    if v_in is not None and v_out is not None:
+        res["added_delay"] = added_delay(v_in, v_out)
+    log(f"[{tag}] fallbacks {fbs}/{sent} {reasons or ''} RTT p95 {fmt(res['roundtrip'].get('p95_ms'), '.0f')} ms, "
+        f"WER {fmt(_pct(res.get('wer')), '.1f')} %, A/V max {fmt(res['av']['max_abs_ms'], '.2f')} ms, "
+        f"added delay {fmt(res.get('added_delay', {}).get('median_s'), '.3f')} s")
+    return res
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:
+        log(f"while stopping: {exc}")
+
+
+def _pct(x):
+    return None if x is None else x * 100
+
+
+# ------------------------------------------------------------------------------ report
+def _cpu(r: dict, name: str) -> str:
+    s = r.get("resources", {}).get(name, {})
+    return f"{fmt(s.get('cpu_avg'), '.0f')}/{fmt(s.get('cpu_max'), '.0f')}"
+
+
+def _mem(r: dict, name: str) -> str:
+    s = r.get("resources", {}).get(name, {})
+    return f"{fmt(s.get('rss_main_max_mb'), '.0f')}/{fmt(s.get('pss_max_mb'), '.0f')}"
+
+
+def print_report(out: dict) -> None:
+    print(f"\nload benchmark, {out['cpus']} cores; streams started in the same second; CPU = % of one core "
+          f"(avg/max of the process tree); memory = MB max RSS of the main process / max PSS of the tree")
+    for fx_name, fx in out["fixtures"].items():
+        share = fx.get("speech_share_measured")
+        print(f"fixture {fx_name}: {fx['duration']:g} s, {fx['clauses']} speech spans"
+              + (f", speech {share * 100:.0f} % (Silero VAD)" if share else ""))
+    groups: dict[tuple, list[dict]] = {}
+    for r in out["runs"]:
+        groups.setdefault((r["fixture"], r["delay_requested_s"]), []).append(r)
+    for (fx_name, delay), runs in groups.items():
+        eff = next((r.get("output_delay_s") for r in runs if r.get("output_delay_s") is not None), None)
+        print(f"\n{fx_name} fixture, D = {'the service default' if delay is None else f'{delay:g} s'}"
+              f" (effective {fmt(eff, 'g')} s)")
+        print(f"{'k':>2}{'sent':>6}{'fallbk':>7}{'share':>7}  {'by reason':<28}{'RTT p50/p95/p99 ms (n)':>26}"
+              f"{'media CPU':>10}{'sts CPU':>9}{'nginx':>7}{'media MB':>10}{'sts MB':>10}{'WER (words)':>13}"
+              f"{'A/V max':>9}{'markers':>9}{'added delay':>13}{'max D':>7}")
+        for r in runs:
+            if "fragments_sent" not in r:
+                print(f"{r['k']:>2}  FAILED: {r.get('error', '?')[:200]}")
+                continue
+            rt = r["roundtrip"]
+            rtt = "/".join(fmt(rt.get(q), ".0f") for q in ("p50_ms", "p95_ms", "p99_ms")) + f" ({rt.get('count', 0)})"
+            reasons = ",".join(f"{k}={v}" for k, v in sorted(r["fallbacks"].items())) or "-"
+            ad = r.get("added_delay", {})
+            av = r["av"]
+            print(f"{r['k']:>2}{r['fragments_sent']:>6}{r['fallbacks_total']:>7}"
+                  f"{fmt(_pct(r['fallback_share']), '.1f') + '%':>7}  {reasons:<28}"
+                  f"{rtt:>26}"
+                  f"{_cpu(r, 'media'):>10}{_cpu(r, 'sts'):>9}{_cpu(r, 'nginx'):>7}{_mem(r, 'media'):>10}{_mem(r, 'sts'):>10}"
+                  f"{fmt(_pct(r.get('wer')), '.1f') + '% (' + str(r.get('wer_ref_words', 0)) + ')':>13}"
+                  f"{fmt(av['max_abs_ms'], '.2f') + 'ms':>9}"
+                  f"{str(av['matched']) + '/' + str(av['expected']):>9}"
+                  f"{fmt(ad.get('median_s'), '.3f') + '/' + fmt(ad.get('p95_s'), '.3f'):>13}"
+                  f"{fmt(r.get('max_output_delay_measured_s'), '.2f'):>7}"
+                  + (f"  error: {r['error'][:120]}" if r.get("error") else ""))
+    print("\nshare = fallbacks / speech fragments; RTT from the round-trip histogram of all streams, n = results "
+          "that came back (a timeout has none); WER of the dubbed transcripts (reference words they cover); A/V max = largest |offset| at the markers of all recordings, markers = "
+          "found/expected (expected: the fixture's markers inside each recording); added delay = glass-to-glass median/p95 of stream 0 (s); max D = largest measured "
+          "output delay after each output's first 3 s")
+
+
+def _fixture_summary(fx) -> dict:
+    return {"path": fx.path, "duration": fx.duration, "clauses": len(fx.speech_spans), "markers": len(fx.markers),
+            "speech_share": getattr(fx, "speech_share", None),
+            "speech_share_measured": getattr(fx, "speech_share_measured", None),
+            "width": fx.width, "height": fx.height, "fps": fx.fps}
+
+
+def _parse_delays(text: str) -> list[float | None]:
+    out: list[float | None] = []
+    for part in text.split(","):
+        part = part.strip()
+        if part:
+            out.append(None if part == "default" else float(part))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fixture", default=None, help="comma-separated: dense, demo (default: dense,demo)")
+    ap.add_argument("--delays", default=None, help="comma-separated seconds or 'default' (default: 3.5,default)")
+    ap.add_argument("--streams", default=None, help="comma-separated stream counts (default: 1,2,4,8)")
+    ap.add_argument("--seconds", type=float, default=None, help="fixture length (default: 60)")
+    ap.add_argument("--size", default="1280x720", help="fixture video size (default 1280x720)")
+    ap.add_argument("--quick", action="store_true", help="smoke test: dense, D = 3.5 s, k = 1, 20 s")
+    ap.add_argument("--workdir", default=None, help="where recordings and logs go (default: a new temp dir)")
+    args = ap.parse_args()
+    fixtures = (args.fixture or ("dense" if args.quick else "dense,demo")).split(",")
+    delays = _parse_delays(args.delays or ("3.5" if args.quick else "3.5,default"))
+    streams = [int(s) for s in (args.streams or ("1" if args.quick else "1,2,4,8")).split(",") if s.strip()]
+    seconds = args.seconds or (20.0 if args.quick else 60.0)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    for f in fixtures:
+        if f not in ("dense", "demo"):
+            ap.error(f"unknown fixture {f!r}: use dense and/or demo")
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-load-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    log(f"work dir (recordings, service logs): {workdir}")
+    media = {}
+    for f in fixtures:
+        make = cached_dense_media if f == "dense" else cached_demo_media
+        media[f] = make(seconds=seconds, width=width, height=height)
+    out: dict = {"bench": "load", "cpus": os.cpu_count(), "workdir": str(workdir),
+                 "fixtures": {f: _fixture_summary(fx) for f, fx in media.items()}, "runs": []}
+    t_start = time.monotonic()
+    for f in fixtures:
+        for d in delays:
+            for k in streams:
+                out["runs"].append(run_one(media[f], f, d, k, workdir))
+    out["seconds_total"] = round(time.monotonic() - t_start, 1)
+    print_report(out)
+    print(json.dumps(out, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
