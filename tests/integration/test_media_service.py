@@ -302,11 +302,16 @@ def test_publish_query_selects_languages_and_each_gets_an_output(stack, short_me
 def test_nginx_hook_passes_publish_query_fields(stack):
     form = {"call": "publish", "app": "live", "name": "formcheck/in", "addr": "127.0.0.1",
             "lang": "ca", "mix": "replace"}
+    import urllib.error
     import urllib.parse
     import urllib.request
 
-    req = urllib.request.Request(stack.media.url + "/v1/hooks/nginx/on_publish",
-                                 data=urllib.parse.urlencode(form).encode(), method="POST")
+    hook = stack.media.url + "/v1/hooks/nginx/on_publish"
+    body = urllib.parse.urlencode(form).encode()
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the hook needs the token like any route
+        urllib.request.urlopen(urllib.request.Request(hook, data=body, method="POST"), timeout=5)
+    assert refused.value.code == 401
+    req = urllib.request.Request(f"{hook}?token={stack.api_token}", data=body, method="POST")
     with urllib.request.urlopen(req, timeout=5) as resp:
         assert resp.status == 200
     status, snap = stack.media.api("GET", "/v1/streams/formcheck")
