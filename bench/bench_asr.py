@@ -1,0 +1,107 @@
+"""ASR cost and accuracy: full 30 s window (faster-whisper's default) vs the sized window, batched.
+
+Corpus: the dense fixture's news sentences cut into clauses (1-4 s, as the media-service's VAD
+cuts a news read), in the fixture's five voices (Piper joe at three speeds, two pitch-shifted).
+For each mode: ms per fragment (p50/p95), real-time factor, WER against the clause text, and the
+full-window re-runs the truncation guards asked for. Then batches of 1/2/4 fragments of one window.
+With ``--prompt``, the previous clause's transcript is also given as the prompt.
+
+Run: .venv/bin/python bench/bench_asr.py [--clauses 60] [--threads 2]. Prints a table, then one
+JSON line. Progress on stderr. Never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+from _common import fmt, log, pct
+from livedub_testkit.dense import SENTENCES, VOICES, _synth, split_clauses
+from livedub_testkit.speech import word_error_rate
+from sts_service.asr import FULL_WINDOW, SAMPLE_RATE, WhisperASR
+
+
+def corpus(n: int) -> list[tuple[str, np.ndarray]]:
+    clauses = [c for s in SENTENCES for c in split_clauses(s)]
+    voices = list(VOICES)
+    out = []
+    for i, text in enumerate(clauses[:n]):
+        x = _synth(text, voices[i % len(voices)])  # 48 kHz
+        out.append((text, x[::3].astype(np.float32)))  # 16 kHz (Piper output is band-limited)
+    return out
+
+
+def run(asr: WhisperASR, items, mode: str, prompt: bool) -> dict:
+    times, wers, prev = [], [], None
+    before = sum(v for k, v in asr.stats.items() if k.startswith("full_window_rerun"))
+    for text, audio in items:
+        t0 = time.perf_counter()
+        if mode == "full":
+            tokens, hyp, *_ = asr._decode([audio], [prev if prompt else None], FULL_WINDOW)[0]
+        else:
+            hyp = asr.transcribe(audio, prompt=prev if prompt else None).text
+        times.append((time.perf_counter() - t0) * 1000.0)
+        wers.append(word_error_rate(text, hyp))
+        prev = hyp
+    audio_s = sum(len(a) for _, a in items) / SAMPLE_RATE
+    reruns = sum(v for k, v in asr.stats.items() if k.startswith("full_window_rerun")) - before
+    return {"mode": mode, "prompt": prompt, "ms_p50": pct(times, 50), "ms_p95": pct(times, 95),
+            "rtf": sum(times) / 1000.0 / audio_s, "wer": float(np.mean(wers)), "reruns": reruns}
+
+
+def batches(asr: WhisperASR, items) -> list[dict]:
+    rows = []
+    audios = [a for _, a in items if len(a) <= 8 * SAMPLE_RATE]
+    for b in (1, 2, 4):
+        n = (len(audios) // b) * b
+        t0 = time.perf_counter()
+        for i in range(0, n, b):
+            asr.transcribe_batch(audios[i:i + b])
+        ms = (time.perf_counter() - t0) * 1000.0 / max(1, n)
+        rows.append({"batch": b, "ms_per_fragment": ms})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clauses", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
+    ap.add_argument("--min-window", type=int, default=None, help="shortest encoder window, frames")
+    ap.add_argument("--modes", default="full,sized,sized+prompt", help="comma-separated subset")
+    args = ap.parse_args()
+    log("synthesising the corpus ...")
+    items = corpus(args.clauses)
+    durs = [len(a) / SAMPLE_RATE for _, a in items]
+    log(f"{len(items)} clauses, {min(durs):.1f}-{max(durs):.1f} s, {sum(durs):.0f} s in all")
+    kw = {} if args.min_window is None else {"min_window": args.min_window}
+    asr = WhisperASR(cpu_threads=args.threads, beam_size=args.beam, **kw)
+    asr.transcribe(items[0][1])  # warm-up
+    rows = []
+    wanted = set(args.modes.split(","))
+    for mode, prompt in (("full", False), ("sized", False), ("sized", True)):
+        if mode + ("+prompt" if prompt else "") not in wanted:
+            continue
+        asr.use_prompt = prompt
+        log(f"mode {mode}{' + prompt' if prompt else ''} ...")
+        rows.append(run(asr, items, mode, prompt))
+    asr.use_prompt = False
+    log("batches ...")
+    brows = batches(asr, items)
+    print(f"ASR on {len(items)} dense-speech clauses ({min(durs):.1f}-{max(durs):.1f} s), "
+          f"tiny.en int8, {args.threads} threads, beam {asr.beam_size}, shortest window {asr.min_window} frames")
+    print(f"{'mode':<16}{'ms p50':>8}{'ms p95':>8}{'RTF':>7}{'WER':>7}{'re-runs':>9}")
+    for r in rows:
+        name = r["mode"] + (" + prompt" if r["prompt"] else "")
+        print(f"{name:<16}{fmt(r['ms_p50'], '.0f'):>8}{fmt(r['ms_p95'], '.0f'):>8}{r['rtf']:>7.3f}"
+              f"{r['wer'] * 100:>6.1f}%{r['reruns']:>9}")
+    print(f"{'batch':<8}{'ms/fragment':>12}")
+    for r in brows:
+        print(f"{r['batch']:<8}{r['ms_per_fragment']:>12.0f}")
+    print(json.dumps({"modes": rows, "batches": brows, "clauses": len(items)}))
+
+
+if __name__ == "__main__":
+    main()
