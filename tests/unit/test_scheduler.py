@@ -12,17 +12,20 @@ from sts_service.scheduler import AsrScheduler, CostModel, DeadlineExceeded
 
 class FakeAsr:
     max_batch = 3
+    beam_size = 5
 
     def __init__(self, seconds_per_item=0.05):
         self.calls: list[list[float]] = []
+        self.beams: list[int] = []
         self.per_item = seconds_per_item
 
     def window_frames(self, n):
         return 1000 if n < 16000 * 9 else 3000
 
-    def transcribe_batch(self, audios, prompts):
+    def transcribe_batch(self, audios, prompts, beam_size=None):
         self.calls.append([float(a[0]) for a in audios])
-        time.sleep(self.per_item * len(audios))
+        self.beams.append(beam_size or self.beam_size)
+        time.sleep(self.per_item * len(audios) * (0.5 if beam_size == 1 else 1.0))
         return [f"t{a[0]:.0f}" for a in audios]
 
 
@@ -38,8 +41,9 @@ async def sched():
     pool = ThreadPoolExecutor(1)
     s = AsrScheduler(asr, pool, StsMetrics())
     s.cost = CostModel(post_seed_s=0.01)
-    s.cost.observe_asr(1000, 1, 0.05)
-    s.cost.observe_asr(3000, 1, 0.05)
+    for greedy in (False, True):
+        s.cost.observe_asr(1000, 1, 0.05, greedy)
+        s.cost.observe_asr(3000, 1, 0.05, greedy)
     s.start()
     yield s, asr
     await s.close()
@@ -93,10 +97,41 @@ async def test_soft_deadline_fails_as_timeout_not_deadline_exceeded(sched):
     assert exc.value.hard is False
 
 
+async def test_beam_when_idle_greedy_when_others_wait(sched):
+    s, asr = sched
+    now = asyncio.get_running_loop().time()
+    await s.transcribe(clip(1), None, now + 5, True)
+    assert asr.beams == [5]  # alone and in time: the configured beam
+    first = asyncio.create_task(s.transcribe(clip(2), None, now + 5, True))
+    await asyncio.sleep(0.01)
+    waiting = [asyncio.create_task(s.transcribe(clip(t, 12), None, now + 5, True)) for t in (3, 4)]
+    await asyncio.gather(first, *waiting)
+    # While the 12 s pair waited behind fragment 2, they ran as one batch; nothing waited after
+    # them, so they got the beam too. Now a queue that stays busy:
+    asr.beams.clear()
+    jobs = [asyncio.create_task(s.transcribe(clip(t, w), None, now + 5, True))
+            for t, w in ((5, 2), (6, 12), (7, 2), (8, 12))]
+    await asyncio.gather(*jobs)
+    assert asr.beams[0] == 1, "others were waiting: greedy"
+    assert asr.beams[-1] == 5, "the last batch ran alone: beam"
+
+
+async def test_beam_skipped_when_only_greedy_finishes_in_time(sched):
+    s, asr = sched
+    s.cost.observe_asr(1000, 1, 0.5, greedy=False)  # beam now looks ~0.5 s, greedy 0.05 s
+    now = asyncio.get_running_loop().time()
+    await s.transcribe(clip(1), None, now + 0.3, True)
+    assert asr.beams == [1]
+
+
 def test_cost_model_learns():
     m = CostModel()
     for _ in range(20):
         m.observe_asr(1000, 2, 0.36)
     assert abs(m.asr(1000, 2) - 0.36) < 0.01
-    assert abs(m.asr(1000, 1) - 0.2) < 0.01
+    assert abs(m.asr(1000, 1) - 0.18) < 0.01  # unseen batch size: linear from the nearest (no gain assumed)
     assert m.asr(2000) > m.asr(1000)  # unseen window: scaled from the nearest one
+    assert m.asr(1000, 2, greedy=True) < m.asr(1000, 2)  # greedy seeded cheaper than the beam
+    for _ in range(20):
+        m.observe_asr(1000, 4, 0.5, greedy=True)
+    assert abs(m.asr(1000, 4, greedy=True) - 0.5) < 0.01

@@ -42,7 +42,7 @@ from .timeline import JUMP_S, RATE, AudioStore, Timeline
 log = logging.getLogger(__name__)
 
 SEGMENT_RATE = 16000
-RTT_WINDOW = 30  # the fragment limits follow the p95 round trip of this many recent fragments
+RTT_WINDOW = 30  # the fragment limits follow the p95 service time of this many recent fragments
 INPUT_LINGER_S = 30.0  # a worker whose publisher is gone this long drains and stops
 OUTPUT_OPEN_LEAD_S = 1.0  # outputs open this long before their first packet is due
 
@@ -98,6 +98,7 @@ class StreamWorker:
             max_fragment_ms=cfg.max_fragment_ms, padding_ms=cfg.speech_padding_ms,
             min_fragment_ms=cfg.min_fragment_ms))
         self.segmenter.set_limits(self.limits.max_fragment_ms, self.limits.min_silence_ms)
+        self._service_ms: deque = deque(maxlen=RTT_WINDOW)  # round trip minus STS queueing
         self._seg_resampler: av.AudioResampler | None = None
         self._video_q: deque[_VideoItem] = deque()
         self._video_lock = threading.Lock()
@@ -380,7 +381,10 @@ class StreamWorker:
         rtt = time.monotonic() - t0
         self.counters.roundtrip_ms.append(rtt * 1000.0)
         self.metrics.roundtrip.labels(self.id).observe(rtt)
-        self._adapt_limits()
+        queued_ms = result.timings_ms.queue if result.timings_ms and result.timings_ms.queue else 0.0
+        if result.status in ("ok", "no_speech"):
+            self._service_ms.append(max(0.0, rtt * 1000.0 - queued_ms))
+            self._adapt_limits()
         self.counters.fragments_processed[result.status] = self.counters.fragments_processed.get(result.status, 0) + 1
         self.metrics.fragments_processed.labels(self.id, result.status).inc()
         if result.status == "no_speech":
@@ -393,8 +397,13 @@ class StreamWorker:
         await asyncio.get_running_loop().run_in_executor(None, self._place_dubs, result, start48, end48)
 
     def _adapt_limits(self) -> None:
-        """Fragments as long as D and the measured round trip allow (see budget.py)."""
-        recent = list(self.counters.roundtrip_ms)[-RTT_WINDOW:]
+        """Fragments as long as D and the measured service time allow (see budget.py).
+
+        The round trip minus the time the fragment queued at the STS: queueing is load, and
+        cutting shorter fragments under load would only add work (each ASR call has a fixed
+        cost), a loop that turned overload into collapse. Failed answers say nothing of it.
+        """
+        recent = list(self._service_ms)
         if len(recent) < 3:
             return
         rtt_s = float(np.percentile(recent, 95)) / 1000.0

@@ -29,6 +29,8 @@ class StsMetrics:
                                registry=self.registry)
         self.asr_batch_size = Histogram("sts_asr_batch_size", "Fragments per batched ASR call",
                                         buckets=(1, 2, 3, 4, 6, 8), registry=self.registry)
+        self.asr_calls = Counter("sts_asr_calls", "Batched ASR calls by decoding (beam, or greedy under load)",
+                                 ["decoding"], registry=self.registry)
         self.deadline_exceeded = Counter(
             "sts_deadline_exceeded", "Fragments answered deadline_exceeded, by the stage that would have run",
             ["stage"], registry=self.registry)

@@ -7,6 +7,9 @@ whose deadline had already passed, so every later fragment was late too. Here:
   ASR timeout as its deadline, and fails as `timeout` instead of `deadline_exceeded`);
 - the runner takes the earliest deadline and the waiting fragments of the same encoder window
   (up to ``asr.max_batch``) and transcribes them in one batched call in the ASR executor;
+- the configured beam search runs only when nothing else waits and it still finishes in time;
+  otherwise the batch is decoded greedily (faster, slightly less accurate: quality gives way
+  before any fragment is dropped);
 - a learned cost model (``CostModel``) says how long that call and the stages after it will take;
   a fragment that cannot finish by its deadline is never started: it is answered at once.
 
@@ -45,32 +48,39 @@ class Ewma:
 
 
 class CostModel:
-    """Expected run time (s) of an ASR batch and of the stages that follow one fragment.
+    """Expected run time (s) of an ASR call and of the stages that follow one fragment.
 
-    ASR cost per item is learned per encoder window; a batch of b costs b items times a
-    batching discount (measured ~0.9 for b = 2 on two cores). Seeds are deliberately
-    pessimistic; real measurements replace them within a few fragments.
+    Learned per (encoder window, greedy or beam search, batch size): what batching saves is
+    measured, not assumed (bench_asr: a batch of 4 costs ~0.75 of four single calls on two cores).
+    An unseen key is seeded from the nearest learned one, scaled linearly in window and batch
+    (no batching gain assumed); with nothing learned, pessimistically.
     """
 
-    BATCH_DISCOUNT = 0.9
+    BEAM_OVER_GREEDY = 1.5  # seed ratio when only the other decoding mode has been measured
 
     def __init__(self, post_seed_s: float = 0.25):
-        self._asr: dict[int, Ewma] = {}
+        self._asr: dict[tuple[int, bool, int], Ewma] = {}
         self.post = Ewma(post_seed_s)
 
-    def _item(self, window: int) -> Ewma:
-        if window not in self._asr:
-            # Seed: nearest learned window scaled linearly, else ~0.45 ms a frame + 0.1 s.
-            known = min(self._asr, key=lambda w: abs(w - window), default=None)
-            seed = self._asr[known].value * window / known if known else 0.1 + 0.00045 * window
-            self._asr[window] = Ewma(seed)
-        return self._asr[window]
+    def _entry(self, window: int, greedy: bool, batch: int) -> Ewma:
+        key = (window, greedy, batch)
+        if key not in self._asr:
+            self._asr[key] = Ewma(self._seed(window, greedy, batch))
+        return self._asr[key]
 
-    def asr(self, window: int, batch: int = 1) -> float:
-        return self._item(window).value * batch * (self.BATCH_DISCOUNT if batch > 1 else 1.0)
+    def _seed(self, window: int, greedy: bool, batch: int) -> float:
+        if not self._asr:
+            return (0.1 + 0.00045 * window) * batch
+        (w, g, b), e = min(self._asr.items(), key=lambda kv: (kv[0][1] != greedy, abs(kv[0][0] - window),
+                                                               abs(kv[0][2] - batch)))
+        mode = 1.0 if g == greedy else (self.BEAM_OVER_GREEDY if g else 1.0 / self.BEAM_OVER_GREEDY)
+        return e.value * window / w * batch / b * mode
 
-    def observe_asr(self, window: int, batch: int, seconds: float) -> None:
-        self._item(window).update(seconds / batch / (self.BATCH_DISCOUNT if batch > 1 else 1.0))
+    def asr(self, window: int, batch: int = 1, greedy: bool = False) -> float:
+        return self._entry(window, greedy, batch).value
+
+    def observe_asr(self, window: int, batch: int, seconds: float, greedy: bool = False) -> None:
+        self._entry(window, greedy, batch).update(seconds)
 
 
 @dataclass(order=True)
@@ -97,6 +107,8 @@ class AsrScheduler:
         self._wake = asyncio.Event()
         self._runner: asyncio.Task | None = None
         self._max_batch = int(getattr(asr, "max_batch", 1))
+        self._beam = int(getattr(asr, "beam_size", 1))
+        self._can_go_greedy = self._beam > 1
 
     @property
     def queued(self) -> int:
@@ -124,10 +136,11 @@ class AsrScheduler:
         loop = asyncio.get_running_loop()
         now = loop.time()
         window = self._window(len(audio))
-        if hard and now + self.cost.asr(window) + self.cost.post.value > deadline:
+        cheapest = self.cost.asr(window, 1, self._can_go_greedy)
+        if hard and now + cheapest + self.cost.post.value > deadline:
             self._exceeded("asr")
             raise DeadlineExceeded("asr", f"{(deadline - now) * 1000:.0f} ms left, ASR alone needs "
-                                          f"~{self.cost.asr(window) * 1000:.0f} ms")
+                                          f"~{cheapest * 1000:.0f} ms")
         job = _Job(deadline, next(self._seq), audio, prompt, window, hard, now, loop.create_future())
         heapq.heappush(self._heap, job)
         self.metrics.asr_queue.set(len(self._heap))
@@ -150,20 +163,27 @@ class AsrScheduler:
                 "asr", f"could not start before the deadline ({late:+.0f} ms past it with the "
                        f"expected run time)", hard=job.hard))
 
-    def _next_batch(self, now: float) -> list[_Job]:
-        """Earliest deadline first; drops what cannot finish; joins equal windows into a batch."""
+    def _next_batch(self, now: float) -> tuple[list[_Job], bool]:
+        """Earliest deadline first; drops what cannot finish; joins equal windows into a batch.
+
+        Returns the batch and whether to decode it greedily. Feasibility is judged on the
+        cheapest decoding; the configured beam is used only when nothing else is waiting and the
+        batch still finishes in time with it (quality when there is room, throughput under load).
+        """
+        greedy = self._can_go_greedy
         while self._heap:
             head = self._heap[0]
             if head.future.done():
                 heapq.heappop(self._heap)
                 continue
-            if now + self.cost.asr(head.window) + (self.cost.post.value if head.hard else 0) > head.deadline:
+            run = self.cost.asr(head.window, 1, greedy)
+            if now + run + (self.cost.post.value if head.hard else 0) > head.deadline:
                 heapq.heappop(self._heap)
-                self._expire(head, now + self.cost.asr(head.window))
+                self._expire(head, now + run)
                 continue
             break
         if not self._heap:
-            return []
+            return [], greedy
         head = heapq.heappop(self._heap)
         batch = [head]
         for job in sorted(self._heap):
@@ -171,13 +191,16 @@ class AsrScheduler:
                 break
             if job.window != head.window or job.future.done():
                 continue
-            finish = now + self.cost.asr(head.window, len(batch) + 1) + self.cost.post.value
+            finish = now + self.cost.asr(head.window, len(batch) + 1, greedy) + self.cost.post.value
             if finish <= min(j.deadline for j in batch + [job]):
                 batch.append(job)
         for job in batch[1:]:
             self._heap.remove(job)
         heapq.heapify(self._heap)
-        return batch
+        if greedy and not any(not j.future.done() for j in self._heap):
+            beam_finish = now + self.cost.asr(head.window, len(batch), False) + self.cost.post.value
+            greedy = beam_finish > min(j.deadline for j in batch)
+        return batch, greedy
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -186,7 +209,7 @@ class AsrScheduler:
                 self._wake.clear()
                 await self._wake.wait()
             now = loop.time()
-            batch = self._next_batch(now)
+            batch, greedy = self._next_batch(now)
             self.metrics.asr_queue.set(len(self._heap))
             if not batch:
                 continue
@@ -196,21 +219,22 @@ class AsrScheduler:
             prompts = [j.prompt for j in batch]
             t0 = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self.executor, self._call, audios, prompts)
+                results = await loop.run_in_executor(self.executor, self._call, audios, prompts, greedy)
             except Exception as exc:
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
             ran = time.perf_counter() - t0
-            self.cost.observe_asr(batch[0].window, len(batch), ran)
+            self.cost.observe_asr(batch[0].window, len(batch), ran, greedy)
             self.metrics.asr_batch_size.observe(len(batch))
+            self.metrics.asr_calls.labels("greedy" if greedy else "beam").inc()
             for job, result in zip(batch, results):
                 if not job.future.done():
                     job.future.set_result((result, now - job.enqueued, ran))
 
-    def _call(self, audios, prompts):
+    def _call(self, audios, prompts, greedy: bool = False):
         batch_fn = getattr(self.asr, "transcribe_batch", None)
         if batch_fn is not None:
-            return batch_fn(audios, prompts)
+            return batch_fn(audios, prompts, 1) if greedy else batch_fn(audios, prompts)
         return [self.asr.transcribe(a) for a in audios]
