@@ -124,12 +124,26 @@ async def test_beam_skipped_when_only_greedy_finishes_in_time(sched):
     assert asr.beams == [1]
 
 
+async def test_streams_started_together_share_one_batch(sched):
+    """Equal fragments with equal deadlines (streams started together) run as one batch even
+    when only single calls have been measured: batching is seeded cheaper than running twice."""
+    s, asr = sched
+    asr.per_item = 0.1
+    for _ in range(30):
+        s.cost.observe_asr(1000, 1, 0.1, greedy=True)
+    now = asyncio.get_running_loop().time()
+    # 0.1 s a fragment alone: two in a row would end at ~0.2 s + post 0.01 > the 0.19 s deadline.
+    pair = [asyncio.create_task(s.transcribe(clip(t), None, now + 0.19, True)) for t in (1, 2)]
+    await asyncio.gather(*pair)
+    assert asr.calls == [[1.0, 2.0]]
+
+
 def test_cost_model_learns():
     m = CostModel()
     for _ in range(20):
         m.observe_asr(1000, 2, 0.36)
     assert abs(m.asr(1000, 2) - 0.36) < 0.01
-    assert abs(m.asr(1000, 1) - 0.18) < 0.01  # unseen batch size: linear from the nearest (no gain assumed)
+    assert abs(m.asr(1000, 1) - 0.18 / 0.85) < 0.01  # unseen batch size: from the nearest, seeded gain
     assert m.asr(2000) > m.asr(1000)  # unseen window: scaled from the nearest one
     assert m.asr(1000, 2, greedy=True) < m.asr(1000, 2)  # greedy seeded cheaper than the beam
     for _ in range(20):

@@ -144,7 +144,10 @@ class OutputWriter:
             self.video = self.container.add_stream_from_template(video_template) if video_template else None
             self.audio = None
             if audio:
-                self.audio = self.container.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
+                # ffmpeg's default AAC search ("twoloop") costs ~2.5x the "fast" coder for no
+                # audible gain at 128 kb/s on broadcast speech (4.6 % vs 1.9 % of a core per output).
+                self.audio = self.container.add_stream("aac", rate=AUDIO_RATE, layout="stereo",
+                                                       options={"aac_coder": "fast"})
                 self.audio.bit_rate = bit_rate
         except (OSError, RelayStartError, av.FFmpegError, ValueError) as exc:
             self._release_sinks()

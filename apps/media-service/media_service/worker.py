@@ -435,7 +435,8 @@ class StreamWorker:
             self.counters.dubs_placed += 1
             self.transcripts.append({"start_ms": result.start_ms, "duration_ms": result.duration_ms,
                                      "transcript": result.transcript, "dubs": placed})
-            self.events.publish(self.id, "dubbed", self.transcripts[-1])
+            timings = result.timings_ms.model_dump(exclude_none=True) if result.timings_ms else {}
+            self.events.publish(self.id, "dubbed", {**self.transcripts[-1], "timings_ms": timings})
         elif result.results:
             self._loop.call_soon_threadsafe(self._fallback, "late", result.start_ms, "arrived after its deadline")
 
@@ -525,13 +526,28 @@ class StreamWorker:
                         self._close_outputs("input ended; everything buffered was played out")
                     if self._drain.is_set() and self.store.closed:
                         break
-                self._stop.wait(0.005)
+                self._stop.wait(self._idle_wait(next_index))
         finally:
             for writer in self.outputs.values():
                 writer.close()
             self.outputs.clear()
             self.metrics.output_up.labels(self.id).set(0)
             self.output_state = "closed"
+
+    def _idle_wait(self, next_index: int) -> float:
+        """Sleep until the next audio frame or video packet is due, at most 20 ms (a frame that
+        arrives meanwhile is due D later). Polling every 5 ms cost each stream 200 wake-ups a
+        second, all contending for the GIL with the other streams."""
+        now = time.monotonic()
+        due = now + 0.02
+        if self.store.end >= next_index + FRAME:
+            arrival = self.store.arrival_of(next_index + FRAME - 1)
+            if arrival is not None:
+                due = min(due, arrival + self.delay_s)
+        with self._video_lock:
+            if self._video_q:
+                due = min(due, self._video_q[0].arrival + self.delay_s)
+        return max(0.001, due - now)
 
     def _before_first_picture(self, index: int) -> bool:
         """Audio that ends before the first video packet is not sent: a viewer joining a live
