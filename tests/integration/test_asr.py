@@ -210,3 +210,16 @@ def test_prompt_is_accepted(asr: WhisperASR, piper_speech: list[np.ndarray]) -> 
     finally:
         asr.use_prompt = False
     assert word_error_rate(SENTENCES[1], text) <= 0.15
+
+
+def test_warm_up_times_every_way_the_scheduler_calls(asr: WhisperASR) -> None:
+    """The service primes its cost model from these: one entry per (decoding, batch size)."""
+    from sts_service.scheduler import CostModel
+
+    timed = asr.warm_up(seconds=2.0)
+    assert [(greedy, batch) for _, greedy, batch, _ in timed] == [(True, 1), (asr.beam_size == 1, 1), (True, 2)]
+    assert all(w == asr.window_frames(32000) and 0 < s < 30 for w, _, _, s in timed)
+    cost = CostModel()
+    for window, greedy, batch, seconds in timed:
+        cost.prime(window, greedy, batch, seconds)
+    assert cost.asr(timed[0][0], 1, True) == timed[0][3]

@@ -102,18 +102,19 @@ async def test_beam_when_idle_greedy_when_others_wait(sched):
     now = asyncio.get_running_loop().time()
     await s.transcribe(clip(1), None, now + 5, True)
     assert asr.beams == [5]  # alone and in time: the configured beam
-    first = asyncio.create_task(s.transcribe(clip(2), None, now + 5, True))
-    await asyncio.sleep(0.01)
-    waiting = [asyncio.create_task(s.transcribe(clip(t, 12), None, now + 5, True)) for t in (3, 4)]
-    await asyncio.gather(first, *waiting)
-    # While the 12 s pair waited behind fragment 2, they ran as one batch; nothing waited after
-    # them, so they got the beam too. Now a queue that stays busy:
     asr.beams.clear()
     jobs = [asyncio.create_task(s.transcribe(clip(t, w), None, now + 5, True))
             for t, w in ((5, 2), (6, 12), (7, 2), (8, 12))]
     await asyncio.gather(*jobs)
-    assert asr.beams[0] == 1, "others were waiting: greedy"
-    assert asr.beams[-1] == 5, "the last batch ran alone: beam"
+    # Two batches of two (equal windows): batches are always greedy.
+    assert sorted(map(sorted, asr.calls[-2:])) == [[5.0, 7.0], [6.0, 8.0]]
+    assert asr.beams == [1, 1]
+    asr.beams.clear()
+    first = asyncio.create_task(s.transcribe(clip(9), None, now + 5, True))
+    await asyncio.sleep(0.01)
+    jobs = [asyncio.create_task(s.transcribe(clip(t, 12), None, now + 5, True)) for t in (10,)]
+    await asyncio.gather(first, *jobs)
+    assert asr.beams == [5, 5], "each ran alone with nothing waiting"
 
 
 async def test_beam_skipped_when_only_greedy_finishes_in_time(sched):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -136,6 +137,24 @@ class WhisperASR:
         frames = -(-n_samples // HOP) + self.window_margin
         frames = -(-frames // WINDOW_BUCKET) * WINDOW_BUCKET
         return min(FULL_WINDOW, max(self.min_window, frames))
+
+    def warm_up(self, seconds: float = 2.0) -> list[tuple[int, bool, int, float]]:
+        """Run the model once per way the scheduler calls it, so that the first fragment does not
+        pay for CTranslate2's lazy start and the cost model begins with this machine's times.
+
+        Returns (window, greedy, batch size, seconds) per call. Low noise stands in for speech (no
+        recording ships with the service); it decodes few tokens, so these times are a floor that
+        the cost model raises within a few fragments.
+        """
+        audio = (0.05 * np.random.default_rng(0).standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32)
+        window = self.window_frames(len(audio))
+        self._decode([audio], [None], window, 1)  # lazy initialisation: not timed
+        timed = []
+        for beam, batch in ((1, 1), (self.beam_size, 1), (1, 2)):
+            t0 = time.perf_counter()
+            self._decode([audio] * batch, [None] * batch, window, beam)
+            timed.append((window, beam == 1, batch, time.perf_counter() - t0))
+        return timed
 
     def _gate(self, audio: np.ndarray) -> Transcription | None:
         """The energy gate: silence and near-silence never reach the model."""

@@ -70,11 +70,22 @@ class DubbingPipeline:
         self.engines = engines
         self.metrics = metrics
         self._asr_pool = ThreadPoolExecutor(max_workers=cfg.asr_workers, thread_name_prefix="asr")
+        self.asr_executor = self._asr_pool
         self._post_pool = ThreadPoolExecutor(max_workers=cfg.post_workers, thread_name_prefix="post")
         self.scheduler = AsrScheduler(engines.asr, self._asr_pool, metrics, max_queued=cfg.max_queued_total)
 
     def start(self) -> None:
         self.scheduler.start()
+
+    def warm_up(self) -> None:
+        """Blocking (run it in the ASR executor before serving): first model calls, cost model primed."""
+        warm = getattr(self.engines.asr, "warm_up", None)
+        if warm is None:
+            return
+        for window, greedy, batch, seconds in warm():
+            self.scheduler.cost.prime(window, greedy, batch, seconds)
+            log.info("ASR warm-up: window %d, %s, batch %d: %.0f ms", window,
+                     "greedy" if greedy else "beam", batch, seconds * 1000)
 
     async def aclose(self) -> None:
         await self.scheduler.close()

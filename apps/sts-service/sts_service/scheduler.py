@@ -7,8 +7,8 @@ whose deadline had already passed, so every later fragment was late too. Here:
   ASR timeout as its deadline, and fails as `timeout` instead of `deadline_exceeded`);
 - the runner takes the earliest deadline and the waiting fragments of the same encoder window
   (up to ``asr.max_batch``) and transcribes them in one batched call in the ASR executor;
-- the configured beam search runs only when nothing else waits and it still finishes in time;
-  otherwise the batch is decoded greedily (faster, slightly less accurate: quality gives way
+- the configured beam search runs only for a lone fragment when nothing else waits and it
+  finishes with its run time to spare; otherwise the batch is decoded greedily (faster, slightly less accurate: quality gives way
   before any fragment is dropped);
 - a learned cost model (``CostModel``) says how long that call and the stages after it will take;
   a fragment that cannot finish by its deadline is never started: it is answered at once.
@@ -80,6 +80,10 @@ class CostModel:
         mode = 1.0 if g == greedy else (self.BEAM_OVER_GREEDY if g else 1.0 / self.BEAM_OVER_GREEDY)
         per_item = e.value / b / (self.BATCH_SEED if b > 1 else 1.0)
         return per_item * window / w * batch * (self.BATCH_SEED if batch > 1 else 1.0) * mode
+
+    def prime(self, window: int, greedy: bool, batch: int, seconds: float) -> None:
+        """Start a key from a measured time (the ASR's warm-up) instead of a seed."""
+        self._asr[(window, greedy, batch)] = Ewma(seconds)
 
     def asr(self, window: int, batch: int = 1, greedy: bool = False) -> float:
         return self._entry(window, greedy, batch).value
@@ -172,8 +176,9 @@ class AsrScheduler:
         """Earliest deadline first; drops what cannot finish; joins equal windows into a batch.
 
         Returns the batch and whether to decode it greedily. Feasibility is judged on the
-        cheapest decoding; the configured beam is used only when nothing else is waiting and the
-        batch still finishes in time with it (quality when there is room, throughput under load).
+        cheapest decoding; the configured beam is used only for a lone fragment when nothing else
+        is waiting and it would finish with its own run time to spare (quality when there is
+        room, throughput under load).
         """
         greedy = self._can_go_greedy
         while self._heap:
@@ -202,9 +207,11 @@ class AsrScheduler:
         for job in batch[1:]:
             self._heap.remove(job)
         heapq.heapify(self._heap)
-        if greedy and not any(not j.future.done() for j in self._heap):
-            beam_finish = now + self.cost.asr(head.window, len(batch), False) + self.cost.post.value
-            greedy = beam_finish > min(j.deadline for j in batch)
+        if greedy and len(batch) == 1 and not any(not j.future.done() for j in self._heap):
+            # Room for the beam: it would finish with its own run time to spare (so a fragment
+            # arriving meanwhile is not delayed past its deadline by it).
+            beam = self.cost.asr(head.window, 1, False)
+            greedy = now + 2 * beam + self.cost.post.value > head.deadline
         return batch, greedy
 
     async def _run(self) -> None:

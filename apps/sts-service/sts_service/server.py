@@ -103,6 +103,7 @@ class StsServer:
             log.info("loading models ...")
             self.engines = await loop.run_in_executor(None, load_engines, self.cfg)
         self.pipeline = DubbingPipeline(self.cfg, self.engines, self.metrics)
+        await loop.run_in_executor(self.pipeline.asr_executor, self.pipeline.warm_up)
         self.pipeline.start()
         self.metrics.ready.set(1)
         log.info("ready: %s", self.engines.capabilities())
