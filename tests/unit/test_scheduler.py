@@ -56,7 +56,7 @@ async def test_earliest_deadline_first_and_equal_windows_batched(sched):
     now = loop.time()
     # The first call starts at once; the rest queue behind it in deadline order.
     first = asyncio.create_task(s.transcribe(clip(0), None, now + 5, True))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.15)  # past the gathering wait: it runs alone
     jobs = [asyncio.create_task(s.transcribe(clip(tag, secs), None, now + dl, True))
             for tag, secs, dl in ((1, 2, 4.0), (2, 12, 1.0), (3, 2, 3.0), (4, 2, 2.0))]
     results = await asyncio.gather(first, *jobs)
@@ -111,7 +111,7 @@ async def test_beam_when_idle_greedy_when_others_wait(sched):
     assert asr.beams == [1, 1]
     asr.beams.clear()
     first = asyncio.create_task(s.transcribe(clip(9), None, now + 5, True))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.15)
     jobs = [asyncio.create_task(s.transcribe(clip(t, 12), None, now + 5, True)) for t in (10,)]
     await asyncio.gather(first, *jobs)
     assert asr.beams == [5, 5], "each ran alone with nothing waiting"
@@ -137,6 +137,27 @@ async def test_streams_started_together_share_one_batch(sched):
     pair = [asyncio.create_task(s.transcribe(clip(t), None, now + 0.19, True)) for t in (1, 2)]
     await asyncio.gather(*pair)
     assert asr.calls == [[1.0, 2.0]]
+
+
+async def test_lone_fragment_waits_briefly_for_a_companion(sched):
+    """Streams started together send equal fragments a few ms apart: they share one batch."""
+    s, asr = sched
+    now = asyncio.get_running_loop().time()
+    first = asyncio.create_task(s.transcribe(clip(1), None, now + 5, True))
+    await asyncio.sleep(0.03)
+    second = asyncio.create_task(s.transcribe(clip(2), None, now + 5, True))
+    await asyncio.gather(first, second)
+    assert asr.calls == [[1.0, 2.0]]
+
+
+async def test_no_gathering_wait_without_slack(sched):
+    s, asr = sched
+    s.cost.prime(1000, True, 1, 0.05)
+    s.cost.prime(1000, False, 1, 0.05)
+    now = asyncio.get_running_loop().time()
+    t0 = time.perf_counter()
+    await s.transcribe(clip(1), None, now + 0.08, True)  # 0.05 s run + 0.01 s post: no room to wait
+    assert time.perf_counter() - t0 < 0.075
 
 
 def test_cost_model_learns():

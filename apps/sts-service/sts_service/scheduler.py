@@ -7,6 +7,8 @@ whose deadline had already passed, so every later fragment was late too. Here:
   ASR timeout as its deadline, and fails as `timeout` instead of `deadline_exceeded`);
 - the runner takes the earliest deadline and the waiting fragments of the same encoder window
   (up to ``asr.max_batch``) and transcribes them in one batched call in the ASR executor;
+- a lone fragment waits up to 80 ms (a quarter of its slack at most) for companions: streams
+  started together send equal fragments a few ms apart, which then share one batch;
 - the configured beam search runs only for a lone fragment when nothing else waits and it
   finishes with its run time to spare; otherwise the batch is decoded greedily (faster, slightly less accurate: quality gives way
   before any fragment is dropped);
@@ -105,6 +107,7 @@ class _Job:
 
 
 class AsrScheduler:
+    GATHER_S = 0.08  # longest a lone fragment waits for companions to batch with
     def __init__(self, asr, executor: Executor, metrics: StsMetrics, *, max_queued: int = 64):
         self.asr = asr
         self.executor = executor
@@ -214,12 +217,31 @@ class AsrScheduler:
             greedy = now + 2 * beam + self.cost.post.value > head.deadline
         return batch, greedy
 
+    async def _gather(self, loop) -> None:
+        """A lone fragment waits up to GATHER_S for companions when its deadline leaves room.
+
+        Streams started together send equal fragments tens of ms apart; started at once, the
+        first would run alone and the second wait for its whole run. Waiting a moment lets both
+        share one batch (measured: a batch of two costs ~0.85 of two single calls)."""
+        live = [j for j in self._heap if not j.future.done()]
+        if len(live) != 1 or self._max_batch < 2:
+            return
+        job = live[0]
+        slack = job.deadline - loop.time() - self.cost.asr(job.window, 1, True) - self.cost.post.value
+        wait = min(self.GATHER_S, slack / 4)
+        if wait <= 0.005:
+            return
+        self._wake.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), wait)  # woken by the next arrival
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self._heap:
                 self._wake.clear()
                 await self._wake.wait()
+            await self._gather(loop)
             now = loop.time()
             batch, greedy = self._next_batch(now)
             self.metrics.asr_queue.set(len(self._heap))

@@ -61,6 +61,9 @@ def max_message_bytes(cfg: StsConfig) -> int:
     return int(cfg.max_fragment_ms / 1000.0 * 48000 * 2) + MESSAGE_SLACK_BYTES
 
 
+RETURN_MARGIN_S = 0.05  # a result must be sent this long before the client's deadline
+
+
 class StsServer:
     def __init__(self, cfg: StsConfig, engines: Engines | None = None):
         self.cfg = cfg
@@ -270,7 +273,9 @@ class StsServer:
             await self._refused(sid, exc, FRAGMENT_DATA)
             return reject_ack(exc.code, exc.message)
         session.fragments += 1
-        deadline = (asyncio.get_running_loop().time() + frag.deadline_ms / 1000.0
+        # Aim to finish a little before the client's deadline: the answer still has to travel
+        # back and be placed (RETURN_MARGIN_S).
+        deadline = (asyncio.get_running_loop().time() + frag.deadline_ms / 1000.0 - RETURN_MARGIN_S
                     if frag.deadline_ms is not None else None)
         task = asyncio.create_task(self._run_fragment(session, frag, deadline),
                                    name=f"fragment:{frag.stream_id}:{frag.fragment_id}")
