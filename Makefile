@@ -26,6 +26,7 @@ demo: setup
 	$(PY) -m livedub_testkit.demo
 
 bench: setup
+	$(PY) bench/bench_asr.py
 	$(PY) bench/bench_sts.py
 	$(PY) bench/bench_media.py
 	$(PY) bench/bench_e2e.py
