@@ -317,7 +317,13 @@ def test_nginx_hook_passes_publish_query_fields(stack):
     status, snap = stack.media.api("GET", "/v1/streams/formcheck")
     assert status == 200 and snap["target_languages"] == ["ca"] and snap["mix"] == "replace"
     assert snap["input_url"].endswith("/live/_definst_/formcheck/in")
+    metrics = urllib.request.Request(stack.media.url + "/metrics",
+                                     headers={"Authorization": f"Bearer {stack.api_token}"})
+    with urllib.request.urlopen(metrics, timeout=5) as resp:
+        assert 'stream="formcheck"' in resp.read().decode()
     assert stack.media.api("DELETE", "/v1/streams/formcheck")[0] == 200
+    with urllib.request.urlopen(metrics, timeout=5) as resp:  # no series left behind (issue 12 #10)
+        assert 'stream="formcheck"' not in resp.read().decode()
 
 
 def test_44k_mono_input_is_resampled_onto_the_timeline_in_sync(stack, short_media, tmp_path):

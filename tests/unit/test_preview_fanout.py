@@ -185,3 +185,21 @@ async def test_registry_replaces_a_stopped_broadcaster_and_keeps_counters():
     assert bc2.stopped and not bc2.pump_running and q2.get_nowait() is not None
     with pytest.raises(BroadcasterStopped):
         reg.get_or_create("news", "u")
+
+
+async def test_registry_forgets_a_removed_stream():
+    """Nothing is kept per stream once it is removed (issue 12 #10: the maps grew forever)."""
+    reg = PreviewRegistry(source=FakeSource(), grace_s=0.05)
+    try:
+        bc1, q1 = reg.subscribe("gone", "u")
+        await take(q1, 1)
+        bc1.unsubscribe(q1)
+        assert await eventually(lambda: bc1.stopped)
+        bc2, q2 = reg.subscribe("gone", "u")  # the first one is now "retired"
+        _, q3 = reg.subscribe("kept", "v")
+        await reg.forget("gone")
+        assert bc2.stopped and reg.broadcasters("gone") == [] and "gone" not in reg._retired
+        assert reg.stats("gone")["pumps_started"] == 0
+        assert len(reg.broadcasters("kept")) == 1
+    finally:
+        await reg.close()

@@ -310,6 +310,7 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
     app["config"] = cfg
     previews = previews or PreviewRegistry()
     app["previews"] = previews
+    registry.on_removed.append(previews.forget)
     api = Api(cfg, registry, metrics, events, previews)
     r = app.router
     r.add_get("/", api.dashboard)

@@ -342,6 +342,13 @@ class PreviewRegistry:
                 "upstreams_opened": total.upstreams_opened, "frames": total.frames,
                 "dropped_subscribers": total.dropped_subscribers, "last_error": total.last_error}
 
+    async def forget(self, stream_id: str) -> None:
+        """Stop and drop a removed stream's broadcasters and counters (nothing kept per stream)."""
+        keys = [k for k in self._by_key if k[0] == stream_id]
+        bcs = [self._by_key.pop(k) for k in keys]
+        self._retired.pop(stream_id, None)
+        await asyncio.gather(*(bc.stop() for bc in bcs), return_exceptions=True)
+
     async def close(self) -> None:
         self.closed = True
         bcs = list(self._by_key.values())

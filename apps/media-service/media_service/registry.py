@@ -25,6 +25,9 @@ class StreamRegistry:
         self._workers: dict[str, StreamWorker] = {}
         self._lock = asyncio.Lock()
         self._reaper: asyncio.Task | None = None
+        # Called (awaited) with the id of every stream removed: per-stream state elsewhere
+        # (the preview registry) goes with it.
+        self.on_removed: list = []
 
     def get(self, stream_id: str) -> StreamWorker | None:
         return self._workers.get(stream_id)
@@ -56,6 +59,9 @@ class StreamRegistry:
             worker = self._workers.pop(stream_id, None)
         if worker is not None and not worker.done:
             await worker.stop(drain=drain)
+        if worker is not None:
+            for forget in self.on_removed:
+                await forget(stream_id)
         self.metrics.streams_active.set(len([w for w in self._workers.values() if not w.done]))
         return worker
 
