@@ -49,6 +49,7 @@ class MediaConfig:
     default_source_language: str = "en"
     default_target_languages: tuple[str, ...] = ("es",)
     input_retry_s: float = 1.0
+    input_wait_timeout_s: float = 300.0  # a stream whose input never connects ends after this (0 = never)
     log_level: str = "INFO"
 
     def validate(self) -> MediaConfig:
@@ -68,6 +69,8 @@ class MediaConfig:
         if not (0 < self.min_fragment_ms < self.max_fragment_ms):
             raise ConfigError(f"--min-fragment-ms must be above 0 and below --max-fragment-ms, got "
                               f"{self.min_fragment_ms}")
+        if self.input_wait_timeout_s < 0:
+            raise ConfigError(f"--input-wait-timeout must be >= 0 s (0 = wait forever), got {self.input_wait_timeout_s}")
         if not (0 <= self.speech_padding_ms <= 1000):
             raise ConfigError(f"--speech-padding-ms must be within 0..1000, got {self.speech_padding_ms}")
         if not (-60.0 <= self.duck_gain_db <= 0.0):
@@ -105,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> MediaConfig:
                    help="comma-separated, used for hook-started streams without ?lang=")
     p.add_argument("--allowed-hosts", default=_env("MEDIA_ALLOWED_HOSTS", ""),
                    help="comma-separated host names the API answers to (default: any; DNS-rebinding guard)")
+    p.add_argument("--input-wait-timeout", dest="input_wait_timeout_s", type=float,
+                   default=float(_env("MEDIA_INPUT_WAIT_TIMEOUT", str(d.input_wait_timeout_s))),
+                   help="seconds a stream waits for its input to connect a first time before it ends (0 = forever)")
     p.add_argument("--log-level", default=_env("MEDIA_LOG_LEVEL", d.log_level))
     ns = p.parse_args(argv)
     values = vars(ns)

@@ -197,6 +197,7 @@ class StreamWorker:
         reader = InputReader(self.request.input_url, on_video=self._on_video, on_audio=self._on_audio,
                              stop=self._ending)
         gone_since = None
+        started = time.monotonic()
         while not self._ending.is_set():
             sessions_before = self.counters.input_sessions
             try:
@@ -216,6 +217,14 @@ class StreamWorker:
             if self.counters.input_sessions and self.state == "running":
                 self._set_state("reconnecting_input", reason)
                 self.events.publish(self.id, "input_lost", {"reason": reason})
+            waited = time.monotonic() - started
+            if not self.counters.input_sessions and 0 < self.cfg.input_wait_timeout_s < waited:
+                why = f"input never connected in {self.cfg.input_wait_timeout_s:g} s: {reason}"
+                log.info("stream %s: %s", self.id, why)
+                self.events.publish(self.id, "input_never_connected", {"reason": reason, "waited_s": round(waited, 1)})
+                self._set_state("ended", why)  # the registry reaps ended workers
+                self._ending.set()
+                break
             if self.counters.input_sessions > sessions_before:
                 gone_since = None  # it was back: the linger clock starts again
             gone_since = gone_since or time.monotonic()
