@@ -1,7 +1,8 @@
 """The STS wire protocol, version 1.x: the single definition both services import.
 
 See specs/protocol.md for the prose description. Split by what it defines: ``events`` (names,
-version), ``models`` (payloads, parse/dump), ``errors`` (codes, refusals), ``audio`` (PCM16).
+version), ``models`` (payloads, parse/dump), ``errors`` (codes, refusals), ``audio`` (PCM16),
+``tokens`` (the shared secret's strength check).
 """
 
 from .audio import float_to_pcm16, pcm16_duration_ms, pcm16_to_float
@@ -38,8 +39,11 @@ from .models import (
     dump,
     parse,
 )
+from .tokens import MIN_TOKEN_CHARS, weak_token_reason
 
 __all__ = [
+    "MIN_TOKEN_CHARS",
+    "weak_token_reason",
     "ERROR", "FRAGMENT_DATA", "FRAGMENT_PROCESSED", "NAMESPACE", "PROTOCOL_MINOR", "PROTOCOL_VERSION",
     "RETRYABLE_CODES", "STREAM_BACKPRESSURE", "STREAM_END", "STREAM_ID_PATTERN", "STREAM_INIT",
     "AudioFormat", "Capabilities", "DubResult", "ErrorCode", "FragmentAck", "FragmentData",

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from livedub_protocol import weak_token_reason
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .budget import DelayTooShort, check_delay
@@ -57,9 +58,8 @@ class MediaConfig:
             raise ConfigError(f"STS_URL must be an http(s):// URL, got {self.sts_url!r}")
         if not self.sts_token:
             raise ConfigError("STS_AUTH_TOKEN is not set: media-service needs the sts-service token")
-        if self.api_token is not None and len(self.api_token) < 16:
-            raise ConfigError("MEDIA_API_TOKEN is too short: use at least 16 characters (or leave it unset "
-                              "to have one generated)")
+        if self.api_token is not None and (weak := weak_token_reason(self.api_token)):
+            raise ConfigError(f"MEDIA_API_TOKEN is not usable: {weak} (or leave it unset to have one generated)")
         if not (1.0 <= self.output_delay_s <= 60.0):
             raise ConfigError(f"--output-delay must be 1..60 s, got {self.output_delay_s}")
         try:

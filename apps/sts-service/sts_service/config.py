@@ -6,6 +6,8 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
+from livedub_protocol import weak_token_reason
+
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the flag/variable."""
@@ -59,6 +61,8 @@ class StsConfig:
                 "STS_AUTH_TOKEN is not set: set it (or --auth-token) or start with --no-auth to run "
                 "without authentication"
             )
+        if not self.no_auth and (weak := weak_token_reason(self.auth_token)):
+            raise ConfigError(f"STS_AUTH_TOKEN is not usable: {weak}")
         if not (0 <= self.port <= 65535):
             raise ConfigError(f"--port must be 0..65535, got {self.port}")
         if self.asr_beam_size < 1:
