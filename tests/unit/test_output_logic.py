@@ -10,7 +10,7 @@ import pytest
 from media_service import output, recording
 from media_service.output import BACKOFFS, Backoff, OutputError, OutputWriter
 from media_service.recording import SegmentFile, next_segment_number, segment_name
-from media_service.relay import redact, redact_url
+from media_service.redaction import redact, redact_url
 
 
 def test_backoff_doubles_from_one_second_up_to_thirty():

@@ -16,6 +16,7 @@ import logging
 from urllib.parse import parse_qs, urlencode
 
 from aiohttp import web
+from livedub_protocol import describe_validation_error
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
@@ -34,10 +35,6 @@ OPEN_PATHS = ("/health", "/metrics")
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
 
 
 # Routes that callers cannot give a header to (RTMP servers' hooks, <img> previews) may carry the
@@ -119,7 +116,7 @@ class Api:
         try:
             req = StreamRequest.model_validate(body)
         except ValidationError as exc:
-            return _error(400, "invalid_request", _describe(exc))
+            return _error(400, "invalid_request", describe_validation_error(exc))
         return await self._start(req)
 
     async def _start(self, req: StreamRequest) -> web.Response:
@@ -250,7 +247,7 @@ class Api:
         try:
             req = self._hook_request(path, query, nginx)
         except ValidationError as exc:
-            return _error(400, "invalid_request", _describe(exc))
+            return _error(400, "invalid_request", describe_validation_error(exc))
         if req is None:
             return web.json_response({"ignored": path})  # e.g. our own outputs: never refuse a publish
         try:

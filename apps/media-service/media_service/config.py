@@ -15,6 +15,7 @@ from livedub_protocol import weak_token_reason
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .budget import DelayTooShort, check_delay
+from .redaction import redact_url
 
 STREAM_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 SUPPORTED_INPUT_SCHEMES = ("rtmp://", "rtmps://", "srt://", "file://", "/")
@@ -146,14 +147,14 @@ class StreamRequest(BaseModel):
     @classmethod
     def _input(cls, v: str) -> str:
         if not v.startswith(SUPPORTED_INPUT_SCHEMES):
-            raise ValueError(f"unsupported URL {v!r}: use rtmp://, srt://, file:// or an absolute path")
+            raise ValueError(f"unsupported URL {redact_url(v)!r}: use rtmp://, srt://, file:// or an absolute path")
         return v
 
     @field_validator("output_url")
     @classmethod
     def _output(cls, v: str) -> str:
         if not v.startswith(("rtmp://", "rtmps://", "/", "file://")):
-            raise ValueError(f"unsupported URL {v!r}: use rtmp:// (or a file path for recording)")
+            raise ValueError(f"unsupported URL {redact_url(v)!r}: use rtmp:// (or a file path for recording)")
         return v
 
     def output_for(self, lang: str) -> str:

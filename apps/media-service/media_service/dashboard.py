@@ -2,9 +2,9 @@
 
 It holds no data: it polls `GET /v1/streams` every 2 s, shows each stream's state and counters, its
 recent transcripts/translations and a live preview (`/v1/streams/{id}/preview.mjpg`), and switches
-the mix with `PATCH /v1/streams/{id}`. With MEDIA_API_TOKEN set, the token typed into the page is
-kept in localStorage and sent as `Authorization: Bearer` (and as `?token=` for the preview image,
-which cannot send headers).
+the mix with `PATCH /v1/streams/{id}`. The token typed into the page is kept in memory only (never
+in localStorage: any script of the origin could read it there, and it would outlive the tab) and
+sent as `Authorization: Bearer` (and as `?token=` for the preview image, which cannot send headers).
 """
 
 DASHBOARD_HTML = r"""<!doctype html>
@@ -45,15 +45,15 @@ DASHBOARD_HTML = r"""<!doctype html>
 <main id="streams"><div class="empty">No streams yet. Publish to rtmp://&lt;server&gt;/live/&lt;name&gt;/in or POST /v1/streams.</div></main>
 <script>
 "use strict";
-const TOKEN_KEY = "livedub.token";
+let apiToken = "";  // in memory only: typed again after a reload
 const tokenInput = document.getElementById("token");
-tokenInput.value = localStorage.getItem(TOKEN_KEY) || "";
+try { localStorage.removeItem("livedub.token"); } catch (e) {}  // what older versions stored
 tokenInput.addEventListener("change", () => {
-  localStorage.setItem(TOKEN_KEY, tokenInput.value.trim());
+  apiToken = tokenInput.value.trim();
   for (const card of cards.values()) card.setPreview();
   poll();
 });
-const token = () => localStorage.getItem(TOKEN_KEY) || "";
+const token = () => apiToken;
 const headers = () => token() ? {"Authorization": "Bearer " + token()} : {};
 const cards = new Map();
 const main = document.getElementById("streams");

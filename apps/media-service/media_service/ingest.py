@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from .redaction import redact, redact_url
+
 log = logging.getLogger(__name__)
 
 RATE = 48000
@@ -45,15 +47,15 @@ def open_input(url: str, timeout_s: float = 5.0) -> av.container.InputContainer:
     try:
         return av.open(path, mode="r", options=options, timeout=(timeout_s, timeout_s))
     except av.error.FileNotFoundError as exc:
-        raise InputError(f"input {url} not found") from exc
+        raise InputError(f"input {redact_url(url)} not found") from exc
     except (av.error.ConnectionRefusedError, av.error.ConnectionResetError) as exc:
-        raise InputError(f"input {url}: connection refused (is the RTMP server up and the stream published?)") \
+        raise InputError(f"input {redact_url(url)}: connection refused (is the RTMP server up and the stream published?)") \
             from exc
     except av.error.OSError as exc:
-        raise InputError(f"cannot open input {url}: nothing is published there or the server refused it "
+        raise InputError(f"cannot open input {redact_url(url)}: nothing is published there or the server refused it "
                          f"({exc.strerror or exc})") from exc
     except Exception as exc:
-        raise InputError(f"cannot open input {url}: {exc}") from exc
+        raise InputError(f"cannot open input {redact_url(url)}: {redact(str(exc))}") from exc
 
 
 def describe(container: av.container.InputContainer) -> InputInfo:
@@ -90,7 +92,7 @@ class InputReader:
         try:
             info = describe(container)
             if info.video is None and info.audio is None:
-                raise InputError(f"input {self.url} has neither video nor audio")
+                raise InputError(f"input {redact_url(self.url)} has neither video nor audio")
             on_open(info, container)
             streams = [s for s in (info.video, info.audio) if s is not None]
             resampler = av.AudioResampler(format="flt", layout="stereo", rate=RATE)
@@ -131,4 +133,4 @@ class InputReader:
         except Exception as exc:
             if self.stop.is_set():
                 return "stopped"
-            return f"read error: {exc}"
+            return f"read error: {redact(str(exc))}"

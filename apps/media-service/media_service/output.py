@@ -31,7 +31,8 @@ import av
 import numpy as np
 
 from .recording import SegmentFile
-from .relay import Relay, RelaySettings, RelayStartError, redact
+from .redaction import redact
+from .relay import Relay, RelaySettings, RelayStartError
 
 log = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ from .ingest import InputError, InputInfo, InputReader
 from .metrics import MediaMetrics
 from .mixer import DubTrack, Mode, resample
 from .output import FRAME, OutputError, OutputWriter
+from .redaction import redact_url
 from .segmenter import Segment, SegmenterConfig, SpeechSegmenter
 from .sts_client import Fallback, StsClient
 from .timeline import JUMP_S, RATE, AudioStore, Timeline
@@ -146,7 +147,7 @@ class StreamWorker:
         self.metrics.output_delay.labels(self.id).set(0)
         self.metrics.av_offset.labels(self.id).set(0)
         # Published first: the threads may report their own events at once.
-        self.events.publish(self.id, "started", {"input_url": self.request.input_url,
+        self.events.publish(self.id, "started", {"input_url": redact_url(self.request.input_url),
                                                  "targets": self.request.target_languages})
         self.sts.start()
         for name, target in (("ingest", self._ingest_main), ("output", self._output_main)):
@@ -629,8 +630,8 @@ class StreamWorker:
             "id": self.id,
             "state": self.state,
             "reason": self.state_reason,
-            "input_url": self.request.input_url,
-            "outputs": {lang: self.request.output_for(lang) for lang in self.request.target_languages},
+            "input_url": redact_url(self.request.input_url),
+            "outputs": {lang: redact_url(self.request.output_for(lang)) for lang in self.request.target_languages},
             "source_language": self.request.source_language,
             "target_languages": list(self.request.target_languages),
             "mix": self.mode.value,
