@@ -19,6 +19,9 @@ class StreamExists(Exception):
         self.worker = worker
 
 
+OUTPUT_STALL_S = 10.0  # an output loop that has not turned this long is stuck (watchdog)
+
+
 class StreamRegistry:
     def __init__(self, cfg: MediaConfig, metrics: MediaMetrics, events: EventLog):
         self.cfg, self.metrics, self.events = cfg, metrics, events
@@ -66,12 +69,19 @@ class StreamRegistry:
         return worker
 
     async def _reap(self) -> None:
-        """Workers that stop themselves (input gone for good) are removed here."""
+        """Workers that stop themselves (input gone for good) are removed here; failed ones are
+        stopped (and kept, so that their reason can be read); the watchdog fails a worker whose
+        output thread has not come round its loop for OUTPUT_STALL_S."""
         while True:
             await asyncio.sleep(1.0)
             for worker in list(self._workers.values()):
+                stalled = worker.output_stalled_s()
+                if stalled > OUTPUT_STALL_S:
+                    worker.fail(f"output thread stuck for {stalled:.0f} s")
                 if worker.state == "ended":
                     await self.stop(worker.id)
+                elif worker.state == "failed":
+                    await worker.stop(drain=False)
 
     async def close(self) -> None:
         if self._reaper:

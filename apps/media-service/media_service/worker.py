@@ -35,7 +35,7 @@ from .ingest import InputError, InputInfo, InputReader
 from .metrics import MediaMetrics
 from .mixer import DubTrack, Mode, resample
 from .output import FRAME, OutputError, OutputWriter
-from .redaction import redact_url
+from .redaction import redact, redact_url
 from .segmenter import Segment, SegmenterConfig, SpeechSegmenter
 from .sts_client import Fallback, StsClient
 from .timeline import JUMP_S, RATE, AudioStore, Timeline
@@ -117,6 +117,7 @@ class StreamWorker:
         self._stop = threading.Event()
         self._drain = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._output_beat: float | None = None  # monotonic time of the output loop's last round
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seq = 0
@@ -151,9 +152,36 @@ class StreamWorker:
                                                  "targets": self.request.target_languages})
         self.sts.start()
         for name, target in (("ingest", self._ingest_main), ("output", self._output_main)):
-            t = threading.Thread(target=target, name=f"{name}:{self.id}", daemon=True)
+            t = threading.Thread(target=self._guarded(name, target), name=f"{name}:{self.id}", daemon=True)
             t.start()
             self._threads.append(t)
+
+    def _guarded(self, name: str, target):
+        """Thread body: an unexpected error fails the stream with its reason (and the registry stops
+        it) instead of killing the thread silently while the stream still says `running` and its
+        queues grow."""
+        def run() -> None:
+            try:
+                target()
+            except Exception as exc:
+                log.exception("stream %s: %s thread failed", self.id, name)
+                self.fail(f"{name} thread failed: {type(exc).__name__}: {redact(str(exc))}")
+        return run
+
+    def fail(self, reason: str) -> None:
+        """Mark the stream failed and end its threads; the registry's reaper then stops it."""
+        if self.state in ("stopped", "failed"):
+            return
+        self._set_state("failed", reason)
+        self.events.publish(self.id, "failed", {"reason": reason})
+        self._ending.set()
+        self._stop.set()
+
+    def output_stalled_s(self) -> float:
+        """How long the output thread has not come round its loop (0 when it is not running)."""
+        if self.state in ("stopped", "failed", "ended") or self._output_beat is None:
+            return 0.0
+        return time.monotonic() - self._output_beat
 
     async def stop(self, drain: bool = True) -> None:
         """Stop reading; with `drain`, let the output play out what is buffered (<= D + 2 s)."""
@@ -490,7 +518,7 @@ class StreamWorker:
         last_open_try = 0.0
         try:
             while not self._stop.is_set():
-                now = time.monotonic()
+                now = self._output_beat = time.monotonic()
                 if self._info is None:
                     self._stop.wait(0.02)
                     continue

@@ -1,0 +1,42 @@
+"""A stream thread that dies, or an output loop that stops turning, fails the stream loudly
+(issue 12 #4): state `failed` with the reason, a `failed` event, and the threads told to end."""
+
+import time
+
+from media_service.config import MediaConfig, StreamRequest
+from media_service.events import EventLog
+from media_service.metrics import MediaMetrics
+from media_service.worker import StreamWorker
+
+
+def make_worker() -> StreamWorker:
+    req = StreamRequest(input_url="rtmp://127.0.0.1:1/live/x/in", output_url="rtmp://u:pw12345678@127.0.0.1:1/live/x/out")
+    return StreamWorker("x", req, MediaConfig(sts_token="t"), MediaMetrics(), EventLog())
+
+
+def test_an_unexpected_error_in_a_thread_fails_the_stream_with_its_reason():
+    w = make_worker()
+    w.state = "running"
+
+    def boom():
+        raise RuntimeError("muxer exploded writing rtmp://u:pw12345678@127.0.0.1:1/live/x/out")
+
+    w._guarded("output", boom)()  # what the thread runs: it must not raise
+    assert w.state == "failed"
+    assert w.state_reason.startswith("output thread failed: RuntimeError: muxer exploded")
+    assert "pw12345678" not in w.state_reason
+    assert w._ending.is_set() and w._stop.is_set()
+    kinds = [e["type"] for e in w.events.since(0)]
+    assert "failed" in kinds
+    w.fail("second failure")  # the first reason stays
+    assert w.state_reason.startswith("output thread failed")
+
+
+def test_the_watchdog_sees_an_output_loop_that_stopped_turning():
+    w = make_worker()
+    w.state = "running"
+    assert w.output_stalled_s() == 0.0  # not started
+    w._output_beat = time.monotonic() - 12.0
+    assert w.output_stalled_s() > 10.0
+    w.fail("output thread stuck for 12 s")
+    assert w.output_stalled_s() == 0.0 and w.state == "failed"
