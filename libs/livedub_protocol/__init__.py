@@ -19,6 +19,7 @@ from .events import (
     STREAM_INIT,
 )
 from .models import (
+    LANGUAGE_PATTERN,
     STREAM_ID_PATTERN,
     AudioFormat,
     Capabilities,
@@ -45,7 +46,7 @@ __all__ = [
     "MIN_TOKEN_CHARS",
     "weak_token_reason",
     "ERROR", "FRAGMENT_DATA", "FRAGMENT_PROCESSED", "NAMESPACE", "PROTOCOL_MINOR", "PROTOCOL_VERSION",
-    "RETRYABLE_CODES", "STREAM_BACKPRESSURE", "STREAM_END", "STREAM_ID_PATTERN", "STREAM_INIT",
+    "RETRYABLE_CODES", "STREAM_BACKPRESSURE", "STREAM_END", "LANGUAGE_PATTERN", "STREAM_ID_PATTERN", "STREAM_INIT",
     "AudioFormat", "Capabilities", "DubResult", "ErrorCode", "FragmentAck", "FragmentData",
     "FragmentError", "FragmentProcessed", "FragmentStatus", "ProtocolError", "Stage", "StageTimings",
     "StreamBackpressure", "StreamEnd", "StreamEndAck", "StreamInit", "StreamInitAck",

@@ -14,6 +14,8 @@ from .errors import ErrorCode, ProtocolError
 from .events import PROTOCOL_MINOR, PROTOCOL_VERSION
 
 STREAM_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+# A BCP-47-like language tag ("es", "pt-BR", "zh-Hans"): safe inside URLs and file names.
+LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$"
 
 Stage = Literal["asr", "translation", "tts", "fit", "internal"]
 FragmentStatus = Literal["ok", "no_speech", "failed"]

@@ -27,6 +27,7 @@ from .events import EventLog
 from .metrics import MediaMetrics
 from .preview import BroadcasterStopped, PreviewRegistry
 from .registry import StreamExists, StreamRegistry
+from .targets import TargetRefused
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ class Api:
             worker, created = await self.registry.start(req)
         except StreamExists as exc:
             return _error(409, "conflict", str(exc))
+        except TargetRefused as exc:
+            return _error(400, "invalid_request", str(exc))
         return web.json_response(self._snapshot(worker), status=201 if created else 200)
 
     def _snapshot(self, worker) -> dict:

@@ -9,16 +9,16 @@ import argparse
 import os
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from livedub_protocol import weak_token_reason
+from livedub_protocol import LANGUAGE_PATTERN, weak_token_reason
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .budget import DelayTooShort, check_delay
-from .redaction import redact_url
+from .targets import TargetPolicy, check_url_syntax
 
-STREAM_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-SUPPORTED_INPUT_SCHEMES = ("rtmp://", "rtmps://", "srt://", "file://", "/")
+# Starts with a letter or digit: "." and ".." would be paths, "-x" an option to a child process.
+STREAM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class ConfigError(ValueError):
@@ -52,7 +52,12 @@ class MediaConfig:
     default_target_languages: tuple[str, ...] = ("es",)
     input_retry_s: float = 1.0
     input_wait_timeout_s: float = 300.0  # a stream whose input never connects ends after this (0 = never)
+    media_root: str | None = None  # file inputs/outputs only under this directory; None: no files
+    media_hosts: tuple[str, ...] = ()  # rtmp/srt hosts streams may reach; empty: any
     log_level: str = "INFO"
+
+    def target_policy(self) -> TargetPolicy:
+        return TargetPolicy(media_root=self.media_root, hosts=self.media_hosts)
 
     def validate(self) -> MediaConfig:
         if not self.sts_url.startswith(("http://", "https://")):
@@ -80,6 +85,8 @@ class MediaConfig:
             raise ConfigError(f"--mix must be duck, replace or passthrough, got {self.default_mix!r}")
         if not self.rtmp_base_url.startswith(("rtmp://", "rtmps://")):
             raise ConfigError(f"--rtmp-base-url must start with rtmp://, got {self.rtmp_base_url!r}")
+        if self.media_root is not None and not os.path.isdir(self.media_root):
+            raise ConfigError(f"--media-root (MEDIA_ROOT) must be an existing directory, got {self.media_root!r}")
         return self
 
 
@@ -112,10 +119,16 @@ def parse_args(argv: list[str] | None = None) -> MediaConfig:
     p.add_argument("--input-wait-timeout", dest="input_wait_timeout_s", type=float,
                    default=float(_env("MEDIA_INPUT_WAIT_TIMEOUT", str(d.input_wait_timeout_s))),
                    help="seconds a stream waits for its input to connect a first time before it ends (0 = forever)")
+    p.add_argument("--media-root", default=_env("MEDIA_ROOT"),
+                   help="directory that file inputs and outputs must be under (default: files refused)")
+    p.add_argument("--media-hosts", default=_env("MEDIA_HOSTS", ""),
+                   help="comma-separated host or host:port that rtmp/srt inputs and outputs may reach "
+                        "(default: any; SSRF guard)")
     p.add_argument("--log-level", default=_env("MEDIA_LOG_LEVEL", d.log_level))
     ns = p.parse_args(argv)
     values = vars(ns)
-    values["allowed_hosts"] = tuple(h.strip().lower() for h in values["allowed_hosts"].split(",") if h.strip())
+    for key in ("allowed_hosts", "media_hosts"):
+        values[key] = tuple(h.strip().lower() for h in values[key].split(",") if h.strip())
     values["default_target_languages"] = tuple(
         t.strip() for t in values["default_target_languages"].split(",") if t.strip())
     cfg = MediaConfig(**values, sts_token=_env("STS_AUTH_TOKEN"), api_token=_env("MEDIA_API_TOKEN"))
@@ -130,8 +143,9 @@ class StreamRequest(BaseModel):
     id: str | None = Field(None, description="stream id; derived from the input URL when absent")
     input_url: str
     output_url: str = Field(description="may contain {lang}; required when several languages are dubbed")
-    source_language: str = "en"
-    target_languages: list[str] = Field(default_factory=lambda: ["es"], min_length=1, max_length=8)
+    source_language: str = Field("en", pattern=LANGUAGE_PATTERN)
+    target_languages: list[Annotated[str, Field(pattern=LANGUAGE_PATTERN)]] = Field(
+        default_factory=lambda: ["es"], min_length=1, max_length=8)
     mix: Literal["duck", "replace", "passthrough"] = "duck"
     duck_gain_db: float | None = Field(None, ge=-60, le=0)
     output_delay_s: float | None = Field(None, ge=1, le=60)
@@ -140,22 +154,18 @@ class StreamRequest(BaseModel):
     @classmethod
     def _id(cls, v: str | None) -> str | None:
         if v is not None and not STREAM_ID_RE.match(v):
-            raise ValueError("must be 1..128 characters of A-Z a-z 0-9 . _ -")
+            raise ValueError("must be 1..128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit")
         return v
 
     @field_validator("input_url")
     @classmethod
     def _input(cls, v: str) -> str:
-        if not v.startswith(SUPPORTED_INPUT_SCHEMES):
-            raise ValueError(f"unsupported URL {redact_url(v)!r}: use rtmp://, srt://, file:// or an absolute path")
-        return v
+        return check_url_syntax(v, output=False)
 
     @field_validator("output_url")
     @classmethod
     def _output(cls, v: str) -> str:
-        if not v.startswith(("rtmp://", "rtmps://", "/", "file://")):
-            raise ValueError(f"unsupported URL {redact_url(v)!r}: use rtmp:// (or a file path for recording)")
-        return v
+        return check_url_syntax(v, output=True)
 
     def output_for(self, lang: str) -> str:
         if "{lang}" in self.output_url:
@@ -169,5 +179,9 @@ class StreamRequest(BaseModel):
             return self.id
         tail = self.input_url.rstrip("/").split("://", 1)[-1].split("/", 1)[-1]
         parts = [p for p in tail.split("/") if p and p not in ("live", "in", "_definst_")]
-        candidate = re.sub(r"[^A-Za-z0-9._-]", "-", "-".join(parts))[:128] or "stream"
-        return candidate
+        candidate = re.sub(r"[^A-Za-z0-9._-]", "-", "-".join(parts)).lstrip("._-")[:128]
+        return candidate or "stream"
+
+    def targets(self) -> list[tuple[str, bool]]:
+        """Every URL this request opens, as (url, is_output)."""
+        return [(self.input_url, False)] + [(self.output_for(lang), True) for lang in self.target_languages]

@@ -16,6 +16,7 @@ import av
 import numpy as np
 
 from .redaction import redact, redact_url
+from .targets import file_path, protocol_whitelist
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,15 @@ def _is_live(url: str) -> bool:
 
 
 def open_input(url: str, timeout_s: float = 5.0) -> av.container.InputContainer:
-    options = {}
+    # The whitelist keeps libavformat to the URL's own protocol (no http/gopher/unix behind a file://).
+    options = {"protocol_whitelist": protocol_whitelist(url)}
     if _is_live(url):
-        options = {"rw_timeout": str(int(timeout_s * 1e6))}
-    path = url[len("file://"):] if url.startswith("file://") else url
+        options["rw_timeout"] = str(int(timeout_s * 1e6))
+    path = file_path(url)
     try:
         return av.open(path, mode="r", options=options, timeout=(timeout_s, timeout_s))
+    except av.error.ArgumentError as exc:
+        raise InputError(f"cannot open input {redact_url(url)}: protocol not allowed or bad URL") from exc
     except av.error.FileNotFoundError as exc:
         raise InputError(f"input {redact_url(url)} not found") from exc
     except (av.error.ConnectionRefusedError, av.error.ConnectionResetError) as exc:

@@ -26,6 +26,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
+from .targets import protocol_whitelist
+
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 2
@@ -53,7 +55,8 @@ def av_jpeg_source(fps: float = DEFAULT_FPS, width: int = DEFAULT_WIDTH) -> Fram
     def source(url: str, stop: threading.Event) -> Iterator[bytes]:
         import av
 
-        container = av.open(url, options={"rw_timeout": "5000000"}, timeout=(5, 5))
+        container = av.open(url, options={"rw_timeout": "5000000", "protocol_whitelist": protocol_whitelist(url)},
+                            timeout=(5, 5))
         try:
             if not container.streams.video:
                 raise RuntimeError(f"{url} has no video stream")

@@ -39,8 +39,15 @@ class StreamRegistry:
         return list(self._workers.values())
 
     async def start(self, request: StreamRequest) -> tuple[StreamWorker, bool]:
-        """Start a worker; if one with this id runs the same request, return it (created=False)."""
+        """Start a worker; if one with this id runs the same request, return it (created=False).
+
+        Raises TargetRefused when an input or output is outside what the service may open
+        (files outside --media-root, hosts outside --media-hosts): the one place it is checked.
+        """
         stream_id = request.stream_id()
+        policy = self.cfg.target_policy()
+        for url, output in request.targets():
+            policy.check(url, output=output)
         async with self._lock:
             existing = self._workers.get(stream_id)
             if existing is not None and not existing.done:

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 
 from .redaction import redact
+from .targets import protocol_whitelist
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ class Relay:
             raise RelayStartError("ffmpeg not found (needed to publish to network outputs): install Debian 'ffmpeg'")
         rw_us = str(int(self.settings.rw_timeout_s * 1_000_000))
         cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "flv", "-i", "pipe:0",
-               "-map", "0", "-c", "copy", "-copyts", "-rw_timeout", rw_us, "-f", "flv", url]
+               "-map", "0", "-c", "copy", "-copyts", "-rw_timeout", rw_us,
+               "-protocol_whitelist", protocol_whitelist(url), "-f", "flv", url]
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, bufsize=0)
