@@ -26,7 +26,7 @@ from .dashboard import DASHBOARD_HTML
 from .events import EventLog
 from .metrics import MediaMetrics
 from .preview import BroadcasterStopped, PreviewRegistry
-from .registry import StreamExists, StreamRegistry
+from .registry import LimitReached, StreamExists, StreamRegistry
 from .targets import TargetRefused
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ OPEN_PATHS = ("/health", "/metrics")
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
+
+MAX_BODY_BYTES = 64 * 1024  # the largest legal StreamRequest is under 10 KiB
 
 # Routes that callers cannot give a header to (RTMP servers' hooks, <img> previews) may carry the
 # token in the query string; every other /v1 route takes it only as a bearer header.
@@ -85,6 +87,12 @@ async def auth_middleware(request: web.Request, handler):
 async def _json_body(request: web.Request) -> dict:
     try:
         body = await request.json()
+    except web.HTTPRequestEntityTooLarge:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=MAX_BODY_BYTES, actual_size=request.content_length or 0,
+            text=json.dumps({"error": {"code": "limit_reached",
+                                       "message": f"request body is larger than {MAX_BODY_BYTES} bytes"}}),
+            content_type="application/json") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise web.HTTPBadRequest(text=json.dumps({"error": {"code": "invalid_json",
                                                             "message": "request body is not valid JSON"}}),
@@ -131,7 +139,16 @@ class Api:
             return _error(409, "conflict", str(exc))
         except TargetRefused as exc:
             return _error(400, "invalid_request", str(exc))
+        except LimitReached as exc:
+            return self._refuse(exc)
         return web.json_response(self._snapshot(worker), status=201 if created else 200)
+
+    def _refuse(self, exc: LimitReached) -> web.Response:
+        self.metrics.limit_refusals.labels(exc.limit).inc()
+        resp = _error(exc.status, "limit_reached", str(exc))
+        if exc.status == 503:
+            resp.headers["Retry-After"] = "5"
+        return resp
 
     def _snapshot(self, worker) -> dict:
         return {**worker.snapshot(), "preview": self.previews.stats(worker.id)}
@@ -198,6 +215,12 @@ class Api:
         lang = request.query.get("lang") or langs[0]
         if lang not in langs:
             return _error(404, "not_found", f"stream {worker.id!r} has no output language {lang!r}; it has {langs}")
+        if self.previews.viewers(worker.id) >= self.cfg.max_preview_viewers:
+            return self._refuse(LimitReached("preview_viewers", f"stream {worker.id!r} has "
+                                             f"{self.cfg.max_preview_viewers} preview viewers (--max-preview-viewers)"))
+        if self.previews.viewers() >= self.cfg.max_preview_viewers_total:
+            return self._refuse(LimitReached("preview_viewers_total", f"{self.cfg.max_preview_viewers_total} preview "
+                                             "viewers in total (--max-preview-viewers-total)"))
         try:
             bc, queue = self.previews.subscribe(worker.id, worker.request.output_for(lang))
         except BroadcasterStopped as exc:  # shutting down
@@ -306,12 +329,17 @@ class Api:
 
 def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, events: EventLog,
              previews: PreviewRegistry | None = None) -> web.Application:
-    app = web.Application(middlewares=[auth_middleware], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[auth_middleware], client_max_size=MAX_BODY_BYTES)
     app["config"] = cfg
     previews = previews or PreviewRegistry()
     app["previews"] = previews
     registry.on_removed.append(previews.forget)
     api = Api(cfg, registry, metrics, events, previews)
+    for name, value in (("streams", cfg.max_streams), ("languages", cfg.max_languages),
+                        ("preview_viewers", cfg.max_preview_viewers),
+                        ("preview_viewers_total", cfg.max_preview_viewers_total), ("body_bytes", MAX_BODY_BYTES),
+                        ("events_kept", events.maxlen)):
+        metrics.limit.labels(name).set(value)
     r = app.router
     r.add_get("/", api.dashboard)
     r.add_get("/dashboard", api.dashboard)

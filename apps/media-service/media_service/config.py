@@ -52,6 +52,11 @@ class MediaConfig:
     default_target_languages: tuple[str, ...] = ("es",)
     input_retry_s: float = 1.0
     input_wait_timeout_s: float = 300.0  # a stream whose input never connects ends after this (0 = never)
+    # Limits (a client must not be able to exhaust the machine); refused with `limit_reached`.
+    max_streams: int = 16  # running streams per media-service
+    max_languages: int = 8  # target languages per stream
+    max_preview_viewers: int = 8  # preview viewers per stream
+    max_preview_viewers_total: int = 32  # preview viewers in total
     media_root: str | None = None  # file inputs/outputs only under this directory; None: no files
     media_hosts: tuple[str, ...] = ()  # rtmp/srt hosts streams may reach; empty: any
     log_level: str = "INFO"
@@ -85,6 +90,11 @@ class MediaConfig:
             raise ConfigError(f"--mix must be duck, replace or passthrough, got {self.default_mix!r}")
         if not self.rtmp_base_url.startswith(("rtmp://", "rtmps://")):
             raise ConfigError(f"--rtmp-base-url must start with rtmp://, got {self.rtmp_base_url!r}")
+        for flag, value, top in (("--max-streams", self.max_streams, 1000), ("--max-languages", self.max_languages, 8),
+                                 ("--max-preview-viewers", self.max_preview_viewers, 1000),
+                                 ("--max-preview-viewers-total", self.max_preview_viewers_total, 10000)):
+            if not (1 <= value <= top):
+                raise ConfigError(f"{flag} must be within 1..{top}, got {value}")
         if self.media_root is not None and not os.path.isdir(self.media_root):
             raise ConfigError(f"--media-root (MEDIA_ROOT) must be an existing directory, got {self.media_root!r}")
         return self
@@ -119,6 +129,13 @@ def parse_args(argv: list[str] | None = None) -> MediaConfig:
     p.add_argument("--input-wait-timeout", dest="input_wait_timeout_s", type=float,
                    default=float(_env("MEDIA_INPUT_WAIT_TIMEOUT", str(d.input_wait_timeout_s))),
                    help="seconds a stream waits for its input to connect a first time before it ends (0 = forever)")
+    for flag, env, dest, text in (
+            ("--max-streams", "MEDIA_MAX_STREAMS", "max_streams", "running streams (more: 503 limit_reached)"),
+            ("--max-languages", "MEDIA_MAX_LANGUAGES", "max_languages", "target languages per stream (1..8)"),
+            ("--max-preview-viewers", "MEDIA_MAX_PREVIEW_VIEWERS", "max_preview_viewers", "preview viewers per stream"),
+            ("--max-preview-viewers-total", "MEDIA_MAX_PREVIEW_VIEWERS_TOTAL", "max_preview_viewers_total",
+             "preview viewers in total")):
+        p.add_argument(flag, dest=dest, type=int, default=int(_env(env, str(getattr(d, dest)))), help=text)
     p.add_argument("--media-root", default=_env("MEDIA_ROOT"),
                    help="directory that file inputs and outputs must be under (default: files refused)")
     p.add_argument("--media-hosts", default=_env("MEDIA_HOSTS", ""),

@@ -14,6 +14,7 @@ from collections import deque
 
 class EventLog:
     def __init__(self, maxlen: int = 2000):
+        self.maxlen = maxlen  # events kept (older ones are dropped; the seq numbers tell a reader)
         self._events: deque[dict] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self._seq = 0

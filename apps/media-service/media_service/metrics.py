@@ -30,6 +30,9 @@ class MediaMetrics:
                                ["stream", "state"], registry=r)
         self.input_up = Gauge("media_input_up", "1 while the input is being read", ["stream"], registry=r)
         self.output_up = Gauge("media_output_up", "1 while the output is being written", ["stream"], registry=r)
+        self.limit = Gauge("media_limit", "Configured limit, by name", ["limit"], registry=r)
+        self.limit_refusals = Counter("media_limit_refusals", "Requests refused at a limit, by name", ["limit"],
+                                      registry=r)
 
     def set_sts_state(self, stream: str, state: str) -> None:
         for s in STS_STATES:

@@ -327,6 +327,11 @@ class PreviewRegistry:
         bc = self.get_or_create(stream_id, url)
         return bc, bc.subscribe()  # never stopped here: get_or_create just replaced a stopped one
 
+    def viewers(self, stream_id: str | None = None) -> int:
+        """Subscribed viewers of one stream, or of all streams."""
+        return sum(bc.subscriber_count for (sid, _), bc in self._by_key.items()
+                   if stream_id is None or sid == stream_id)
+
     def broadcasters(self, stream_id: str) -> list[PreviewBroadcaster]:
         return [bc for (sid, _), bc in self._by_key.items() if sid == stream_id]
 

@@ -19,6 +19,14 @@ class StreamExists(Exception):
         self.worker = worker
 
 
+class LimitReached(Exception):
+    """A configured limit refuses the request; `limit` names it (metrics label, error text)."""
+
+    def __init__(self, limit: str, message: str, status: int = 503):
+        super().__init__(message)
+        self.limit, self.status = limit, status  # 503: the service is full; 400: the request is too big
+
+
 OUTPUT_STALL_S = 10.0  # an output loop that has not turned this long is stuck (watchdog)
 
 
@@ -41,13 +49,16 @@ class StreamRegistry:
     async def start(self, request: StreamRequest) -> tuple[StreamWorker, bool]:
         """Start a worker; if one with this id runs the same request, return it (created=False).
 
-        Raises TargetRefused when an input or output is outside what the service may open
+        Raises LimitReached at --max-streams / --max-languages, and TargetRefused when an input or output is outside what the service may open
         (files outside --media-root, hosts outside --media-hosts): the one place it is checked.
         """
         stream_id = request.stream_id()
         policy = self.cfg.target_policy()
         for url, output in request.targets():
             policy.check(url, output=output)
+        if len(request.target_languages) > self.cfg.max_languages:
+            raise LimitReached("languages", f"{len(request.target_languages)} target languages; at most "
+                                            f"{self.cfg.max_languages} per stream (--max-languages)", status=400)
         async with self._lock:
             existing = self._workers.get(stream_id)
             if existing is not None and not existing.done:
@@ -55,6 +66,10 @@ class StreamRegistry:
                 if not same:
                     raise StreamExists(existing)
                 return existing, False
+            running = sum(1 for w in self._workers.values() if not w.done)
+            if running >= self.cfg.max_streams:
+                raise LimitReached("streams", f"{running} streams are running, the limit is {self.cfg.max_streams} "
+                                              "(--max-streams / MEDIA_MAX_STREAMS); stop one or raise the limit")
             worker = StreamWorker(stream_id, request, self.cfg, self.metrics, self.events)
             self._workers[stream_id] = worker
             await worker.start()
