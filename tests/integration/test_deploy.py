@@ -200,6 +200,7 @@ def test_compose_resolved_services(tmp_path):
     media_ip = services["media-service"]["networks"]["default"]["ipv4_address"]
     assert mtx["environment"]["MTX_AUTHINTERNALUSERS_2_IPS"] == media_ip
     assert media_env["MEDIA_RTMP_BASE_URL"] == "rtmp://mediamtx:1935"
+    assert media_env["MEDIA_MEDIAMTX_API"] == "http://mediamtx:9997"  # streams restored after a restart
     # v1 prints short syntax for host-IP bindings ("127.0.0.1:9997:9997/tcp"), long otherwise
     published = {
         str(p["target"]) if isinstance(p, dict) else p.split(":")[-1].split("/")[0] for p in mtx["ports"]
@@ -356,6 +357,11 @@ def test_mediamtx_config_parses():
     assert not any(may(u, "publish", "live/demo/out") for u in anon if not u["ips"])
     assert not any(may(u, "read", "live/demo/in") for u in anon if not u["ips"])
     assert any(u["ips"] and {"action": "metrics"} in u["permissions"] for u in anon)
+    # The control API can rewrite hooks (command execution): loopback and media-service only.
+    api_ips = {ip for u in anon if {"action": "api"} in u["permissions"] for ip in u["ips"]}
+    assert api_ips <= {"127.0.0.1", "::1", "127.0.0.1/32"} and all(u["ips"] for u in anon
+                                                                   if {"action": "api"} in u["permissions"])
+    assert {"action": "api"} in users[2]["permissions"], "media-service reads the path list (reconcile)"
 
     path_conf = cfg["paths"]["~^live/[^/]+/in$"]
     assert "all_others" in cfg["paths"]  # outputs live/<name>/out, live/<name>/<lang>

@@ -26,6 +26,7 @@ from .dashboard import DASHBOARD_HTML
 from .events import EventLog
 from .metrics import MediaMetrics
 from .preview import BroadcasterStopped, PreviewRegistry
+from .reconcile import Reconciler
 from .registry import LimitReached, StreamExists, StreamRegistry
 from .targets import TargetRefused
 
@@ -109,6 +110,7 @@ class Api:
                  previews: PreviewRegistry):
         self.cfg, self.registry, self.metrics, self.events = cfg, registry, metrics, events
         self.previews = previews
+        self.reconciler: Reconciler | None = None  # with --mediamtx-api
 
     # ---------------------------------------------------------------- basics
 
@@ -193,6 +195,8 @@ class Api:
     async def delete(self, request):
         """Stop now; with `?drain=true` first play out what is buffered (up to the output delay)."""
         worker = self._worker(request)
+        if self.reconciler is not None:
+            self.reconciler.operator_stopped(worker.id)  # not brought back while still published
         await self.registry.stop(worker.id, drain=request.query.get("drain", "false").lower() == "true")
         return web.json_response(self._snapshot(worker))
 
@@ -282,6 +286,8 @@ class Api:
             # Never refuse the publish: the existing stream (e.g. made over REST) keeps running.
             log.warning("publish hook for %s: %s", path, exc)
             return web.json_response({"id": exc.worker.id, "created": False, "conflict": str(exc)})
+        if self.reconciler is not None:
+            self.reconciler.published_again(worker.id)
         self.events.publish(worker.id, "hook_publish", {"path": path, "created": created})
         return web.json_response({"id": worker.id, "created": created})
 
@@ -335,6 +341,9 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
     app["previews"] = previews
     registry.on_removed.append(previews.forget)
     api = Api(cfg, registry, metrics, events, previews)
+    if cfg.mediamtx_api:
+        api.reconciler = Reconciler(cfg.mediamtx_api, registry, events, lambda path: api._hook_request(path, ""),
+                                    interval_s=cfg.reconcile_interval_s)
     for name, value in (("streams", cfg.max_streams), ("languages", cfg.max_languages),
                         ("preview_viewers", cfg.max_preview_viewers),
                         ("preview_viewers_total", cfg.max_preview_viewers_total), ("body_bytes", MAX_BODY_BYTES),
@@ -359,13 +368,20 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
     r.add_post("/v1/hooks/nginx/on_publish", api.nginx_on_publish)
     r.add_post("/v1/hooks/nginx/on_publish_done", api.nginx_on_publish_done)
 
+    async def _startup(app):
+        if api.reconciler is not None:
+            api.reconciler.start()
+
     async def _shutdown(app):
+        if api.reconciler is not None:
+            await api.reconciler.close()
         await previews.close()  # ends the open preview responses, which would otherwise hold up shutdown
 
     async def _cleanup(app):
         await previews.close()
         await registry.close()
 
+    app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
     app.on_cleanup.append(_cleanup)
     return app

@@ -15,6 +15,7 @@ from livedub_protocol import LANGUAGE_PATTERN, weak_token_reason
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .budget import DelayTooShort, check_delay
+from .redaction import redact_url
 from .targets import TargetPolicy, check_url_syntax
 
 # Starts with a letter or digit: "." and ".." would be paths, "-x" an option to a child process.
@@ -57,6 +58,8 @@ class MediaConfig:
     max_languages: int = 8  # target languages per stream
     max_preview_viewers: int = 8  # preview viewers per stream
     max_preview_viewers_total: int = 32  # preview viewers in total
+    mediamtx_api: str | None = None  # MediaMTX control API: streams for published inputs are reconciled
+    reconcile_interval_s: float = 10.0
     media_root: str | None = None  # file inputs/outputs only under this directory; None: no files
     media_hosts: tuple[str, ...] = ()  # rtmp/srt hosts streams may reach; empty: any
     log_level: str = "INFO"
@@ -95,6 +98,11 @@ class MediaConfig:
                                  ("--max-preview-viewers-total", self.max_preview_viewers_total, 10000)):
             if not (1 <= value <= top):
                 raise ConfigError(f"{flag} must be within 1..{top}, got {value}")
+        if self.mediamtx_api is not None and not self.mediamtx_api.startswith(("http://", "https://")):
+            raise ConfigError(f"--mediamtx-api (MEDIA_MEDIAMTX_API) must be an http(s):// URL, got "
+                              f"{redact_url(self.mediamtx_api)!r}")
+        if not (0.2 <= self.reconcile_interval_s <= 3600):
+            raise ConfigError(f"--reconcile-interval must be within 0.2..3600 s, got {self.reconcile_interval_s}")
         if self.media_root is not None and not os.path.isdir(self.media_root):
             raise ConfigError(f"--media-root (MEDIA_ROOT) must be an existing directory, got {self.media_root!r}")
         return self
@@ -136,6 +144,11 @@ def parse_args(argv: list[str] | None = None) -> MediaConfig:
             ("--max-preview-viewers-total", "MEDIA_MAX_PREVIEW_VIEWERS_TOTAL", "max_preview_viewers_total",
              "preview viewers in total")):
         p.add_argument(flag, dest=dest, type=int, default=int(_env(env, str(getattr(d, dest)))), help=text)
+    p.add_argument("--mediamtx-api", default=_env("MEDIA_MEDIAMTX_API"),
+                   help="MediaMTX control API (http://host:9997): published inputs without a stream get one, "
+                        "at start and every --reconcile-interval (restarts, lost hooks)")
+    p.add_argument("--reconcile-interval", dest="reconcile_interval_s", type=float,
+                   default=float(_env("MEDIA_RECONCILE_INTERVAL", str(d.reconcile_interval_s))))
     p.add_argument("--media-root", default=_env("MEDIA_ROOT"),
                    help="directory that file inputs and outputs must be under (default: files refused)")
     p.add_argument("--media-hosts", default=_env("MEDIA_HOSTS", ""),

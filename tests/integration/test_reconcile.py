@@ -1,0 +1,126 @@
+"""Streams come back after a media-service restart or a lost hook (issue 12 #5).
+
+Real media-service processes against a small fake of MediaMTX's control API on 127.0.0.1
+(`GET /v3/paths/list`, paginated like the real one). The streams' inputs are never published:
+what is checked is that the service starts (and does not restart) the right streams.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from livedub_testkit.services import MediaProcess
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class FakeMediaMtxApi:
+    """Serves `items` (name -> ready) as MediaMTX does, two items per page; `status` can fail it."""
+
+    def __init__(self):
+        self.items: dict[str, bool] = {}
+        self.status = 200
+        self.requests = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                fake.requests += 1
+                url = urlsplit(self.path)
+                if url.path != "/v3/paths/list" or fake.status != 200:
+                    self.send_response(404 if url.path != "/v3/paths/list" else fake.status)
+                    self.end_headers()
+                    return
+                page = int(parse_qs(url.query).get("page", ["0"])[0])
+                names = sorted(fake.items)
+                body = {"pageCount": max(1, (len(names) + 1) // 2),
+                        "items": [{"name": n, "ready": fake.items[n]} for n in names[page * 2:page * 2 + 2]]}
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def mtx():
+    api = FakeMediaMtxApi()
+    yield api
+    api.close()
+
+
+def start_media(mtx, log_dir) -> MediaProcess:
+    media = MediaProcess("--mediamtx-api", mtx.url, "--reconcile-interval", "0.5",
+                         "--rtmp-base-url", "rtmp://127.0.0.1:1", sts_url="http://127.0.0.1:9",
+                         sts_token="sts-token-for-this-test", log_dir=log_dir)
+    media.start(wait=60)
+    return media
+
+
+def ids(media) -> set[str]:
+    return {s["id"] for s in media.api("GET", "/v1/streams")[1]["streams"]}
+
+
+def wait_for(predicate, what: str, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_published_inputs_get_streams_at_start_and_after_a_restart(mtx, tmp_path):
+    mtx.items = {"live/alpha/in": True, "live/alpha/out": True, "live/beta/in": False, "live/gamma/in": True,
+                 "other/x": True}
+    media = start_media(mtx, tmp_path / "a")
+    try:
+        wait_for(lambda: ids(media) == {"alpha", "gamma"}, "ready input paths (second page too) get streams")
+        snap = media.api("GET", "/v1/streams/alpha")[1]
+        assert snap["input_url"] == "rtmp://127.0.0.1:1/live/alpha/in"
+        events = media.api("GET", "/v1/events?since=0")[1]["events"]
+        assert {e["stream"] for e in events if e["type"] == "reconciled"} == {"alpha", "gamma"}
+    finally:
+        media.stop()
+    media = start_media(mtx, tmp_path / "b")  # a restart: no hook fires again, the streams come back
+    try:
+        wait_for(lambda: ids(media) == {"alpha", "gamma"}, "streams come back after a restart")
+    finally:
+        media.stop()
+
+
+def test_a_late_publish_is_picked_up_and_an_operator_stop_is_respected(mtx, tmp_path):
+    media = start_media(mtx, tmp_path)
+    try:
+        mtx.items = {"live/delta/in": True}  # a publish whose hook was lost
+        wait_for(lambda: "delta" in ids(media), "a published input without a hook gets a stream")
+        assert media.api("DELETE", "/v1/streams/delta")[0] == 200
+        seen = mtx.requests
+        wait_for(lambda: mtx.requests >= seen + 4, "the API keeps being polled")
+        assert "delta" not in ids(media), "a stream the operator stopped is not brought back"
+        mtx.items = {}  # the publisher leaves ...
+        seen = mtx.requests
+        wait_for(lambda: mtx.requests >= seen + 2, "polled")
+        mtx.items = {"live/delta/in": True}  # ... and publishes again: dubbed again
+        wait_for(lambda: "delta" in ids(media), "a new publish after an operator stop is dubbed")
+        mtx.status = 500  # the API failing does not hurt the running stream or the service
+        seen = mtx.requests
+        wait_for(lambda: mtx.requests >= seen + 3, "polled while failing")
+        assert media.api("GET", "/health")[0] == 200 and "delta" in ids(media)
+        assert media.logs().count("MediaMTX API answered 500") == 1, "a failing API is logged once, not per poll"
+    finally:
+        media.stop()
