@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import threading
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -342,3 +343,44 @@ __all__ = [
     "resample_to_48k",
     "measure_resample_speed",
 ]
+
+
+class DubTracks:
+    """The dub tracks of one stream (one per language) and the line below which output is final.
+
+    The dubbing stage places clips from an executor thread while the playout thread renders:
+    they meet here under one lock, and the "late" rule lives here too: a clip that starts where
+    output was already rendered is refused (the original played there), never spliced in half.
+    """
+
+    def __init__(self, languages) -> None:
+        self._tracks = {lang: DubTrack() for lang in languages}
+        self._lock = threading.Lock()
+        self.rendered_until = 0  # timeline index below which output is final
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self._tracks)
+
+    def place(self, language: str, start: int, samples: np.ndarray) -> bool:
+        """Add a clip; False when it is late (output from `start` on already rendered) or the
+        language is not one of this stream's."""
+        track = self._tracks.get(language)
+        if track is None:
+            return False
+        with self._lock:
+            if start < self.rendered_until:
+                return False
+            track.add(start, samples)
+            return True
+
+    def render(self, start: int, n: int, original: np.ndarray, mode: Mode, duck_gain_db: float) -> dict:
+        """Each language's mix of `[start, start + n)`; from now on that span is final."""
+        with self._lock:
+            self.rendered_until = start + n
+            return {lang: track.render(start, n, original, mode, duck_gain_db) for lang, track in self._tracks.items()}
+
+    def prune(self, before: int) -> None:
+        with self._lock:
+            for track in self._tracks.values():
+                track.prune(before)

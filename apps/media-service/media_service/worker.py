@@ -1,13 +1,14 @@
-"""One dubbed stream: input thread, output thread and the STS side, on one media timeline.
+"""One dubbed stream: input thread, output thread and the dubbing stage, on one media timeline.
 
-Ownership: the worker owns two threads (ingest, output) and its asyncio tasks (STS client and
-one task per fragment); `stop()` ends them all and waits for them.
+Ownership: the worker owns two threads (ingest, output) and its dubbing stage (STS client and one
+asyncio task per fragment, see dubbing.py); `stop()` ends them all and waits for them.
 
 Flow:
   ingest thread  -> video packets into a queue; audio onto the timeline (AudioStore); 16 kHz copy
-                    into the VAD segmenter; each closed speech segment goes to the event loop.
-  event loop     -> sends the segment to the sts-service; places the dub on the DubTrack of each
-                    language, or counts a fallback (the original plays) if it is late or failed.
+                    into the VAD segmenter; each closed speech segment goes to the dubbing stage.
+  dubbing stage  -> (dubbing.py, event loop) sends the segment to the sts-service; places the dub
+                    on the stream's DubTracks, or counts a fallback (the original plays) if it is
+                    late or failed.
   output thread  -> at arrival + D, renders each 1024-sample frame (original mixed with the dubs
                     that cover it) and muxes the video packets that are due: constant delay, never
                     waiting for the STS side.
@@ -16,34 +17,29 @@ Flow:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
 import av
 import numpy as np
-from livedub_protocol import FragmentData, StreamInit, float_to_pcm16
 
-from .budget import DEADLINE_MARGIN_S, fragment_limits
 from .config import MediaConfig, StreamRequest
+from .dubbing import Dubbing
 from .events import EventLog
 from .ingest import InputError, InputInfo, InputReader
 from .metrics import MediaMetrics
-from .mixer import DubTrack, Mode, resample
+from .mixer import DubTracks, Mode
 from .output import FRAME, OutputError, OutputWriter
 from .redaction import redact, redact_url
+from .segmenter import SAMPLE_RATE as VAD_RATE
 from .segmenter import Segment, SegmenterConfig, SpeechSegmenter
-from .sts_client import Fallback, StsClient
 from .timeline import JUMP_S, RATE, AudioStore, Timeline
 
 log = logging.getLogger(__name__)
 
-SEGMENT_RATE = 16000
-RTT_WINDOW = 30  # the fragment limits follow the p95 service time of this many recent fragments
 INPUT_LINGER_S = 30.0  # a worker whose publisher is gone this long drains and stops
 OUTPUT_OPEN_LEAD_S = 1.0  # outputs open this long before their first packet is due
 
@@ -86,20 +82,13 @@ class StreamWorker:
         self.output_state = "waiting"
         self.started_at = time.time()
         self.counters = Counters()
-        self.transcripts: deque = deque(maxlen=50)
         self.timeline = Timeline(RATE, tolerance_s=0.015)
         self.store = AudioStore(channels=2)
-        self.tracks = {lang: DubTrack() for lang in request.target_languages}
-        self._tracks_lock = threading.Lock()
-        self._rendered_until = 0  # timeline index below which output is final
-        self.limits = fragment_limits(self.delay_s, None, cap_ms=cfg.max_fragment_ms,
-                                      min_silence_cap_ms=cfg.min_silence_ms)
+        self.tracks = DubTracks(request.target_languages)
         self.segmenter = SpeechSegmenter(SegmenterConfig(
-            threshold=cfg.vad_threshold, min_silence_ms=self.limits.min_silence_ms,
+            threshold=cfg.vad_threshold, min_silence_ms=cfg.min_silence_ms,
             max_fragment_ms=cfg.max_fragment_ms, padding_ms=cfg.speech_padding_ms,
             min_fragment_ms=cfg.min_fragment_ms))
-        self.segmenter.set_limits(self.limits.max_fragment_ms, self.limits.min_silence_ms)
-        self._service_ms: deque = deque(maxlen=RTT_WINDOW)  # round trip minus STS queueing
         self._seg_resampler: av.AudioResampler | None = None
         self._video_q: deque[_VideoItem] = deque()
         self._video_lock = threading.Lock()
@@ -118,17 +107,12 @@ class StreamWorker:
         self._drain = threading.Event()
         self._threads: list[threading.Thread] = []
         self._output_beat: float | None = None  # monotonic time of the output loop's last round
-        self._tasks: set[asyncio.Task] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._seq = 0
         self.av_offset_s = 0.0
         self.output_delay_measured_s = 0.0
-        self.sts = StsClient(
-            cfg.sts_url, cfg.sts_token or "",
-            StreamInit(stream_id=stream_id, source_language=request.source_language,
-                       target_languages=list(request.target_languages),
-                       max_fragment_ms=cfg.max_fragment_ms + 1000),
-            on_state=self._on_sts_state)
+        # The dubbing stage sets the segmenter's limits from D and the measured service time.
+        self.dubbing = Dubbing(stream_id, request, cfg, self.delay_s, metrics=metrics, events=events,
+                               counters=self.counters, store=self.store, tracks=self.tracks,
+                               segmenter=self.segmenter, stop=self._stop)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -138,19 +122,14 @@ class StreamWorker:
             self.events.publish(self.id, "state", {"state": state, "reason": reason})
             log.info("stream %s: %s%s", self.id, state, f" ({reason})" if reason else "")
 
-    def _on_sts_state(self, state: str) -> None:
-        self.metrics.set_sts_state(self.id, state)
-        self.events.publish(self.id, "sts_state", {"state": state, "error": self.sts.last_error})
-
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         self.metrics.set_sts_state(self.id, "disconnected")
         self.metrics.output_delay.labels(self.id).set(0)
         self.metrics.av_offset.labels(self.id).set(0)
         # Published first: the threads may report their own events at once.
         self.events.publish(self.id, "started", {"input_url": redact_url(self.request.input_url),
                                                  "targets": self.request.target_languages})
-        self.sts.start()
+        self.dubbing.start()
         for name, target in (("ingest", self._ingest_main), ("output", self._output_main)):
             t = threading.Thread(target=self._guarded(name, target), name=f"{name}:{self.id}", daemon=True)
             t.start()
@@ -201,12 +180,7 @@ class StreamWorker:
             await loop.run_in_executor(None, t.join, 2.0)
         if not any(t.is_alive() for t in self._threads):
             self._close_input()  # never under a thread that may still be reading it
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await self.sts.close()
+        await self.dubbing.close()
         self.metrics.forget(self.id)
         self._set_state("stopped", self.state_reason if self.state in ("failed",) else "")
         self.events.publish(self.id, "stopped", self.snapshot()["counters"])
@@ -363,7 +337,7 @@ class StreamWorker:
             return
         mono = samples.mean(axis=1).astype(np.float32)
         if self._seg_resampler is None:
-            self._seg_resampler = av.AudioResampler(format="flt", layout="mono", rate=SEGMENT_RATE)
+            self._seg_resampler = av.AudioResampler(format="flt", layout="mono", rate=VAD_RATE)
         frame = av.AudioFrame.from_ndarray(mono[None, :], format="flt", layout="mono")
         frame.sample_rate = RATE
         parts = [f.to_ndarray()[0] for f in self._seg_resampler.resample(frame)]
@@ -376,107 +350,7 @@ class StreamWorker:
             self._dispatch(seg)
 
     def _dispatch(self, seg: Segment) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._spawn_fragment, seg)
-
-    # ------------------------------------------------------------ STS side (event loop)
-
-    def _spawn_fragment(self, seg: Segment) -> None:
-        if self._stop.is_set():
-            return
-        task = asyncio.create_task(self._dub_fragment(seg), name=f"fragment:{self.id}:{self._seq}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _fallback(self, reason: str, seg_ms: float, detail: str = "") -> None:
-        self.counters.fallbacks[reason] = self.counters.fallbacks.get(reason, 0) + 1
-        self.metrics.fallbacks.labels(self.id, reason).inc()
-        self.events.publish(self.id, "fallback", {"reason": reason, "start_ms": seg_ms, "detail": detail})
-
-    async def _dub_fragment(self, seg: Segment) -> None:
-        start48, end48 = seg.span.start * 3, seg.span.end * 3
-        start_ms = start48 * 1000.0 / RATE
-        seq, self._seq = self._seq, self._seq + 1
-        arrival = self.store.arrival_of(start48)
-        if arrival is None:
-            arrival = time.monotonic()
-        deadline = arrival + self.delay_s - DEADLINE_MARGIN_S
-        audio = float_to_pcm16(seg.audio)
-        budget_ms = (deadline - time.monotonic()) * 1000.0
-        frag = FragmentData(stream_id=self.id, fragment_id=f"{self.id}-{uuid.uuid4().hex[:8]}-{seq}",
-                            sequence_number=seq, start_ms=start_ms,
-                            duration_ms=len(seg.audio) * 1000.0 / SEGMENT_RATE, audio=audio,
-                            deadline_ms=min(600000.0, budget_ms) if budget_ms > 0 else None)
-        t0 = time.monotonic()
-        try:
-            if self.sts.connected:
-                self.counters.fragments_sent += 1
-                self.metrics.fragments_sent.labels(self.id).inc()
-            result = await self.sts.process(frag, deadline)
-        except Fallback as fb:
-            self._fallback(fb.reason, start_ms, fb.detail)
-            return
-        rtt = time.monotonic() - t0
-        self.counters.roundtrip_ms.append(rtt * 1000.0)
-        self.metrics.roundtrip.labels(self.id).observe(rtt)
-        queued_ms = result.timings_ms.queue if result.timings_ms and result.timings_ms.queue else 0.0
-        if result.status in ("ok", "no_speech"):
-            self._service_ms.append(max(0.0, rtt * 1000.0 - queued_ms))
-            self._adapt_limits()
-        self.counters.fragments_processed[result.status] = self.counters.fragments_processed.get(result.status, 0) + 1
-        self.metrics.fragments_processed.labels(self.id, result.status).inc()
-        if result.status == "no_speech":
-            return
-        if result.status != "ok":
-            err = result.error
-            reason = "deadline_exceeded" if err and err.code == "deadline_exceeded" else "failed"
-            self._fallback(reason, start_ms, f"{err.code} at {err.stage}: {err.message}" if err else "")
-            return
-        await asyncio.get_running_loop().run_in_executor(None, self._place_dubs, result, start48, end48)
-
-    def _adapt_limits(self) -> None:
-        """Fragments as long as D and the measured service time allow (see budget.py).
-
-        The round trip minus the time the fragment queued at the STS: queueing is load, and
-        cutting shorter fragments under load would only add work (each ASR call has a fixed
-        cost), a loop that turned overload into collapse. Failed answers say nothing of it.
-        """
-        recent = list(self._service_ms)
-        if len(recent) < 3:
-            return
-        rtt_s = float(np.percentile(recent, 95)) / 1000.0
-        self.limits = fragment_limits(self.delay_s, rtt_s, cap_ms=self.cfg.max_fragment_ms,
-                                      min_silence_cap_ms=self.cfg.min_silence_ms)
-        self.segmenter.set_limits(self.limits.max_fragment_ms, self.limits.min_silence_ms)
-
-    def _place_dubs(self, result, start48: int, end48: int) -> None:
-        span = end48 - start48
-        placed = []
-        for dub in result.results:
-            track = self.tracks.get(dub.target_language)
-            if track is None:
-                continue
-            pcm = np.frombuffer(dub.audio, "<i2").astype(np.float32) / 32768.0
-            clip = resample(pcm, dub.sample_rate_hz, RATE)[:span]
-            if not len(clip):
-                continue
-            stereo = np.repeat(clip[:, None], 2, axis=1)
-            with self._tracks_lock:
-                if start48 < self._rendered_until:
-                    late = True
-                else:
-                    track.add(start48, stereo)
-                    late = False
-            if not late:
-                placed.append({"language": dub.target_language, "text": dub.text})
-        if placed:
-            self.counters.dubs_placed += 1
-            self.transcripts.append({"start_ms": result.start_ms, "duration_ms": result.duration_ms,
-                                     "transcript": result.transcript, "dubs": placed})
-            timings = result.timings_ms.model_dump(exclude_none=True) if result.timings_ms else {}
-            self.events.publish(self.id, "dubbed", {**self.transcripts[-1], "timings_ms": timings})
-        elif result.results:
-            self._loop.call_soon_threadsafe(self._fallback, "late", result.start_ms, "arrived after its deadline")
+        self.dubbing.submit_threadsafe(seg)
 
     # ------------------------------------------------------------ output thread
 
@@ -522,7 +396,7 @@ class StreamWorker:
                 if self._info is None:
                     self._stop.wait(0.02)
                     continue
-                if len(self.outputs) < len(self.tracks) and now - last_open_try > 1.0 and self._anything_due(
+                if len(self.outputs) < len(self.tracks.languages) and now - last_open_try > 1.0 and self._anything_due(
                         next_index, now + OUTPUT_OPEN_LEAD_S):
                     # Opened just before there is something to write: RTMP servers drop idle
                     # publishers, and opening takes a moment (relay start, RTMP handshake).
@@ -550,9 +424,7 @@ class StreamWorker:
                 if wrote:
                     self.metrics.output_delay.labels(self.id).set(self.output_delay_measured_s)
                     self.store.discard_before(next_index - RATE)
-                    with self._tracks_lock:
-                        for track in self.tracks.values():
-                            track.prune(next_index - RATE)
+                    self.tracks.prune(next_index - RATE)
                 elif self.input_state != "reading" and self._played_out(next_index, now):
                     # The input is gone and everything it gave has been played: finish the last
                     # partial audio frame and close the outputs, which flushes the muxers'
@@ -621,10 +493,7 @@ class StreamWorker:
 
     def _write_audio_frame(self, index: int) -> None:
         original = self.store.read(index, FRAME)
-        mode, gain = self.mode, self.duck_gain_db
-        with self._tracks_lock:
-            self._rendered_until = index + FRAME
-            mixes = {lang: track.render(index, FRAME, original, mode, gain) for lang, track in self.tracks.items()}
+        mixes = self.tracks.render(index, FRAME, original, self.mode, self.duck_gain_db)
         pts = self.timeline.out_index_pts(index)
         for lang, mixed in mixes.items():
             writer = self.outputs.get(lang)
@@ -668,11 +537,7 @@ class StreamWorker:
                       "video_codec": self._info.video_codec if self._info else None,
                       "audio_codec": self._info.audio_codec if self._info else None},
             "output": {"state": self.output_state},
-            "sts": {"state": self.sts.state, "url": self.cfg.sts_url, "connects": self.sts.connects,
-                    "inflight": self.sts.inflight, "last_error": self.sts.last_error},
             "output_delay_s": self.delay_s,
-            "fragment_limits": {"max_fragment_ms": round(self.limits.max_fragment_ms),
-                                "min_silence_ms": round(self.limits.min_silence_ms)},
             "output_delay_measured_s": round(self.output_delay_measured_s, 4),
             "av_offset_ms": round(self.av_offset_s * 1000.0, 3),
             "latency_ms": {"p50": float(np.percentile(rtt, 50)) if rtt is not None else None,
@@ -682,6 +547,6 @@ class StreamWorker:
                          "video_packets_in": c.video_packets_in, "video_packets_out": c.video_packets_out,
                          "audio_frames_out": c.audio_frames_out, "timestamp_jumps": c.timestamp_jumps,
                          "segments_dropped_short": self.segmenter.stats.dropped_short},
-            "recent": list(self.transcripts)[-10:],
             "started_at": self.started_at,
+            **self.dubbing.snapshot(),  # sts, fragment_limits, recent
         }

@@ -1,0 +1,181 @@
+"""The dubbing stage of a stream: speech segment -> STS fragment -> dub on the tracks, or a fallback.
+
+Runs on the event loop (one task per fragment); owns the STS client. Each fragment carries the
+deadline at which its span is played (arrival + D - margin); an answer that is late, failed or
+absent is counted as a fallback with its reason and the original audio plays there. The fragment
+limits follow the measured service time (see budget.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+from livedub_protocol import FragmentData, StreamInit, float_to_pcm16
+
+from .budget import DEADLINE_MARGIN_S, fragment_limits
+from .config import MediaConfig, StreamRequest
+from .events import EventLog
+from .metrics import MediaMetrics
+from .mixer import DubTracks, resample
+from .segmenter import SAMPLE_RATE as VAD_RATE
+from .segmenter import Segment, SpeechSegmenter, span_to_48k
+from .sts_client import Fallback, StsClient
+from .timeline import RATE, AudioStore
+
+log = logging.getLogger(__name__)
+
+RTT_WINDOW = 30  # the fragment limits follow the p95 service time of this many recent fragments
+
+
+class Dubbing:
+    def __init__(self, stream_id: str, request: StreamRequest, cfg: MediaConfig, delay_s: float, *,
+                 metrics: MediaMetrics, events: EventLog, counters, store: AudioStore, tracks: DubTracks,
+                 segmenter: SpeechSegmenter, stop: threading.Event,
+                 on_sts_state: Callable[[str], None] | None = None):
+        self.id, self.cfg, self.delay_s = stream_id, cfg, delay_s
+        self.metrics, self.events, self.counters = metrics, events, counters
+        self.store, self.tracks, self.segmenter = store, tracks, segmenter
+        self._stop = stop
+        self.transcripts: deque = deque(maxlen=50)
+        self.limits = fragment_limits(delay_s, None, cap_ms=cfg.max_fragment_ms,
+                                      min_silence_cap_ms=cfg.min_silence_ms)
+        segmenter.set_limits(self.limits.max_fragment_ms, self.limits.min_silence_ms)
+        self._service_ms: deque = deque(maxlen=RTT_WINDOW)  # round trip minus STS queueing
+        self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._seq = 0
+        self._on_sts_state_cb = on_sts_state
+        self.sts = StsClient(
+            cfg.sts_url, cfg.sts_token or "",
+            StreamInit(stream_id=stream_id, source_language=request.source_language,
+                       target_languages=list(request.target_languages),
+                       max_fragment_ms=cfg.max_fragment_ms + 1000),
+            on_state=self._on_sts_state)
+
+    def _on_sts_state(self, state: str) -> None:
+        self.metrics.set_sts_state(self.id, state)
+        self.events.publish(self.id, "sts_state", {"state": state, "error": self.sts.last_error})
+        if self._on_sts_state_cb:
+            self._on_sts_state_cb(state)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.sts.start()
+
+    async def close(self) -> None:
+        """Cancel the fragments in flight (their spans play the original) and close the STS session."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.sts.close()
+
+    def submit_threadsafe(self, seg: Segment) -> None:
+        """Hand a closed speech segment over from the ingest thread."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._spawn, seg)
+
+    def _spawn(self, seg: Segment) -> None:
+        if self._stop.is_set():
+            return
+        task = asyncio.create_task(self._dub_fragment(seg), name=f"fragment:{self.id}:{self._seq}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def fallback(self, reason: str, seg_ms: float, detail: str = "") -> None:
+        self.counters.fallbacks[reason] = self.counters.fallbacks.get(reason, 0) + 1
+        self.metrics.fallbacks.labels(self.id, reason).inc()
+        self.events.publish(self.id, "fallback", {"reason": reason, "start_ms": seg_ms, "detail": detail})
+
+    async def _dub_fragment(self, seg: Segment) -> None:
+        start48, end48 = span_to_48k(seg.span)
+        start_ms = start48 * 1000.0 / RATE
+        seq, self._seq = self._seq, self._seq + 1
+        arrival = self.store.arrival_of(start48)
+        if arrival is None:
+            arrival = time.monotonic()
+        deadline = arrival + self.delay_s - DEADLINE_MARGIN_S
+        audio = float_to_pcm16(seg.audio)
+        budget_ms = (deadline - time.monotonic()) * 1000.0
+        frag = FragmentData(stream_id=self.id, fragment_id=f"{self.id}-{uuid.uuid4().hex[:8]}-{seq}",
+                            sequence_number=seq, start_ms=start_ms,
+                            duration_ms=len(seg.audio) * 1000.0 / VAD_RATE, audio=audio,
+                            deadline_ms=min(600000.0, budget_ms) if budget_ms > 0 else None)
+        t0 = time.monotonic()
+        try:
+            if self.sts.connected:
+                self.counters.fragments_sent += 1
+                self.metrics.fragments_sent.labels(self.id).inc()
+            result = await self.sts.process(frag, deadline)
+        except Fallback as fb:
+            self.fallback(fb.reason, start_ms, fb.detail)
+            return
+        rtt = time.monotonic() - t0
+        self.counters.roundtrip_ms.append(rtt * 1000.0)
+        self.metrics.roundtrip.labels(self.id).observe(rtt)
+        queued_ms = result.timings_ms.queue if result.timings_ms and result.timings_ms.queue else 0.0
+        if result.status in ("ok", "no_speech"):
+            self._service_ms.append(max(0.0, rtt * 1000.0 - queued_ms))
+            self._adapt_limits()
+        self.counters.fragments_processed[result.status] = self.counters.fragments_processed.get(result.status, 0) + 1
+        self.metrics.fragments_processed.labels(self.id, result.status).inc()
+        if result.status == "no_speech":
+            return
+        if result.status != "ok":
+            err = result.error
+            reason = "deadline_exceeded" if err and err.code == "deadline_exceeded" else "failed"
+            self.fallback(reason, start_ms, f"{err.code} at {err.stage}: {err.message}" if err else "")
+            return
+        await asyncio.get_running_loop().run_in_executor(None, self._place_dubs, result, start48, end48)
+
+    def _adapt_limits(self) -> None:
+        """Fragments as long as D and the measured service time allow (see budget.py).
+
+        The round trip minus the time the fragment queued at the STS: queueing is load, and
+        cutting shorter fragments under load would only add work (each ASR call has a fixed
+        cost), a loop that turned overload into collapse. Failed answers say nothing of it.
+        """
+        recent = list(self._service_ms)
+        if len(recent) < 3:
+            return
+        rtt_s = float(np.percentile(recent, 95)) / 1000.0
+        self.limits = fragment_limits(self.delay_s, rtt_s, cap_ms=self.cfg.max_fragment_ms,
+                                      min_silence_cap_ms=self.cfg.min_silence_ms)
+        self.segmenter.set_limits(self.limits.max_fragment_ms, self.limits.min_silence_ms)
+
+    def _place_dubs(self, result, start48: int, end48: int) -> None:
+        """Executor thread: decode each language's dub onto its track, unless that part of the
+        output was already rendered (then the original played there: a `late` fallback)."""
+        span = end48 - start48
+        placed = []
+        for dub in result.results:
+            pcm = np.frombuffer(dub.audio, "<i2").astype(np.float32) / 32768.0
+            clip = resample(pcm, dub.sample_rate_hz, RATE)[:span]
+            if not len(clip):
+                continue
+            if self.tracks.place(dub.target_language, start48, np.repeat(clip[:, None], 2, axis=1)):
+                placed.append({"language": dub.target_language, "text": dub.text})
+        if placed:
+            self.counters.dubs_placed += 1
+            self.transcripts.append({"start_ms": result.start_ms, "duration_ms": result.duration_ms,
+                                     "transcript": result.transcript, "dubs": placed})
+            timings = result.timings_ms.model_dump(exclude_none=True) if result.timings_ms else {}
+            self.events.publish(self.id, "dubbed", {**self.transcripts[-1], "timings_ms": timings})
+        elif result.results:
+            self._loop.call_soon_threadsafe(self.fallback, "late", result.start_ms, "arrived after its deadline")
+
+    def snapshot(self) -> dict:
+        return {"sts": {"state": self.sts.state, "url": self.cfg.sts_url, "connects": self.sts.connects,
+                        "inflight": self.sts.inflight, "last_error": self.sts.last_error},
+                "fragment_limits": {"max_fragment_ms": round(self.limits.max_fragment_ms),
+                                    "min_silence_ms": round(self.limits.min_silence_ms)},
+                "recent": list(self.transcripts)[-10:]}
