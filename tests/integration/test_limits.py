@@ -70,7 +70,7 @@ def test_oversized_bodies_are_refused_with_json(media):
 
 def test_preview_viewers_are_limited(media):
     assert media.api("POST", "/v1/streams", body("watched"))[0] == 201
-    url = f"{media.url}/v1/streams/watched/preview.mjpg?token={media.api_token}"
+    url = media.url + media.api("POST", "/v1/streams/watched/preview-link")[1]["url"]
     first = urllib.request.urlopen(url, timeout=5)  # headers sent: this viewer holds the slot
     try:
         assert first.status == 200

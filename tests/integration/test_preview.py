@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.error
 import urllib.request
 
 import aiohttp
@@ -63,7 +64,9 @@ def decode_jpeg(data: bytes):
 
 
 def test_two_viewers_share_one_upstream(stack, live):
-    url = f"{stack.media.url}/v1/streams/{NAME}/preview.mjpg?token={stack.api_token}"
+    status, link = stack.media.api("POST", f"/v1/streams/{NAME}/preview-link")
+    assert status == 200 and link["url"].startswith(f"/v1/streams/{NAME}/preview.mjpg?exp="), link
+    url = stack.media.url + link["url"]  # the signed link, as the dashboard's <img> uses it
     stats_while_watching: dict = {}
 
     async def watch():
@@ -115,6 +118,17 @@ def test_preview_errors(stack, live):
     assert status == 404 and body["error"]["code"] == "not_found", body
     status, body = stack.media.api("GET", f"/v1/streams/{NAME}/preview.mjpg?lang=xx")
     assert status == 404 and "xx" in body["error"]["message"], body
+    status, body = stack.media.api("POST", f"/v1/streams/{NAME}/preview-link?lang=xx")
+    assert status == 404 and "xx" in body["error"]["message"], body
+    # A signed link opens only its own stream's preview, and not once it is altered.
+    link = stack.media.api("POST", f"/v1/streams/{NAME}/preview-link")[1]["url"]
+    for forged in (link.replace(NAME, "other", 1), link.replace("exp=", "exp=9", 1), link[:-1] + ("1" if link.endswith("0") else "0"),
+                   f"/v1/streams/{NAME}/preview.mjpg?token={stack.api_token}"):
+        try:
+            urllib.request.urlopen(stack.media.url + forged, timeout=5)
+            raise AssertionError(f"{forged} was accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401, (forged, exc.code)
 
 
 def test_dashboard_page(stack):
@@ -123,5 +137,5 @@ def test_dashboard_page(stack):
             status, ctype, html = resp.status, resp.headers["Content-Type"], resp.read().decode()
         assert status == 200 and ctype.startswith("text/html"), (status, ctype)
         assert html.startswith("<!doctype html>")
-        assert "/v1/streams" in html and "preview.mjpg" in html and "setInterval(poll, 2000)" in html
+        assert "/v1/streams" in html and "/preview-link" in html and "setInterval(poll, 2000)" in html
         assert "http://" not in html and "https://" not in html  # self-contained: no external assets

@@ -1,10 +1,11 @@
 """The control plane (aiohttp): health, metrics, the /v1/streams REST API, events, publish hooks,
 the live preview (`/v1/streams/{id}/preview.mjpg`) and the dashboard page (`/`).
 
-Where the API token is checked: `auth_middleware`. With MEDIA_API_TOKEN set, every /v1 request
-needs `Authorization: Bearer <token>` (hooks may pass `?token=` since nginx-rtmp cannot send
-headers, and the dashboard's `<img>` preview cannot either); without it the API answers loopback
-clients only. The dashboard page itself holds no data and is open like /health.
+Where the API token is checked: `auth_middleware`. Every /v1 request needs `Authorization: Bearer
+<token>` (MEDIA_API_TOKEN, or the one generated at start). Two kinds of caller cannot send a header:
+the publish hooks (nginx-rtmp, MediaMTX) pass `?token=`, and the dashboard's `<img>` preview uses a
+short-lived signed link from `POST /v1/streams/{id}/preview-link`, so the token itself never sits
+in a URL that a browser keeps. The dashboard page holds no data and is open like /health.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .metrics import MediaMetrics
 from .preview import BroadcasterStopped, PreviewRegistry
 from .reconcile import Reconciler
 from .registry import LimitReached, StreamExists, StreamRegistry
+from .signed_links import LinkSigner
 from .targets import TargetRefused
 
 log = logging.getLogger(__name__)
@@ -41,10 +43,11 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 MAX_BODY_BYTES = 64 * 1024  # the largest legal StreamRequest is under 10 KiB
 
-# Routes that callers cannot give a header to (RTMP servers' hooks, <img> previews) may carry the
-# token in the query string; every other /v1 route takes it only as a bearer header.
+# RTMP servers' hooks cannot send a header and may carry the token in the query string; <img>
+# previews open with a signed link instead (`signed_links.py`); every other /v1 route takes the
+# token only as a bearer header.
 QUERY_TOKEN_PREFIXES = ("/v1/hooks/",)
-QUERY_TOKEN_SUFFIXES = ("/preview.mjpg",)
+SIGNED_LINK_SUFFIXES = ("/preview.mjpg",)
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
@@ -72,8 +75,13 @@ async def auth_middleware(request: web.Request, handler):
     supplied = request.headers.get("Authorization", "")
     if supplied.startswith("Bearer "):
         supplied = supplied[7:]
-    elif request.path.startswith(QUERY_TOKEN_PREFIXES) or request.path.endswith(QUERY_TOKEN_SUFFIXES):
+    elif request.path.startswith(QUERY_TOKEN_PREFIXES):
         supplied = request.query.get("token", "")
+    elif request.path.endswith(SIGNED_LINK_SUFFIXES) and "sig" in request.query:
+        if not request.app["links"].verify(request.path, request.query.get("exp", ""), request.query["sig"]):
+            return _error(401, "unauthorized", "preview link expired or not valid; ask "
+                          "POST /v1/streams/{id}/preview-link for a new one")
+        return await handler(request)
     else:
         supplied = ""
     if not token or not hmac.compare_digest(supplied.encode(), token.encode()):
@@ -249,6 +257,18 @@ class Api:
             bc.unsubscribe(queue)
         return resp
 
+    async def preview_link(self, request):
+        """A signed preview URL for viewers that cannot send the token (an `<img>`), valid for minutes."""
+        worker = self._worker(request)
+        path = f"/v1/streams/{worker.id}/preview.mjpg"
+        query, expires = request.app["links"].sign(path)
+        lang = request.query.get("lang")
+        if lang:
+            if lang not in worker.request.target_languages:
+                return _error(404, "not_found", f"stream {worker.id!r} has no output language {lang!r}")
+            query += "&" + urlencode({"lang": lang})
+        return web.json_response({"url": f"{path}?{query}", "expires_at": expires})
+
     async def dashboard(self, request):
         return web.Response(text=DASHBOARD_HTML, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
@@ -337,6 +357,7 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
              previews: PreviewRegistry | None = None) -> web.Application:
     app = web.Application(middlewares=[auth_middleware], client_max_size=MAX_BODY_BYTES)
     app["config"] = cfg
+    app["links"] = LinkSigner()
     previews = previews or PreviewRegistry()
     app["previews"] = previews
     registry.on_removed.append(previews.forget)
@@ -362,6 +383,7 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
     r.add_post("/v1/streams/{id}/bypass", api.bypass)
     r.add_get("/v1/streams/{id}/events", api.events_handler)
     r.add_get("/v1/streams/{id}/preview.mjpg", api.preview)
+    r.add_post("/v1/streams/{id}/preview-link", api.preview_link)
     r.add_get("/v1/events", api.events_handler)
     r.add_post("/v1/hooks/mediamtx/ready", api.mediamtx_ready)
     r.add_post("/v1/hooks/mediamtx/not-ready", api.mediamtx_not_ready)

@@ -4,7 +4,8 @@ It holds no data: it polls `GET /v1/streams` every 2 s, shows each stream's stat
 recent transcripts/translations and a live preview (`/v1/streams/{id}/preview.mjpg`), and switches
 the mix with `PATCH /v1/streams/{id}`. The token typed into the page is kept in memory only (never
 in localStorage: any script of the origin could read it there, and it would outlive the tab) and
-sent as `Authorization: Bearer` (and as `?token=` for the preview image, which cannot send headers).
+sent as `Authorization: Bearer` only. The preview image cannot send headers, so the page asks
+`POST /v1/streams/{id}/preview-link` for a signed link that opens that one preview for minutes.
 """
 
 DASHBOARD_HTML = r"""<!doctype html>
@@ -106,10 +107,13 @@ function makeCard(s) {
   const recent = el("ul", {class: "recent"});
   const root = el("section", {class: "card"}, el("h2", {}, title, state), el("div", {class: "row"}, img, kv), mix, msg, recent);
 
-  card.setPreview = () => {
-    const q = new URLSearchParams({lang: card.lang, t: Date.now()});
-    if (token()) q.set("token", token());
-    img.src = "/v1/streams/" + encodeURIComponent(id) + "/preview.mjpg?" + q;
+  card.setPreview = async () => {
+    try {
+      const r = await fetch("/v1/streams/" + encodeURIComponent(id) + "/preview-link?" + new URLSearchParams({lang: card.lang}),
+                            {method: "POST", headers: headers()});
+      if (!r.ok) { img.alt = "preview: " + r.status + " " + ((await r.json()).error || {}).message; return; }
+      img.src = (await r.json()).url;
+    } catch (e) { img.alt = "preview: " + e; }
   };
   img.addEventListener("click", card.setPreview);
   img.addEventListener("error", () => setTimeout(() => { if (cards.get(id) === card) card.setPreview(); }, 3000));
