@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -42,6 +43,7 @@ GRAFANA = DEPLOY / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "livedub.json"
 METRICS_TXT = GRAFANA / "metrics.txt"
 ENV_EXAMPLE = DEPLOY / ".env.example"
+PUBLISHERS_PY = DEPLOY / "mediamtx" / "publishers.py"
 DOCKERFILES = {
     "sts-service": (ROOT / "apps" / "sts-service" / "Dockerfile", 8000),
     "media-service": (ROOT / "apps" / "media-service" / "Dockerfile", 8080),
@@ -57,7 +59,6 @@ NGINX_HOOKS = ("/v1/hooks/nginx/on_publish", "/v1/hooks/nginx/on_publish_done")
 DUMMY_ENV = {
     "STS_AUTH_TOKEN": "dummy-sts-token",
     "MEDIA_API_TOKEN": "dummy-media-token",
-    "MEDIAMTX_PUBLISH_PASS": "dummy-publish-pass",
     "MEDIAMTX_MEDIA_PASS": "dummy-media-pass",
     "GRAFANA_ADMIN_PASSWORD": "dummy-grafana-pass",
 }
@@ -128,12 +129,21 @@ def _compose_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _publishers(*args: str, file: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PUBLISHERS_PY), "--file", str(file), *args],
+                          capture_output=True, text=True, timeout=30)
+
+
 def _docker_compose(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose not installed (Debian package `docker-compose`)")
     empty_env_file = tmp_path / "empty.env"  # ignore a developer's real .env
     empty_env_file.write_text("")
+    publishers = tmp_path / "publishers.env"  # made by the real tool, as an operator would
+    if not publishers.exists():
+        assert _publishers("add", "studio-a", "--password", "dummy-studio-a-pass", file=publishers).returncode == 0
+    env = {"MEDIAMTX_PUBLISHERS_FILE": str(publishers), **env}
     return subprocess.run(
         [binary, "-f", str(COMPOSE), "--env-file", str(empty_env_file), *args],
         cwd=ROOT,
@@ -194,11 +204,15 @@ def test_compose_resolved_services(tmp_path):
     assert any(
         v.endswith(":/mediamtx.yml:ro") and "deploy/mediamtx/mediamtx.yml" in v for v in mtx["volumes"]
     )
-    assert mtx["environment"]["MTX_AUTHINTERNALUSERS_0_PASS"] == DUMMY_ENV["MEDIAMTX_PUBLISH_PASS"]
-    assert mtx["environment"]["MTX_AUTHINTERNALUSERS_1_PASS"] == DUMMY_ENV["MEDIAMTX_MEDIA_PASS"]
-    # media-service is authorized by its fixed address (authInternalUsers[2])
+    assert re.fullmatch(r"bluenviron/mediamtx:\d+\.\d+\.\d+-ffmpeg", mtx["image"]), "pin the version"
+    assert mtx["environment"]["MTX_AUTHINTERNALUSERS_0_PASS"] == DUMMY_ENV["MEDIAMTX_MEDIA_PASS"]
+    # media-service is authorized by its fixed address (authInternalUsers[1])
     media_ip = services["media-service"]["networks"]["default"]["ipv4_address"]
-    assert mtx["environment"]["MTX_AUTHINTERNALUSERS_2_IPS"] == media_ip
+    assert mtx["environment"]["MTX_AUTHINTERNALUSERS_1_IPS"] == media_ip
+    # the publishers file reaches MediaMTX: studio-a is user 5, allowed to publish its own input
+    first = len(_load_yaml(MEDIAMTX_YML)["authInternalUsers"])
+    assert mtx["environment"][f"MTX_AUTHINTERNALUSERS_{first}_USER"] == "studio-a"
+    assert mtx["environment"][f"MTX_AUTHINTERNALUSERS_{first}_PERMISSIONS_0_PATH"] == "live/studio-a/in"
     assert media_env["MEDIA_RTMP_BASE_URL"] == "rtmp://mediamtx:1935"
     assert media_env["MEDIA_MEDIAMTX_API"] == "http://mediamtx:9997"  # streams restored after a restart
     # v1 prints short syntax for host-IP bindings ("127.0.0.1:9997:9997/tcp"), long otherwise
@@ -331,29 +345,77 @@ def test_mediamtx_config_text():
         assert re.search(rf"^{re.escape(key)}\s*$", text, re.M), key
 
 
+def may(user: dict, action: str, path: str) -> bool:
+    """MediaMTX's permission check: `~` starts a regexp, anything else is the exact path."""
+    def matches(pattern: str) -> bool:
+        return re.fullmatch(pattern[1:], path) is not None if pattern.startswith("~") else pattern == path
+    return any(p["action"] == action and matches(p.get("path", "")) for p in user["permissions"])
+
+
+def _env_users(env_text: str) -> list[dict]:
+    """The users MediaMTX appends from MTX_AUTHINTERNALUSERS_<i>_... variables (its env loader)."""
+    values = dict(line.split("=", 1) for line in env_text.splitlines() if line and not line.startswith("#"))
+    users: dict[int, dict] = {}
+    for key, value in values.items():
+        m = re.fullmatch(r"MTX_AUTHINTERNALUSERS_(\d+)_(USER|PASS|PERMISSIONS_(\d+)_(ACTION|PATH))", key)
+        assert m, f"unexpected variable {key}"
+        user = users.setdefault(int(m.group(1)), {"permissions": {}})
+        if m.group(3) is None:
+            user[m.group(2).lower()] = value
+        else:
+            user["permissions"].setdefault(int(m.group(3)), {})[m.group(4).lower()] = value
+    return [{**u, "permissions": list(u["permissions"].values())} | {"index": i} for i, u in sorted(users.items())]
+
+
+def test_publishers_tool_gives_each_broadcaster_its_own_input_only(tmp_path):
+    file = tmp_path / "publishers.env"
+    first = len(_load_yaml(MEDIAMTX_YML)["authInternalUsers"])
+    added = _publishers("--host", "dub.example", "add", "studio-a", file=file)
+    assert added.returncode == 0, added.stderr
+    assert "rtmp://dub.example:1935" in added.stdout and "live/studio-a/in?user=studio-a&pass=" in added.stdout
+    assert _publishers("add", "studio-b", file=file).returncode == 0
+    assert _publishers("add", "studio-c", file=file).returncode == 0
+    assert file.stat().st_mode & 0o077 == 0, "the file holds passwords: owner only"
+    users = _env_users(file.read_text())
+    assert [u["index"] for u in users] == [first, first + 1, first + 2]  # appended right after the yml's
+    a, b, _ = users
+    assert len(a["pass"]) >= 32 and a["pass"] != b["pass"]
+    assert may(a, "publish", "live/studio-a/in") and not may(a, "publish", "live/studio-b/in")
+    assert not may(a, "read", "live/studio-b/in") and not may(a, "publish", "live/studio-a/out")
+
+    # Removing one renumbers without a gap (MediaMTX stops reading at the first missing index).
+    assert _publishers("remove", "studio-b", file=file).returncode == 0
+    users = _env_users(file.read_text())
+    assert [(u["index"], u["user"]) for u in users] == [(first, "studio-a"), (first + 1, "studio-c")]
+    assert may(users[1], "publish", "live/studio-c/in")
+    assert "studio-c\tpublishes live/studio-c/in" in _publishers("list", file=file).stdout
+
+    for bad in (["add", "studio-a"], ["add", "../x"], ["add", "Studio"], ["remove", "nobody"],
+                ["add", "weak", "--password", "short"]):
+        proc = _publishers(*bad, file=file)
+        assert proc.returncode != 0 and proc.stderr.startswith("error: "), (bad, proc.stderr)
+    assert [u["user"] for u in _env_users(file.read_text())] == ["studio-a", "studio-c"]  # nothing lost
+
+
 def test_mediamtx_config_parses():
     cfg = _load_yaml(MEDIAMTX_YML)
     assert cfg["rtmp"] is True and cfg["api"] is True and cfg["metrics"] is True
     assert cfg["rtmpAddress"] == ":1935" and cfg["apiAddress"] == ":9997" and cfg["metricsAddress"] == ":9998"
 
     users = cfg["authInternalUsers"]
-    # passwords come only from MTX_AUTHINTERNALUSERS_<i>_PASS (positions 0 and 1)
-    assert users[0]["user"] == "publisher" and not users[0]["pass"]
-    assert users[1]["user"] == "media-service" and not users[1]["pass"]
-    # entry 2: the compose media-service by address (MTX_AUTHINTERNALUSERS_2_IPS), never "any IP"
-    assert users[2]["user"] == "any" and users[2]["ips"] and "0.0.0.0/0" not in users[2]["ips"]
+    # passwords come only from MTX_AUTHINTERNALUSERS_0_PASS; entry 1 is media-service by address
+    # (MTX_AUTHINTERNALUSERS_1_IPS), never "any IP"
+    assert users[0]["user"] == "media-service" and not users[0]["pass"]
+    assert users[1]["user"] == "any" and users[1]["ips"] and "0.0.0.0/0" not in users[1]["ips"]
+    assert not any(u["user"] == "publisher" for u in users), "no shared publisher account"
+    assert cfg["pathDefaults"]["overridePublisher"] is False, "nobody may take over a live stream"
 
-    def may(user, action, path):
-        return any(p["action"] == action and re.fullmatch(p["path"][1:], path) for p in user["permissions"])
-
-    assert may(users[0], "publish", "live/demo/in")
-    assert not may(users[0], "publish", "live/demo/out")
-    assert may(users[1], "publish", "live/demo/out") and may(users[1], "publish", "live/demo/es")
-    assert may(users[1], "read", "live/demo/in")
-    assert may(users[2], "publish", "live/demo/out") and may(users[2], "read", "live/demo/in")
-    assert not may(users[1], "publish", "live/demo/in") and not may(users[2], "publish", "live/demo/in")
+    assert may(users[0], "publish", "live/demo/out") and may(users[0], "publish", "live/demo/es")
+    assert may(users[0], "read", "live/demo/in")
+    assert may(users[1], "publish", "live/demo/out") and may(users[1], "read", "live/demo/in")
+    # Inputs are published only by the broadcasters' own users (publishers.py), none here.
+    assert not any(may(u, "publish", "live/demo/in") for u in users)
     anon = [u for u in users if u["user"] == "any"]
-    assert not any(may(u, "publish", "live/demo/in") for u in anon)
     assert not any(may(u, "publish", "live/demo/out") for u in anon if not u["ips"])
     assert not any(may(u, "read", "live/demo/in") for u in anon if not u["ips"])
     assert any(u["ips"] and {"action": "metrics"} in u["permissions"] for u in anon)
@@ -361,19 +423,16 @@ def test_mediamtx_config_parses():
     api_ips = {ip for u in anon if {"action": "api"} in u["permissions"] for ip in u["ips"]}
     assert api_ips <= {"127.0.0.1", "::1", "127.0.0.1/32"} and all(u["ips"] for u in anon
                                                                    if {"action": "api"} in u["permissions"])
-    assert {"action": "api"} in users[2]["permissions"], "media-service reads the path list (reconcile)"
+    assert {"action": "api"} in users[1]["permissions"], "media-service reads the path list (reconcile)"
 
     path_conf = cfg["paths"]["~^live/[^/]+/in$"]
     assert "all_others" in cfg["paths"]  # outputs live/<name>/out, live/<name>/<lang>
     for hook, endpoint in MEDIAMTX_HOOKS.items():
         argv = shlex.split(path_conf[hook])
         assert argv[0] == "wget"  # busybox wget exists in the -ffmpeg (Alpine) image; curl may not
-        assert argv[-1] == f"http://media-service:8080{endpoint}"
-        body = argv[argv.index("--post-data") + 1]
-        assert json.loads(body.replace("$MTX_PATH", "live/x/in").replace("$MTX_QUERY", "a=b")) == {
-            "path": "live/x/in",
-            "query": "a=b",
-        }
+        assert argv[-1] == f"http://media-service:8080{endpoint}?path=$MTX_PATH"
+        # The raw query is the whole body: never pasted into a JSON (or any) template.
+        assert argv[argv.index("--post-data") + 1] == "$MTX_QUERY"
 
 
 def _expand_like_mediamtx(arg: str, env: dict[str, str]) -> str:
@@ -381,15 +440,15 @@ def _expand_like_mediamtx(arg: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: env.get(m.group(1) or m.group(2), ""), arg)
 
 
-@pytest.mark.skipif(shutil.which("wget") is None, reason="wget not installed")
-def test_mediamtx_hook_commands_post_expected_json():
+@pytest.mark.skipif(shutil.which("wget") is None, reason="wget not installed (make test installs it)")
+def test_mediamtx_hook_commands_post_the_query_unaltered():
     cfg = _load_yaml(MEDIAMTX_YML)
-    received: list[tuple[str, dict, str]] = []
+    received: list[tuple[str, str, str]] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((self.path, json.loads(body), self.headers.get("Authorization", "")))
+            received.append((self.path, body.decode(), self.headers.get("Authorization", "")))
             self.send_response(204)
             self.end_headers()
 
@@ -400,11 +459,9 @@ def test_mediamtx_hook_commands_post_expected_json():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        env = {
-            "MTX_PATH": "live/demo/in",
-            "MTX_QUERY": "lang=es&user=publisher&pass=x",
-            "MEDIA_API_TOKEN": "tok",
-        }
+        # A hostile query (quotes, a would-be JSON field, a space) arrives as it was sent.
+        query = 'lang=es&user=publisher&pass=x","path":"live/other/in&note=a b'
+        env = {"MTX_PATH": "live/demo/in", "MTX_QUERY": query, "MEDIA_API_TOKEN": "tok"}
         for hook in MEDIAMTX_HOOKS:
             argv = [
                 _expand_like_mediamtx(a, env) for a in shlex.split(cfg["paths"]["~^live/[^/]+/in$"][hook])
@@ -414,10 +471,9 @@ def test_mediamtx_hook_commands_post_expected_json():
     finally:
         server.shutdown()
         server.server_close()
-    expected = {"path": "live/demo/in", "query": "lang=es&user=publisher&pass=x"}
     assert received == [
-        (MEDIAMTX_HOOKS["runOnReady"], expected, "Bearer tok"),
-        (MEDIAMTX_HOOKS["runOnNotReady"], expected, "Bearer tok"),
+        (MEDIAMTX_HOOKS["runOnReady"] + "?path=live/demo/in", query, "Bearer tok"),
+        (MEDIAMTX_HOOKS["runOnNotReady"] + "?path=live/demo/in", query, "Bearer tok"),
     ]
 
 

@@ -93,18 +93,28 @@ async def auth_middleware(request: web.Request, handler):
     return await handler(request)
 
 
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """`{"path": "a", "path": "b"}` is ambiguous (and the classic way to smuggle a field past a
+    template that pastes text into JSON): refused instead of letting the last one win."""
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
+    return dict(pairs)
+
+
 async def _json_body(request: web.Request) -> dict:
     try:
-        body = await request.json()
+        body = await request.json(loads=lambda text: json.loads(text, object_pairs_hook=_refuse_duplicate_keys))
     except web.HTTPRequestEntityTooLarge:
         raise web.HTTPRequestEntityTooLarge(
             max_size=MAX_BODY_BYTES, actual_size=request.content_length or 0,
             text=json.dumps({"error": {"code": "limit_reached",
                                        "message": f"request body is larger than {MAX_BODY_BYTES} bytes"}}),
             content_type="application/json") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        detail = "" if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError) else f" ({exc})"
         raise web.HTTPBadRequest(text=json.dumps({"error": {"code": "invalid_json",
-                                                            "message": "request body is not valid JSON"}}),
+                                                            "message": f"request body is not valid JSON{detail}"}}),
                                  content_type="application/json") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text=json.dumps({"error": {"code": "invalid_body",
@@ -323,13 +333,26 @@ class Api:
             self.events.publish(stream_id, "hook_unpublish", {"path": path})
         return web.json_response({"id": stream_id, "known": worker is not None})
 
+    @staticmethod
+    async def _mediamtx_hook_args(request) -> tuple[str, str]:
+        """The path and the publisher's raw query of a MediaMTX hook.
+
+        The shipped hook posts the raw query as the body and names the path in the URL
+        (`?path=$MTX_PATH`): nothing is pasted into a JSON template, so a query holding `"` cannot
+        add or replace a field. The JSON body `{"path", "query"}` of older configs is still read,
+        with duplicate keys refused.
+        """
+        if request.content_type == "application/json":
+            body = await _json_body(request)
+            return str(body.get("path", "")), str(body.get("query", ""))
+        return request.query.get("path", ""), await request.text()
+
     async def mediamtx_ready(self, request):
-        body = await _json_body(request)
-        return await self._hook_start(str(body.get("path", "")), str(body.get("query", "")))
+        return await self._hook_start(*await self._mediamtx_hook_args(request))
 
     async def mediamtx_not_ready(self, request):
-        body = await _json_body(request)
-        return await self._hook_stop(str(body.get("path", "")))
+        path, _ = await self._mediamtx_hook_args(request)
+        return await self._hook_stop(path)
 
     NGINX_FIELDS = frozenset({"call", "app", "name", "type", "addr", "clientid", "flashver", "swfurl",
                               "tcurl", "pageurl", "epoch", "args"})
