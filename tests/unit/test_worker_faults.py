@@ -40,3 +40,38 @@ def test_the_watchdog_sees_an_output_loop_that_stopped_turning():
     assert w.output_stalled_s() > 10.0
     w.fail("output thread stuck for 12 s")
     assert w.output_stalled_s() == 0.0 and w.state == "failed"
+
+
+def test_the_registry_watchdog_fails_and_stops_a_stuck_worker():
+    """The registry's reaper is the watchdog: within a couple of its 1 s rounds a worker whose
+    output loop has not turned for over OUTPUT_STALL_S is failed with the reason and stopped."""
+    import asyncio
+
+    from media_service.registry import OUTPUT_STALL_S, StreamRegistry
+
+    async def scenario():
+        w = make_worker()
+        registry = StreamRegistry(w.cfg, w.metrics, w.events)
+        stops = []
+
+        async def stop(drain=True):
+            stops.append(drain)
+        w.stop = stop
+        w.state = "running"
+        w._output_beat = time.monotonic() - OUTPUT_STALL_S - 2.0
+        registry._workers[w.id] = w
+        registry._reaper = asyncio.create_task(registry._reap())
+        try:
+            for _ in range(40):
+                if stops:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            registry._reaper.cancel()
+            await asyncio.gather(registry._reaper, return_exceptions=True)
+        return w, stops
+
+    w, stops = asyncio.run(scenario())
+    assert w.state == "failed" and w.state_reason.startswith("output thread stuck for 1"), w.state_reason
+    assert stops == [False], "a stuck stream is stopped at once, without drain"
+    assert any(e["type"] == "failed" for e in w.events.since(0))
