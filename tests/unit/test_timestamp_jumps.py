@@ -1,34 +1,33 @@
 """Input timestamp jumps (issue 12 #3): a new session on the timeline, never a giant gap.
 
-Drives the worker's ingest callbacks directly with synthetic audio; no threads, no network.
+Drives the capture stage directly with synthetic audio; no threads, no network.
 """
 
 import tracemalloc
 
 import numpy as np
 import pytest
-from media_service.config import MediaConfig, StreamRequest
+from media_service.capture import Capture
+from media_service.config import MediaConfig
 from media_service.events import EventLog
-from media_service.metrics import MediaMetrics
 from media_service.timeline import RATE
-from media_service.worker import StreamWorker
+from media_service.worker import Counters
 
 CHUNK = 1024
 
 
 @pytest.fixture
 def worker():
-    req = StreamRequest(input_url="rtmp://127.0.0.1:1/live/x/in", output_url="rtmp://127.0.0.1:1/live/x/out")
-    w = StreamWorker("x", req, MediaConfig(sts_token="t"), MediaMetrics(), EventLog())
-    w._dispatch = lambda seg: None  # no event loop here: segments are not sent
-    return w
+    """The capture stage of stream "x"; its closed segments are collected, not sent."""
+    c = Capture("x", MediaConfig(sts_token="t"), EventLog(), Counters(), on_segment=lambda seg: None)
+    return c
 
 
 def feed(w, start_s: float, seconds: float):
     n = int(seconds * RATE) // CHUNK
     tone = 0.1 * np.sin(np.arange(CHUNK) * 2 * np.pi * 440 / RATE).astype(np.float32)
     for i in range(n):
-        w._on_audio(np.repeat(tone[:, None], 2, axis=1), start_s + i * CHUNK / RATE)
+        w.on_audio(np.repeat(tone[:, None], 2, axis=1), start_s + i * CHUNK / RATE)
 
 
 def test_forward_jump_of_an_hour_allocates_nothing_and_continues(worker):
@@ -72,7 +71,7 @@ def test_short_hole_is_still_silence_not_a_jump(worker):
 def test_video_only_stretch_then_audio_keeps_sync_without_allocating(worker):
     feed(worker, 10.0, 1.0)
     end = worker.timeline.end
-    worker._last_video_out_s = 10.0 + end / RATE + 30.0  # video went on for 30 s alone
+    worker.last_video_out_s = 10.0 + end / RATE + 30.0  # video went on for 30 s alone
     tracemalloc.start()
     feed(worker, 10.0 + end / RATE + 30.0, 0.5)
     peak = tracemalloc.get_traced_memory()[1]

@@ -36,7 +36,7 @@ def test_the_watchdog_sees_an_output_loop_that_stopped_turning():
     w = make_worker()
     w.state = "running"
     assert w.output_stalled_s() == 0.0  # not started
-    w._output_beat = time.monotonic() - 12.0
+    w.playout.beat = time.monotonic() - 12.0
     assert w.output_stalled_s() > 10.0
     w.fail("output thread stuck for 12 s")
     assert w.output_stalled_s() == 0.0 and w.state == "failed"
@@ -58,7 +58,7 @@ def test_the_registry_watchdog_fails_and_stops_a_stuck_worker():
             stops.append(drain)
         w.stop = stop
         w.state = "running"
-        w._output_beat = time.monotonic() - OUTPUT_STALL_S - 2.0
+        w.playout.beat = time.monotonic() - OUTPUT_STALL_S - 2.0
         registry._workers[w.id] = w
         registry._reaper = asyncio.create_task(registry._reap())
         try:

@@ -1,0 +1,173 @@
+"""The capture stage: what the ingest thread does with each decoded packet.
+
+Video packets wait in a `VideoQueue` until they are due; audio goes onto the stream's one media
+timeline (`Timeline` + `AudioStore`, 48 kHz sample positions) and, resampled to 16 kHz mono, into
+the VAD segmenter, whose closed segments are handed to `on_segment` (the dubbing stage).
+A reconnected input, or a timestamp jump beyond `timeline.JUMP_S`, continues as a new session:
+its timestamps are shifted so the output goes on where it stopped, without a hole or an overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from .config import MediaConfig
+from .events import EventLog
+from .ingest import InputInfo
+from .segmenter import SAMPLE_RATE as VAD_RATE
+from .segmenter import Segment, SegmenterConfig, SpeechSegmenter
+from .timeline import JUMP_S, RATE, AudioStore, Timeline
+
+log = logging.getLogger(__name__)
+
+TIMELINE_TOLERANCE_S = 0.015  # frame timestamps within this of the running position are laid end to end
+RESUME_GAP_S = 0.040  # a reconnected input continues this long after the last video packet
+
+
+@dataclass
+class VideoItem:
+    packet: av.Packet
+    arrival: float  # monotonic time it was read: due at arrival + D
+
+
+class VideoQueue:
+    """Video packets in arrival order, shared by the ingest thread (push) and the output thread."""
+
+    def __init__(self):
+        self._q: deque[VideoItem] = deque()
+        self._lock = threading.Lock()
+
+    def push(self, packet: av.Packet, arrival: float) -> None:
+        with self._lock:
+            self._q.append(VideoItem(packet, arrival))
+
+    def pop_due(self, due_before: float) -> av.Packet | None:
+        """The oldest packet if it arrived before `due_before` (= now - D), else None."""
+        with self._lock:
+            if self._q and self._q[0].arrival <= due_before:
+                return self._q.popleft().packet
+        return None
+
+    def first_arrival(self) -> float | None:
+        with self._lock:
+            return self._q[0].arrival if self._q else None
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+
+class Capture:
+    """Timeline, audio store, video queue and VAD feed of one stream (written by its ingest thread)."""
+
+    def __init__(self, stream_id: str, cfg: MediaConfig, events: EventLog, counters,
+                 on_segment: Callable[[Segment], None]):
+        self.id = stream_id
+        self.events = events
+        self.counters = counters  # the worker's: video_packets_in, timestamp_jumps
+        self.on_segment = on_segment
+        self.timeline = Timeline(RATE, tolerance_s=TIMELINE_TOLERANCE_S)
+        self.store = AudioStore(channels=2)
+        self.video = VideoQueue()
+        self.segmenter = SpeechSegmenter(SegmenterConfig(
+            threshold=cfg.vad_threshold, min_silence_ms=cfg.min_silence_ms,
+            max_fragment_ms=cfg.max_fragment_ms, padding_ms=cfg.speech_padding_ms,
+            min_fragment_ms=cfg.min_fragment_ms))
+        self.info: InputInfo | None = None  # the current input session's streams
+        self.video_shift_ticks = 0  # added to input video timestamps (video time base)
+        self.last_video_out_s: float | None = None  # latest ingested video time, output clock
+        self.first_video_out_s: float | None = None
+        self.new_session = False  # the next packet starts a session (set on a reconnect)
+        self._resampler: av.AudioResampler | None = None
+
+    # ------------------------------------------------------------ sessions
+
+    def begin_session_at(self, pts_s: float) -> None:
+        """First packet of a new session: continue the output timestamps where they stopped."""
+        self.new_session = False
+        resume = max(self.timeline.to_out_seconds_of_index(self.timeline.end) if self.timeline.origin_s
+                     is not None else 0.0, (self.last_video_out_s or 0.0) + RESUME_GAP_S)
+        self.timeline.new_session(pts_s, resume)
+        if self.info and self.info.video is not None:
+            self.video_shift_ticks = int(round(self.timeline.shift_s / float(self.info.video.time_base)))
+
+    def jumped(self, pts_s: float, kind: str) -> bool:
+        """A timestamp jump beyond JUMP_S: continue as a new session (see timeline.JUMP_S).
+
+        Audio is compared with the end of the timeline, video with the last video packet (a
+        video-only stretch is not a jump)."""
+        if self.new_session:
+            return False
+        if kind == "audio":
+            if not self.timeline.is_jump(pts_s):
+                return False
+            jump = pts_s + self.timeline.shift_s - self.timeline.to_out_seconds_of_index(self.timeline.end)
+        else:
+            last = self.last_video_out_s
+            out_s = pts_s + self.timeline.shift_s
+            if last is None or abs(out_s - last) <= JUMP_S:
+                return False
+            jump = out_s - last
+        self.counters.timestamp_jumps += 1
+        log.warning("stream %s: input %s timestamps jumped %+.1f s: continuing as a new session",
+                    self.id, kind, jump)
+        self.events.publish(self.id, "timestamp_jump", {"kind": kind, "jump_s": round(jump, 3)})
+        return True
+
+    # ------------------------------------------------------------ packets (ingest thread)
+
+    def on_video(self, packet: av.Packet) -> None:
+        if packet.pts is not None and self.jumped(float(packet.pts * packet.time_base), "video"):
+            self.new_session = True
+        if self.new_session and packet.pts is not None:
+            self.begin_session_at(float(packet.pts * packet.time_base))
+        if packet.pts is not None:
+            out_s = float((packet.pts + self.video_shift_ticks) * packet.time_base)
+            self.last_video_out_s = max(self.last_video_out_s or out_s, out_s)
+            if self.first_video_out_s is None:
+                self.first_video_out_s = out_s
+        self.counters.video_packets_in += 1
+        self.video.push(packet, time.monotonic())
+
+    def on_audio(self, samples: np.ndarray, pts_s: float) -> None:
+        if self.jumped(pts_s, "audio"):
+            self.new_session = True
+        if self.new_session:
+            self.begin_session_at(pts_s)
+        placed = self.timeline.place(pts_s, len(samples))
+        samples = samples[placed.dropped:]
+        if placed.gap:
+            # The store reads silence where nothing was written; the segmenter skips the hole
+            # without analysing it. Nothing the size of the gap is allocated, however long the
+            # input's audio was away.
+            ratio = RATE // VAD_RATE
+            self._feed_segmenter(np.zeros((placed.gap % ratio, 2), np.float32))
+            for seg in self.segmenter.skip(placed.gap // ratio):
+                self.on_segment(seg)
+        self.store.write(placed.start, samples)
+        self._feed_segmenter(samples)
+
+    def _feed_segmenter(self, samples: np.ndarray) -> None:
+        if not len(samples):
+            return
+        mono = samples.mean(axis=1).astype(np.float32)
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=VAD_RATE)
+        frame = av.AudioFrame.from_ndarray(mono[None, :], format="flt", layout="mono")
+        frame.sample_rate = RATE
+        parts = [f.to_ndarray()[0] for f in self._resampler.resample(frame)]
+        if parts:
+            for seg in self.segmenter.feed(np.concatenate(parts)):
+                self.on_segment(seg)
+
+    def flush_segments(self) -> None:
+        """The input session ended: the open segment is closed and handed on."""
+        for seg in self.segmenter.flush():
+            self.on_segment(seg)

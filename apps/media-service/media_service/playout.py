@@ -1,0 +1,217 @@
+"""The playout stage: what the output thread does, at a constant delay D behind the input.
+
+Each 1024-sample audio frame is due D after its last sample arrived, each video packet D after it
+arrived. A due frame is rendered (the original mixed with the dubs that cover it, per language,
+see `mixer.DubTracks`) and written to every language's output with the video packets that are
+due; nothing here ever waits for the STS side. Outputs open just before something is due, close
+(flushing their muxers) once an ended input is played out, and reopen when it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import av
+
+from .capture import Capture
+from .config import StreamRequest
+from .events import EventLog
+from .metrics import MediaMetrics
+from .mixer import DubTracks, Mode
+from .output import FRAME, OutputError, OutputWriter
+from .timeline import RATE
+
+log = logging.getLogger(__name__)
+
+OUTPUT_OPEN_LEAD_S = 1.0  # outputs open this long before their first packet is due
+OUTPUT_REOPEN_S = 1.0  # a failed output is tried again at most this often
+IDLE_WAIT_S = 0.02  # longest sleep between rounds (a frame arriving meanwhile is due D later)
+
+
+class Playout:
+    def __init__(self, stream_id: str, request: StreamRequest, delay_s: float, *, capture: Capture,
+                 tracks: DubTracks, metrics: MediaMetrics, events: EventLog, counters,
+                 mix: Callable[[], tuple[Mode, float]],
+                 make_writer: Callable[[str], OutputWriter | None],
+                 input_reading: Callable[[], bool], on_error: Callable[[str], None],
+                 stop: threading.Event, drain: threading.Event):
+        self.id = stream_id
+        self.request = request
+        self.delay_s = delay_s
+        self.capture, self.tracks = capture, tracks
+        self.metrics, self.events, self.counters = metrics, events, counters
+        self.mix = mix  # (mode, duck gain dB), read per frame: a PATCH takes effect on the next one
+        self.make_writer = make_writer  # None while there is no input to copy the streams from
+        self.input_reading = input_reading
+        self.on_error = on_error
+        self._stop, self._drain = stop, drain
+        self.outputs: dict[str, OutputWriter] = {}
+        self.state = "waiting"
+        self.beat: float | None = None  # monotonic time of the loop's last round (watchdog)
+        self.av_offset_s = 0.0
+        self.output_delay_measured_s = 0.0
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        store, video = self.capture.store, self.capture.video
+        next_index = 0
+        last_open_try = 0.0
+        try:
+            while not self._stop.is_set():
+                now = self.beat = time.monotonic()
+                if self.capture.info is None:
+                    self._stop.wait(IDLE_WAIT_S)
+                    continue
+                if (len(self.outputs) < len(self.tracks.languages) and now - last_open_try > OUTPUT_REOPEN_S
+                        and self._anything_due(next_index, now + OUTPUT_OPEN_LEAD_S)):
+                    # Opened just before there is something to write: RTMP servers drop idle
+                    # publishers, and opening takes a moment (relay start, RTMP handshake).
+                    last_open_try = now
+                    self._open_outputs()
+                wrote = False
+                while store.end >= next_index + FRAME:  # audio frames that are due
+                    arrival = store.arrival_of(next_index + FRAME - 1)
+                    if arrival is None or arrival + self.delay_s > now:
+                        break
+                    if not self._before_first_picture(next_index):
+                        self._write_audio_frame(next_index)
+                    self.output_delay_measured_s = time.monotonic() - arrival
+                    next_index += FRAME
+                    wrote = True
+                while (packet := video.pop_due(now - self.delay_s)) is not None:  # video that is due
+                    self._write_video(packet)
+                    wrote = True
+                if wrote:
+                    self.metrics.output_delay.labels(self.id).set(self.output_delay_measured_s)
+                    store.discard_before(next_index - RATE)
+                    self.tracks.prune(next_index - RATE)
+                elif not self.input_reading() and self._played_out(next_index, now):
+                    # The input is gone and everything it gave has been played: finish the last
+                    # partial audio frame and close the outputs, which flushes the muxers'
+                    # interleaving queues (nothing is left behind). They reopen if it returns.
+                    if store.end > next_index:
+                        self._write_audio_frame(next_index)
+                        next_index += FRAME  # the rest of this frame was silence-padded
+                    if self.outputs:
+                        self._close_outputs("input ended; everything buffered was played out")
+                    if self._drain.is_set() and store.closed:
+                        break
+                self._stop.wait(self._idle_wait(next_index))
+        finally:
+            for writer in self.outputs.values():
+                writer.close()
+            self.outputs.clear()
+            self.metrics.output_up.labels(self.id).set(0)
+            self.state = "closed"
+
+    # ------------------------------------------------------------ scheduling
+
+    def _due(self, arrival: float | None, now: float) -> bool:
+        return arrival is not None and arrival + self.delay_s <= now
+
+    def _frame_arrival(self, next_index: int) -> float | None:
+        """When the last sample of the frame at `next_index` arrived (None: not all there yet)."""
+        store = self.capture.store
+        return store.arrival_of(next_index + FRAME - 1) if store.end >= next_index + FRAME else None
+
+    def _idle_wait(self, next_index: int) -> float:
+        """Sleep until the next audio frame or video packet is due, at most IDLE_WAIT_S. Polling
+        every 5 ms cost each stream 200 wake-ups a second, all contending for the GIL."""
+        now = time.monotonic()
+        due = now + IDLE_WAIT_S
+        for arrival in (self._frame_arrival(next_index), self.capture.video.first_arrival()):
+            if arrival is not None:
+                due = min(due, arrival + self.delay_s)
+        return max(0.001, due - now)
+
+    def _anything_due(self, next_index: int, now: float) -> bool:
+        return self._due(self._frame_arrival(next_index), now) or self._due(self.capture.video.first_arrival(), now)
+
+    def _played_out(self, next_index: int, now: float) -> bool:
+        store = self.capture.store
+        if len(self.capture.video) or store.end >= next_index + FRAME:
+            return False
+        arrival = store.arrival_of(store.end - 1) if store.end > next_index else None
+        return arrival is None or self._due(arrival, now)
+
+    def _before_first_picture(self, index: int) -> bool:
+        """Audio that ends before the first video packet is not sent: a viewer joining a live
+        stream gets picture and sound from the first keyframe on, not sound alone."""
+        first = self.capture.first_video_out_s
+        if first is None or self.counters.video_packets_out:
+            return False
+        return self.capture.timeline.to_out_seconds_of_index(index + FRAME) <= first
+
+    # ------------------------------------------------------------ writers
+
+    def _open_outputs(self) -> bool:
+        ok = True
+        for lang in self.request.target_languages:
+            if lang in self.outputs:
+                continue
+            url = self.request.output_for(lang)
+            try:
+                writer = self.make_writer(url)
+                if writer is None:
+                    return False  # input closed (stopping): no template to build outputs from
+                self.outputs[lang] = writer
+                self.events.publish(self.id, "output_open", {"language": lang, "url": url})
+            except OutputError as exc:
+                ok = False
+                if self.state != "error":
+                    log.warning("stream %s: %s", self.id, exc)
+                self.state = "error"
+                self.on_error(str(exc))
+        if ok:
+            self.state = "writing"
+            self.metrics.output_up.labels(self.id).set(1)
+        return ok
+
+    def _output_failed(self, lang: str, exc: Exception) -> None:
+        log.warning("stream %s: output %s failed: %s", self.id, lang, exc)
+        writer = self.outputs.pop(lang, None)
+        if writer:
+            writer.close()
+        self.state = "error"
+        self.metrics.output_up.labels(self.id).set(0)
+        self.events.publish(self.id, "output_lost", {"language": lang, "error": str(exc)})
+
+    def _close_outputs(self, reason: str) -> None:
+        for lang, writer in list(self.outputs.items()):
+            writer.close()
+            self.events.publish(self.id, "output_closed", {"language": lang, "reason": reason})
+        self.outputs.clear()
+        self.state = "idle"
+        self.metrics.output_up.labels(self.id).set(0)
+
+    def _write_audio_frame(self, index: int) -> None:
+        original = self.capture.store.read(index, FRAME)
+        mode, duck_gain_db = self.mix()
+        mixes = self.tracks.render(index, FRAME, original, mode, duck_gain_db)
+        pts = self.capture.timeline.out_index_pts(index)
+        for lang, mixed in mixes.items():
+            writer = self.outputs.get(lang)
+            if writer is None:
+                continue
+            try:
+                writer.write_audio(mixed, pts)
+                self.av_offset_s = writer.av_offset_s
+            except OutputError as exc:
+                self._output_failed(lang, exc)
+        self.counters.audio_frames_out += 1
+        self.metrics.av_offset.labels(self.id).set(self.av_offset_s)
+
+    def _write_video(self, packet: av.Packet) -> None:
+        for lang, writer in list(self.outputs.items()):
+            copy = av.Packet(bytes(packet))
+            copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
+            copy.is_keyframe = packet.is_keyframe
+            try:
+                writer.write_video(copy, self.capture.video_shift_ticks)
+            except OutputError as exc:
+                self._output_failed(lang, exc)
+        self.counters.video_packets_out += 1
