@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from .budget import DelayTooShort, check_delay
-from .config import MediaConfig, StreamRequest
+from .config import MediaConfig, StreamPatch, StreamRequest
 from .dashboard import DASHBOARD_HTML
 from .events import EventLog
 from .metrics import MediaMetrics
@@ -30,6 +30,7 @@ from .preview import BroadcasterStopped, PreviewRegistry
 from .reconcile import Reconciler
 from .registry import LimitReached, StreamExists, StreamRegistry
 from .signed_links import LinkSigner
+from .states import Mode
 from .targets import TargetRefused
 
 log = logging.getLogger(__name__)
@@ -189,25 +190,21 @@ class Api:
 
     async def patch(self, request):
         worker = self._worker(request)
-        body = await _json_body(request)
-        unknown = set(body) - {"mix", "duck_gain_db"}
-        if unknown:
-            return _error(400, "invalid_request", f"cannot change {sorted(unknown)}; only mix and duck_gain_db")
-        if "mix" in body:
-            if body["mix"] not in ("duck", "replace", "passthrough"):
-                return _error(400, "invalid_request", "mix: must be duck, replace or passthrough")
-            worker.set_mode(body["mix"])
-        if "duck_gain_db" in body:
-            gain = body["duck_gain_db"]
-            if not isinstance(gain, (int, float)) or not -60 <= gain <= 0:
-                return _error(400, "invalid_request", "duck_gain_db: must be a number within -60..0")
-            worker.duck_gain_db = float(gain)
+        try:
+            change = StreamPatch.model_validate(await _json_body(request))
+        except ValidationError as exc:
+            return _error(400, "invalid_request", f"{describe_validation_error(exc)} (only mix and duck_gain_db "
+                                                  "can change while a stream runs)")
+        if change.mix is not None:
+            worker.set_mode(change.mix)
+        if change.duck_gain_db is not None:
+            worker.duck_gain_db = change.duck_gain_db
         return web.json_response(self._snapshot(worker))
 
     async def bypass(self, request):
         """Emergency switch to the original audio, effective on the next output frame."""
         worker = self._worker(request)
-        worker.set_mode("passthrough")
+        worker.set_mode(Mode.PASSTHROUGH)
         return web.json_response(self._snapshot(worker))
 
     async def delete(self, request):

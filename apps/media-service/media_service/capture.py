@@ -22,13 +22,11 @@ import numpy as np
 from .config import MediaConfig
 from .events import EventLog
 from .ingest import InputInfo
-from .segmenter import SAMPLE_RATE as VAD_RATE
 from .segmenter import Segment, SegmenterConfig, SpeechSegmenter
-from .timeline import JUMP_S, RATE, AudioStore, Timeline
+from .timeline import JUMP_S, RATE, VAD_RATE, AudioStore, Timeline
 
 log = logging.getLogger(__name__)
 
-TIMELINE_TOLERANCE_S = 0.015  # frame timestamps within this of the running position are laid end to end
 RESUME_GAP_S = 0.040  # a reconnected input continues this long after the last video packet
 
 
@@ -73,7 +71,7 @@ class Capture:
         self.events = events
         self.counters = counters  # the worker's: video_packets_in, timestamp_jumps
         self.on_segment = on_segment
-        self.timeline = Timeline(RATE, tolerance_s=TIMELINE_TOLERANCE_S)
+        self.timeline = Timeline(RATE)
         self.store = AudioStore(channels=2)
         self.video = VideoQueue()
         self.segmenter = SpeechSegmenter(SegmenterConfig(

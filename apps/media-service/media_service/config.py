@@ -9,13 +9,14 @@ import argparse
 import os
 import re
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated
 
 from livedub_protocol import LANGUAGE_PATTERN, weak_token_reason
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .budget import DelayTooShort, check_delay
 from .redaction import redact_url
+from .states import Mode
 from .targets import TargetPolicy, check_url_syntax
 
 # Starts with a letter or digit: "." and ".." would be paths, "-x" an option to a child process.
@@ -89,8 +90,8 @@ class MediaConfig:
             raise ConfigError(f"--speech-padding-ms must be within 0..1000, got {self.speech_padding_ms}")
         if not (-60.0 <= self.duck_gain_db <= 0.0):
             raise ConfigError(f"--duck-gain-db must be within -60..0, got {self.duck_gain_db}")
-        if self.default_mix not in ("duck", "replace", "passthrough"):
-            raise ConfigError(f"--mix must be duck, replace or passthrough, got {self.default_mix!r}")
+        if self.default_mix not in {m.value for m in Mode}:
+            raise ConfigError(f"--mix must be one of {', '.join(m.value for m in Mode)}, got {self.default_mix!r}")
         if not self.rtmp_base_url.startswith(("rtmp://", "rtmps://")):
             raise ConfigError(f"--rtmp-base-url must start with rtmp://, got {self.rtmp_base_url!r}")
         for flag, value, top in (("--max-streams", self.max_streams, 1000), ("--max-languages", self.max_languages, 8),
@@ -165,6 +166,15 @@ def parse_args(argv: list[str] | None = None) -> MediaConfig:
     return cfg.validate()
 
 
+class StreamPatch(BaseModel):
+    """`PATCH /v1/streams/{id}`: what may change while a stream runs (both optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mix: Mode | None = None
+    duck_gain_db: float | None = Field(None, ge=-60, le=0)
+
+
 class StreamRequest(BaseModel):
     """Body of POST /v1/streams (and what a publish hook builds)."""
 
@@ -176,7 +186,7 @@ class StreamRequest(BaseModel):
     source_language: str = Field("en", pattern=LANGUAGE_PATTERN)
     target_languages: list[Annotated[str, Field(pattern=LANGUAGE_PATTERN)]] = Field(
         default_factory=lambda: ["es"], min_length=1, max_length=8)
-    mix: Literal["duck", "replace", "passthrough"] = "duck"
+    mix: Mode = Mode.DUCK
     duck_gain_db: float | None = Field(None, ge=-60, le=0)
     output_delay_s: float | None = Field(None, ge=1, le=60)
 

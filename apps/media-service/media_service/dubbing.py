@@ -18,17 +18,17 @@ from collections import deque
 from collections.abc import Callable
 
 import numpy as np
-from livedub_protocol import FragmentData, StreamInit, float_to_pcm16
+from livedub_protocol import FragmentData, StreamInit, float_to_pcm16, pcm16_to_float
 
 from .budget import DEADLINE_MARGIN_S, fragment_limits
 from .config import MediaConfig, StreamRequest
 from .events import EventLog
 from .metrics import MediaMetrics
 from .mixer import DubTracks, resample
-from .segmenter import SAMPLE_RATE as VAD_RATE
 from .segmenter import Segment, SpeechSegmenter, span_to_48k
+from .states import FallbackReason
 from .sts_client import Fallback, StsClient
-from .timeline import RATE, AudioStore
+from .timeline import RATE, VAD_RATE, AudioStore
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ class Dubbing:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def fallback(self, reason: str, seg_ms: float, detail: str = "") -> None:
+    def fallback(self, reason: FallbackReason, seg_ms: float, detail: str = "") -> None:
+        reason = FallbackReason(reason).value
         self.counters.fallbacks[reason] = self.counters.fallbacks.get(reason, 0) + 1
         self.metrics.fallbacks.labels(self.id, reason).inc()
         self.events.publish(self.id, "fallback", {"reason": reason, "start_ms": seg_ms, "detail": detail})
@@ -132,7 +133,8 @@ class Dubbing:
             return
         if result.status != "ok":
             err = result.error
-            reason = "deadline_exceeded" if err and err.code == "deadline_exceeded" else "failed"
+            reason = (FallbackReason.DEADLINE_EXCEEDED if err and err.code == "deadline_exceeded"
+                      else FallbackReason.FAILED)
             self.fallback(reason, start_ms, f"{err.code} at {err.stage}: {err.message}" if err else "")
             return
         await asyncio.get_running_loop().run_in_executor(None, self._place_dubs, result, start48, end48)
@@ -158,8 +160,7 @@ class Dubbing:
         span = end48 - start48
         placed = []
         for dub in result.results:
-            pcm = np.frombuffer(dub.audio, "<i2").astype(np.float32) / 32768.0
-            clip = resample(pcm, dub.sample_rate_hz, RATE)[:span]
+            clip = resample(pcm16_to_float(dub.audio), dub.sample_rate_hz, RATE)[:span]
             if not len(clip):
                 continue
             if self.tracks.place(dub.target_language, start48, np.repeat(clip[:, None], 2, axis=1)):
@@ -171,7 +172,7 @@ class Dubbing:
             timings = result.timings_ms.model_dump(exclude_none=True) if result.timings_ms else {}
             self.events.publish(self.id, "dubbed", {**self.transcripts[-1], "timings_ms": timings})
         elif result.results:
-            self._loop.call_soon_threadsafe(self.fallback, "late", result.start_ms, "arrived after its deadline")
+            self._loop.call_soon_threadsafe(self.fallback, FallbackReason.LATE, result.start_ms, "arrived after its deadline")
 
     def snapshot(self) -> dict:
         return {"sts": {"state": self.sts.state, "url": self.cfg.sts_url, "connects": self.sts.connects,

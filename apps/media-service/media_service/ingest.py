@@ -17,10 +17,10 @@ import numpy as np
 
 from .redaction import redact, redact_url
 from .targets import file_path, protocol_whitelist
+from .timeline import RATE
 
 log = logging.getLogger(__name__)
 
-RATE = 48000
 
 
 class InputError(RuntimeError):

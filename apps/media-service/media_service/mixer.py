@@ -42,19 +42,16 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from enum import Enum
 
 import av
 import numpy as np
 
-TIMELINE_RATE = 48_000
+from .states import Mode
+from .timeline import RATE as TIMELINE_RATE
+
 DEFAULT_RAMP = 480  # 10 ms at 48 kHz
 
 
-class Mode(str, Enum):
-    DUCK = "duck"
-    REPLACE = "replace"
-    PASSTHROUGH = "passthrough"
 
 
 def rms_dbfs(x: np.ndarray, floor_db: float = -120.0) -> float:

@@ -33,10 +33,10 @@ import numpy as np
 from .recording import SegmentFile
 from .redaction import redact
 from .relay import Relay, RelaySettings, RelayStartError
+from .timeline import RATE as AUDIO_RATE  # AAC at the timeline rate: no resampling on the way out
 
 log = logging.getLogger(__name__)
 
-AUDIO_RATE = 48000
 FRAME = 1024  # AAC frame size
 HEALTHY_S = 10.0  # an output that has written this long without failing resets its destination's backoff
 

@@ -20,8 +20,9 @@ from .capture import Capture
 from .config import StreamRequest
 from .events import EventLog
 from .metrics import MediaMetrics
-from .mixer import DubTracks, Mode
+from .mixer import DubTracks
 from .output import FRAME, OutputError, OutputWriter
+from .states import Mode
 from .timeline import RATE
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ import logging
 from .config import MediaConfig, StreamRequest
 from .events import EventLog
 from .metrics import MediaMetrics
+from .states import StreamState
 from .worker import StreamWorker
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,9 @@ class StreamRegistry:
                 stalled = worker.output_stalled_s()
                 if stalled > OUTPUT_STALL_S:
                     worker.fail(f"output thread stuck for {stalled:.0f} s")
-                if worker.state == "ended":
+                if worker.state == StreamState.ENDED:
                     await self.stop(worker.id)
-                elif worker.state == "failed":
+                elif worker.state == StreamState.FAILED:
                     await worker.stop(drain=False)
 
     async def close(self) -> None:

@@ -45,9 +45,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .timeline import RATE as TIMELINE_RATE
+from .timeline import VAD_RATE as SAMPLE_RATE
 from .vad import make_vad
 
-SAMPLE_RATE = 16_000
 VAD_WINDOW = 512  # samples per Silero window at 16 kHz (32 ms)
 _HYSTERESIS = 0.15
 _CUT_FRAME = 160  # 10 ms energy frames for cut-point search
@@ -371,7 +372,8 @@ class SpeechSegmenter:
 
 def span_to_48k(span: Span) -> tuple[int, int]:
     """Map a 16 kHz span to 48 kHz timeline indices ``(start, end)``."""
-    return span.start * 3, span.end * 3
+    ratio = TIMELINE_RATE // SAMPLE_RATE
+    return span.start * ratio, span.end * ratio
 
 
 __all__ = [

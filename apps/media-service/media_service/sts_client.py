@@ -30,6 +30,8 @@ from livedub_protocol import (
     parse,
 )
 
+from .states import FallbackReason
+
 log = logging.getLogger(__name__)
 
 STATES = ("disconnected", "connecting", "connected", "reconnecting", "unauthorized", "closed")
@@ -38,9 +40,9 @@ STATES = ("disconnected", "connecting", "connected", "reconnecting", "unauthoriz
 class Fallback(Exception):
     """The dub for a fragment will not come: play the original. `reason` is a metric label."""
 
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: FallbackReason, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
+        self.reason = FallbackReason(reason)
         self.detail = detail
 
 
@@ -112,7 +114,7 @@ class StsClient:
                     self._set_state("unauthorized")
                     delay = self.retry_max_s
             self._ready.clear()
-            self._fail_pending("sts_disconnected", self.last_error or "connection lost")
+            self._fail_pending(FallbackReason.STS_DISCONNECTED, self.last_error or "connection lost")
             with contextlib.suppress(Exception):
                 await self._sio.disconnect()
             first = False
@@ -153,14 +155,14 @@ class StsClient:
                 await self._sio.call(STREAM_END, {"stream_id": self.init.stream_id}, namespace=NAMESPACE,
                                      timeout=2)
         self._ready.clear()
-        self._fail_pending("closed", "stream stopped")
+        self._fail_pending(FallbackReason.CLOSED, "stream stopped")
         with contextlib.suppress(Exception):
             await self._sio.disconnect()
         self._set_state("closed")
 
     # ------------------------------------------------------------ fragments
 
-    def _fail_pending(self, reason: str, detail: str) -> None:
+    def _fail_pending(self, reason: FallbackReason, detail: str) -> None:
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(Fallback(reason, detail))
@@ -186,15 +188,15 @@ class StsClient:
     async def process(self, frag: FragmentData, deadline: float) -> FragmentProcessed:
         """Send one fragment and wait for its result until `deadline` (time.monotonic())."""
         if not self._ready.is_set():
-            raise Fallback("sts_unavailable", f"sts-service {self.state}")
+            raise Fallback(FallbackReason.STS_UNAVAILABLE, f"sts-service {self.state}")
         limit = max(1, self.max_inflight // 2) if self._slow_down else self.max_inflight
         while self.inflight >= limit:
             if time.monotonic() >= deadline - 0.5:
-                raise Fallback("backpressure", f"{self.inflight} fragments in flight")
+                raise Fallback(FallbackReason.BACKPRESSURE, f"{self.inflight} fragments in flight")
             await asyncio.sleep(0.05)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise Fallback("timeout", "deadline passed before sending")
+            raise Fallback(FallbackReason.TIMEOUT, "deadline passed before sending")
         fut = asyncio.get_running_loop().create_future()
         self._pending[frag.fragment_id] = fut
         try:
@@ -202,11 +204,11 @@ class StsClient:
                                        timeout=min(remaining, 5.0))
             if not ack.get("accepted"):
                 err = ack.get("error", {})
-                raise Fallback("rejected", f"{err.get('code')}: {err.get('message')}")
+                raise Fallback(FallbackReason.REJECTED, f"{err.get('code')}: {err.get('message')}")
             return await asyncio.wait_for(asyncio.shield(fut), deadline - time.monotonic())
         except (asyncio.TimeoutError, socketio.exceptions.TimeoutError):
-            raise Fallback("timeout", "no result before the deadline") from None
+            raise Fallback(FallbackReason.TIMEOUT, "no result before the deadline") from None
         except socketio.exceptions.SocketIOError as exc:
-            raise Fallback("sts_disconnected", str(exc)) from None
+            raise Fallback(FallbackReason.STS_DISCONNECTED, str(exc)) from None
         finally:
             self._pending.pop(frag.fragment_id, None)

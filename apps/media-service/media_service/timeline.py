@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RATE = 48000
+RATE = 48000  # the timeline, the decoded input, the dubs once placed and the AAC outputs
+VAD_RATE = 16000  # the segmenter's copy (Silero VAD, and what the sts-service is sent)
+TOLERANCE_S = 0.015  # input timestamps within this of the running position are laid end to end
 # Input timestamps that jump further than this (forwards or backwards, e.g. an encoder restart or
 # the 32-bit RTMP timestamp wrapping after ~49.7 days) start a new session on the timeline instead
 # of a gap to fill with silence (an hour is ~2.8 GB) or audio dropped until they catch up.
@@ -37,7 +39,7 @@ class Timeline:
     so that the output continues where it stopped.
     """
 
-    def __init__(self, rate: int = RATE, tolerance_s: float = 0.015):
+    def __init__(self, rate: int = RATE, tolerance_s: float = TOLERANCE_S):
         self.rate = rate
         self.tolerance = int(round(tolerance_s * rate))
         self.origin_s: float | None = None  # output time of timeline index 0

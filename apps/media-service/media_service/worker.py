@@ -30,11 +30,12 @@ from .dubbing import Dubbing
 from .events import EventLog
 from .ingest import InputError, InputInfo, InputReader
 from .metrics import MediaMetrics
-from .mixer import DubTracks, Mode
+from .mixer import DubTracks
 from .output import OutputWriter
 from .playout import Playout
 from .redaction import redact, redact_url
 from .segmenter import Segment
+from .states import Mode, StreamState
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class StreamWorker:
         self.delay_s = request.output_delay_s or cfg.output_delay_s
         self.mode = Mode(request.mix)
         self.duck_gain_db = request.duck_gain_db if request.duck_gain_db is not None else cfg.duck_gain_db
-        self.state = "starting"
+        self.state = StreamState.STARTING
         self.state_reason = ""
         self.input_state = "connecting"
         self.input_warning = ""
@@ -94,10 +95,10 @@ class StreamWorker:
 
     # ------------------------------------------------------------ lifecycle
 
-    def _set_state(self, state: str, reason: str = "") -> None:
+    def _set_state(self, state: StreamState, reason: str = "") -> None:
         if (state, reason) != (self.state, self.state_reason):
             self.state, self.state_reason = state, reason
-            self.events.publish(self.id, "state", {"state": state, "reason": reason})
+            self.events.publish(self.id, "state", {"state": state.value, "reason": reason})
             log.info("stream %s: %s%s", self.id, state, f" ({reason})" if reason else "")
 
     async def start(self) -> None:
@@ -127,9 +128,9 @@ class StreamWorker:
 
     def fail(self, reason: str) -> None:
         """Mark the stream failed and end its threads; the registry's reaper then stops it."""
-        if self.state in ("stopped", "failed"):
+        if self.state in (StreamState.STOPPED, StreamState.FAILED):
             return
-        self._set_state("failed", reason)
+        self._set_state(StreamState.FAILED, reason)
         self.events.publish(self.id, "failed", {"reason": reason})
         self._ending.set()
         self._stop.set()
@@ -137,7 +138,7 @@ class StreamWorker:
     def output_stalled_s(self) -> float:
         """How long the output thread has not come round its loop (0 when it is not running)."""
         beat = self.playout.beat
-        if self.state in ("stopped", "failed", "ended") or beat is None:
+        if self.state in (StreamState.STOPPED, StreamState.FAILED, StreamState.ENDED) or beat is None:
             return 0.0
         return time.monotonic() - beat
 
@@ -161,17 +162,17 @@ class StreamWorker:
             self._close_input()  # never under a thread that may still be reading it
         await self.dubbing.close()
         self.metrics.forget(self.id)
-        self._set_state("stopped", self.state_reason if self.state in ("failed",) else "")
+        self._set_state(StreamState.STOPPED, self.state_reason if self.state == StreamState.FAILED else "")
         self.events.publish(self.id, "stopped", self.snapshot()["counters"])
 
-    def set_mode(self, mode: str) -> None:
+    def set_mode(self, mode: Mode | str) -> None:
         """Takes effect on the next rendered output frame (the output thread reads it per frame)."""
         self.mode = Mode(mode)
         self.events.publish(self.id, "mix", {"mix": self.mode.value})
 
     @property
     def done(self) -> bool:
-        return self.state == "stopped"
+        return self.state == StreamState.STOPPED
 
     # ------------------------------------------------------------ ingest thread
 
@@ -189,22 +190,22 @@ class StreamWorker:
             except InputError as exc:
                 reason = str(exc)
                 self.input_state = "error"
-                if self.state in ("starting", "reconnecting_input"):
-                    self._set_state("waiting_input" if self.counters.input_sessions == 0 else
-                                    "reconnecting_input", reason)
+                if self.state in (StreamState.STARTING, StreamState.RECONNECTING_INPUT):
+                    self._set_state(StreamState.WAITING_INPUT if self.counters.input_sessions == 0 else
+                                    StreamState.RECONNECTING_INPUT, reason)
             self.metrics.input_up.labels(self.id).set(0)
             self.capture.flush_segments()
             if self._ending.is_set():
                 break
-            if self.counters.input_sessions and self.state == "running":
-                self._set_state("reconnecting_input", reason)
+            if self.counters.input_sessions and self.state == StreamState.RUNNING:
+                self._set_state(StreamState.RECONNECTING_INPUT, reason)
                 self.events.publish(self.id, "input_lost", {"reason": reason})
             waited = time.monotonic() - started
             if not self.counters.input_sessions and 0 < self.cfg.input_wait_timeout_s < waited:
                 why = f"input never connected in {self.cfg.input_wait_timeout_s:g} s: {reason}"
                 log.info("stream %s: %s", self.id, why)
                 self.events.publish(self.id, "input_never_connected", {"reason": reason, "waited_s": round(waited, 1)})
-                self._set_state("ended", why)  # the registry reaps ended workers
+                self._set_state(StreamState.ENDED, why)  # the registry reaps ended workers
                 self._ending.set()
                 break
             if self.counters.input_sessions > sessions_before:
@@ -212,7 +213,7 @@ class StreamWorker:
             gone_since = gone_since or time.monotonic()
             if time.monotonic() - gone_since > INPUT_LINGER_S and self.counters.input_sessions:
                 log.info("stream %s: input gone for %.0fs, stopping", self.id, INPUT_LINGER_S)
-                self._set_state("ended", f"input gone for {INPUT_LINGER_S:.0f}s")
+                self._set_state(StreamState.ENDED, f"input gone for {INPUT_LINGER_S:.0f}s")
                 self._drain.set()
                 self._ending.set()
                 break
@@ -238,10 +239,10 @@ class StreamWorker:
         self.metrics.input_up.labels(self.id).set(1)
         if info.audio is None:
             self.input_warning = "input has no audio track: video passes through, nothing to dub"
-            self._set_state("running", self.input_warning)
+            self._set_state(StreamState.RUNNING, self.input_warning)
         else:
             self.input_warning = ""
-            self._set_state("running")
+            self._set_state(StreamState.RUNNING)
         if self.capture.new_session:
             self.events.publish(self.id, "input_recovered", {"session": self.counters.input_sessions})
         self.events.publish(self.id, "input_open", {"video": info.video_codec, "audio": info.audio_codec,
@@ -270,7 +271,7 @@ class StreamWorker:
         rtt = np.asarray(c.roundtrip_ms) if c.roundtrip_ms else None
         return {
             "id": self.id,
-            "state": self.state,
+            "state": StreamState(self.state).value,
             "reason": self.state_reason,
             "input_url": redact_url(self.request.input_url),
             "outputs": {lang: redact_url(self.request.output_for(lang)) for lang in self.request.target_languages},
