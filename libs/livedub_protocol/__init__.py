@@ -29,6 +29,7 @@ from .models import (
     FragmentError,
     FragmentProcessed,
     FragmentStatus,
+    Refusal,
     Stage,
     StageTimings,
     StreamBackpressure,
@@ -36,9 +37,11 @@ from .models import (
     StreamEndAck,
     StreamInit,
     StreamInitAck,
+    WireError,
     describe_validation_error,
     dump,
     parse,
+    parse_ack,
 )
 from .tokens import MIN_TOKEN_CHARS, weak_token_reason
 
@@ -50,6 +53,7 @@ __all__ = [
     "AudioFormat", "Capabilities", "DubResult", "ErrorCode", "FragmentAck", "FragmentData",
     "FragmentError", "FragmentProcessed", "FragmentStatus", "ProtocolError", "Stage", "StageTimings",
     "StreamBackpressure", "StreamEnd", "StreamEndAck", "StreamInit", "StreamInitAck",
-    "describe_validation_error", "dump", "error_ack", "float_to_pcm16", "parse", "pcm16_duration_ms",
+    "Refusal", "WireError",
+    "describe_validation_error", "dump", "error_ack", "float_to_pcm16", "parse", "parse_ack", "pcm16_duration_ms",
     "pcm16_to_float", "reject_ack",
 ]

@@ -109,6 +109,20 @@ class StreamEndAck(_Model):
     p95_ms: float
 
 
+class WireError(_Model):
+    code: str  # an ErrorCode value; kept as text so a code added by a newer server still parses
+    message: str
+    retryable: bool | None = None
+
+
+class Refusal(_Model):
+    """A negative ack: ``ok: false`` (stream:init, stream:end) or ``accepted: false`` (fragment:data)."""
+
+    ok: Literal[False] | None = None
+    accepted: Literal[False] | None = None
+    error: WireError
+
+
 # ---------------------------------------------------------------- server -> client
 
 
@@ -184,6 +198,16 @@ def parse(model: type[M], payload: Any) -> M:
         raise ProtocolError(
             ErrorCode.INVALID_PAYLOAD, f"{model.__name__}: {describe_validation_error(exc)}"
         ) from None
+
+
+def parse_ack(model: type[M], payload: Any) -> M:
+    """An ack as `model`; a refusal (``ok``/``accepted`` false) raises ProtocolError with its code
+    and message (a code this version does not know becomes ``internal``)."""
+    if isinstance(payload, dict) and (payload.get("ok") is False or payload.get("accepted") is False):
+        err = parse(Refusal, payload).error
+        code = err.code if err.code in {c.value for c in ErrorCode} else ErrorCode.INTERNAL
+        raise ProtocolError(code, err.message, err.retryable)
+    return parse(model, payload)
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

@@ -22,12 +22,18 @@ from livedub_protocol import (
     STREAM_BACKPRESSURE,
     STREAM_END,
     STREAM_INIT,
+    FragmentAck,
     FragmentData,
     FragmentProcessed,
     ProtocolError,
+    StreamBackpressure,
+    StreamEnd,
+    StreamEndAck,
     StreamInit,
+    StreamInitAck,
     dump,
     parse,
+    parse_ack,
 )
 
 from .states import FallbackReason
@@ -129,12 +135,13 @@ class StsClient:
         self._sio = self._make_client()
         await self._sio.connect(self.url, namespaces=[NAMESPACE], transports=["websocket"],
                                 auth={"token": self.token}, wait_timeout=5)
-        ack = await self._sio.call(STREAM_INIT, dump(self.init), namespace=NAMESPACE, timeout=10)
-        if not ack.get("ok"):
-            err = ack.get("error", {})
-            raise ProtocolError(err.get("code", "internal"), f"stream:init refused: {err.get('message')}")
-        self.max_inflight = int(ack.get("max_inflight", 1))
-        self.capabilities = ack.get("capabilities", {})
+        try:
+            ack = parse_ack(StreamInitAck, await self._sio.call(STREAM_INIT, dump(self.init), namespace=NAMESPACE,
+                                                                timeout=10))
+        except ProtocolError as exc:
+            raise ProtocolError(exc.code, f"stream:init refused: {exc.code.value}: {exc.message}") from None
+        self.max_inflight = ack.max_inflight
+        self.capabilities = ack.capabilities.model_dump()
         self.connects += 1
         self.last_error = ""
         self._slow_down = False
@@ -152,8 +159,11 @@ class StsClient:
                 await self._supervisor
         if self._ready.is_set():
             with contextlib.suppress(Exception):
-                await self._sio.call(STREAM_END, {"stream_id": self.init.stream_id}, namespace=NAMESPACE,
-                                     timeout=2)
+                summary = parse_ack(StreamEndAck, await self._sio.call(
+                    STREAM_END, dump(StreamEnd(stream_id=self.init.stream_id)), namespace=NAMESPACE, timeout=2))
+                log.info("sts[%s]: ended: %d fragments (%d ok, %d no speech, %d failed), p95 %.0f ms",
+                         self.init.stream_id, summary.fragments, summary.succeeded, summary.no_speech,
+                         summary.failed, summary.p95_ms)
         self._ready.clear()
         self._fail_pending(FallbackReason.CLOSED, "stream stopped")
         with contextlib.suppress(Exception):
@@ -179,7 +189,10 @@ class StsClient:
             fut.set_result(msg)
 
     async def _on_backpressure(self, data) -> None:
-        self._slow_down = isinstance(data, dict) and data.get("action") == "slow_down"
+        try:
+            self._slow_down = parse(StreamBackpressure, data).action == "slow_down"
+        except ProtocolError as exc:
+            log.warning("sts[%s]: bad stream:backpressure: %s", self.init.stream_id, exc.message)
 
     @property
     def inflight(self) -> int:
@@ -200,11 +213,11 @@ class StsClient:
         fut = asyncio.get_running_loop().create_future()
         self._pending[frag.fragment_id] = fut
         try:
-            ack = await self._sio.call(FRAGMENT_DATA, dump(frag), namespace=NAMESPACE,
-                                       timeout=min(remaining, 5.0))
-            if not ack.get("accepted"):
-                err = ack.get("error", {})
-                raise Fallback(FallbackReason.REJECTED, f"{err.get('code')}: {err.get('message')}")
+            try:
+                parse_ack(FragmentAck, await self._sio.call(FRAGMENT_DATA, dump(frag), namespace=NAMESPACE,
+                                                            timeout=min(remaining, 5.0)))
+            except ProtocolError as exc:
+                raise Fallback(FallbackReason.REJECTED, f"{exc.code.value}: {exc.message}") from None
             return await asyncio.wait_for(asyncio.shield(fut), deadline - time.monotonic())
         except (asyncio.TimeoutError, socketio.exceptions.TimeoutError):
             raise Fallback(FallbackReason.TIMEOUT, "no result before the deadline") from None

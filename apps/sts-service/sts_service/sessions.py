@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
+from livedub_protocol import StreamEndAck, dump
 
 from .pipeline import StreamSpec
 
@@ -48,9 +49,9 @@ class Session:
 
     def stats(self) -> dict:
         lat = np.asarray(self.latencies_ms or [0.0])
-        return {"ok": True, "fragments": self.fragments, "succeeded": self.succeeded,
-                "no_speech": self.no_speech, "failed": self.failed,
-                "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95))}
+        return dump(StreamEndAck(fragments=self.fragments, succeeded=self.succeeded, no_speech=self.no_speech,
+                                 failed=self.failed, p50_ms=float(np.percentile(lat, 50)),
+                                 p95_ms=float(np.percentile(lat, 95))))
 
     async def drain(self, timeout: float) -> None:
         """Wait up to `timeout` for fragments in flight, then abandon the rest."""
