@@ -1,0 +1,70 @@
+"""Where the API token is checked: `auth_middleware`, in front of every route.
+
+Every /v1 request needs `Authorization: Bearer <token>` (MEDIA_API_TOKEN, or the one generated at
+start). Two kinds of caller cannot send a header: the publish hooks (nginx-rtmp, MediaMTX) pass
+`?token=`, and the dashboard's `<img>` preview uses a short-lived signed link from
+`POST /v1/streams/{id}/preview-link` (`signed_links.py`), so the token itself never sits in a URL
+that a browser keeps. Browser requests from another site (a foreign `Origin`) and, when
+`--allowed-hosts` is set, other Host names are refused before the token is looked at. /health,
+/metrics and the dashboard page (which holds no data) are open.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+
+from .bodies import json_error
+
+OPEN_PATHS = ("/health", "/metrics")
+
+
+# RTMP servers' hooks cannot send a header and may carry the token in the query string; <img>
+# previews open with a signed link instead (`signed_links.py`); every other /v1 route takes the
+# token only as a bearer header.
+QUERY_TOKEN_PREFIXES = ("/v1/hooks/",)
+SIGNED_LINK_SUFFIXES = ("/preview.mjpg",)
+BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+def _origin_is_foreign(request: web.Request) -> bool:
+    """A browser request from another site (CSRF, DNS rebinding) carries an Origin that is not
+    this service's own host; servers and curl send none."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        return False
+    if origin == "null":
+        return True
+    return origin.split("://", 1)[-1].rstrip("/").lower() != (request.host or "").lower()
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler):
+    if request.path in OPEN_PATHS or not request.path.startswith("/v1/"):
+        return await handler(request)
+    cfg = request.app["config"]
+    if _origin_is_foreign(request):
+        return json_error(403, "forbidden", "cross-origin requests are refused (Origin does not match Host)")
+    if cfg.allowed_hosts and (request.host or "").rsplit(":", 1)[0].strip("[]").lower() not in cfg.allowed_hosts:
+        return json_error(403, "forbidden", "Host is not one of --allowed-hosts")
+    token: str = cfg.api_token
+    supplied = request.headers.get("Authorization", "")
+    if supplied.startswith("Bearer "):
+        supplied = supplied[7:]
+    elif request.path.startswith(QUERY_TOKEN_PREFIXES):
+        supplied = request.query.get("token", "")
+    elif request.path.endswith(SIGNED_LINK_SUFFIXES) and "sig" in request.query:
+        if not request.app["links"].verify(request.path, request.query.get("exp", ""), request.query["sig"]):
+            return json_error(401, "unauthorized", "preview link expired or not valid; ask "
+                              "POST /v1/streams/{id}/preview-link for a new one")
+        return await handler(request)
+    else:
+        supplied = ""
+    if not token or not hmac.compare_digest(supplied.encode(), token.encode()):
+        return json_error(401, "unauthorized", "missing or wrong bearer token (MEDIA_API_TOKEN)")
+    if (request.method in BODY_METHODS and request.can_read_body and not request.path.startswith("/v1/hooks/")
+            and request.content_type != "application/json"):
+        return json_error(415, "unsupported_media_type",
+                          f"request bodies must be application/json, got {request.content_type or 'none'}")
+    return await handler(request)

@@ -1,0 +1,120 @@
+"""Publish hooks: the RTMP server says a stream was published (start dubbing it) or went away.
+
+nginx-rtmp posts `on_publish` / `on_publish_done` forms; MediaMTX's `runOnReady` / `runOnNotReady`
+post the publisher's raw query with the path in the URL. `live/<name>/in` becomes stream `<name>`,
+dubbed to `live/<name>/out` (or `/<lang>` per language) on the same server; the query chooses
+languages, source and mix. A publish is never refused for a path that is not an input.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qs, urlencode
+
+from aiohttp import web
+from livedub_protocol import describe_validation_error
+from pydantic import ValidationError
+
+from .bodies import json_body, json_error
+from .config import MediaConfig, StreamRequest
+from .events import EventLog
+from .registry import StreamExists, StreamRegistry
+
+log = logging.getLogger(__name__)
+
+
+class PublishHooks:
+    def __init__(self, cfg: MediaConfig, registry: StreamRegistry, events: EventLog):
+        self.cfg, self.registry, self.events = cfg, registry, events
+        self.reconciler = None  # with --mediamtx-api: told when a stream is published again
+
+    def request_for(self, path: str, query: str, nginx: bool = False) -> StreamRequest | None:
+        """`live/<name>/in` -> a request that dubs it to `live/<name>/out` on the same server.
+
+        nginx-rtmp needs names with slashes addressed as `live/_definst_/<name>` (RTMP clients
+        split a URL at its last slash); MediaMTX takes the plain path.
+        """
+        parts = path.strip("/").split("/")
+        if len(parts) < 3 or parts[-1] != "in":
+            return None
+        app, name = parts[0], "/".join(parts[1:-1])
+        q = parse_qs(query or "")
+        langs = [t for v in q.get("lang", []) + q.get("langs", []) for t in v.split(",") if t] \
+            or list(self.cfg.default_target_languages)
+        base = f"{self.cfg.rtmp_base_url.rstrip('/')}/{app}/{'_definst_/' if nginx else ''}{name}"
+        output = f"{base}/out" if len(langs) == 1 else f"{base}/{{lang}}"
+        return StreamRequest(id=name.replace("/", "-"), input_url=f"{base}/in", output_url=output,
+                             source_language=q.get("source", [self.cfg.default_source_language])[0],
+                             target_languages=langs, mix=q.get("mix", [self.cfg.default_mix])[0])
+
+    async def _hook_start(self, path: str, query: str, nginx: bool = False) -> web.Response:
+        try:
+            req = self.request_for(path, query, nginx)
+        except ValidationError as exc:
+            return json_error(400, "invalid_request", describe_validation_error(exc))
+        if req is None:
+            return web.json_response({"ignored": path})  # e.g. our own outputs: never refuse a publish
+        try:
+            worker, created = await self.registry.start(req)
+        except StreamExists as exc:
+            # Never refuse the publish: the existing stream (e.g. made over REST) keeps running.
+            log.warning("publish hook for %s: %s", path, exc)
+            return web.json_response({"id": exc.worker.id, "created": False, "conflict": str(exc)})
+        if self.reconciler is not None:
+            self.reconciler.published_again(worker.id)
+        self.events.publish(worker.id, "hook_publish", {"path": path, "created": created})
+        return web.json_response({"id": worker.id, "created": created})
+
+    async def _hook_stop(self, path: str) -> web.Response:
+        parts = path.strip("/").split("/")
+        if len(parts) < 3 or parts[-1] != "in":
+            return web.json_response({"ignored": path})
+        stream_id = "/".join(parts[1:-1]).replace("/", "-")
+        worker = self.registry.get(stream_id)
+        if worker is not None:
+            # The publisher may come back: the worker keeps retrying its input for a while and
+            # stops by itself if it does not (see worker.INPUT_LINGER_S).
+            self.events.publish(stream_id, "hook_unpublish", {"path": path})
+        return web.json_response({"id": stream_id, "known": worker is not None})
+
+    @staticmethod
+    async def _mediamtx_hook_args(request) -> tuple[str, str]:
+        """The path and the publisher's raw query of a MediaMTX hook.
+
+        The shipped hook posts the raw query as the body and names the path in the URL
+        (`?path=$MTX_PATH`): nothing is pasted into a JSON template, so a query holding `"` cannot
+        add or replace a field. The JSON body `{"path", "query"}` of older configs is still read,
+        with duplicate keys refused.
+        """
+        if request.content_type == "application/json":
+            body = await json_body(request)
+            return str(body.get("path", "")), str(body.get("query", ""))
+        return request.query.get("path", ""), await request.text()
+
+    async def mediamtx_ready(self, request):
+        return await self._hook_start(*await self._mediamtx_hook_args(request))
+
+    async def mediamtx_not_ready(self, request):
+        path, _ = await self._mediamtx_hook_args(request)
+        return await self._hook_stop(path)
+
+    NGINX_FIELDS = frozenset({"call", "app", "name", "type", "addr", "clientid", "flashver", "swfurl",
+                              "tcurl", "pageurl", "epoch", "args"})
+
+    @classmethod
+    def _nginx_path(cls, form) -> tuple[str, str]:
+        """nginx-rtmp posts app and name, and the publish URL's query parameters as extra fields."""
+        app, name = form.get("app", ""), form.get("name", "")
+        path = f"{app}/{name}".replace("/_definst_", "")
+        extra = [(k, v) for k, v in form.items() if k not in cls.NGINX_FIELDS]
+        return path, urlencode(extra)
+
+    async def nginx_on_publish(self, request):
+        form = await request.post()
+        path, args = self._nginx_path(form)
+        return await self._hook_start(path, args, nginx=True)
+
+    async def nginx_on_publish_done(self, request):
+        form = await request.post()
+        path, _ = self._nginx_path(form)
+        return await self._hook_stop(path)
