@@ -2,7 +2,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup test test-unit test-integration test-e2e lint demo bench bench-load bench-quick clean
+.PHONY: setup test test-unit test-integration test-e2e lint audit demo bench bench-load bench-quick clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -21,6 +21,11 @@ test-e2e: setup
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m bandit -q -r apps libs --severity-level medium  # medium and high: none may be left
+
+# Known vulnerabilities in the installed dependencies; needs pypi.org's JSON API (not a mirror).
+audit: setup
+	$(PY) -m pip_audit --progress-spinner off
 
 demo: setup
 	$(PY) -m livedub_testkit.demo

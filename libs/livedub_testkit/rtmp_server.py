@@ -315,7 +315,7 @@ http {{
         """The nginx-rtmp ``/stat`` XML page."""
         import urllib.request
 
-        with urllib.request.urlopen(self.stat_url, timeout=timeout) as resp:
+        with urllib.request.urlopen(self.stat_url, timeout=timeout) as resp:  # our own http:// URL; nosec B310
             return resp.read().decode("utf-8", "replace")
 
     def __enter__(self) -> NginxRtmpServer:

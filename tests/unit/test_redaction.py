@@ -45,3 +45,14 @@ def test_input_errors_name_the_input_without_its_credentials():
 
 def test_dashboard_keeps_the_token_in_memory_only():
     assert "localStorage.setItem" not in DASHBOARD_HTML and "localStorage.getItem" not in DASHBOARD_HTML
+
+
+def test_cloud_translation_requests_only_go_to_http_urls():
+    """A misconfigured engine URL (file://, ftp://) is refused before anything is opened."""
+    import pytest
+    from sts_service.translation._http import post_json
+    from sts_service.translation.base import TranslationError
+
+    for url in ("file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://127.0.0.1:70/"):
+        with pytest.raises(TranslationError, match="only http"):
+            post_json(url, {}, headers={}, timeout=1, engine="deepl", redact="k")

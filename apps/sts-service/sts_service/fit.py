@@ -27,7 +27,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 FADE_MS = 10.0
-_TMP_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+# Scratch files for the stretch tools live in RAM when it can: a private TemporaryDirectory (mode
+# 0700, random name) under /dev/shm, so the shared location is not a predictable-name risk.
+_TMP_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None  # nosec B108
 
 
 class FitError(Exception):

@@ -21,6 +21,8 @@ def post_json(
     def safe(s: str) -> str:
         return s.replace(redact, "***") if redact else s
 
+    if not url.lower().startswith(("https://", "http://")):
+        raise TranslationError(f"{engine}: only http(s) URLs are used, got {url.split(':', 1)[0]!r}")
     req = urllib.request.Request(
         url,
         data=json.dumps(body).encode("utf-8"),
@@ -28,7 +30,7 @@ def post_json(
         method="POST",
     )
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # scheme checked above; nosec B310
             raw = resp.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read(300).decode("utf-8", "replace").strip() if exc.fp else ""
