@@ -54,8 +54,13 @@ def run(demo_media, tmp_path_factory):
         _, events = stack.media.api("GET", f"/v1/events?stream={STREAM}")
         _, media_metrics = http_json(stack.media.url + "/metrics")
         _, sts_metrics = http_json(stack.sts.url + "/metrics")
+        secrets = {"STS token": stack.sts_token, "API token": stack.api_token}
+    # Every log line of the run: both services, nginx (error and access logs, stdout), the ffmpeg
+    # publisher and recorder. (nginx.conf holds the hook URLs' ?token= by necessity: not a log.)
+    logs = {p.relative_to(work): p.read_text(errors="replace") for p in work.rglob("*.log") if p.is_file()}
     return {"info": demo_media, "out": out, "snap": snap, "events": events["events"],
-            "media_metrics": media_metrics, "sts_metrics": sts_metrics, "worker_seen": worker_seen}
+            "media_metrics": media_metrics, "sts_metrics": sts_metrics, "worker_seen": worker_seen,
+            "logs": logs, "secrets": secrets}
 
 
 def test_fixture_is_what_the_test_expects(demo_media):
@@ -156,3 +161,12 @@ def test_metrics_show_the_work_and_no_fallbacks(run):
     assert metric(sm, "sts_fragments_total", status="failed") == 0
     assert metric(sm, "sts_stage_duration_seconds_count", stage="asr") >= spans - 1
     assert run["snap"]["counters"]["fallbacks"] == {}
+
+
+def test_no_token_appears_in_any_log(run):
+    """Issue 9 #3: the shared STS token and the API token never reach a log, an event or a snapshot."""
+    assert any("media-service" in str(p) for p in run["logs"]) and len(run["logs"]) >= 4, sorted(run["logs"])
+    exposed = {"events": str(run["events"]), "snapshot": str(run["snap"])}
+    for path, text in {**{str(p): t for p, t in run["logs"].items()}, **exposed}.items():
+        for name, secret in run["secrets"].items():
+            assert secret not in text, f"the {name} appears in {path}"
