@@ -109,7 +109,8 @@ class MediaConfig:
         return self
 
 
-def parse_args(argv: list[str] | None = None) -> MediaConfig:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; each default comes from its environment variable when set (read now)."""
     d = MediaConfig()
     p = argparse.ArgumentParser(prog="media-service",
                                 description="Live dubbing media service: RTMP in, dubbed RTMP out")
@@ -156,7 +157,11 @@ def parse_args(argv: list[str] | None = None) -> MediaConfig:
                    help="comma-separated host or host:port that rtmp/srt inputs and outputs may reach "
                         "(default: any; SSRF guard)")
     p.add_argument("--log-level", default=_env("MEDIA_LOG_LEVEL", d.log_level))
-    ns = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> MediaConfig:
+    ns = build_parser().parse_args(argv)
     values = vars(ns)
     for key in ("allowed_hosts", "media_hosts"):
         values[key] = tuple(h.strip().lower() for h in values[key].split(",") if h.strip())

@@ -91,7 +91,8 @@ class StsConfig:
         return self
 
 
-def parse_args(argv: list[str] | None = None) -> StsConfig:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; each default comes from its environment variable when set (read now)."""
     d = StsConfig()
     p = argparse.ArgumentParser(prog="sts-service", description="Speech-to-speech dubbing service (Socket.IO /sts)")
     p.add_argument("--host", default=_env("STS_HOST", d.host))
@@ -129,6 +130,10 @@ def parse_args(argv: list[str] | None = None) -> StsConfig:
     p.add_argument("--asr-timeout", dest="asr_timeout_s", type=float,
                    default=float(_env("STS_ASR_TIMEOUT", str(d.asr_timeout_s))))
     p.add_argument("--log-level", default=_env("STS_LOG_LEVEL", d.log_level))
-    ns = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> StsConfig:
+    ns = build_parser().parse_args(argv)
     cfg = StsConfig(**{k: v for k, v in vars(ns).items()})
     return cfg.validate()

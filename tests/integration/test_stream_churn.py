@@ -1,0 +1,65 @@
+"""Leaks (issue 9 #6): 50 streams started and stopped one after another leave no thread, file
+descriptor or child process behind. Real nginx-rtmp and media-service; each stream reads a file
+at real-time pace and publishes RTMP through its ffmpeg relay (a child process) before it is
+stopped. The STS side is absent (every fragment falls back): what is counted here is the
+media-service's own resources."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from livedub_testkit.stack import LocalStack
+
+pytestmark = pytest.mark.timeout(600)
+
+STREAMS = 50
+
+
+def resources(pid: int) -> dict[str, int]:
+    status = open(f"/proc/{pid}/status").read()
+    threads = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+    children = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True).stdout
+    return {"threads": threads, "fds": len(os.listdir(f"/proc/{pid}/fd")), "children": len(children.split())}
+
+
+def test_fifty_streams_leave_nothing_behind(short_media, tmp_path):
+    root = tmp_path / "media"
+    root.mkdir()
+    source = root / "in.mp4"
+    shutil.copy(short_media.path, source)
+    with LocalStack(workdir=tmp_path / "stack", start_sts=False, hooks=False,
+                    media_args=("--media-root", str(root))) as stack:
+        pid = stack.media.proc.pid
+
+        def one(i: int) -> None:
+            sid = f"churn{i}"
+            status, snap = stack.media.api("POST", "/v1/streams", {
+                "id": sid, "input_url": str(source), "output_url": stack.url(f"{sid}/out"), "output_delay_s": 1})
+            assert status == 201, snap
+            # Running, with its output open (relay started) and writing.
+            stack.wait_stream(sid, lambda s: s["output"]["state"] == "writing", timeout=20)
+            status, snap = stack.media.api("DELETE", f"/v1/streams/{sid}")
+            assert status == 200 and snap["state"] == "stopped", snap
+
+        def settled(limit: dict[str, int], timeout: float = 10.0) -> dict[str, int]:
+            """Resources once stopped threads and processes are gone (they end asynchronously)."""
+            end = time.monotonic() + timeout
+            now = resources(pid)
+            while time.monotonic() < end and any(now[k] > limit[k] for k in limit):
+                time.sleep(0.2)
+                now = resources(pid)
+            return now
+
+        one(0)  # warm-up: lazily made pools (executor, VAD session) exist from here on
+        baseline = settled(resources(pid))
+        for i in range(1, STREAMS):
+            one(i)
+        after = settled(baseline)
+        assert stack.media.api("GET", "/v1/streams")[1]["streams"] == []
+    assert after["children"] == baseline["children"] == 0, (baseline, after)  # every relay reaped
+    assert after["fds"] <= baseline["fds"] + 2, (baseline, after)
+    assert after["threads"] <= baseline["threads"] + 2, (baseline, after)
