@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -54,16 +53,13 @@ def test_speed_capped_then_cut() -> None:
 @pytest.mark.skipif(
     shutil.which("rubberband") is None, reason="rubberband missing: apt-get install rubberband-cli"
 )
-def test_uncapped_stretch_fills_span_and_is_fast() -> None:
+def test_uncapped_stretch_fills_span() -> None:
+    """(Its speed is measured by bench/bench_engines.py, not asserted here.)"""
     clip = _speechlike(5.0)
-    fit_to_span(clip, SR, 4000)  # warm the page cache
-    t0 = time.perf_counter()
     res = fit_to_span(clip, SR, 4000)
-    elapsed = time.perf_counter() - t0
     assert res.speed_factor == pytest.approx(1.25)
     # The stretched audio should (nearly) fill the span on its own, before any padding.
     assert np.flatnonzero(np.abs(res.audio) > 1e-3)[-1] > 0.97 * len(res.audio)
-    assert elapsed < 0.5  # ~30 ms measured; generous for a loaded CI machine
 
 
 def test_slowing_down_allowed_by_min_speed() -> None:

@@ -123,9 +123,7 @@ def test_short_fixture_properties(short_media):
 
 def test_fixture_cache_reused(short_media, livedub_cache_dir):
     mtime = os.stat(short_media.path).st_mtime_ns
-    t0 = time.monotonic()
     again = cached_demo_media(livedub_cache_dir, seconds=20, width=640, height=360)
-    assert time.monotonic() - t0 < 2.0
     assert again.path == short_media.path
     assert os.stat(again.path).st_mtime_ns == mtime
     assert again.markers == short_media.markers

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +47,7 @@ def test_loads_and_synthesizes(coqui, tiny_vits):
     assert isinstance(coqui, Synthesizer)
     assert coqui.name == "coqui:model"
     assert coqui.languages() == {"es"}
-    t0 = time.perf_counter()
     audio, sr = coqui.synthesize("Hola, ¿cómo estás? Esto es una prueba del doblaje.", "es")
-    elapsed = time.perf_counter() - t0
     assert sr == SAMPLE_RATE == coqui.sample_rate
     assert isinstance(audio, np.ndarray)
     assert audio.dtype == np.float32 and audio.ndim == 1
@@ -58,7 +55,6 @@ def test_loads_and_synthesizes(coqui, tiny_vits):
     assert np.isfinite(audio).all()
     assert np.abs(audio).max() <= 1.0
     assert np.abs(audio).max() > 0  # random weights still make (noise) sound, not silence
-    assert elapsed < 10, f"tiny model took {elapsed:.1f}s"
 
 
 @needs_coqui

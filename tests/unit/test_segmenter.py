@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import time
 from pathlib import Path
 
 import numpy as np
@@ -294,18 +293,6 @@ def test_pending_start_tracks_the_open_span(paused):
     assert len(out) == 1 and out[0].span.start == p
     assert seg.pending_start() is None
     assert seg.committed_until() >= out[0].span.end
-
-
-def test_speed_real_time_factor(paused):
-    x, _ = paused
-    seg = SpeechSegmenter()
-    t0 = time.perf_counter()
-    run(seg, x, 1024)
-    rtf = (time.perf_counter() - t0) / (len(x) / SR)
-    assert rtf < 0.25, rtf  # measured ~0.04 on 2 cores
-
-
-# --------------------------------------------------------------------------- state machine (fake VAD)
 
 
 def test_padding_and_silence_end_exact():
