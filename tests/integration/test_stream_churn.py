@@ -38,7 +38,7 @@ def test_fifty_streams_leave_nothing_behind(short_media, tmp_path):
         def one(i: int) -> None:
             sid = f"churn{i}"
             status, snap = stack.media.api("POST", "/v1/streams", {
-                "id": sid, "input_url": str(source), "output_url": stack.url(f"{sid}/out"), "output_delay_s": 1})
+                "id": sid, "input_url": str(source), "output_url": stack.url(f"{sid}/out"), "output_delay_s": 2.5})
             assert status == 201, snap
             # Running, with its output open (relay started) and writing.
             stack.wait_stream(sid, lambda s: s["output"]["state"] == "writing", timeout=20)

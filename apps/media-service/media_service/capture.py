@@ -165,6 +165,11 @@ class Capture:
             for seg in self.segmenter.feed(np.concatenate(parts)):
                 self.on_segment(seg)
 
+    def close(self) -> None:
+        """The stream stopped: native resources go now, not whenever the garbage collector breaks
+        the worker's reference cycles (a PyAV resampler holds a filter graph with its own threads)."""
+        self._resampler = None
+
     def flush_segments(self) -> None:
         """The input session ended: the open segment is closed and handed on."""
         for seg in self.segmenter.flush():

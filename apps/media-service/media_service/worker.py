@@ -160,6 +160,7 @@ class StreamWorker:
             await loop.run_in_executor(None, t.join, 2.0)
         if not any(t.is_alive() for t in self._threads):
             self._close_input()  # never under a thread that may still be reading it
+            self.capture.close()
         await self.dubbing.close()
         self.metrics.forget(self.id)
         self._set_state(StreamState.STOPPED, self.state_reason if self.state == StreamState.FAILED else "")
