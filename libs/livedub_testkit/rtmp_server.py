@@ -182,7 +182,8 @@ class NginxRtmpServer:
         return f"""# written by livedub_testkit.rtmp_server
 {load}{user}worker_processes 1;
 pid nginx.pid;
-error_log logs/error.log info;
+# notice, not info: at info nginx-rtmp logs every notify URL, and the hook URLs carry ?token=.
+error_log logs/error.log notice;
 events {{ worker_connections 256; }}
 
 rtmp {{
