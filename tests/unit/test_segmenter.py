@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media_service.mixer import resample
+from media_service.dsp import resample
 from media_service.segmenter import (
     SAMPLE_RATE,
     VAD_WINDOW,

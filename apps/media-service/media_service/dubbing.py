@@ -22,9 +22,10 @@ from livedub_protocol import FragmentData, StreamInit, float_to_pcm16, pcm16_to_
 
 from .budget import DEADLINE_MARGIN_S, fragment_limits
 from .config import MediaConfig, StreamRequest
+from .dsp import resample
 from .events import EventLog
 from .metrics import MediaMetrics
-from .mixer import DubTracks, resample
+from .mixer import DubTracks
 from .segmenter import Segment, SpeechSegmenter, span_to_48k
 from .states import FallbackReason
 from .sts_client import Fallback, StsClient
