@@ -139,7 +139,9 @@ class MediaProcess(ServiceProcess):
                  port: int | None = None, env: dict[str, str] | None = None,
                  log_dir: str | Path | None = None):
         self.api_token = api_token or secrets.token_urlsafe(24)
-        env = {"STS_URL": sts_url, "STS_AUTH_TOKEN": sts_token, **(env or {})}
+        # Stacks are torn down while streams run: a short drain keeps teardown quick (the
+        # default, 15 s, is tested in test_graceful_shutdown.py, which passes an empty value).
+        env = {"STS_URL": sts_url, "STS_AUTH_TOKEN": sts_token, "MEDIA_SHUTDOWN_DRAIN": "2", **(env or {})}
         env["MEDIA_API_TOKEN"] = self.api_token
         super().__init__(list(args_), port=port, env=env, log_dir=log_dir)
 

@@ -188,6 +188,7 @@ def test_compose_resolved_services(tmp_path):
         assert services[name]["command"] == [name, "--host", "0.0.0.0", "--port", str(port)]
         assert services[name]["environment"]["STS_AUTH_TOKEN"] == DUMMY_ENV["STS_AUTH_TOKEN"]
     media_env = services["media-service"]["environment"]
+    assert services["media-service"]["stop_grace_period"] in ("20s", 20, 20.0), "room for the shutdown drain"
     assert media_env["STS_URL"] == "http://sts-service:8000"
     assert media_env["MEDIA_API_TOKEN"] == DUMMY_ENV["MEDIA_API_TOKEN"]
 

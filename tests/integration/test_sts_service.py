@@ -235,6 +235,29 @@ async def test_client_reconnects_after_server_restart(tmp_path):
         proc.stop()
 
 
+async def test_sigterm_answers_every_fragment_in_flight(tmp_path):
+    """Issue 9 #7: at SIGTERM the fragments in flight still get their fragment:processed (a result,
+    or `failed` with a code) before the connection goes, and the process exits cleanly."""
+    import signal
+
+    proc = StsProcess(log_dir=tmp_path)
+    proc.start(wait=180)
+    try:
+        c = await Client(proc.url, proc.token).connect()
+        assert (await c.init("last", ["es"]))["ok"]
+        ids = [f"last-{i}" for i in range(4)]
+        for i in range(4):
+            assert (await c.send("last", i, speak(SENTENCES[i % len(SENTENCES)])))["accepted"]
+        proc.proc.send_signal(signal.SIGTERM)
+        results = await c.wait_for(ids, timeout=30)
+        for r in results:
+            assert r.status == "ok" or (r.status == "failed" and r.error and r.error.code), r
+        assert await asyncio.to_thread(proc.proc.wait, 30) == 0
+        assert "shutting down: " in proc.logs()
+    finally:
+        proc.stop()
+
+
 def test_server_refuses_to_start_without_token(tmp_path):
     import subprocess
     import sys

@@ -54,6 +54,7 @@ class MediaConfig:
     default_target_languages: tuple[str, ...] = ("es",)
     input_retry_s: float = 1.0
     input_wait_timeout_s: float = 300.0  # a stream whose input never connects ends after this (0 = never)
+    shutdown_drain_s: float = 15.0  # on SIGTERM, streams play out what is buffered for at most this long
     # Limits (a client must not be able to exhaust the machine); refused with `limit_reached`.
     max_streams: int = 16  # running streams per media-service
     max_languages: int = 8  # target languages per stream
@@ -84,6 +85,8 @@ class MediaConfig:
         if not (0 < self.min_fragment_ms < self.max_fragment_ms):
             raise ConfigError(f"--min-fragment-ms must be above 0 and below --max-fragment-ms, got "
                               f"{self.min_fragment_ms}")
+        if not (0.0 <= self.shutdown_drain_s <= 120.0):
+            raise ConfigError(f"--shutdown-drain must be within 0..120 s, got {self.shutdown_drain_s}")
         if self.input_wait_timeout_s < 0:
             raise ConfigError(f"--input-wait-timeout must be >= 0 s (0 = wait forever), got {self.input_wait_timeout_s}")
         if not (0 <= self.speech_padding_ms <= 1000):
@@ -156,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--media-hosts", default=_env("MEDIA_HOSTS", ""),
                    help="comma-separated host or host:port that rtmp/srt inputs and outputs may reach "
                         "(default: any; SSRF guard)")
+    p.add_argument("--shutdown-drain", dest="shutdown_drain_s", type=float,
+                   default=float(_env("MEDIA_SHUTDOWN_DRAIN", str(d.shutdown_drain_s))),
+                   help="on SIGTERM, seconds streams may take to play out what is buffered (0 = stop at once)")
     p.add_argument("--log-level", default=_env("MEDIA_LOG_LEVEL", d.log_level))
     return p
 

@@ -79,12 +79,13 @@ class StreamRegistry:
                 self._reaper = asyncio.create_task(self._reap())
             return worker, True
 
-    async def stop(self, stream_id: str, drain: bool = True) -> StreamWorker | None:
+    async def stop(self, stream_id: str, drain: bool = True,
+                   drain_limit_s: float | None = None) -> StreamWorker | None:
         """Stop and forget a worker; stopping an unknown or stopped stream is not an error."""
         async with self._lock:
             worker = self._workers.pop(stream_id, None)
         if worker is not None and not worker.done:
-            await worker.stop(drain=drain)
+            await worker.stop(drain=drain, drain_limit_s=drain_limit_s)
         if worker is not None:
             for forget in self.on_removed:
                 await forget(stream_id)
@@ -107,7 +108,14 @@ class StreamRegistry:
                     await worker.stop(drain=False)
 
     async def close(self) -> None:
+        """Shutdown (SIGTERM): every stream stops reading and, in parallel, plays out what is
+        buffered (at most --shutdown-drain s) and closes its outputs cleanly."""
         if self._reaper:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
-        await asyncio.gather(*(self.stop(w.id, drain=False) for w in self.all()), return_exceptions=True)
+        drain_s = self.cfg.shutdown_drain_s
+        live = [w for w in self.all() if not w.done]
+        if live:
+            log.info("shutting down: %d streams play out what is buffered (at most %.0f s)", len(live), drain_s)
+        await asyncio.gather(*(self.stop(w.id, drain=drain_s > 0, drain_limit_s=drain_s) for w in self.all()),
+                             return_exceptions=True)

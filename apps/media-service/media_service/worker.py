@@ -142,8 +142,9 @@ class StreamWorker:
             return 0.0
         return time.monotonic() - beat
 
-    async def stop(self, drain: bool = True) -> None:
-        """Stop reading; with `drain`, let the output play out what is buffered (<= D + 2 s)."""
+    async def stop(self, drain: bool = True, drain_limit_s: float | None = None) -> None:
+        """Stop reading; with `drain`, let the output play out what is buffered (<= D + 3 s, or
+        `drain_limit_s` if that is shorter) and close the outputs cleanly."""
         if drain:
             self._drain.set()
         else:
@@ -151,7 +152,8 @@ class StreamWorker:
         self._ending.set()
         loop = asyncio.get_running_loop()
         if drain:
-            deadline = time.monotonic() + self.delay_s + 3.0
+            deadline = time.monotonic() + min(self.delay_s + 3.0, drain_limit_s if drain_limit_s is not None
+                                              else float("inf"))
             for t in self._threads:
                 await loop.run_in_executor(None, t.join, max(0.1, deadline - time.monotonic()))
         self._stop.set()

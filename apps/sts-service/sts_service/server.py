@@ -62,6 +62,7 @@ def max_message_bytes(cfg: StsConfig) -> int:
 
 
 RETURN_MARGIN_S = 0.05  # a result must be sent this long before the client's deadline
+SHUTDOWN_DRAIN_S = 10.0  # at SIGTERM, fragments in flight get this long to finish; the rest are answered failed
 
 
 class StsServer:
@@ -85,6 +86,7 @@ class StsServer:
         self.app.router.add_get("/ready", self._ready)
         self.app.router.add_get("/metrics", self._metrics)
         self.app.on_startup.append(self._on_startup)
+        self.app.on_shutdown.append(self._on_shutdown)
         self.app.on_cleanup.append(self._on_cleanup)
         self._load_task: asyncio.Task | None = None
         self._closers: set[asyncio.Task] = set()
@@ -110,6 +112,15 @@ class StsServer:
         self.pipeline.start()
         self.metrics.ready.set(1)
         log.info("ready: %s", self.engines.capabilities())
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        """SIGTERM: the fragments in flight finish, or are answered `failed` with a code, while the
+        connections are still open (aiohttp closes them only after this)."""
+        sessions = self.sessions.all()
+        busy = sum(len(s.tasks) for s in sessions)
+        if busy:
+            log.info("shutting down: %d fragments in flight get up to %.0f s", busy, SHUTDOWN_DRAIN_S)
+        await asyncio.gather(*(s.drain(SHUTDOWN_DRAIN_S) for s in sessions), return_exceptions=True)
 
     async def _on_cleanup(self, app: web.Application) -> None:
         if self._load_task:
@@ -295,7 +306,8 @@ class StsServer:
                 sequence_number=frag.sequence_number, start_ms=frag.start_ms,
                 duration_ms=frag.duration_ms, status="failed",
                 error=FragmentError(code=ErrorCode.TIMEOUT, stage="internal", retryable=True,
-                                    message="abandoned before it finished (stream ended or re-initialised)"))
+                                    message="abandoned before it finished (stream ended, re-initialised "
+                                            "or server shutting down)"))
             session.record("failed", 0.0)
             self.metrics.fragments.labels("failed").inc()
             self.metrics.errors.labels(ErrorCode.TIMEOUT.value).inc()
