@@ -235,6 +235,50 @@ async def test_client_reconnects_after_server_restart(tmp_path):
         proc.stop()
 
 
+async def test_seeded_fuzz_of_every_event_is_answered_and_the_connection_survives(client):
+    """Issue 9 #5: 300 malformed, mistyped and oversized events (a seeded mutation of valid ones,
+    reproducible). Each gets an ack naming a code, or is accepted; nothing hangs or disconnects,
+    and the same connection then dubs a real fragment."""
+    import random
+
+    rng = random.Random(20261125)
+    weird = [None, True, -1, 0, 2**63, -1e308, float("inf"), "", "x" * 5000, "\u0000", [], {}, [1, "a"],
+             {"nested": {"deeper": []}}, b"", b"\x00\x01\x02", "live/../../etc",
+             b"\x00" * 1_000_000]  # over the fragment limit, under the message limit
+    valid = {
+        STREAM_INIT: {"stream_id": "fz", "source_language": "en", "target_languages": ["es"],
+                      "audio": {"encoding": "pcm_s16le", "sample_rate_hz": 16000, "channels": 1}},
+        FRAGMENT_DATA: {"stream_id": "fz", "fragment_id": "fz-0", "sequence_number": 0, "start_ms": 0.0,
+                        "duration_ms": 100.0, "audio": b"\x00\x00" * 1600},
+        STREAM_END: {"stream_id": "fz"},
+    }
+    codes: dict[str, int] = {}
+    for i in range(300):
+        event = rng.choice(list(valid))
+        if rng.random() < 0.15:
+            payload = rng.choice(weird)
+        else:
+            payload = dict(valid[event])
+            for _ in range(rng.randint(1, 3)):
+                key = rng.choice(list(valid[event]) + ["extra", "audio", "deadline_ms"])
+                if rng.random() < 0.25:
+                    payload.pop(key, None)
+                else:
+                    payload[key] = rng.choice(weird)
+        ack = await client.call(event, payload, timeout=10)
+        assert isinstance(ack, dict), (i, event, ack)
+        err = ack.get("error")
+        if err is not None:
+            assert err["code"] and err["message"], (i, event, ack)
+            codes[err["code"]] = codes.get(err["code"], 0) + 1
+    assert codes.get("invalid_payload", 0) > 100, codes  # the mutations did reach validation
+    assert client.sio.connected
+    assert (await client.init("after-fuzz", ["es"]))["ok"]
+    assert (await client.send("after-fuzz", 0, speak(SENTENCES[0])))["accepted"]
+    (res,) = await client.wait_for(["after-fuzz-0"])
+    assert res.status == "ok", res
+
+
 async def test_sigterm_answers_every_fragment_in_flight(tmp_path):
     """Issue 9 #7: at SIGTERM the fragments in flight still get their fragment:processed (a result,
     or `failed` with a code) before the connection goes, and the process exits cleanly."""
