@@ -23,7 +23,7 @@ OPEN_PATHS = ("/health", "/metrics")
 # RTMP servers' hooks cannot send a header and may carry the token in the query string; <img>
 # previews open with a signed link instead (`signed_links.py`); every other /v1 route takes the
 # token only as a bearer header.
-QUERY_TOKEN_PREFIXES = ("/v1/hooks/",)
+HOOK_PREFIX = "/v1/hooks/"  # form or raw-query bodies from RTMP servers; the token may be in the URL
 SIGNED_LINK_SUFFIXES = ("/preview.mjpg",)
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
@@ -52,7 +52,7 @@ async def auth_middleware(request: web.Request, handler):
     supplied = request.headers.get("Authorization", "")
     if supplied.startswith("Bearer "):
         supplied = supplied[7:]
-    elif request.path.startswith(QUERY_TOKEN_PREFIXES):
+    elif request.path.startswith(HOOK_PREFIX):
         supplied = request.query.get("token", "")
     elif request.path.endswith(SIGNED_LINK_SUFFIXES) and "sig" in request.query:
         if not request.app["links"].verify(request.path, request.query.get("exp", ""), request.query["sig"]):
@@ -63,7 +63,7 @@ async def auth_middleware(request: web.Request, handler):
         supplied = ""
     if not token or not hmac.compare_digest(supplied.encode(), token.encode()):
         return json_error(401, "unauthorized", "missing or wrong bearer token (MEDIA_API_TOKEN)")
-    if (request.method in BODY_METHODS and request.can_read_body and not request.path.startswith("/v1/hooks/")
+    if (request.method in BODY_METHODS and request.can_read_body and not request.path.startswith(HOOK_PREFIX)
             and request.content_type != "application/json"):
         return json_error(415, "unsupported_media_type",
                           f"request bodies must be application/json, got {request.content_type or 'none'}")

@@ -23,7 +23,7 @@ from .config import MediaConfig
 from .events import EventLog
 from .ingest import InputInfo
 from .segmenter import Segment, SegmenterConfig, SpeechSegmenter
-from .timeline import JUMP_S, RATE, VAD_RATE, AudioStore, Timeline
+from .timeline import JUMP_S, RATE, VAD_RATE, VAD_STEP, AudioStore, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +145,8 @@ class Capture:
             # The store reads silence where nothing was written; the segmenter skips the hole
             # without analysing it. Nothing the size of the gap is allocated, however long the
             # input's audio was away.
-            ratio = RATE // VAD_RATE
-            self._feed_segmenter(np.zeros((placed.gap % ratio, 2), np.float32))
-            for seg in self.segmenter.skip(placed.gap // ratio):
+            self._feed_segmenter(np.zeros((placed.gap % VAD_STEP, 2), np.float32))
+            for seg in self.segmenter.skip(placed.gap // VAD_STEP):
                 self.on_segment(seg)
         self.store.write(placed.start, samples)
         self._feed_segmenter(samples)

@@ -23,6 +23,18 @@ from .registry import StreamExists, StreamRegistry
 log = logging.getLogger(__name__)
 
 
+def input_path(path: str) -> tuple[str, str] | None:
+    """`<app>/<name...>/in` -> (app, name); None for anything else (outputs, other paths)."""
+    parts = path.strip("/").split("/")
+    if len(parts) < 3 or parts[-1] != "in":
+        return None
+    return parts[0], "/".join(parts[1:-1])
+
+
+def stream_id_of(name: str) -> str:
+    return name.replace("/", "-")
+
+
 class PublishHooks:
     def __init__(self, cfg: MediaConfig, registry: StreamRegistry, events: EventLog):
         self.cfg, self.registry, self.events = cfg, registry, events
@@ -34,16 +46,16 @@ class PublishHooks:
         nginx-rtmp needs names with slashes addressed as `live/_definst_/<name>` (RTMP clients
         split a URL at its last slash); MediaMTX takes the plain path.
         """
-        parts = path.strip("/").split("/")
-        if len(parts) < 3 or parts[-1] != "in":
+        parsed = input_path(path)
+        if parsed is None:
             return None
-        app, name = parts[0], "/".join(parts[1:-1])
+        app, name = parsed
         q = parse_qs(query or "")
         langs = [t for v in q.get("lang", []) + q.get("langs", []) for t in v.split(",") if t] \
             or list(self.cfg.default_target_languages)
         base = f"{self.cfg.rtmp_base_url.rstrip('/')}/{app}/{'_definst_/' if nginx else ''}{name}"
         output = f"{base}/out" if len(langs) == 1 else f"{base}/{{lang}}"
-        return StreamRequest(id=name.replace("/", "-"), input_url=f"{base}/in", output_url=output,
+        return StreamRequest(id=stream_id_of(name), input_url=f"{base}/in", output_url=output,
                              source_language=q.get("source", [self.cfg.default_source_language])[0],
                              target_languages=langs, mix=q.get("mix", [self.cfg.default_mix])[0])
 
@@ -66,10 +78,10 @@ class PublishHooks:
         return web.json_response({"id": worker.id, "created": created})
 
     async def _hook_stop(self, path: str) -> web.Response:
-        parts = path.strip("/").split("/")
-        if len(parts) < 3 or parts[-1] != "in":
+        parsed = input_path(path)
+        if parsed is None:
             return web.json_response({"ignored": path})
-        stream_id = "/".join(parts[1:-1]).replace("/", "-")
+        stream_id = stream_id_of(parsed[1])
         worker = self.registry.get(stream_id)
         if worker is not None:
             # The publisher may come back: the worker keeps retrying its input for a while and

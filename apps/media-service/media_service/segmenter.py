@@ -45,8 +45,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .timeline import RATE as TIMELINE_RATE
 from .timeline import VAD_RATE as SAMPLE_RATE
+from .timeline import VAD_STEP
 from .vad import make_vad
 
 VAD_WINDOW = 512  # samples per Silero window at 16 kHz (32 ms)
@@ -372,8 +372,7 @@ class SpeechSegmenter:
 
 def span_to_48k(span: Span) -> tuple[int, int]:
     """Map a 16 kHz span to 48 kHz timeline indices ``(start, end)``."""
-    ratio = TIMELINE_RATE // SAMPLE_RATE
-    return span.start * ratio, span.end * ratio
+    return span.start * VAD_STEP, span.end * VAD_STEP
 
 
 __all__ = [

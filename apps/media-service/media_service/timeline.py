@@ -17,6 +17,7 @@ import numpy as np
 
 RATE = 48000  # the timeline, the decoded input, the dubs once placed and the AAC outputs
 VAD_RATE = 16000  # the segmenter's copy (Silero VAD, and what the sts-service is sent)
+VAD_STEP = RATE // VAD_RATE  # timeline samples per VAD sample: VAD index i is timeline index i * VAD_STEP
 TOLERANCE_S = 0.015  # input timestamps within this of the running position are laid end to end
 # Input timestamps that jump further than this (forwards or backwards, e.g. an encoder restart or
 # the 32-bit RTMP timestamp wrapping after ~49.7 days) start a new session on the timeline instead
