@@ -2,7 +2,8 @@
 
 See specs/protocol.md for the prose description. Split by what it defines: ``events`` (names,
 version), ``models`` (payloads, parse/dump), ``errors`` (codes, refusals), ``audio`` (PCM16),
-``tokens`` (the shared secret's strength check).
+``tokens`` (the shared secret's strength check). Not the wire protocol but shared the same way:
+``settings`` (how both services declare their config; import it from the submodule).
 """
 
 from .audio import float_to_pcm16, pcm16_duration_ms, pcm16_to_float
