@@ -1,8 +1,9 @@
 """Configuration and request validation: clear messages that name the bad value."""
 
 import pytest
-from media_service.config import ConfigError, StreamRequest
+from media_service.config import ConfigError, MediaConfig, StreamRequest
 from media_service.config import parse_args as media_args
+from media_service.states import Mode
 from pydantic import ValidationError
 from sts_service.config import ConfigError as StsConfigError
 from sts_service.config import parse_args as sts_args
@@ -42,3 +43,32 @@ def test_stream_request_names_bad_fields_and_derives_outputs():
                         target_languages=["es", "ca"])
     assert req.stream_id() == "show"
     assert req.output_for("ca") == "rtmp://h/live/show/ca"
+
+
+@pytest.mark.parametrize("argv, environ, message", [
+    (["--output-delay", "0.5"], {}, r"^--output-delay \(MEDIA_OUTPUT_DELAY\) must be within 1\.\.60, got 0\.5$"),
+    ([], {"MEDIA_MAX_STREAMS": "0"}, r"^--max-streams \(MEDIA_MAX_STREAMS\) must be within 1\.\.1000, got 0$"),
+    (["--port", "abc"], {}, r"^--port \(MEDIA_PORT\): invalid int value: 'abc'$"),
+    ([], {"MEDIA_PORT": "abc"}, r"^--port \(MEDIA_PORT\): invalid int value 'abc'$"),
+    ([], {"MEDIA_MIX": "loud"}, r"^--mix \(MEDIA_MIX\): input should be 'duck', 'replace' or 'passthrough'"),
+    ([], {"MEDIA_TARGET_LANGUAGES": "es,x y"}, r"^--target-languages \(MEDIA_TARGET_LANGUAGES\): string should"),
+])
+def test_bad_values_are_one_line_naming_flag_and_variable(argv, environ, message):
+    with pytest.raises(ConfigError, match=message):
+        media_args(argv, {"STS_AUTH_TOKEN": "t", **environ})
+
+
+def test_secrets_never_appear_in_messages():
+    with pytest.raises(ConfigError) as err:
+        media_args([], {"STS_AUTH_TOKEN": "t", "MEDIA_API_TOKEN": "change-me-secret-value"})
+    assert "change-me-secret-value" not in str(err.value) and "MEDIA_API_TOKEN is not usable" in str(err.value)
+
+
+def test_config_is_typed_and_request_defaults_are_the_declared_ones():
+    cfg = media_args(["--mix", "replace", "--allowed-hosts", "A.example, b"], {"STS_AUTH_TOKEN": "t"})
+    assert cfg.default_mix is Mode.REPLACE and cfg.allowed_hosts == ("a.example", "b")
+    req = StreamRequest(input_url="rtmp://h/live/a/in", output_url="rtmp://h/live/a/out")
+    assert (req.source_language, req.target_languages, req.mix) == ("en", ["es"], Mode.DUCK)
+    assert req.output_delay_s is None and req.duck_gain_db is None  # the stream takes the service's
+    with pytest.raises(ConfigError, match="extra"):
+        MediaConfig(sts_token="t", output_delay=3)  # a misspelt keyword is refused, as with a dataclass

@@ -24,10 +24,10 @@ def test_generated_tokens_pass():
 
 def test_sts_refuses_the_example_token():
     with pytest.raises(StsConfigError, match="placeholder 'change-me'"):
-        StsConfig(auth_token="change-me-sts-token").validate()
-    StsConfig(no_auth=True).validate()  # local use without a token is still explicit and possible
+        StsConfig(auth_token="change-me-sts-token")  # checked when made
+    StsConfig(no_auth=True)  # local use without a token is still explicit and possible
 
 
 def test_media_refuses_the_example_api_token():
     with pytest.raises(MediaConfigError, match="MEDIA_API_TOKEN is not usable"):
-        MediaConfig(sts_token="x" * 20, api_token="change-me-media-api-token").validate()
+        MediaConfig(sts_token="x" * 20, api_token="change-me-media-api-token")

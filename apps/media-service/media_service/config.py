@@ -1,180 +1,178 @@
 """media-service configuration: the service config (env/CLI) and a stream's request (REST/hooks).
 
-Both are validated when they are made, with messages that name the bad field.
+Each setting is declared once below (type, default, range, flag, variable, description); the
+command line, the checks at start and the README table (tests/unit/test_config_docs.py) follow
+from it. A stream's request takes its defaults and ranges from the same declarations.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from livedub_protocol import LANGUAGE_PATTERN, weak_token_reason
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from livedub_protocol.settings import ConfigError, HostList, LogLevel, Settings, comma_list, setting
+from livedub_protocol.settings import build_parser as _build_parser
+from livedub_protocol.settings import parse as _parse
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .budget import DelayTooShort, check_delay
 from .redaction import redact_url
 from .states import Mode
 from .targets import TargetPolicy, check_url_syntax
 
+__all__ = ["ConfigError", "MediaConfig", "StreamPatch", "StreamRequest", "build_parser", "parse_args"]
+
 # Starts with a letter or digit: "." and ".." would be paths, "-x" an option to a child process.
 STREAM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Ranges a stream's request shares with the service settings (ints: they appear in messages).
+DELAY_S = {"ge": 1, "le": 60}
+DUCK_GAIN_DB = {"ge": -60, "le": 0}
+MAX_LANGUAGES = 8
+Language = Annotated[str, Field(pattern=LANGUAGE_PATTERN)]
+Languages = comma_list(Language)
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the flag/variable."""
+class MediaConfig(Settings):
+    """The media-service settings; made from keyword arguments (tests) or parse_args()."""
 
+    PROG: ClassVar[str] = "media-service"
+    DESCRIPTION: ClassVar[str] = "Live dubbing media service: RTMP in, dubbed RTMP out"
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value not in (None, "") else default
-
-
-@dataclass
-class MediaConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    sts_url: str = "http://127.0.0.1:8000"
-    sts_token: str | None = None
-    api_token: str | None = None  # generated at start when MEDIA_API_TOKEN is unset
-    allowed_hosts: tuple[str, ...] = ()  # empty: any Host header (the token still applies)
-    rtmp_base_url: str = "rtmp://127.0.0.1:1935"
-    # Constant output delay D (s): the STS budget of a fragment is D minus its own length.
-    output_delay_s: float = 8.0
-    max_fragment_ms: float = 5000.0
-    min_fragment_ms: float = 500.0
-    min_silence_ms: float = 300.0
-    speech_padding_ms: float = 150.0
-    vad_threshold: float = 0.5
-    duck_gain_db: float = -14.0
-    default_mix: str = "duck"
-    default_source_language: str = "en"
-    default_target_languages: tuple[str, ...] = ("es",)
-    input_retry_s: float = 1.0
-    input_wait_timeout_s: float = 300.0  # a stream whose input never connects ends after this (0 = never)
-    shutdown_drain_s: float = 15.0  # on SIGTERM, streams play out what is buffered for at most this long
+    host: str = setting("127.0.0.1", "--host", "MEDIA_HOST", "listen address of the control API")
+    port: int = setting(8080, "--port", "MEDIA_PORT", "listen port (0–65535)", ge=0, le=65535)
+    sts_url: str = setting("http://127.0.0.1:8000", "--sts-url", "STS_URL", "sts-service base URL (http/https)")
+    sts_token: str | None = setting(
+        None, None, "STS_AUTH_TOKEN", "token sent to sts-service; the service refuses to start without it",
+        secret=True)
+    api_token: str | None = setting(
+        None, None, "MEDIA_API_TOKEN",
+        "bearer token of `/v1/*` (>= 16 characters, no placeholder); unset = a random one is generated and "
+        "printed at start (the API is never open)", secret=True)
+    rtmp_base_url: str = setting(
+        "rtmp://127.0.0.1:1935", "--rtmp-base-url", "MEDIA_RTMP_BASE_URL",
+        "RTMP server that hook-started streams read from and publish to")
+    output_delay_s: float = setting(8.0, "--output-delay", "MEDIA_OUTPUT_DELAY",
+                                    "constant output delay D (1–60 s)", **DELAY_S)
+    max_fragment_ms: float = setting(
+        5000.0, "--max-fragment-ms", "MEDIA_MAX_FRAGMENT_MS",
+        "cap on the speech fragment length; the limit in force is derived from D and the measured service "
+        "time ([Output delay D](#output-delay-d-and-fragment-limits))")
+    min_fragment_ms: float = setting(500.0, "--min-fragment-ms", "MEDIA_MIN_FRAGMENT_MS",
+                                     "speech spans shorter than this (padded) are not sent")
+    min_silence_ms: float = setting(
+        300.0, "--min-silence-ms", "MEDIA_MIN_SILENCE_MS",
+        "cap on the pause that ends a speech fragment (shorter for short D: 60 ms per second of D, at least "
+        "150 ms)")
+    speech_padding_ms: float = setting(150.0, "--speech-padding-ms", "MEDIA_SPEECH_PADDING_MS",
+                                       "audio kept before and after detected speech (0–1000)", ge=0, le=1000)
+    vad_threshold: float = setting(0.5, "--vad-threshold", "MEDIA_VAD_THRESHOLD",
+                                   "Silero speech probability threshold (0–1]", gt=0, le=1)
+    duck_gain_db: float = setting(-14.0, "--duck-gain-db", "MEDIA_DUCK_GAIN_DB",
+                                  "gain of the original under the dub in `duck` mode (-60–0)", **DUCK_GAIN_DB)
+    default_mix: Mode = setting(Mode.DUCK, "--mix", "MEDIA_MIX",
+                                "mix of hook-started streams: `duck`, `replace`, `passthrough`")
+    default_source_language: str = setting("en", "--source-language", "MEDIA_SOURCE_LANGUAGE",
+                                           "source language of hook-started streams", pattern=LANGUAGE_PATTERN)
+    default_target_languages: Languages = setting(
+        ("es",), "--target-languages", "MEDIA_TARGET_LANGUAGES",
+        "comma-separated targets of hook-started streams without `?lang=`", min_length=1)
+    allowed_hosts: HostList = setting(
+        (), "--allowed-hosts", "MEDIA_ALLOWED_HOSTS",
+        "comma-separated Host names the API answers to (DNS-rebinding guard)")
+    input_retry_s: float = setting(1.0, None, None, "pause before an input is opened again", gt=0)
+    input_wait_timeout_s: float = setting(
+        300.0, "--input-wait-timeout", "MEDIA_INPUT_WAIT_TIMEOUT",
+        "a stream whose input never connects ends (and is removed) after this; 0 = wait forever", ge=0)
     # Limits (a client must not be able to exhaust the machine); refused with `limit_reached`.
-    max_streams: int = 16  # running streams per media-service
-    max_languages: int = 8  # target languages per stream
-    max_preview_viewers: int = 8  # preview viewers per stream
-    max_preview_viewers_total: int = 32  # preview viewers in total
-    mediamtx_api: str | None = None  # MediaMTX control API: streams for published inputs are reconciled
-    reconcile_interval_s: float = 10.0
-    media_root: str | None = None  # file inputs/outputs only under this directory; None: no files
-    media_hosts: tuple[str, ...] = ()  # rtmp/srt hosts streams may reach; empty: any
-    log_level: str = "INFO"
+    max_streams: int = setting(
+        16, "--max-streams", "MEDIA_MAX_STREAMS",
+        "running streams (1–1000); one more is refused with 503 `limit_reached` (and `Retry-After`)", ge=1, le=1000)
+    max_languages: int = setting(
+        8, "--max-languages", "MEDIA_MAX_LANGUAGES",
+        f"target languages per stream (1–{MAX_LANGUAGES}); more: 400 `limit_reached`", ge=1, le=MAX_LANGUAGES)
+    max_preview_viewers: int = setting(
+        8, "--max-preview-viewers", "MEDIA_MAX_PREVIEW_VIEWERS",
+        "preview viewers per stream (1–1000); more: 503 `limit_reached`", ge=1, le=1000)
+    max_preview_viewers_total: int = setting(32, "--max-preview-viewers-total", "MEDIA_MAX_PREVIEW_VIEWERS_TOTAL",
+                                             "preview viewers over all streams (1–10000)", ge=1, le=10000)
+    mediamtx_api: str | None = setting(
+        None, "--mediamtx-api", "MEDIA_MEDIAMTX_API",
+        "MediaMTX control API: at start and every `--reconcile-interval`, every published `<app>/<name>/in` "
+        "without a stream gets one (restarts, lost hooks); a stream stopped over the API is not restarted "
+        "while its path stays published")
+    reconcile_interval_s: float = setting(10.0, "--reconcile-interval", "MEDIA_RECONCILE_INTERVAL",
+                                          "how often the MediaMTX path list is read (0.2–3600)", ge=0.2, le=3600)
+    media_root: str | None = setting(
+        None, "--media-root", "MEDIA_ROOT",
+        "directory that file inputs and outputs must be under (`..` and symlinks resolved); unset = file URLs "
+        "refused with 400")
+    media_hosts: HostList = setting(
+        (), "--media-hosts", "MEDIA_HOSTS",
+        "comma-separated `host` or `host:port` that rtmp/srt inputs and outputs may reach (SSRF guard; include "
+        "the `--rtmp-base-url` host)")
+    shutdown_drain_s: float = setting(
+        15.0, "--shutdown-drain", "MEDIA_SHUTDOWN_DRAIN",
+        "on SIGTERM/SIGINT every stream stops reading and plays out what is buffered (at most D + 3 s, and at "
+        "most this long), closing its outputs cleanly; 0 = stop at once (0–120 s)", ge=0, le=120)
+    log_level: LogLevel = setting("INFO", "--log-level", "MEDIA_LOG_LEVEL", "Python log level")
 
     def target_policy(self) -> TargetPolicy:
         return TargetPolicy(media_root=self.media_root, hosts=self.media_hosts)
 
-    def validate(self) -> MediaConfig:
-        if not self.sts_url.startswith(("http://", "https://")):
-            raise ConfigError(f"STS_URL must be an http(s):// URL, got {self.sts_url!r}")
+    @field_validator("sts_url", "mediamtx_api")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s):// URL, got {redact_url(v)!r}")
+        return v
+
+    @field_validator("rtmp_base_url")
+    @classmethod
+    def _rtmp(cls, v: str) -> str:
+        if not v.startswith(("rtmp://", "rtmps://")):
+            raise ValueError(f"must start with rtmp://, got {redact_url(v)!r}")
+        return v
+
+    @field_validator("api_token")
+    @classmethod
+    def _api_token(cls, v: str | None) -> str | None:
+        if v is not None and (weak := weak_token_reason(v)):
+            raise ValueError(f"is not usable: {weak} (or leave it unset to have one generated)")
+        return v
+
+    @field_validator("media_root")
+    @classmethod
+    def _media_root(cls, v: str | None) -> str | None:
+        if v is not None and not os.path.isdir(v):
+            raise ValueError(f"must be an existing directory, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _together(self) -> MediaConfig:
         if not self.sts_token:
             raise ConfigError("STS_AUTH_TOKEN is not set: media-service needs the sts-service token")
-        if self.api_token is not None and (weak := weak_token_reason(self.api_token)):
-            raise ConfigError(f"MEDIA_API_TOKEN is not usable: {weak} (or leave it unset to have one generated)")
-        if not (1.0 <= self.output_delay_s <= 60.0):
-            raise ConfigError(f"--output-delay must be 1..60 s, got {self.output_delay_s}")
         try:
             check_delay(self.output_delay_s, min_silence_cap_ms=self.min_silence_ms)
         except DelayTooShort as exc:
-            raise ConfigError(f"--output-delay: {exc}") from None
+            raise ConfigError(f"{self.label('output_delay_s')}: {exc}") from None
         if not (0 < self.min_fragment_ms < self.max_fragment_ms):
-            raise ConfigError(f"--min-fragment-ms must be above 0 and below --max-fragment-ms, got "
-                              f"{self.min_fragment_ms}")
-        if not (0.0 <= self.shutdown_drain_s <= 120.0):
-            raise ConfigError(f"--shutdown-drain must be within 0..120 s, got {self.shutdown_drain_s}")
-        if self.input_wait_timeout_s < 0:
-            raise ConfigError(f"--input-wait-timeout must be >= 0 s (0 = wait forever), got {self.input_wait_timeout_s}")
-        if not (0 <= self.speech_padding_ms <= 1000):
-            raise ConfigError(f"--speech-padding-ms must be within 0..1000, got {self.speech_padding_ms}")
-        if not (-60.0 <= self.duck_gain_db <= 0.0):
-            raise ConfigError(f"--duck-gain-db must be within -60..0, got {self.duck_gain_db}")
-        if self.default_mix not in {m.value for m in Mode}:
-            raise ConfigError(f"--mix must be one of {', '.join(m.value for m in Mode)}, got {self.default_mix!r}")
-        if not self.rtmp_base_url.startswith(("rtmp://", "rtmps://")):
-            raise ConfigError(f"--rtmp-base-url must start with rtmp://, got {self.rtmp_base_url!r}")
-        for flag, value, top in (("--max-streams", self.max_streams, 1000), ("--max-languages", self.max_languages, 8),
-                                 ("--max-preview-viewers", self.max_preview_viewers, 1000),
-                                 ("--max-preview-viewers-total", self.max_preview_viewers_total, 10000)):
-            if not (1 <= value <= top):
-                raise ConfigError(f"{flag} must be within 1..{top}, got {value}")
-        if self.mediamtx_api is not None and not self.mediamtx_api.startswith(("http://", "https://")):
-            raise ConfigError(f"--mediamtx-api (MEDIA_MEDIAMTX_API) must be an http(s):// URL, got "
-                              f"{redact_url(self.mediamtx_api)!r}")
-        if not (0.2 <= self.reconcile_interval_s <= 3600):
-            raise ConfigError(f"--reconcile-interval must be within 0.2..3600 s, got {self.reconcile_interval_s}")
-        if self.media_root is not None and not os.path.isdir(self.media_root):
-            raise ConfigError(f"--media-root (MEDIA_ROOT) must be an existing directory, got {self.media_root!r}")
+            raise ConfigError(f"{self.label('min_fragment_ms')} must be above 0 and below "
+                              f"{self.label('max_fragment_ms')}, got {self.min_fragment_ms:g}")
         return self
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(environ=None):
     """The command line; each default comes from its environment variable when set (read now)."""
-    d = MediaConfig()
-    p = argparse.ArgumentParser(prog="media-service",
-                                description="Live dubbing media service: RTMP in, dubbed RTMP out")
-    p.add_argument("--host", default=_env("MEDIA_HOST", d.host))
-    p.add_argument("--port", type=int, default=int(_env("MEDIA_PORT", str(d.port))))
-    p.add_argument("--sts-url", default=_env("STS_URL", d.sts_url))
-    p.add_argument("--rtmp-base-url", default=_env("MEDIA_RTMP_BASE_URL", d.rtmp_base_url),
-                   help="RTMP server that hook-started streams read from and publish to")
-    p.add_argument("--output-delay", dest="output_delay_s", type=float,
-                   default=float(_env("MEDIA_OUTPUT_DELAY", str(d.output_delay_s))))
-    p.add_argument("--max-fragment-ms", type=float, default=float(_env("MEDIA_MAX_FRAGMENT_MS", str(d.max_fragment_ms))))
-    p.add_argument("--min-fragment-ms", type=float, default=float(_env("MEDIA_MIN_FRAGMENT_MS", str(d.min_fragment_ms))))
-    p.add_argument("--min-silence-ms", type=float, default=float(_env("MEDIA_MIN_SILENCE_MS", str(d.min_silence_ms))))
-    p.add_argument("--speech-padding-ms", type=float,
-                   default=float(_env("MEDIA_SPEECH_PADDING_MS", str(d.speech_padding_ms))))
-    p.add_argument("--vad-threshold", type=float, default=float(_env("MEDIA_VAD_THRESHOLD", str(d.vad_threshold))))
-    p.add_argument("--duck-gain-db", type=float, default=float(_env("MEDIA_DUCK_GAIN_DB", str(d.duck_gain_db))))
-    p.add_argument("--mix", dest="default_mix", default=_env("MEDIA_MIX", d.default_mix))
-    p.add_argument("--source-language", dest="default_source_language",
-                   default=_env("MEDIA_SOURCE_LANGUAGE", d.default_source_language))
-    p.add_argument("--target-languages", dest="default_target_languages",
-                   default=_env("MEDIA_TARGET_LANGUAGES", ",".join(d.default_target_languages)),
-                   help="comma-separated, used for hook-started streams without ?lang=")
-    p.add_argument("--allowed-hosts", default=_env("MEDIA_ALLOWED_HOSTS", ""),
-                   help="comma-separated host names the API answers to (default: any; DNS-rebinding guard)")
-    p.add_argument("--input-wait-timeout", dest="input_wait_timeout_s", type=float,
-                   default=float(_env("MEDIA_INPUT_WAIT_TIMEOUT", str(d.input_wait_timeout_s))),
-                   help="seconds a stream waits for its input to connect a first time before it ends (0 = forever)")
-    for flag, env, dest, text in (
-            ("--max-streams", "MEDIA_MAX_STREAMS", "max_streams", "running streams (more: 503 limit_reached)"),
-            ("--max-languages", "MEDIA_MAX_LANGUAGES", "max_languages", "target languages per stream (1..8)"),
-            ("--max-preview-viewers", "MEDIA_MAX_PREVIEW_VIEWERS", "max_preview_viewers", "preview viewers per stream"),
-            ("--max-preview-viewers-total", "MEDIA_MAX_PREVIEW_VIEWERS_TOTAL", "max_preview_viewers_total",
-             "preview viewers in total")):
-        p.add_argument(flag, dest=dest, type=int, default=int(_env(env, str(getattr(d, dest)))), help=text)
-    p.add_argument("--mediamtx-api", default=_env("MEDIA_MEDIAMTX_API"),
-                   help="MediaMTX control API (http://host:9997): published inputs without a stream get one, "
-                        "at start and every --reconcile-interval (restarts, lost hooks)")
-    p.add_argument("--reconcile-interval", dest="reconcile_interval_s", type=float,
-                   default=float(_env("MEDIA_RECONCILE_INTERVAL", str(d.reconcile_interval_s))))
-    p.add_argument("--media-root", default=_env("MEDIA_ROOT"),
-                   help="directory that file inputs and outputs must be under (default: files refused)")
-    p.add_argument("--media-hosts", default=_env("MEDIA_HOSTS", ""),
-                   help="comma-separated host or host:port that rtmp/srt inputs and outputs may reach "
-                        "(default: any; SSRF guard)")
-    p.add_argument("--shutdown-drain", dest="shutdown_drain_s", type=float,
-                   default=float(_env("MEDIA_SHUTDOWN_DRAIN", str(d.shutdown_drain_s))),
-                   help="on SIGTERM, seconds streams may take to play out what is buffered (0 = stop at once)")
-    p.add_argument("--log-level", default=_env("MEDIA_LOG_LEVEL", d.log_level))
-    return p
+    return _build_parser(MediaConfig, environ)
 
 
-def parse_args(argv: list[str] | None = None) -> MediaConfig:
-    ns = build_parser().parse_args(argv)
-    values = vars(ns)
-    for key in ("allowed_hosts", "media_hosts"):
-        values[key] = tuple(h.strip().lower() for h in values[key].split(",") if h.strip())
-    values["default_target_languages"] = tuple(
-        t.strip() for t in values["default_target_languages"].split(",") if t.strip())
-    cfg = MediaConfig(**values, sts_token=_env("STS_AUTH_TOKEN"), api_token=_env("MEDIA_API_TOKEN"))
-    return cfg.validate()
+def parse_args(argv: list[str] | None = None, environ=None) -> MediaConfig:
+    return _parse(MediaConfig, argv, environ)
+
+
+_DEFAULTS = MediaConfig.model_fields  # a request's defaults are the service's declared defaults
 
 
 class StreamPatch(BaseModel):
@@ -183,7 +181,7 @@ class StreamPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mix: Mode | None = None
-    duck_gain_db: float | None = Field(None, ge=-60, le=0)
+    duck_gain_db: float | None = Field(None, **DUCK_GAIN_DB)
 
 
 class StreamRequest(BaseModel):
@@ -194,12 +192,15 @@ class StreamRequest(BaseModel):
     id: str | None = Field(None, description="stream id; derived from the input URL when absent")
     input_url: str
     output_url: str = Field(description="may contain {lang}; required when several languages are dubbed")
-    source_language: str = Field("en", pattern=LANGUAGE_PATTERN)
-    target_languages: list[Annotated[str, Field(pattern=LANGUAGE_PATTERN)]] = Field(
-        default_factory=lambda: ["es"], min_length=1, max_length=8)
-    mix: Mode = Mode.DUCK
-    duck_gain_db: float | None = Field(None, ge=-60, le=0)
-    output_delay_s: float | None = Field(None, ge=1, le=60)
+    # The built-in defaults of --source-language, --target-languages and --mix (not their
+    # configured values: those apply to hook-started streams); gain and delay: the service's.
+    source_language: str = Field(_DEFAULTS["default_source_language"].default, pattern=LANGUAGE_PATTERN)
+    target_languages: list[Language] = Field(
+        default_factory=lambda: list(_DEFAULTS["default_target_languages"].default),
+        min_length=1, max_length=MAX_LANGUAGES)
+    mix: Mode = _DEFAULTS["default_mix"].default
+    duck_gain_db: float | None = Field(None, description="default: --duck-gain-db", **DUCK_GAIN_DB)
+    output_delay_s: float | None = Field(None, description="default: --output-delay", **DELAY_S)
 
     @field_validator("id")
     @classmethod
