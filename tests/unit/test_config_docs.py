@@ -1,21 +1,25 @@
 """The README's configuration tables are the settings' documentation: this fails when they drift.
 
-For each service: every flag of the command line is in its table and every table flag is on the
-command line; the environment variable named beside a flag really sets that flag's default; and a
-default written as a literal (`8000`, `es`, `duck`) is the one in the code."""
+Checked against the settings models (each setting declared once, the command line derived from
+it): every setting with a flag or a variable has exactly one row, with that flag and variable;
+its default; its description word for word (the --help text is made from the same words); a
+range a description states is the one enforced; and each variable really sets its setting.
+"""
 
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 
 import pytest
-from media_service import config as media_config
-from sts_service import config as sts_config
+from livedub_protocol.settings import Settings, build_parser, cli_default, env_values, parse
+from media_service.config import MediaConfig
+from sts_service.config import StsConfig
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-SERVICES = {"sts-service": sts_config, "media-service": media_config}
+SERVICES: dict[str, type[Settings]] = {"sts-service": StsConfig, "media-service": MediaConfig}
+TOKEN = "Zq7-test-token-4821-xk"
+BASE_ENV = {"STS_AUTH_TOKEN": TOKEN}  # enough for either service to start
 
 
 def table(service: str) -> list[dict[str, str]]:
@@ -25,53 +29,43 @@ def table(service: str) -> list[dict[str, str]]:
     rows = []
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 4 and (cells[0].startswith("`--") or cells[0] == "—"):
-            rows.append({"flag": cells[0].strip("`"), "env": cells[1].strip("`"), "default": cells[2]})
+        if len(cells) == 4 and (cells[0].startswith("`--") or cells[0] == "—"):
+            rows.append({"flag": cells[0].strip("`"), "env": cells[1].strip("`"), "default": cells[2],
+                         "meaning": cells[3]})
     assert rows, f"no configuration table for {service} in README.md"
     return rows
 
 
-def options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {s: a for a in parser._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
+def documented(model: type[Settings]) -> dict[tuple[str, str], str]:
+    """(flag or —, env or —) -> field name, for every setting that can be set."""
+    keys = {}
+    for name in model.model_fields:
+        opt = model.option(name)
+        if opt["flag"] or opt["env"]:
+            keys[(opt["flag"] or "—", opt["env"] or "—")] = name
+    return keys
 
 
-def clean_env(monkeypatch, rows):
-    for row in rows:
-        if row["env"] != "—":
-            monkeypatch.delenv(row["env"], raising=False)
-
-
-@pytest.mark.parametrize("service", SERVICES)
-def test_every_flag_is_documented_and_every_documented_flag_exists(service, monkeypatch):
-    rows = table(service)
-    clean_env(monkeypatch, rows)
-    flags = set(options(SERVICES[service].build_parser()))
-    documented = {r["flag"] for r in rows if r["flag"] != "—"}
-    assert flags - documented == set(), f"undocumented {service} flags"
-    assert documented - flags == set(), f"README documents {service} flags that do not exist"
+def rows_by_setting(service: str) -> list[tuple[dict[str, str], str]]:
+    settings = documented(SERVICES[service])
+    return [(row, settings[(row["flag"], row["env"])]) for row in table(service)
+            if (row["flag"], row["env"]) in settings]
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_each_documented_variable_sets_its_flag(service, monkeypatch):
-    rows = table(service)
-    clean_env(monkeypatch, rows)
-    for row in rows:
-        if row["flag"] == "—" or row["env"] == "—":
-            continue
-        action = options(SERVICES[service].build_parser())[row["flag"]]
-        value = "7" if action.type in (int, float) else "on" if isinstance(action, argparse._StoreTrueAction) else "x-7"
-        if action.choices:
-            value = next(c for c in action.choices if c != action.default)
-        monkeypatch.setenv(row["env"], value)
-        got = options(SERVICES[service].build_parser())[row["flag"]].default
-        monkeypatch.delenv(row["env"])
-        if isinstance(action, argparse._StoreTrueAction):
-            assert got is False or got is True, row  # boolean variables: see the next check
-            monkeypatch.setenv(row["env"], "1")
-            assert options(SERVICES[service].build_parser())[row["flag"]].default is True, row
-            monkeypatch.delenv(row["env"])
-        else:
-            assert str(got) == value or got == type(got)(value), f"{row['env']} does not set {row['flag']}: {got!r}"
+def test_every_setting_has_one_row_with_its_flag_and_variable(service):
+    keys = [(r["flag"], r["env"]) for r in table(service)]
+    assert len(keys) == len(set(keys)), f"{service}: a setting listed twice"
+    settings = set(documented(SERVICES[service]))
+    assert settings - set(keys) == set(), f"{service} settings missing from README (or with another flag/env)"
+    assert set(keys) - settings == set(), f"README lists {service} settings that do not exist"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_descriptions_are_the_readme_words(service):
+    model = SERVICES[service]
+    for row, name in rows_by_setting(service):
+        assert row["meaning"] == model.model_fields[name].description, f"{service} {row['flag']} {row['env']}"
 
 
 def literal(doc: str) -> str | None:
@@ -80,24 +74,72 @@ def literal(doc: str) -> str | None:
     return m.group(1) if m else None
 
 
-def same(code_default, doc: str) -> bool:
-    if isinstance(code_default, (tuple, list)):
-        code_default = ",".join(code_default)
-    if isinstance(code_default, float):
-        return float(doc) == code_default
-    return str(code_default) == doc
+@pytest.mark.parametrize("service", SERVICES)
+def test_defaults_match_the_code(service):
+    """A default the code states is written as that literal; prose only for computed or empty ones."""
+    model, checked = SERVICES[service], 0
+    for row, name in rows_by_setting(service):
+        field = model.model_fields[name]
+        code, doc = cli_default(model, name), literal(row["default"])
+        where = f"{service} {row['flag']} {row['env']}: README says {row['default']!r}, code {code!r}"
+        if isinstance(code, bool):
+            assert row["default"] == ("on" if code else "off"), where
+        elif doc is not None:
+            assert (float(doc) == code) if isinstance(code, float) else (str(code) == doc), where
+            checked += 1
+        else:
+            assert field.default_factory is not None or code in (None, ""), where
+    assert checked >= 10, f"only {checked} literal defaults found for {service}: is the table still parsed?"
+
+
+def bounds(field) -> dict[str, float]:
+    return {k: getattr(m, k) for m in field.metadata for k in ("ge", "gt", "le", "lt") if hasattr(m, k)}
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_literal_defaults_match_the_code(service, monkeypatch):
-    rows = table(service)
-    clean_env(monkeypatch, rows)
-    opts = options(SERVICES[service].build_parser())
-    checked = 0
-    for row in rows:
-        doc = literal(row["default"])
-        if row["flag"] == "—" or doc is None:
+def test_ranges_in_descriptions_are_the_enforced_ones(service):
+    model = SERVICES[service]
+    for name, field in model.model_fields.items():
+        b, stated = bounds(field), re.search(r"(-?\d+(?:\.\d+)?)–(-?\d+(?:\.\d+)?)", field.description or "")
+        lo, hi = b.get("ge", b.get("gt")), b.get("le", b.get("lt"))
+        if lo is not None and hi is not None:
+            assert stated, f"{service} {name}: description does not state its range {lo}–{hi}"
+        if stated:
+            assert (float(stated[1]), float(stated[2])) == (lo, hi), f"{service} {name}: {stated[0]} vs {lo}–{hi}"
+        for m in re.finditer(r">= (\d+(?:\.\d+)?)(?![\d.]| [a-z])", field.description or ""):  # not "16 chars"
+            assert b.get("ge") == float(m[1]), f"{service} {name}: says >= {m[1]}, enforces {b}"
+
+
+def sample(model: type[Settings], name: str) -> tuple[str, object]:
+    """A variable value for setting `name` other than its default, and what it must become."""
+    parser = build_parser(model, environ={})
+    action = next((a for a in parser._actions if a.dest == name), None)
+    if action is not None and action.choices:
+        value = next(c for c in action.choices if c != action.default)
+        return value, value
+    annotation = str(model.model_fields[name].annotation)
+    if "bool" in annotation:
+        return "1", True
+    if "int" in annotation:
+        return "7", 7
+    if "float" in annotation:
+        return "7.5", 7.5
+    if "tuple" in annotation:
+        return "ab,cd", "ab,cd"  # split by the model, like the flag's value
+    return TOKEN, TOKEN
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_variable_sets_its_setting(service):
+    model = SERVICES[service]
+    for (flag, env), name in documented(model).items():
+        if env == "—":
             continue
-        assert same(opts[row["flag"]].default, doc), f"{row['flag']}: README says {doc}, code {opts[row['flag']].default!r}"
-        checked += 1
-    assert checked >= 10, f"only {checked} literal defaults found for {service}: is the table still parsed?"
+        value, want = sample(model, name)
+        assert env_values(model, {env: value}) == {name: want}, env
+        if flag != "—":  # the command line's default is the variable, as the flag would give it
+            action = {a.dest: a for a in build_parser(model, environ={env: value})._actions}[name]
+            assert action.default == want, f"{env} does not set {flag}: {action.default!r}"
+        else:  # environment-only: read by parse()
+            assert getattr(parse(model, [], {**BASE_ENV, env: value}), name) == want, env
+    assert env_values(model, {e: "" for _, e in documented(model)}) == {}, "an empty variable counts as unset"
