@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent setup: Debian packages when missing, then .venv with the project installed.
+# Idempotent setup: Debian packages when missing, then .venv with the workspace installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,11 +21,29 @@ if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv"
   "$PY" -m venv .venv
 fi
+# The four distributions (protocol, media-service, sts-service with its coqui extra, testkit), editable,
+# and the workspace's dev tools, at the versions of requirements.lock. Re-installed whenever one of
+# these files is newer than the stamp.
+MANIFESTS=(pyproject.toml requirements.lock libs/livedub_protocol/pyproject.toml
+           apps/media-service/pyproject.toml apps/sts-service/pyproject.toml libs/livedub_testkit/pyproject.toml)
 stamp=.venv/.livedub-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+stale=0
+[ -f "$stamp" ] || stale=1
+for f in "${MANIFESTS[@]}"; do
+  if [ "$f" -nt "$stamp" ]; then stale=1; fi
+done
+if [ "$stale" -eq 1 ]; then
   echo "bootstrap: installing Python packages (this takes a few minutes the first time)"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[dev,coqui]" torch==2.13.0
+  # A .venv made before the split holds `livedub` as one distribution owning both console scripts:
+  # remove it first, or replacing it after the services are installed would delete their scripts.
+  if .venv/bin/python -c 'import importlib.metadata as m, sys
+sys.exit(not any(e.group == "console_scripts" for e in m.distribution("livedub").entry_points))' 2>/dev/null; then
+    .venv/bin/pip uninstall -q -y livedub
+  fi
+  .venv/bin/pip install -q -c requirements.lock \
+    -e libs/livedub_protocol -e apps/media-service -e "./apps/sts-service[coqui]" -e libs/livedub_testkit \
+    -e ".[dev]" torch==2.13.0
   # PyPI's torchaudio is a CUDA build whose native libs cannot load beside CPU torch; Coqui's
   # inference uses only its Python parts, so the native libs are set aside.
   ta_dir=$(.venv/bin/python -c 'import importlib.util,os;print(os.path.dirname(importlib.util.find_spec("torchaudio").origin))')

@@ -1,4 +1,8 @@
-"""pytest fixtures shared by livedub tests (register with ``pytest_plugins = ["livedub_testkit.pytest_plugin"]``).
+"""pytest fixtures shared by livedub tests.
+
+Registered through the ``pytest11`` entry point of the livedub-testkit distribution
+(libs/livedub_testkit/pyproject.toml): pytest loads this module wherever that distribution is
+installed, with no ``pytest_plugins`` line (``-p no:livedub_testkit`` turns it off).
 
 * ``livedub_cache_dir`` (session): ``$LIVEDUB_CACHE`` or ``~/.cache/livedub``.
 * ``rtmp_server`` (function): a started :class:`~livedub_testkit.rtmp_server.NginxRtmpServer`

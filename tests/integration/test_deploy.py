@@ -1,4 +1,4 @@
-"""Deployment artefacts: docker-compose.yml, Dockerfiles, MediaMTX, Prometheus and Grafana config.
+"""Deployment artefacts: docker-compose.yml, the Dockerfile, MediaMTX, Prometheus and Grafana config.
 
 No Docker engine runs here. The compose file is validated with Debian's `docker-compose` (v1)
 `config`, Prometheus files with `promtool` (Debian `prometheus`), the rest structurally.
@@ -44,10 +44,9 @@ DASHBOARD = GRAFANA / "dashboards" / "livedub.json"
 METRICS_TXT = GRAFANA / "metrics.txt"
 ENV_EXAMPLE = DEPLOY / ".env.example"
 PUBLISHERS_PY = DEPLOY / "mediamtx" / "publishers.py"
-DOCKERFILES = {
-    "sts-service": (ROOT / "apps" / "sts-service" / "Dockerfile", 8000),
-    "media-service": (ROOT / "apps" / "media-service" / "Dockerfile", 8080),
-}
+DOCKERFILE = ROOT / "Dockerfile"  # one build target per service, on a shared base stage
+SERVICE_PORTS = {"sts-service": 8000, "media-service": 8080}
+PROTOCOL_DIR = "libs/livedub_protocol"
 
 # Hook endpoints of media-service (DESIGN.md / the deployment brief).
 MEDIAMTX_HOOKS = {
@@ -181,10 +180,11 @@ def test_compose_resolved_services(tmp_path):
     services = yaml.safe_load(proc.stdout)["services"]
     assert set(services) >= {"mediamtx", "sts-service", "media-service", "prometheus", "grafana"}
 
-    for name, (dockerfile, port) in DOCKERFILES.items():
+    for name, port in SERVICE_PORTS.items():
         build = services[name]["build"]
         assert Path(build["context"]) == ROOT
-        assert (ROOT / build["dockerfile"]).resolve() == dockerfile.resolve()
+        assert (ROOT / build["dockerfile"]).resolve() == DOCKERFILE.resolve()
+        assert build["target"] == name, "each service builds its own target"
         assert services[name]["command"] == [name, "--host", "0.0.0.0", "--port", str(port)]
         assert services[name]["environment"]["STS_AUTH_TOKEN"] == DUMMY_ENV["STS_AUTH_TOKEN"]
     media_env = services["media-service"]["environment"]
@@ -486,33 +486,100 @@ def test_hook_endpoints_exposed_by_code():
     assert not missing, f"hook routes not found in media-service sources: {missing}"
 
 
-# ------------------------------------------------------------------------------------ dockerfiles
-def _dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+# ------------------------------------------------------------------------------------ dockerfile
+def _dockerfile_stages(path: Path = DOCKERFILE) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """{stage name: (what it is FROM, [(instruction, arguments)])}, in file order."""
     text = re.sub(r"\\\n", " ", path.read_text())
-    out = []
+    stages: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    current: list[tuple[str, str]] | None = None
     for line in text.splitlines():
         line = line.strip()
-        if line and not line.startswith("#"):
-            op, _, rest = line.partition(" ")
-            out.append((op.upper(), rest.strip()))
-    return out
+        if not line or line.startswith("#"):
+            continue
+        op, _, rest = line.partition(" ")
+        op, rest = op.upper(), rest.strip()
+        if op == "FROM":
+            m = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", rest, re.I)
+            assert m and m.group(2), f"every stage is named: FROM {rest}"
+            current = []
+            stages[m.group(2)] = (m.group(1), current)
+        else:
+            assert current is not None, f"{op} before the first FROM"
+            current.append((op, rest))
+    return stages
 
 
-def _console_scripts() -> set[str]:
-    text = (ROOT / "pyproject.toml").read_text()
+def _target(service: str) -> list[tuple[str, str]]:
+    """The instructions that make the image of `service`: its stage after every stage it is built on."""
+    stages = _dockerfile_stages()
+    chain, name = [], service
+    while name in stages:
+        chain.insert(0, name)
+        name = stages[name][0]
+    assert name == "python:3.11-slim-bookworm", f"{service} image is not built on the Python base: {name}"
+    instr: list[tuple[str, str]] = []
+    for stage in chain:
+        instr += [("STAGE", stage), *stages[stage][1]]  # ("STAGE", name) marks where each stage starts
+    return instr
+
+
+def _run_commands(instr: list[tuple[str, str]]) -> list[list[str]]:
+    """The shell commands of the RUN lines, each as argv (split at &&, || and ;)."""
+    commands = []
+    for op, arg in instr:
+        if op == "RUN":
+            argv: list[str] = []
+            for token in [*shlex.split(arg), "&&"]:
+                if token not in ("&&", "||", ";"):
+                    argv.append(token)
+                elif argv:
+                    commands.append(argv)
+                    argv = []
+    return commands
+
+
+def _pip_installs(instr: list[tuple[str, str]]) -> list[list[str]]:
+    """The `pip install` commands of a target, the upgrade of pip itself left out."""
+    return [c for c in _run_commands(instr) if c[:2] == ["pip", "install"] and c != ["pip", "install", "--upgrade", "pip"]]
+
+
+def _pip_install_targets(instr: list[tuple[str, str]]) -> list[str]:
+    """What a target's RUN lines `pip install` (local paths and names; options and their values dropped)."""
+    targets = []
+    for argv in _pip_installs(instr):
+        args = iter(argv[2:])
+        for a in args:
+            if a in ("-c", "--constraint", "-r", "--requirement"):
+                next(args)
+            elif not a.startswith("-"):
+                targets.append(a)
+    return targets
+
+
+def _console_scripts(service: str) -> set[str]:
+    text = (ROOT / "apps" / service / "pyproject.toml").read_text()
     if tomllib is not None:
         return set(tomllib.loads(text)["project"]["scripts"])
     section = re.search(r"^\[project\.scripts\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S).group(1)
     return set(re.findall(r"^([A-Za-z0-9_.-]+)\s*=", section, re.M))
 
 
-@pytest.mark.parametrize("service", sorted(DOCKERFILES))
+def test_dockerfile_targets_share_one_base_stage():
+    stages = _dockerfile_stages()
+    assert set(SERVICE_PORTS) <= set(stages)
+    assert stages["base"][0] == "python:3.11-slim-bookworm"
+    for service in SERVICE_PORTS:
+        assert stages[service][0] == "base", f"{service} is not built on the base stage"
+    base = stages["base"][1]
+    assert _pip_install_targets(base) == [f"./{PROTOCOL_DIR}"], "the base holds the protocol, nothing else"
+    assert not [arg for op, arg in base if op == "RUN" and "apt-get" in arg], "apt packages go in the service stages"
+
+
+@pytest.mark.parametrize("service", sorted(SERVICE_PORTS))
 def test_dockerfile(service):
-    path, port = DOCKERFILES[service]
-    scripts = _console_scripts()
-    instr = _dockerfile_instructions(path)
+    port = SERVICE_PORTS[service]
+    instr = _target(service)
     ops = [op for op, _ in instr]
-    assert instr[0] == ("FROM", "python:3.11-slim-bookworm")
     run = " ".join(arg for op, arg in instr if op == "RUN")
     apt = {
         "sts-service": [
@@ -527,19 +594,57 @@ def test_dockerfile(service):
     }[service]
     for pkg in apt:
         assert re.search(rf"apt-get install[^&]*\s{re.escape(pkg)}(\s|$)", run), pkg
-    assert "pip install ." in run
+    if service == "media-service":
+        assert not re.search(r"apertium|espeak|rubberband", run), "media-service needs none of the STS tools"
     user = [arg for op, arg in instr if op == "USER"]
     assert user and user[-1] not in ("root", "0")
     assert ops.index("USER") < ops.index("CMD")
+    assert max(i for i, (op, arg) in enumerate(instr) if op == "RUN" and "pip install" in arg) < ops.index("USER")
     health = [arg for op, arg in instr if op == "HEALTHCHECK"]
     assert health and "urllib" in health[0] and f"127.0.0.1:{port}/health" in health[0]
     cmd = json.loads([arg for op, arg in instr if op == "CMD"][-1])
     assert cmd == [service, "--host", "0.0.0.0", "--port", str(port)]
-    assert cmd[0] in scripts
+    assert cmd[0] in _console_scripts(service)
+
+
+@pytest.mark.parametrize("service", sorted(SERVICE_PORTS))
+def test_dockerfile_image_installs_only_its_service(service):
+    """The image gets the protocol and its own distribution, each from its directory, with the lock
+    as constraints; nothing of the other service or of the testkit is copied or installed."""
+    instr = _target(service)
+    assert _pip_install_targets(instr) == [f"./{PROTOCOL_DIR}", f"./apps/{service}"]
+    for argv in _pip_installs(instr):
+        assert argv[2:4] == ["-c", "requirements.lock"], f"unconstrained install: {argv}"
+    copied = [arg.split() for op, arg in instr if op == "COPY" and not arg.startswith("--from=")]
+    sources = {src.rstrip("/") for *srcs, _dest in copied for src in srcs}
+    assert sources == {"requirements.lock", PROTOCOL_DIR, f"apps/{service}"}, sources
+    other = next(s for s in SERVICE_PORTS if s != service)
+    text = " ".join(arg for _, arg in instr)
+    assert f"apps/{other}" not in text and "livedub_testkit" not in text
+
+
+def test_media_service_image_takes_the_vad_model_file_from_the_faster_whisper_wheel():
+    """faster-whisper is downloaded (not installed) in a stage of its own; media-service gets only
+    the Silero v6 ONNX file from it, where MEDIA_VAD_MODEL points, and the build checks it is used."""
+    stages = _dockerfile_stages()
+    instr = _target("media-service")
+    model_stage = next(arg.split()[0].removeprefix("--from=") for op, arg in instr
+                       if op == "COPY" and arg.startswith("--from="))
+    assert model_stage not in {name for op, name in instr if op == "STAGE"}, "the wheel stays out of the image"
+    model_run = " ".join(arg for op, arg in stages[model_stage][1] if op == "RUN")
+    assert "pip download --no-deps -c requirements.lock" in model_run and "faster-whisper" in model_run
+    assert "pip install" not in model_run
+    assert "faster-whisper" not in " ".join(arg for op, arg in instr)
+    src, dest = next(arg.split()[1:] for op, arg in instr if op == "COPY" and arg.startswith("--from="))
+    assert src.endswith("faster_whisper/assets/silero_vad_v6.onnx")
+    env = " ".join(arg for op, arg in instr if op == "ENV")
+    assert f"MEDIA_VAD_MODEL={dest}" in env
+    run = " ".join(arg for op, arg in instr if op == "RUN")
+    assert "isinstance(make_vad(), OnnxSileroVad)" in run, "the build fails when the VAD would fall back"
 
 
 def test_dockerignore():
     entries = set((ROOT / ".dockerignore").read_text().split())
     assert {".venv", ".git", "out"} <= entries
-    for needed in ("pyproject.toml", "apps", "libs"):  # what the Dockerfiles COPY
+    for needed in ("requirements.lock", "apps", "libs"):  # what the Dockerfile COPYs
         assert needed not in entries

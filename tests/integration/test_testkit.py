@@ -18,8 +18,6 @@ from livedub_testkit import analysis as A
 from livedub_testkit.fixtures import cached_demo_media, make_no_audio_video
 from livedub_testkit.rtmp_server import NginxRtmpError, NginxRtmpServer, rtmp_url
 
-pytest_plugins = ["livedub_testkit.pytest_plugin"]
-
 
 # ------------------------------------------------------------------------------- helpers
 class HookServer:

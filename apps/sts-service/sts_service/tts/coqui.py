@@ -4,7 +4,8 @@ The model is loaded once in the constructor through Coqui's own loader
 (``TTS.utils.synthesizer.Synthesizer``) from a checkpoint (``.pth`` file, or a model directory)
 and its ``config.json``. Nothing is downloaded: a missing path is an error naming that path.
 
-Install: ``pip install 'livedub[coqui]' torch==2.13.0``. On this CPU-only setup the torchaudio
+Install: the ``coqui`` extra of livedub-sts-service, ``pip install './apps/sts-service[coqui]' torch==2.13.0``
+from the repository root (``make setup`` installs it). On this CPU-only setup the torchaudio
 wheel from PyPI is a CUDA build whose native libraries (``torchaudio/lib/*.so``) cannot load
 next to the CPU torch; they must be disabled (renamed) for ``import TTS`` to work. Coqui only
 needs torchaudio's pure-Python parts for inference (``scripts/bootstrap.sh`` does the renaming).
@@ -23,7 +24,9 @@ import numpy as np
 
 from .base import SynthesisError
 
-INSTALL_HINT = "install the coqui extra: pip install 'livedub[coqui]' torch==2.13.0"
+INSTALL_HINT = (
+    "install sts-service's coqui extra (make setup does): pip install './apps/sts-service[coqui]' torch==2.13.0"
+)
 TORCHAUDIO_HINT = (
     "torchaudio's native libraries failed to load (a CUDA build next to the CPU torch); disable them: "
     "for f in \"$(python -c 'import importlib.util,os;"
