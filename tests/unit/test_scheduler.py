@@ -171,3 +171,85 @@ def test_cost_model_learns():
     for _ in range(20):
         m.observe_asr(1000, 4, 0.5, greedy=True)
     assert abs(m.asr(1000, 4, greedy=True) - 0.5) < 0.01
+
+
+class TimedAsr(FakeAsr):
+    """Records when each call ran, to see calls overlap on parallel workers."""
+
+    def __init__(self, seconds_per_item=0.05):
+        super().__init__(seconds_per_item)
+        self.spans: list[tuple[float, float]] = []
+
+    def transcribe_batch(self, audios, prompts, beam_size=None):
+        t0 = time.monotonic()
+        out = super().transcribe_batch(audios, prompts, beam_size)
+        self.spans.append((t0, time.monotonic()))
+        return out
+
+
+async def _parallel(workers: int):
+    asr = TimedAsr(0.1)
+    asr.max_batch = 4
+    pool = ThreadPoolExecutor(workers)
+    s = AsrScheduler(asr, pool, StsMetrics(), workers=workers)
+    s.cost = CostModel(post_seed_s=0.01)
+    for b in (1, 2, 4):
+        s.cost.observe_asr(1000, b, 0.1 * b, True)
+    s.start()
+    return s, asr, pool
+
+
+async def test_burst_spread_over_parallel_workers():
+    """Two workers: a burst of four runs as two batches of two at the same time."""
+    s, asr, pool = await _parallel(2)
+    try:
+        now = asyncio.get_running_loop().time()
+        await asyncio.gather(*[s.transcribe(clip(t), None, now + 5, True) for t in (1, 2, 3, 4)])
+        assert sorted(len(c) for c in asr.calls) == [2, 2]
+        (a0, a1), (b0, b1) = asr.spans
+        assert b0 < a1 and a0 < b1  # the two calls overlapped
+    finally:
+        await s.close()
+        pool.shutdown()
+
+
+async def test_fragment_does_not_wait_for_a_busy_worker():
+    """A fragment arriving while one worker runs starts at once on the other one."""
+    s, asr, pool = await _parallel(2)
+    try:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        first = asyncio.create_task(s.transcribe(clip(1, 1), None, now + 5, True))
+        await asyncio.sleep(0.15)  # past the gathering wait: the first runs alone
+        _, queued, _ = await s.transcribe(clip(2), None, now + 5, True)
+        await first
+        assert asr.calls == [[1.0], [2.0]]
+        assert queued < 0.1  # it did not wait for the first call to end
+    finally:
+        await s.close()
+        pool.shutdown()
+
+
+async def test_burst_a_few_ms_apart_is_gathered_into_one_batch(sched):
+    """Fragments arriving 20 ms apart (streams started together) end up in one batch, not two."""
+    s, asr = sched
+    now = asyncio.get_running_loop().time()
+    tasks = []
+    for t in (1, 2, 3):
+        tasks.append(asyncio.create_task(s.transcribe(clip(t), None, now + 5, True)))
+        await asyncio.sleep(0.02)
+    await asyncio.gather(*tasks)
+    assert asr.calls == [[1.0, 2.0, 3.0]]
+
+
+async def test_close_cancels_a_running_batch():
+    s, asr, pool = await _parallel(2)
+    now = asyncio.get_running_loop().time()
+    job = asyncio.create_task(s.transcribe(clip(1), None, now + 5, True))
+    await asyncio.sleep(0.12)  # gathered and running in the executor
+    assert s._running
+    await s.close()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    assert not s._running
+    pool.shutdown()

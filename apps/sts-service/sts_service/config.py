@@ -40,11 +40,12 @@ class StsConfig(Settings):
         "downloaded)")
     asr_compute_type: str = setting("int8", "--asr-compute-type", "STS_ASR_COMPUTE_TYPE", "CTranslate2 compute type")
     asr_beam_size: int = setting(5, "--asr-beam-size", "STS_ASR_BEAM_SIZE", "beam size (>= 1)", ge=1)
-    asr_threads: int = setting(_cpu_count, "--asr-threads", "STS_ASR_THREADS",
-                               "CTranslate2 CPU threads per transcription (>= 1)", ge=1)
+    asr_threads: int = setting(1, "--asr-threads", "STS_ASR_THREADS",
+                               "CTranslate2 CPU threads per ASR worker (>= 1)", ge=1)
     asr_workers: int = setting(
-        1, "--asr-workers", "STS_ASR_WORKERS",
-        "fragments transcribed at once (>= 1; raise on machines with more cores than `--asr-threads`)", ge=1)
+        _cpu_count, "--asr-workers", "STS_ASR_WORKERS",
+        "ASR workers, each transcribing one batch at a time (>= 1; workers x threads should not exceed the "
+        "cores)", ge=1)
     # Translation / TTS
     translation_engine: Literal["apertium", "deepl", "google"] = setting(
         "apertium", "--translation-engine", "STS_TRANSLATION_ENGINE",

@@ -72,7 +72,8 @@ class DubbingPipeline:
         self._asr_pool = ThreadPoolExecutor(max_workers=cfg.asr_workers, thread_name_prefix="asr")
         self.asr_executor = self._asr_pool
         self._post_pool = ThreadPoolExecutor(max_workers=cfg.post_workers, thread_name_prefix="post")
-        self.scheduler = AsrScheduler(engines.asr, self._asr_pool, metrics, max_queued=cfg.max_queued_total)
+        self.scheduler = AsrScheduler(engines.asr, self._asr_pool, metrics, max_queued=cfg.max_queued_total,
+                                      workers=cfg.asr_workers)
 
     def start(self) -> None:
         self.scheduler.start()

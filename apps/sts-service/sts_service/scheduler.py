@@ -5,17 +5,24 @@ whose deadline had already passed, so every later fragment was late too. Here:
 
 - every fragment waits in one queue ordered by deadline (a fragment sent without one gets the
   ASR timeout as its deadline, and fails as `timeout` instead of `deadline_exceeded`);
-- the runner takes the earliest deadline and the waiting fragments of the same encoder window
-  (up to ``asr.max_batch``) and transcribes them in one batched call in the ASR executor;
-- a lone fragment waits up to 80 ms (a quarter of its slack at most) for companions: streams
-  started together send equal fragments a few ms apart, which then share one batch;
+- whenever one of ``workers`` ASR workers is free, the runner takes the earliest deadline and the
+  waiting fragments of the same encoder window (up to ``asr.max_batch``, spread over the free
+  workers) and transcribes them in one batched call in the ASR executor. Several single-threaded
+  workers beat one multi-threaded call on a shared machine: measured on 2 cores with another
+  process taking 60 % of one, a batch of 4 on 2 threads cost 187 ms a fragment, two workers of
+  1 thread 118 ms (one straggling OpenMP thread stalls the whole multi-threaded call), and a burst
+  no longer waits for the whole of the batch before it;
+- the first fragment of a burst waits until the burst is over (nothing new for 40 ms, at most
+  80 ms, a quarter of its slack at most): streams started together send equal fragments a few ms
+  apart, which then share batches;
 - the configured beam search runs only for a lone fragment when nothing else waits and it
   finishes with its run time to spare; otherwise the batch is decoded greedily (faster, slightly less accurate: quality gives way
   before any fragment is dropped);
 - a learned cost model (``CostModel``) says how long that call and the stages after it will take;
   a fragment that cannot finish by its deadline is never started: it is answered at once.
 
-One runner task owns the queue; ``close()`` cancels and awaits it and fails what is waiting.
+One runner task owns the queue and the batch tasks it starts; ``close()`` cancels and awaits
+them all and fails what is waiting.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -31,6 +39,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .metrics import StsMetrics
+
+log = logging.getLogger(__name__)
 
 
 class DeadlineExceeded(Exception):
@@ -107,17 +117,23 @@ class _Job:
 
 
 class AsrScheduler:
-    GATHER_S = 0.08  # longest a lone fragment waits for companions to batch with
-    def __init__(self, asr, executor: Executor, metrics: StsMetrics, *, max_queued: int = 64):
+    GATHER_S = 0.08  # longest the first fragment of a burst waits for companions to batch with
+    QUIET_S = 0.04  # a burst is over when nothing has arrived for this long
+
+    def __init__(self, asr, executor: Executor, metrics: StsMetrics, *, max_queued: int = 64,
+                 workers: int = 1):
         self.asr = asr
         self.executor = executor
         self.metrics = metrics
         self.max_queued = max_queued
+        self.workers = max(1, workers)  # batches run at once (the executor must have as many threads)
         self.cost = CostModel()
         self._heap: list[_Job] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._runner: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()  # one per batch in the executor; owned by the runner
+        self._last_arrival = 0.0
         self._max_batch = int(getattr(asr, "max_batch", 1))
         self._beam = int(getattr(asr, "beam_size", 1))
         self._can_go_greedy = self._beam > 1
@@ -134,6 +150,11 @@ class AsrScheduler:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
+        for task in list(self._running):
+            task.cancel()
+        for task in list(self._running):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for job in self._heap:
             if not job.future.done():
                 job.future.cancel()
@@ -155,6 +176,7 @@ class AsrScheduler:
                                           f"~{cheapest * 1000:.0f} ms")
         job = _Job(deadline, next(self._seq), audio, prompt, window, hard, now, loop.create_future())
         heapq.heappush(self._heap, job)
+        self._last_arrival = now
         self.metrics.asr_queue.set(len(self._heap))
         self._wake.set()
         try:
@@ -175,10 +197,11 @@ class AsrScheduler:
                 "asr", f"could not start before the deadline ({late:+.0f} ms past it with the "
                        f"expected run time)", hard=job.hard))
 
-    def _next_batch(self, now: float) -> tuple[list[_Job], bool]:
+    def _next_batch(self, now: float, limit: int | None = None) -> tuple[list[_Job], bool]:
         """Earliest deadline first; drops what cannot finish; joins equal windows into a batch.
 
-        Returns the batch and whether to decode it greedily. Feasibility is judged on the
+        At most ``limit`` fragments (default ``asr.max_batch``). Returns the batch and whether to
+        decode it greedily. Feasibility is judged on the
         cheapest decoding; the configured beam is used only for a lone fragment when nothing else
         is waiting and it would finish with its own run time to spare (quality when there is
         room, throughput under load).
@@ -199,8 +222,9 @@ class AsrScheduler:
             return [], greedy
         head = heapq.heappop(self._heap)
         batch = [head]
+        limit = self._max_batch if limit is None else max(1, min(limit, self._max_batch))
         for job in sorted(self._heap):
-            if len(batch) >= self._max_batch:
+            if len(batch) >= limit:
                 break
             if job.window != head.window or job.future.done():
                 continue
@@ -217,55 +241,89 @@ class AsrScheduler:
             greedy = now + 2 * beam + self.cost.post.value > head.deadline
         return batch, greedy
 
-    async def _gather(self, loop) -> None:
-        """A lone fragment waits up to GATHER_S for companions when its deadline leaves room.
+    def _live(self) -> list[_Job]:
+        return [j for j in self._heap if not j.future.done()]
 
-        Streams started together send equal fragments tens of ms apart; started at once, the
-        first would run alone and the second wait for its whole run. Waiting a moment lets both
-        share one batch (measured: a batch of two costs ~0.85 of two single calls)."""
-        live = [j for j in self._heap if not j.future.done()]
-        if len(live) != 1 or self._max_batch < 2:
+    async def _gather(self, loop) -> None:
+        """The first fragment of a burst waits briefly for the rest of it.
+
+        Streams started together send their fragments tens of ms apart. Taken at once, the first
+        would run alone and the others wait for its whole run; waiting until the burst is over
+        (nothing new for QUIET_S), a batch is full, or GATHER_S has passed (and never more than a
+        quarter of the most urgent fragment's slack in a bigger batch) lets them share batches.
+        """
+        if self._max_batch < 2:
             return
-        job = live[0]
-        slack = job.deadline - loop.time() - self.cost.asr(job.window, 1, True) - self.cost.post.value
-        wait = min(self.GATHER_S, slack / 4)
-        if wait <= 0.005:
+        live = self._live()
+        if not live:
             return
-        self._wake.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), wait)  # woken by the next arrival
+        while len(live) < self._max_batch:
+            head = min(live)  # waiting is only worth it while a bigger batch still fits its deadline
+            bigger = self.cost.asr(head.window, len(live) + 1, True)
+            slack = head.deadline - loop.time() - bigger - self.cost.post.value
+            until = min(min(j.enqueued for j in live) + self.GATHER_S, loop.time() + slack / 4)
+            wait = min(until, self._last_arrival + self.QUIET_S) - loop.time()
+            if wait <= 0.005:
+                return
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)  # woken by the next arrival
+            live = self._live()
+
+    def _share(self) -> int:
+        """Batch size for the next free worker: what waits, spread over the free workers."""
+        free = self.workers - len(self._running)
+        return max(1, -(-len(self._live()) // max(1, free)))
 
     async def _run(self) -> None:
+        """Owns the queue: starts a batch whenever a worker is free and something waits."""
         loop = asyncio.get_running_loop()
         while True:
-            if not self._heap:
+            while not self._live() or len(self._running) >= self.workers:
                 self._wake.clear()
                 await self._wake.wait()
             await self._gather(loop)
             now = loop.time()
-            batch, greedy = self._next_batch(now)
+            batch, greedy = self._next_batch(now, self._share())
             self.metrics.asr_queue.set(len(self._heap))
             if not batch:
                 continue
-            if any(now > j.deadline for j in batch):  # cannot happen: _next_batch checks it
-                self.metrics.work_on_expired.inc()
-            audios = [j.audio for j in batch]
-            prompts = [j.prompt for j in batch]
-            t0 = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(self.executor, self._call, audios, prompts, greedy)
-            except Exception as exc:
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            ran = time.perf_counter() - t0
-            self.cost.observe_asr(batch[0].window, len(batch), ran, greedy)
-            self.metrics.asr_batch_size.observe(len(batch))
-            self.metrics.asr_calls.labels("greedy" if greedy else "beam").inc()
-            for job, result in zip(batch, results):
+            task = asyncio.create_task(self._run_batch(batch, greedy, now), name="asr-batch")
+            self._running.add(task)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._wake.set()
+
+    async def _run_batch(self, batch: list[_Job], greedy: bool, now: float) -> None:
+        loop = asyncio.get_running_loop()
+        if any(now > j.deadline for j in batch):  # cannot happen: _next_batch checks it
+            self.metrics.work_on_expired.inc()
+        t0 = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self.executor, self._call, [j.audio for j in batch],
+                                                 [j.prompt for j in batch], greedy)
+        except asyncio.CancelledError:
+            for job in batch:
+                job.future.cancel()
+            raise
+        except Exception as exc:
+            for job in batch:
                 if not job.future.done():
-                    job.future.set_result((result, now - job.enqueued, ran))
+                    job.future.set_exception(exc)
+            return
+        ran = time.perf_counter() - t0
+        log.debug("asr batch of %d, window %d, %s: waited %s ms, ran %.0f ms (expected %.0f), %d queued, "
+                  "%d running", len(batch), batch[0].window, "greedy" if greedy else "beam",
+                  "/".join(f"{(now - j.enqueued) * 1000:.0f}" for j in batch), ran * 1000,
+                  self.cost.asr(batch[0].window, len(batch), greedy) * 1000, len(self._heap), len(self._running))
+        self.cost.observe_asr(batch[0].window, len(batch), ran, greedy)
+        self.metrics.asr_batch_size.observe(len(batch))
+        self.metrics.asr_calls.labels("greedy" if greedy else "beam").inc()
+        for job, result in zip(batch, results):
+            if not job.future.done():
+                job.future.set_result((result, now - job.enqueued, ran))
 
     def _call(self, audios, prompts, greedy: bool = False):
         batch_fn = getattr(self.asr, "transcribe_batch", None)
