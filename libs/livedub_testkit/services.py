@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -15,11 +16,39 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, below the kernel's ephemeral range.
+
+    A port from bind(0) is an ephemeral one: between this check and the service binding it, an
+    outgoing connection (an ffmpeg client, an HTTP poll) may take it as its local port, and the
+    service fails with "address already in use". Ports below the range are never handed out
+    that way; each is handed out once per process.
+    """
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, low) if low > 20100 else 0
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free loopback port found")
 
 
 def http_json(url: str, *, method: str = "GET", body: dict | None = None, token: str | None = None,
