@@ -106,9 +106,10 @@ async def test_beam_when_idle_greedy_when_others_wait(sched):
     jobs = [asyncio.create_task(s.transcribe(clip(t, w), None, now + 5, True))
             for t, w in ((5, 2), (6, 12), (7, 2), (8, 12))]
     await asyncio.gather(*jobs)
-    # Two batches of two (equal windows): batches are always greedy.
+    # Two batches of two (equal windows): the first greedy (the second waits behind it), the
+    # second, with nothing left waiting and time to spare, with the beam.
     assert sorted(map(sorted, asr.calls[-2:])) == [[5.0, 7.0], [6.0, 8.0]]
-    assert asr.beams == [1, 1]
+    assert asr.beams == [1, 5]
     asr.beams.clear()
     first = asyncio.create_task(s.transcribe(clip(9), None, now + 5, True))
     await asyncio.sleep(0.15)
@@ -197,6 +198,24 @@ async def _parallel(workers: int):
         s.cost.observe_asr(1000, b, 0.1 * b, True)
     s.start()
     return s, asr, pool
+
+
+async def test_beam_on_parallel_workers_only_when_every_fragment_has_one():
+    """Two workers, two fragments: each has a worker, so both get the beam. Four: the first
+    batch of two is greedy (two more wait), the second, with nothing left waiting, the beam."""
+    s, asr, pool = await _parallel(2)
+    try:
+        for b in (1, 2):
+            s.cost.observe_asr(1000, b, 0.1 * b, False)
+        now = asyncio.get_running_loop().time()
+        await asyncio.gather(*[s.transcribe(clip(t), None, now + 5, True) for t in (1, 2)])
+        assert asr.beams == [5, 5]
+        asr.beams.clear()
+        await asyncio.gather(*[s.transcribe(clip(t), None, now + 5, True) for t in (3, 4, 5, 6)])
+        assert asr.beams == [1, 5]
+    finally:
+        await s.close()
+        pool.shutdown()
 
 
 async def test_burst_spread_over_parallel_workers():
