@@ -22,9 +22,7 @@ State machine (after Silero's own ``get_speech_timestamps``):
   run). The span ends ``padding_ms`` after the start of the silence run (clamped to the audio
   that has been seen, which only matters when ``min_silence_ms < padding_ms``);
 * a span whose length reaches ``max_fragment_ms`` is cut at the quietest point of its last third
-  (lowest short-term energy in 10 ms frames, smoothed over 30 ms, plus a penalty proportional to
-  the VAD probability of the window: ``score = energy_db + 10 * prob``; the cut goes to the middle
-  of the stretch of frames within 1 dB of the minimum). The first part is emitted,
+  (``cut_point.py``: short-term energy plus a VAD-probability penalty). The first part is emitted,
   the remainder continues immediately (no gap, no padding) as a new open span;
 * a span that started from silence is dropped (counted in ``stats``) when its detected speech lasts
   less than ``min_speech_ms`` or its padded length is below ``min_fragment_ms``. A *continuation*
@@ -45,14 +43,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .audio_buffer import AudioBuffer
+from .cut_point import CUT_FRAME, quietest_point
 from .timeline import VAD_RATE as SAMPLE_RATE
 from .timeline import VAD_STEP
 from .vad import make_vad
 
 VAD_WINDOW = 512  # samples per Silero window at 16 kHz (32 ms)
 _HYSTERESIS = 0.15
-_CUT_FRAME = 160  # 10 ms energy frames for cut-point search
-_PROB_PENALTY_DB = 10.0
 
 
 def _ms_to_samples(ms: float) -> int:
@@ -112,42 +110,6 @@ class SegmenterStats:
     dropped_tail: int = 0  # remainder after a forced cut that contained no speech
 
 
-class _AudioBuffer:
-    """Append-only view of the timeline with cheap discarding of old audio (amortised O(1))."""
-
-    def __init__(self, capacity: int) -> None:
-        self._data = np.zeros(max(capacity, 1), dtype=np.float32)
-        self.base = 0  # timeline index of self._data[self._off]
-        self._off = 0
-        self.end = 0  # timeline index one past the newest sample
-
-    def append(self, x: np.ndarray) -> None:
-        n = len(x)
-        used = self.end - self.base
-        if self._off + used + n > len(self._data):
-            if used + n > len(self._data):
-                new = np.zeros(max(2 * len(self._data), used + n), dtype=np.float32)
-                new[:used] = self._data[self._off : self._off + used]
-                self._data = new
-            else:
-                self._data[:used] = self._data[self._off : self._off + used]
-            self._off = 0
-        w = self._off + used
-        self._data[w : w + n] = x
-        self.end += n
-
-    def discard_before(self, index: int) -> None:
-        index = min(max(index, self.base), self.end)
-        self._off += index - self.base
-        self.base = index
-
-    def view(self, start: int, stop: int) -> np.ndarray:
-        if start < self.base or stop > self.end or start > stop:
-            raise IndexError(f"[{start}, {stop}) not in buffer [{self.base}, {self.end})")
-        o = self._off - self.base
-        return self._data[o + start : o + stop]
-
-
 class SpeechSegmenter:
     def __init__(self, config: SegmenterConfig | None = None, vad=None):
         self.config = config or SegmenterConfig()
@@ -161,7 +123,7 @@ class SpeechSegmenter:
         self._min_speech = _ms_to_samples(c.min_speech_ms)
         self._min_fragment = _ms_to_samples(c.min_fragment_ms)
         self._max_fragment = _ms_to_samples(c.max_fragment_ms)
-        self._buf = _AudioBuffer(self._max_fragment + self._pad + 4 * SAMPLE_RATE)
+        self._buf = AudioBuffer(self._max_fragment + self._pad + 4 * SAMPLE_RATE)
         self._probs: list[float] = []  # VAD prob per window, window index = self._probs_base + i
         self._probs_base = 0
         self.stats = SegmenterStats()
@@ -323,33 +285,15 @@ class SpeechSegmenter:
         # Speech may continue right at the cut; if the cut is inside a silence run the run goes on.
 
     def _quietest_point(self, lo: int, hi: int) -> int:
-        """Cut position in [lo, hi]: centre of the quietest 10 ms frame (energy + VAD penalty)."""
-        f = _CUT_FRAME
-        first = -(-lo // f)  # first frame index fully >= lo (frames aligned to the timeline)
+        """Cut position in [lo, hi] (see cut_point.py), on frames aligned to the timeline."""
+        f = CUT_FRAME
+        first = -(-lo // f)  # first frame index fully >= lo
         last = hi // f  # frames [first, last)
         if last - first < 3:
             return hi
-        x = self._buf.view(first * f, last * f).astype(np.float64).reshape(-1, f)
-        energy = np.mean(x * x, axis=1)
-        smooth = np.convolve(energy, np.ones(3) / 3.0, mode="same")
-        # edge frames only average two neighbours; correct their normalisation
-        smooth[0] = (energy[0] + energy[1]) / 2.0
-        smooth[-1] = (energy[-1] + energy[-2]) / 2.0
-        db = 10.0 * np.log10(smooth + 1e-10)
         centres = (np.arange(first, last) * f + f // 2) // VAD_WINDOW - self._probs_base
         probs = np.asarray(self._probs, dtype=np.float64)[np.clip(centres, 0, len(self._probs) - 1)]
-        score = db + _PROB_PENALTY_DB * probs
-        k = int(np.argmin(score))
-        # centre of the quiet stretch around the minimum (within 1 dB of it): as far as possible
-        # from the words on both sides
-        quiet = score <= score[k] + 1.0
-        a = k
-        while a > 0 and quiet[a - 1]:
-            a -= 1
-        b = k
-        while b + 1 < len(quiet) and quiet[b + 1]:
-            b += 1
-        return (first + (a + b) // 2) * f + f // 2
+        return quietest_point(self._buf.view(first * f, last * f), first, probs)
 
     def _trim(self) -> None:
         """Drop audio and VAD probabilities that can no longer belong to any span."""
