@@ -16,7 +16,7 @@ from livedub_testkit.stack import LocalStack
 
 pytestmark = pytest.mark.timeout(600)
 
-DELAY = 8.0  # the default output delay
+DELAY = 3.5  # the default output delay
 
 
 @pytest.fixture(scope="module")

@@ -106,10 +106,9 @@ async def test_beam_when_idle_greedy_when_others_wait(sched):
     jobs = [asyncio.create_task(s.transcribe(clip(t, w), None, now + 5, True))
             for t, w in ((5, 2), (6, 12), (7, 2), (8, 12))]
     await asyncio.gather(*jobs)
-    # Two batches of two (equal windows): the first greedy (the second waits behind it), the
-    # second, with nothing left waiting and time to spare, with the beam.
+    # Two batches of two (equal windows): batches are always greedy.
     assert sorted(map(sorted, asr.calls[-2:])) == [[5.0, 7.0], [6.0, 8.0]]
-    assert asr.beams == [1, 5]
+    assert asr.beams == [1, 1]
     asr.beams.clear()
     first = asyncio.create_task(s.transcribe(clip(9), None, now + 5, True))
     await asyncio.sleep(0.15)
@@ -201,8 +200,8 @@ async def _parallel(workers: int):
 
 
 async def test_beam_on_parallel_workers_only_when_every_fragment_has_one():
-    """Two workers, two fragments: each has a worker, so both get the beam. Four: the first
-    batch of two is greedy (two more wait), the second, with nothing left waiting, the beam."""
+    """Two workers, two fragments: each has a worker, so both run alone with the beam. Four:
+    two batches of two, greedy."""
     s, asr, pool = await _parallel(2)
     try:
         for b in (1, 2):
@@ -212,7 +211,7 @@ async def test_beam_on_parallel_workers_only_when_every_fragment_has_one():
         assert asr.beams == [5, 5]
         asr.beams.clear()
         await asyncio.gather(*[s.transcribe(clip(t), None, now + 5, True) for t in (3, 4, 5, 6)])
-        assert asr.beams == [1, 5]
+        assert asr.beams == [1, 1]
     finally:
         await s.close()
         pool.shutdown()

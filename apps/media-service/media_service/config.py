@@ -53,7 +53,7 @@ class MediaConfig(Settings):
     rtmp_base_url: str = setting(
         "rtmp://127.0.0.1:1935", "--rtmp-base-url", "MEDIA_RTMP_BASE_URL",
         "RTMP server that hook-started streams read from and publish to")
-    output_delay_s: float = setting(8.0, "--output-delay", "MEDIA_OUTPUT_DELAY",
+    output_delay_s: float = setting(3.5, "--output-delay", "MEDIA_OUTPUT_DELAY",
                                     "constant output delay D (1–60 s)", **DELAY_S)
     max_fragment_ms: float = setting(
         5000.0, "--max-fragment-ms", "MEDIA_MAX_FRAGMENT_MS",
