@@ -298,6 +298,8 @@ def run_one(fx, fixture_name: str, delay: float | None, k: int, workdir: Path) -
         sampler = None
         status, text = http_json(stack.media.url + "/metrics")
         metrics_text = text if status == 200 and isinstance(text, str) else ""
+        status, text = http_json(stack.sts.url + "/metrics")
+        res["sts"] = sts_accounting(text if status == 200 and isinstance(text, str) else "")
     except Exception as exc:
         res["error"] = f"{type(exc).__name__}: {exc}"[:2000]
         log(f"[{tag}] FAILED: {res['error'][:300]}")
@@ -381,6 +383,29 @@ def _mem(r: dict, name: str) -> str:
     return f"{fmt(s.get('rss_main_max_mb'), '.0f')}/{fmt(s.get('pss_max_mb'), '.0f')}"
 
 
+def _samples(text: str, name: str) -> list[tuple[str, float]]:
+    """(labels, value) of every sample of a Prometheus family in exposition text."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            head, _, value = line.rpartition(" ")
+            out.append((head[len(name):], float(value)))
+    return out
+
+
+def sts_accounting(text: str) -> dict:
+    """What sts-service says of its own work: work started on expired fragments (must be 0),
+    deadline refusals by stage, ASR calls by decoding, mean batch size."""
+    def total(name):
+        return sum(v for _, v in _samples(text, name))
+    by = lambda name: {lab.split('"')[1]: v for lab, v in _samples(text, name) if '"' in lab}  # noqa: E731
+    batches, items = total("sts_asr_batch_size_count"), total("sts_asr_batch_size_sum")
+    return {"work_on_expired": total("sts_work_on_expired_total"),
+            "deadline_exceeded_by_stage": by("sts_deadline_exceeded_total"),
+            "asr_calls_by_decoding": by("sts_asr_calls_total"),
+            "asr_mean_batch": items / batches if batches else None}
+
+
 def print_report(out: dict) -> None:
     print(f"\nload benchmark, {out['cpus']} cores; streams started in the same second; CPU = % of one core "
           f"(avg/max of the process tree); memory = MB max RSS of the main process / max PSS of the tree")
@@ -417,6 +442,11 @@ def print_report(out: dict) -> None:
                   f"{fmt(ad.get('median_s'), '.3f') + '/' + fmt(ad.get('p95_s'), '.3f'):>13}"
                   f"{fmt(r.get('max_output_delay_measured_s'), '.2f'):>7}"
                   + (f"  error: {r['error'][:120]}" if r.get("error") else ""))
+            st = r.get("sts") or {}
+            if st:
+                print(f"{'':>2}  sts-service: work on expired fragments {fmt(st.get('work_on_expired'), '.0f')}, "
+                      f"deadline_exceeded by stage {st.get('deadline_exceeded_by_stage') or '-'}, ASR calls "
+                      f"{st.get('asr_calls_by_decoding') or '-'}, mean batch {fmt(st.get('asr_mean_batch'), '.2f')}")
     print("\nshare = fallbacks / speech fragments; RTT from the round-trip histogram of all streams, n = results "
           "that came back (a timeout has none); WER of the dubbed transcripts (reference words they cover); A/V max = largest |offset| at the markers of all recordings, markers = "
           "found/expected (expected: the fixture's markers inside each recording); added delay = glass-to-glass median/p95 of stream 0 (s); max D = largest measured "

@@ -199,19 +199,19 @@ async def _parallel(workers: int):
     return s, asr, pool
 
 
-async def test_beam_on_parallel_workers_only_when_every_fragment_has_one():
-    """Two workers, two fragments: each has a worker, so both run alone with the beam. Four:
-    two batches of two, greedy."""
+async def test_beam_on_parallel_workers_only_when_the_asr_is_otherwise_idle():
+    """Two workers: a lone fragment gets the beam; two at once run side by side, greedy (the
+    beam would hold a worker longer when the next burst comes)."""
     s, asr, pool = await _parallel(2)
     try:
         for b in (1, 2):
             s.cost.observe_asr(1000, b, 0.1 * b, False)
         now = asyncio.get_running_loop().time()
-        await asyncio.gather(*[s.transcribe(clip(t), None, now + 5, True) for t in (1, 2)])
-        assert asr.beams == [5, 5]
+        await s.transcribe(clip(1), None, now + 5, True)
+        assert asr.beams == [5]
         asr.beams.clear()
-        await asyncio.gather(*[s.transcribe(clip(t), None, now + 5, True) for t in (3, 4, 5, 6)])
-        assert asr.beams == [1, 1]
+        await asyncio.gather(*[s.transcribe(clip(t), None, now + 5, True) for t in (2, 3)])
+        assert asr.beams == [1, 1] and sorted(len(c) for c in asr.calls[-2:]) == [1, 1]
     finally:
         await s.close()
         pool.shutdown()
