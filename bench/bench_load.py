@@ -58,6 +58,7 @@ from livedub_testkit.fixtures import cached_demo_media
 from livedub_testkit.services import http_json
 from livedub_testkit.speech import word_error_rate
 from livedub_testkit.stack import LocalStack
+from prometheus_client.parser import text_string_to_metric_families
 
 SEGMENT_PADDING_S = 0.15  # media-service --speech-padding-ms default: fragments start this much before speech
 START_MATCH_S = 0.15  # a fragment start within this of (clause start - padding) counts as matching
@@ -383,26 +384,19 @@ def _mem(r: dict, name: str) -> str:
     return f"{fmt(s.get('rss_main_max_mb'), '.0f')}/{fmt(s.get('pss_max_mb'), '.0f')}"
 
 
-def _samples(text: str, name: str) -> list[tuple[str, float]]:
-    """(labels, value) of every sample of a Prometheus family in exposition text."""
-    out = []
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            head, _, value = line.rpartition(" ")
-            out.append((head[len(name):], float(value)))
-    return out
-
-
 def sts_accounting(text: str) -> dict:
     """What sts-service says of its own work: work started on expired fragments (must be 0),
     deadline refusals by stage, ASR calls by decoding, mean batch size."""
-    def total(name):
-        return sum(v for _, v in _samples(text, name))
-    by = lambda name: {lab.split('"')[1]: v for lab, v in _samples(text, name) if '"' in lab}  # noqa: E731
+    values: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            key = next(iter(s.labels.values()), "")
+            values.setdefault(s.name, {})[key] = values.get(s.name, {}).get(key, 0.0) + s.value
+    total = lambda name: sum(values.get(name, {}).values())  # noqa: E731
     batches, items = total("sts_asr_batch_size_count"), total("sts_asr_batch_size_sum")
     return {"work_on_expired": total("sts_work_on_expired_total"),
-            "deadline_exceeded_by_stage": by("sts_deadline_exceeded_total"),
-            "asr_calls_by_decoding": by("sts_asr_calls_total"),
+            "deadline_exceeded_by_stage": values.get("sts_deadline_exceeded_total", {}),
+            "asr_calls_by_decoding": values.get("sts_asr_calls_total", {}),
             "asr_mean_batch": items / batches if batches else None}
 
 

@@ -187,65 +187,56 @@ class TimedAsr(FakeAsr):
         return out
 
 
-async def _parallel(workers: int):
+@pytest.fixture
+async def two_workers():
+    """A scheduler with two parallel workers over a fake ASR that records when each call ran."""
     asr = TimedAsr(0.1)
     asr.max_batch = 4
-    pool = ThreadPoolExecutor(workers)
-    s = AsrScheduler(asr, pool, StsMetrics(), workers=workers)
+    pool = ThreadPoolExecutor(2)
+    s = AsrScheduler(asr, pool, StsMetrics(), workers=2)
     s.cost = CostModel(post_seed_s=0.01)
     for b in (1, 2, 4):
         s.cost.observe_asr(1000, b, 0.1 * b, True)
     s.start()
-    return s, asr, pool
+    yield s, asr
+    await s.close()
+    pool.shutdown()
 
 
-async def test_beam_on_parallel_workers_only_when_the_asr_is_otherwise_idle():
+async def test_beam_on_parallel_workers_only_when_the_asr_is_otherwise_idle(two_workers):
     """Two workers: a lone fragment gets the beam; two at once run side by side, greedy (the
     beam would hold a worker longer when the next burst comes)."""
-    s, asr, pool = await _parallel(2)
-    try:
-        for b in (1, 2):
-            s.cost.observe_asr(1000, b, 0.1 * b, False)
-        now = asyncio.get_running_loop().time()
-        await s.transcribe(clip(1), None, now + 5, True)
-        assert asr.beams == [5]
-        asr.beams.clear()
-        await asyncio.gather(*[s.transcribe(clip(t), None, now + 5, True) for t in (2, 3)])
-        assert asr.beams == [1, 1] and sorted(len(c) for c in asr.calls[-2:]) == [1, 1]
-    finally:
-        await s.close()
-        pool.shutdown()
+    s, asr = two_workers
+    for b in (1, 2):
+        s.cost.observe_asr(1000, b, 0.1 * b, False)
+    now = asyncio.get_running_loop().time()
+    await s.transcribe(clip(1), None, now + 5, True)
+    assert asr.beams == [5]
+    asr.beams.clear()
+    await asyncio.gather(*[s.transcribe(clip(t), None, now + 5, True) for t in (2, 3)])
+    assert asr.beams == [1, 1] and sorted(len(c) for c in asr.calls[-2:]) == [1, 1]
 
 
-async def test_burst_spread_over_parallel_workers():
+async def test_burst_spread_over_parallel_workers(two_workers):
     """Two workers: a burst of four runs as two batches of two at the same time."""
-    s, asr, pool = await _parallel(2)
-    try:
-        now = asyncio.get_running_loop().time()
-        await asyncio.gather(*[s.transcribe(clip(t), None, now + 5, True) for t in (1, 2, 3, 4)])
-        assert sorted(len(c) for c in asr.calls) == [2, 2]
-        (a0, a1), (b0, b1) = asr.spans
-        assert b0 < a1 and a0 < b1  # the two calls overlapped
-    finally:
-        await s.close()
-        pool.shutdown()
+    s, asr = two_workers
+    now = asyncio.get_running_loop().time()
+    await asyncio.gather(*[s.transcribe(clip(t), None, now + 5, True) for t in (1, 2, 3, 4)])
+    assert sorted(len(c) for c in asr.calls) == [2, 2]
+    (a0, a1), (b0, b1) = asr.spans
+    assert b0 < a1 and a0 < b1  # the two calls overlapped
 
 
-async def test_fragment_does_not_wait_for_a_busy_worker():
+async def test_fragment_does_not_wait_for_a_busy_worker(two_workers):
     """A fragment arriving while one worker runs starts at once on the other one."""
-    s, asr, pool = await _parallel(2)
-    try:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        first = asyncio.create_task(s.transcribe(clip(1, 1), None, now + 5, True))
-        await asyncio.sleep(0.15)  # past the gathering wait: the first runs alone
-        _, queued, _ = await s.transcribe(clip(2), None, now + 5, True)
-        await first
-        assert asr.calls == [[1.0], [2.0]]
-        assert queued < 0.1  # it did not wait for the first call to end
-    finally:
-        await s.close()
-        pool.shutdown()
+    s, asr = two_workers
+    now = asyncio.get_running_loop().time()
+    first = asyncio.create_task(s.transcribe(clip(1, 1), None, now + 5, True))
+    await asyncio.sleep(0.15)  # past the gathering wait: the first runs alone
+    _, queued, _ = await s.transcribe(clip(2), None, now + 5, True)
+    await first
+    assert asr.calls == [[1.0], [2.0]]
+    assert queued < 0.1  # it did not wait for the first call to end
 
 
 async def test_burst_a_few_ms_apart_is_gathered_into_one_batch(sched):
@@ -260,8 +251,8 @@ async def test_burst_a_few_ms_apart_is_gathered_into_one_batch(sched):
     assert asr.calls == [[1.0, 2.0, 3.0]]
 
 
-async def test_close_cancels_a_running_batch():
-    s, asr, pool = await _parallel(2)
+async def test_close_cancels_a_running_batch(two_workers):
+    s, _ = two_workers
     now = asyncio.get_running_loop().time()
     job = asyncio.create_task(s.transcribe(clip(1), None, now + 5, True))
     await asyncio.sleep(0.12)  # gathered and running in the executor
@@ -270,4 +261,3 @@ async def test_close_cancels_a_running_batch():
     with pytest.raises(asyncio.CancelledError):
         await job
     assert not s._running
-    pool.shutdown()

@@ -234,15 +234,10 @@ class AsrScheduler:
         for job in batch[1:]:
             self._heap.remove(job)
         heapq.heapify(self._heap)
-        idle = not self._running and not any(not j.future.done() for j in self._heap)
-        if greedy and len(batch) == 1 and idle:
-            # Room for the beam: a lone fragment on an otherwise idle ASR, and it would finish
-            # with its own run time to spare (so a fragment arriving meanwhile is not delayed past
-            # its deadline by it). Anything else is greedy: a beam call holds its worker 1.5
-            # times as long when the next burst comes (bench_load k = 8: 46 of 166 calls were
-            # beams when every waiting fragment having a worker was enough; k = 4 with beam
-            # batches: 8.7 % fallbacks vs 5.4-6.8 %), and bench_asr finds the sized-window beam
-            # no better than greedy on the dense clauses (6.4 % vs 6.0 % WER).
+        if greedy and len(batch) == 1 and not self._running and not self._live():
+            # Room for the beam: a lone fragment on an otherwise idle ASR that would finish with
+            # its own run time to spare. Anything else is greedy: a beam call holds its worker
+            # 1.5 times as long when the next burst comes (measured in bench_load, see the spec).
             beam = self.cost.asr(head.window, 1, False)
             greedy = now + 2 * beam + self.cost.post.value > head.deadline
         return batch, greedy
