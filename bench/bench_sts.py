@@ -1,6 +1,6 @@
 """sts-service latency, real-time factor and WER through its real Socket.IO interface.
 
-Starts the real sts-service (``StsProcess``, bundled models, ``--asr-threads 2``), connects one
+Starts the real sts-service (``StsProcess``, bundled models, ``--asr-threads 1``, one worker per core as the service defaults), connects one
 python-socketio AsyncClient to /sts, inits a stream en->es and sends fragments of natural
 English speech (Piper voice, pairs of sentences from ``livedub_testkit.speech.SENTENCES``,
 3-8 s each, with 0.2 s of silence around them):
@@ -265,7 +265,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fragments", type=int, default=24, help="fragments per pass (default 24)")
     ap.add_argument("--concurrency", type=int, default=4, help="fragments in flight in the 2nd pass (default 4)")
-    ap.add_argument("--asr-threads", type=int, default=2)
+    ap.add_argument("--asr-threads", type=int, default=1, help="threads per ASR worker (service default 1)")
     args = ap.parse_args()
     res = asyncio.run(amain(args))
     print_report(res)
