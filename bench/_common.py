@@ -9,11 +9,18 @@ CPU% is per core: 100 % = one core fully busy (the machine has ``os.cpu_count()`
 Memory: VmRSS of the main process, and of the tree both the sum of VmRSS (overcounts pages
 shared between e.g. sts-service's ~30 Apertium pipeline processes) and the sum of Pss from
 ``/proc/<pid>/smaps_rollup`` (shared pages divided among their users: the real footprint).
+Each sample also keeps its time, the main process's open file descriptors (``/proc/<pid>/fd``)
+and threads (``Threads:`` in ``/proc/<pid>/status``) and the number of descendants (for leaks).
+
+Also shared by the load and soak benchmarks: stream creation, the round-trip histogram of
+media-service's ``/metrics`` (quantiles, also of the difference of two scrapes), sts-service's own
+accounting, and the A/V check of a recording at the fixture's markers.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -24,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from livedub_testkit import analysis
+from prometheus_client.parser import text_string_to_metric_families
 
 _T0 = time.monotonic()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -57,15 +65,27 @@ def _read_stat(pid: int) -> tuple[int, int] | None:
     return int(rest[1]), int(rest[11]) + int(rest[12])
 
 
-def _read_rss_kb(pid: int) -> int:
+def _read_status(pid: int) -> tuple[int, int]:
+    """(VmRSS kB, threads) of one process; zeros if it is gone."""
+    rss = threads = 0
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                    rss = int(line.split()[1])
+                elif line.startswith("Threads:"):
+                    threads = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return rss, threads
+
+
+def _count_fds(pid: int) -> int | None:
+    """Open file descriptors of one process, or None if unreadable."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
 
 
 def _read_pss_kb(pid: int) -> int | None:
@@ -110,6 +130,10 @@ class Series:
     rss_main_mb: list[float] = field(default_factory=list)
     rss_tree_mb: list[float] = field(default_factory=list)  # sum of VmRSS (shared pages counted repeatedly)
     pss_tree_mb: list[float] = field(default_factory=list)  # sum of Pss: the tree's real memory footprint
+    t: list[float] = field(default_factory=list)  # time.monotonic() of each sample
+    fds: list[int | None] = field(default_factory=list)  # open fds of the main process
+    threads: list[int] = field(default_factory=list)  # threads of the main process
+    children: list[int] = field(default_factory=list)  # live descendants (all generations)
 
     def summary(self) -> dict:
         def avg(x):
@@ -163,6 +187,11 @@ class ProcSampler:
         with self._lock:
             return {n: s.summary() for n, s in self.series.items()}
 
+    def snapshot(self) -> dict[str, Series]:
+        """A copy of the series collected so far (safe to read while sampling goes on)."""
+        with self._lock:
+            return {n: Series(**{k: list(v) for k, v in vars(s).items()}) for n, s in self.series.items()}
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
@@ -181,13 +210,13 @@ class ProcSampler:
                 continue
             pids = _tree(root, ppids)
             cpu_tree = cpu_main = 0.0
-            rss_tree = rss_main = pss_tree = 0
+            rss_tree = rss_main = pss_tree = threads_main = 0
             for p in pids:
                 st = _read_stat(p)
                 if st is None:
                     continue
                 ticks_now[p] = st[1]
-                rss = _read_rss_kb(p)
+                rss, threads = _read_status(p)
                 rss_tree += rss
                 pss = _read_pss_kb(p)
                 pss_tree += rss if pss is None else pss
@@ -198,17 +227,22 @@ class ProcSampler:
                     if p == root:
                         cpu_main = d
                 if p == root:
-                    rss_main = rss
-            rows[name] = (cpu_main, cpu_tree, rss_main / 1024.0, rss_tree / 1024.0, pss_tree / 1024.0)
+                    rss_main, threads_main = rss, threads
+            rows[name] = (cpu_main, cpu_tree, rss_main / 1024.0, rss_tree / 1024.0, pss_tree / 1024.0,
+                          _count_fds(root), threads_main, len(pids) - 1)
         if self._prev_t is not None:
             with self._lock:
-                for name, (cm, ct, rm, rt, pt) in rows.items():
+                for name, (cm, ct, rm, rt, pt, nfd, nth, nch) in rows.items():
                     s = self.series[name]
                     s.cpu_main.append(cm)
                     s.cpu_tree.append(ct)
                     s.rss_main_mb.append(rm)
                     s.rss_tree_mb.append(rt)
                     s.pss_tree_mb.append(pt)
+                    s.t.append(now)
+                    s.fds.append(nfd)
+                    s.threads.append(nth)
+                    s.children.append(nch)
         self._prev, self._prev_t = ticks_now, now
 
 
@@ -352,3 +386,116 @@ def wait_played_out(stack, names: list[str], timeout: float,
     else:
         log(f"not every output went idle within {timeout:.0f} s")
     return snaps
+
+
+# ------------------------------------------------------------------------------- streams, metrics, A/V
+def create_streams(stack, names: list[str], delay: float) -> str | None:
+    """``POST /v1/streams`` for each name (``live/<name>/in`` -> ``live/<name>/out``, ``output_delay_s``
+    = ``delay``) before anything is published; None, or the error of the first refusal."""
+    for n in names:
+        status, body = stack.media.api("POST", "/v1/streams", {
+            "id": n, "input_url": stack.url(f"{n}/in"), "output_url": stack.url(f"{n}/out"),
+            "output_delay_s": delay})
+        if status not in (200, 201):
+            return f"POST /v1/streams with output_delay_s={delay:g} answered {status}: {body}"
+    return None
+
+
+def quietly(fn, *args) -> None:
+    """Call ``fn(*args)``, logging instead of raising (for teardown)."""
+    try:
+        fn(*args)
+    except Exception as exc:
+        log(f"while stopping: {exc}")
+
+
+_BUCKET = re.compile(r'^media_fragment_roundtrip_seconds_bucket\{([^}]*)\}\s+([0-9.eE+-]+)')
+
+
+def roundtrip_buckets(metrics_text: str) -> dict[float, float]:
+    """Cumulative bucket counts (upper bound s -> count) of the round-trip histogram, summed over streams."""
+    buckets: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        m = _BUCKET.match(line)
+        if not m:
+            continue
+        le = re.search(r'le="([^"]+)"', m.group(1))
+        if le:
+            bound = float("inf") if le.group(1) == "+Inf" else float(le.group(1))
+            buckets[bound] = buckets.get(bound, 0.0) + float(m.group(2))
+    return buckets
+
+
+def bucket_quantiles(buckets: dict[float, float], qs=(50, 95, 99)) -> dict:
+    """Quantiles (ms) of cumulative histogram buckets, interpolated within a bucket like PromQL."""
+    bounds = sorted(buckets)
+    total = buckets.get(float("inf"), 0.0)
+    out: dict = {"count": int(total)}
+    for q in qs:
+        out[f"p{q}_ms"] = None
+        if not total:
+            continue
+        rank = q / 100 * total
+        lo_bound, lo_count = 0.0, 0.0
+        for b in bounds:
+            c = buckets[b]
+            if c >= rank:
+                if b == float("inf"):  # beyond the largest finite bucket: report that bound
+                    out[f"p{q}_ms"] = lo_bound * 1000
+                else:
+                    frac = (rank - lo_count) / (c - lo_count) if c > lo_count else 1.0
+                    out[f"p{q}_ms"] = (lo_bound + (b - lo_bound) * frac) * 1000
+                break
+            lo_bound, lo_count = b, c
+    return out
+
+
+def roundtrip_quantiles(metrics_text: str, qs=(50, 95, 99)) -> dict:
+    """Quantiles (ms) of the round-trip histogram summed over all streams, interpolated like PromQL."""
+    return bucket_quantiles(roundtrip_buckets(metrics_text), qs)
+
+
+def sts_accounting(text: str) -> dict:
+    """What sts-service says of its own work: work started on expired fragments (must be 0),
+    deadline refusals by stage, ASR calls by decoding, mean batch size."""
+    values: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            key = next(iter(s.labels.values()), "")
+            values.setdefault(s.name, {})[key] = values.get(s.name, {}).get(key, 0.0) + s.value
+    total = lambda name: sum(values.get(name, {}).values())  # noqa: E731
+    batches, items = total("sts_asr_batch_size_count"), total("sts_asr_batch_size_sum")
+    return {"work_on_expired": total("sts_work_on_expired_total"),
+            "deadline_exceeded_by_stage": values.get("sts_deadline_exceeded_total", {}),
+            "asr_calls_by_decoding": values.get("sts_asr_calls_total", {}),
+            "asr_mean_batch": items / batches if batches else None}
+
+
+def av_check(path: Path, markers: list[float], loop_s: float | None = None) -> dict:
+    """Markers (white frame + beep) found in a recording, the ones it should have, the A/V offsets.
+
+    Recordings keep the publisher's timestamps (fixture time plus a few ms), and a hook-started
+    stream joins at a keyframe, so the markers expected are those inside the recorded video; with
+    ``loop_s`` (a publisher looping the fixture) they repeat every ``loop_s`` seconds (ffmpeg
+    offsets each loop by the longest stream's duration, so this count is approximate at the
+    window's edges). ``offsets_ms``: audio - video at each marker found (positive = audio late).
+    """
+    try:
+        pairs = analysis.av_offsets(path)
+        flashes = analysis.detect_flashes(path)
+        first = analysis.first_pts(path)["video"]
+        duration = analysis.probe(path)["duration"]
+    except Exception as exc:
+        return {"error": str(exc)[:300]}
+    expected = None
+    if first is not None and duration is not None:
+        lo, hi = first - 0.1, first + duration - 0.1
+        if loop_s:
+            reps = range(int(lo // loop_s) - 1, int(hi // loop_s) + 2)
+            expected = sum(1 for k in reps for m in markers if lo <= m + k * loop_s <= hi)
+        else:
+            expected = sum(1 for m in markers if lo <= m <= hi)
+    offs = [abs(d) * 1000 for _, d in pairs]
+    return {"flashes": len(flashes), "matched": len(pairs), "expected": expected,
+            "max_abs_ms": max(offs) if offs else None, "offsets_ms": [round(d * 1000, 3) for _, d in pairs],
+            "first_pts_s": first, "duration_s": duration}

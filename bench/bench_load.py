@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -51,14 +50,27 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import ProcSampler, Viewer, added_delay, fallback_stats, fmt, log, stack_targets, wait_played_out
+from _common import (
+    ProcSampler,
+    Viewer,
+    added_delay,
+    av_check,
+    create_streams,
+    fallback_stats,
+    fmt,
+    log,
+    quietly,
+    roundtrip_quantiles,
+    stack_targets,
+    sts_accounting,
+    wait_played_out,
+)
 from livedub_testkit import analysis
 from livedub_testkit.dense import cached_dense_media, word_times
 from livedub_testkit.fixtures import cached_demo_media
 from livedub_testkit.services import http_json
 from livedub_testkit.speech import word_error_rate
 from livedub_testkit.stack import LocalStack
-from prometheus_client.parser import text_string_to_metric_families
 
 SEGMENT_PADDING_S = 0.15  # media-service --speech-padding-ms default: fragments start this much before speech
 START_MATCH_S = 0.15  # a fragment start within this of (clause start - padding) counts as matching
@@ -109,43 +121,6 @@ class EventLog:
 
     def of(self, stream: str, kind: str) -> list[dict]:
         return [e["data"] for e in self.events if e.get("stream") == stream and e.get("type") == kind]
-
-
-# ------------------------------------------------------------------------------ round trip
-_BUCKET = re.compile(r'^media_fragment_roundtrip_seconds_bucket\{([^}]*)\}\s+([0-9.eE+-]+)')
-
-
-def roundtrip_quantiles(metrics_text: str, qs=(50, 95, 99)) -> dict:
-    """Quantiles (ms) of the round-trip histogram summed over all streams, interpolated like PromQL."""
-    buckets: dict[float, float] = {}
-    for line in metrics_text.splitlines():
-        m = _BUCKET.match(line)
-        if not m:
-            continue
-        le = re.search(r'le="([^"]+)"', m.group(1))
-        if le:
-            bound = float("inf") if le.group(1) == "+Inf" else float(le.group(1))
-            buckets[bound] = buckets.get(bound, 0.0) + float(m.group(2))
-    bounds = sorted(buckets)
-    total = buckets.get(float("inf"), 0.0)
-    out: dict = {"count": int(total)}
-    for q in qs:
-        out[f"p{q}_ms"] = None
-        if not total:
-            continue
-        rank = q / 100 * total
-        lo_bound, lo_count = 0.0, 0.0
-        for b in bounds:
-            c = buckets[b]
-            if c >= rank:
-                if b == float("inf"):  # beyond the largest finite bucket: report that bound
-                    out[f"p{q}_ms"] = lo_bound * 1000
-                else:
-                    frac = (rank - lo_count) / (c - lo_count) if c > lo_count else 1.0
-                    out[f"p{q}_ms"] = (lo_bound + (b - lo_bound) * frac) * 1000
-                break
-            lo_bound, lo_count = b, c
-    return out
 
 
 # ------------------------------------------------------------------------------ WER
@@ -208,28 +183,6 @@ def stream_wer(dubbed: list[dict], fallbacks: list[dict], words: list[tuple[str,
     return out
 
 
-# ------------------------------------------------------------------------------ A/V
-def av_check(path: Path, markers: list[float]) -> dict:
-    """Markers (white frame + beep) found in a recording, the ones it should have, the largest |A/V offset|.
-
-    Recordings keep the publisher's timestamps (fixture time plus a few ms), and a hook-started
-    stream joins at a keyframe, so the markers expected are those inside the recorded video.
-    """
-    try:
-        pairs = analysis.av_offsets(path)
-        flashes = analysis.detect_flashes(path)
-        first = analysis.first_pts(path)["video"]
-        duration = analysis.probe(path)["duration"]
-    except Exception as exc:
-        return {"error": str(exc)[:300]}
-    expected = None
-    if first is not None and duration is not None:
-        expected = sum(1 for m in markers if first - 0.1 <= m <= first + duration - 0.1)
-    offs = [abs(d) * 1000 for _, d in pairs]
-    return {"flashes": len(flashes), "matched": len(pairs), "expected": expected,
-            "max_abs_ms": max(offs) if offs else None}
-
-
 # ------------------------------------------------------------------------------ one run
 def run_one(fx, fixture_name: str, delay: float | None, k: int, workdir: Path) -> dict:
     """One (fixture, D, k) on a fresh stack; see the module docstring."""
@@ -256,14 +209,11 @@ def run_one(fx, fixture_name: str, delay: float | None, k: int, workdir: Path) -
         log(f"[{tag}] starting nginx-rtmp + sts-service + media-service ...")
         stack.start()
         if delay is not None:
-            for n in names:
-                status, body = stack.media.api("POST", "/v1/streams", {
-                    "id": n, "input_url": stack.url(f"{n}/in"), "output_url": stack.url(f"{n}/out"),
-                    "output_delay_s": delay})
-                if status not in (200, 201):
-                    res["error"] = f"POST /v1/streams with output_delay_s={delay:g} answered {status}: {body}"
-                    log(f"[{tag}] {res['error']}")
-                    return res
+            error = create_streams(stack, names, delay)
+            if error:
+                res["error"] = error
+                log(f"[{tag}] {error}")
+                return res
         events = EventLog(stack.media.url, stack.media.api_token).start()
         v_in = Viewer(stack.url(f"{names[0]}/in"), run_dir / f"{names[0]}-in.flv")
         v_out = Viewer(stack.url(f"{names[0]}/out"), run_dir / f"{names[0]}-out.flv")
@@ -307,17 +257,17 @@ def run_one(fx, fixture_name: str, delay: float | None, k: int, workdir: Path) -
         res["media_log"] = stack.media.logs(30)
     finally:  # every process stopped, each attempt independent of the others
         for p in pubs.values():
-            _quietly(analysis.stop_process, p)
+            quietly(analysis.stop_process, p)
         if sampler is not None:
             res.setdefault("resources", sampler.stop())
         time.sleep(1.0)  # the last packets reach the players
         for viewer in (v_in, v_out):
             if viewer is not None:
-                _quietly(viewer.stop)
+                quietly(viewer.stop)
         for r in recs.values():
-            _quietly(analysis.stop_process, r)
+            quietly(analysis.stop_process, r)
         if events is not None:
-            _quietly(events.stop)
+            quietly(events.stop)
         stack.stop()
     # ---- analysis, with every process stopped
     per = {n: fallback_stats(s) for n, s in snaps.items()}
@@ -362,13 +312,6 @@ def run_one(fx, fixture_name: str, delay: float | None, k: int, workdir: Path) -
     return res
 
 
-def _quietly(fn, *args) -> None:
-    try:
-        fn(*args)
-    except Exception as exc:
-        log(f"while stopping: {exc}")
-
-
 def _pct(x):
     return None if x is None else x * 100
 
@@ -382,22 +325,6 @@ def _cpu(r: dict, name: str) -> str:
 def _mem(r: dict, name: str) -> str:
     s = r.get("resources", {}).get(name, {})
     return f"{fmt(s.get('rss_main_max_mb'), '.0f')}/{fmt(s.get('pss_max_mb'), '.0f')}"
-
-
-def sts_accounting(text: str) -> dict:
-    """What sts-service says of its own work: work started on expired fragments (must be 0),
-    deadline refusals by stage, ASR calls by decoding, mean batch size."""
-    values: dict[str, dict[str, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            key = next(iter(s.labels.values()), "")
-            values.setdefault(s.name, {})[key] = values.get(s.name, {}).get(key, 0.0) + s.value
-    total = lambda name: sum(values.get(name, {}).values())  # noqa: E731
-    batches, items = total("sts_asr_batch_size_count"), total("sts_asr_batch_size_sum")
-    return {"work_on_expired": total("sts_work_on_expired_total"),
-            "deadline_exceeded_by_stage": values.get("sts_deadline_exceeded_total", {}),
-            "asr_calls_by_decoding": values.get("sts_asr_calls_total", {}),
-            "asr_mean_batch": items / batches if batches else None}
 
 
 def print_report(out: dict) -> None:
