@@ -17,7 +17,7 @@ from media_service.events import EventLog
 from media_service.metrics import MediaMetrics
 from media_service.mixer import DubTracks, Mode
 from media_service.output import FRAME, OutputError
-from media_service.playout import Playout
+from media_service.playout import BATCH_S, IDLE_WAIT_S, Playout
 from media_service.timeline import RATE
 from media_service.worker import Counters
 
@@ -111,7 +111,7 @@ def test_audio_plays_in_order_at_the_delay_and_the_end_is_played_out():
     w = rig.writers[0]
     pts = [p for p, _, _ in w.audio]
     assert pts == [i * FRAME for i in range(11)], pts  # consecutive, nothing lost or repeated
-    assert min(t for _, _, t in w.audio) >= fed_at + D  # nothing before it is due
+    assert min(t for _, _, t in w.audio) >= fed_at + D - BATCH_S  # nothing before its round is due
     played = np.concatenate([s for _, s, _ in w.audio])
     assert np.allclose(played[:n], tone(n), atol=1e-6)  # passthrough: the original, bit for bit
     assert not played[n:].any()  # the last frame is padded with silence
@@ -153,6 +153,6 @@ def test_an_output_that_cannot_open_is_retried_and_named():
 def test_idle_wait_sleeps_until_the_next_thing_is_due(delay):
     rig = Rig()
     rig.playout.delay_s = delay
-    assert rig.playout._idle_wait(0) == pytest.approx(0.02, abs=0.002)  # nothing buffered: poll slowly
+    assert rig.playout._idle_wait(0) == pytest.approx(IDLE_WAIT_S, abs=0.002)  # nothing buffered: poll slowly
     rig.capture.on_audio(tone(FRAME), 0.0)
-    assert rig.playout._idle_wait(0) <= min(0.02, delay) + 0.002
+    assert rig.playout._idle_wait(0) <= min(IDLE_WAIT_S, delay) + 0.002

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 OUTPUT_OPEN_LEAD_S = 1.0  # outputs open this long before their first packet is due
 OUTPUT_REOPEN_S = 1.0  # a failed output is tried again at most this often
-IDLE_WAIT_S = 0.02  # longest sleep between rounds (a frame arriving meanwhile is due D later)
+IDLE_WAIT_S = 0.1  # longest sleep between rounds (a frame arriving meanwhile is due D later)
+BATCH_S = 0.1  # each round writes what is due within this much: ~20 wake-ups a second, not ~80
 
 
 class Playout:
@@ -64,6 +65,7 @@ class Playout:
         try:
             while not self._stop.is_set():
                 now = self.beat = time.monotonic()
+                horizon = now + BATCH_S
                 if self.capture.info is None:
                     self._stop.wait(IDLE_WAIT_S)
                     continue
@@ -76,14 +78,14 @@ class Playout:
                 wrote = False
                 while store.end >= next_index + FRAME:  # audio frames that are due
                     arrival = store.arrival_of(next_index + FRAME - 1)
-                    if arrival is None or arrival + self.delay_s > now:
+                    if arrival is None or arrival + self.delay_s > horizon:
                         break
                     if not self._before_first_picture(next_index):
                         self._write_audio_frame(next_index)
                     self.output_delay_measured_s = time.monotonic() - arrival
                     next_index += FRAME
                     wrote = True
-                while (packet := video.pop_due(now - self.delay_s)) is not None:  # video that is due
+                while (packet := video.pop_due(horizon - self.delay_s)) is not None:  # video that is due
                     self._write_video(packet)
                     wrote = True
                 if wrote:

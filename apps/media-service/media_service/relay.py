@@ -6,8 +6,9 @@ hook, answered by this same process, would deadlock the handshake). The relay on
 packets: payloads and timestamps are the ones muxed in this process.
 
 Why threads around it: the caller is a stream's one output thread, shared by every language, so
-it must never wait on one destination. `write` only appends to a bounded in-memory queue; a
-feeder thread per relay moves the queue into ffmpeg's stdin with non-blocking writes, and a reader
+it must never wait on one destination. `write` hands the bytes to ffmpeg's stdin with a
+non-blocking write when nothing is queued, and appends what the pipe does not take to a bounded
+in-memory queue; a feeder thread per relay moves the queue into the pipe as it drains, and a reader
 thread keeps ffmpeg's stderr flowing into a small ring of (redacted) lines that explains a failure.
 
 How a relay fails (the first cause wins, and `failure` says which):
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 from .redaction import redact
 from .targets import protocol_whitelist
+from .thread_names import name_native_thread
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,8 @@ class Relay:
         self._queued = 0
         self._progress_at = time.monotonic()  # last time the queue moved (or became non-empty)
         self._eof = False
-        os.set_blocking(self.proc.stdin.fileno(), False)
+        self._fd = self.proc.stdin.fileno()
+        os.set_blocking(self._fd, False)
         self._feeder = threading.Thread(target=self._feed, name=f"relay-feed {self.label}", daemon=True)
         self._reader = threading.Thread(target=self._read_stderr, name=f"relay-err {self.label}", daemon=True)
         self._reader.start()
@@ -100,22 +103,40 @@ class Relay:
     # ------------------------------------------------------------ writer side (never blocks)
 
     def write(self, data) -> int:
-        """Queue `data` for ffmpeg. After a failure the data is dropped (the output is dead)."""
+        """Hand `data` to ffmpeg (at once, or queued). After a failure it is dropped (the output is dead)."""
         n = len(data)
         with self._cond:
             if self.failure is not None or self._eof:
                 return n
-            if self._queued + n > self.settings.queue_bytes:
+            if not self._chunks:
+                # The usual case: ffmpeg keeps up, the pipe has room. Writing here (non-blocking)
+                # spares a feeder wake-up per packet; what does not fit is queued for the feeder.
+                done = self._write_now(data)
+                if done == n:
+                    return n
+                data = memoryview(data)[done:]
+            if self._queued + len(data) > self.settings.queue_bytes:
                 stalled = True
             else:
                 stalled = False
                 if not self._chunks:
                     self._progress_at = time.monotonic()
                 self._chunks.append(memoryview(bytes(data)))
-                self._queued += n
+                self._queued += len(data)
                 self._cond.notify()
         if stalled:
             self._stall(f"more than {self.settings.queue_bytes} bytes waiting for the relay")
+        return n
+
+    def _write_now(self, data) -> int:
+        """Bytes of `data` the pipe took at once (0 when full or broken: the feeder then finds out
+        why, and reports a dead ffmpeg). Called with the lock held and nothing queued."""
+        try:
+            n = os.write(self._fd, data)
+        except OSError:
+            return 0
+        self._progress_at = time.monotonic()
+        self.bytes_written += n
         return n
 
     @property
@@ -176,6 +197,7 @@ class Relay:
             self.kill()
 
     def _feed(self) -> None:
+        name_native_thread("relay-feed")
         fd = self.proc.stdin.fileno()
         poller = select.poll()
         poller.register(fd, select.POLLOUT)
@@ -215,6 +237,7 @@ class Relay:
                 pass
 
     def _read_stderr(self) -> None:
+        name_native_thread("relay-err")
         fd = self.proc.stderr.fileno()
         pending = b""
         while True:

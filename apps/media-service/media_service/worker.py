@@ -36,6 +36,7 @@ from .playout import Playout
 from .redaction import redact, redact_url
 from .segmenter import Segment
 from .states import Mode, StreamState
+from .thread_names import name_native_thread
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class StreamWorker:
         it) instead of killing the thread silently while the stream still says `running` and its
         queues grow."""
         def run() -> None:
+            name_native_thread()
             try:
                 target()
             except Exception as exc:
