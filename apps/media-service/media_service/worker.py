@@ -181,7 +181,7 @@ class StreamWorker:
 
     def _ingest_main(self) -> None:
         reader = InputReader(self.request.input_url, on_video=self.capture.on_video, on_audio=self.capture.on_audio,
-                             stop=self._ending)
+                             stop=self._ending, on_audio_format=self._on_audio_format)
         gone_since = None
         started = time.monotonic()
         while not self._ending.is_set():
@@ -250,6 +250,9 @@ class StreamWorker:
             self.events.publish(self.id, "input_recovered", {"session": self.counters.input_sessions})
         self.events.publish(self.id, "input_open", {"video": info.video_codec, "audio": info.audio_codec,
                                                     "audio_rate": info.audio_rate})
+
+    def _on_audio_format(self, rate: int, channels: int) -> None:
+        self.events.publish(self.id, "input_audio_changed", {"audio_rate": rate, "channels": channels})
 
     def _dispatch(self, seg: Segment) -> None:
         self.dubbing.submit_threadsafe(seg)
