@@ -78,6 +78,7 @@ class TcpProxy:
         self._pipes: list[_Pipe] = []
         self._lock = threading.Lock()
         self._reset_now = False
+        self._gen = self._seen = 0  # behaviour changes asked for / taken up by the proxy thread
         self._stopping = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", port))
         self._listener.setblocking(False)
@@ -104,29 +105,33 @@ class TcpProxy:
             self._thread.start()
         return self
 
-    def _set(self, mode: str) -> None:
+    def _apply(self, **changes) -> None:
+        """Change the behaviour; returns once the proxy thread works by it (a loop round that
+        began under the old one has ended), so that no byte is handled the old way afterwards."""
         with self._lock:
-            self.mode = mode
+            for name, value in changes.items():
+                setattr(self, name, value)
+            self._gen += 1
+            gen = self._gen
         self._wake()
+        deadline = time.monotonic() + 5.0
+        while self._seen < gen and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.002)
 
     def passthrough(self) -> None:
-        self._set(PASS)
+        self._apply(mode=PASS)
 
     def pause(self) -> None:
-        self._set(PAUSE)
+        self._apply(mode=PAUSE)
 
     def black_hole(self) -> None:
-        self._set(BLACK_HOLE)
+        self._apply(mode=BLACK_HOLE)
 
     def throttle(self, bytes_per_s: float | None) -> None:
-        with self._lock:
-            self.rate = float(bytes_per_s) if bytes_per_s else None
-        self._wake()
+        self._apply(rate=float(bytes_per_s) if bytes_per_s else None)
 
     def refuse_new(self, on: bool = True) -> None:
-        with self._lock:
-            self.refusing = on
-        self._wake()
+        self._apply(refusing=on)
 
     def reset(self, timeout: float = 5.0) -> int:
         """RST every open connection (both sides); returns how many were reset."""
@@ -165,7 +170,7 @@ class TcpProxy:
             while not self._stopping.is_set():
                 with self._lock:
                     mode, rate, refusing = self.mode, self.rate, self.refusing
-                    reset_now = self._reset_now
+                    reset_now, self._seen = self._reset_now, self._gen
                 if reset_now:
                     for pipe in self._take_all():
                         _rst(pipe.client)

@@ -88,6 +88,9 @@ def test_passthrough_forwards_both_ways(echo):
         c.sendall(payload)
         assert recv_exactly(c, len(payload)) == payload
         assert proxy.accepted == 1 and proxy.active == 1
+        deadline = time.monotonic() + 2  # counted just after the send that delivered it
+        while proxy.forwarded["down"] < len(payload) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert proxy.forwarded == {"up": len(payload), "down": len(payload)}
 
 
