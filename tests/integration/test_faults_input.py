@@ -297,6 +297,12 @@ def test_corrupt_flv_packets_do_not_stop_the_stream(faults):
     print("corrupt: counters", snap["counters"], "sessions", snap["input"]["sessions"])
     assert snap["counters"]["video_packets_out"] >= 500
     assert snap["counters"]["audio_frames_out"] >= 700
+    # Named: skipped audio packets counted (snapshot, /metrics) and an event, not one per packet.
+    bad = snap["counters"]["audio_packets_undecodable"]
+    assert bad > 0 and snap["input"]["sessions"] == 1, snap["counters"]
+    assert metric(r["metrics"], "media_input_undecodable_total", stream="corrupt") > 0
+    named = [e for e in r["events"] if e["type"] == "input_undecodable"]
+    assert 1 <= len(named) <= 3 and named[0]["data"]["error"], named
     assert_continuous(r["out"], r["src"])
 
 

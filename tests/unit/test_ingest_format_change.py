@@ -1,7 +1,8 @@
-"""An input whose audio changes sample rate and channels mid-stream (a new AAC sequence header in
-one FLV, as an encoder whose settings were changed sends it) is read in one session: the ingest
-resampler is rebuilt for the new format instead of the read failing ("Frame does not match
-AudioResampler setup") and the input reconnecting."""
+"""Ingest edge cases. An input whose audio changes sample rate and channels mid-stream (a new AAC
+sequence header in one FLV, as an encoder whose settings were changed sends it) is read in one
+session: the ingest resampler is rebuilt for the new format instead of the read failing ("Frame
+does not match AudioResampler setup") and the input reconnecting. Corrupt audio packets are skipped and
+reported to the caller (the worker counts them), the session goes on."""
 
 import subprocess
 import threading
@@ -35,3 +36,15 @@ def test_sample_rate_and_channel_change_is_read_in_one_session(tmp_path):
     assert 1.9 < total < 2.2, total  # both halves, at 48 kHz
     starts = np.array([t for t, _ in audio])
     assert starts.max() > shift / 1000  # the second half is there, on its own timestamps
+
+
+def test_corrupt_audio_packets_are_skipped_counted_and_the_session_goes_on(tmp_path):
+    tags = clip(tmp_path / "a.flv", 48000, "stereo")
+    bad, damaged = flv.corrupt(tags, every=3)
+    src = flv.write_flv(tmp_path / "bad.flv", bad)
+    errors, audio = [], []
+    reader = InputReader(str(src), on_video=lambda p: None, on_audio=lambda x, t: audio.append(len(x)),
+                         stop=threading.Event(), realtime=False, on_undecodable=errors.append)
+    assert reader.read_session(lambda info, container: None) == "ended"
+    assert damaged > 10 and errors, (damaged, errors)
+    assert sum(audio) > 0.5 * 48000  # the rest was decoded

@@ -78,11 +78,13 @@ class InputReader:
 
     def __init__(self, url: str, *, on_video: Callable[[av.Packet], None],
                  on_audio: Callable[[np.ndarray, float], None], stop: threading.Event,
-                 realtime: bool | None = None, on_audio_format: Callable[[int, int], None] | None = None):
+                 realtime: bool | None = None, on_audio_format: Callable[[int, int], None] | None = None,
+                 on_undecodable: Callable[[str], None] | None = None):
         self.url = url
         self.on_video = on_video
         self.on_audio = on_audio
         self.on_audio_format = on_audio_format  # (sample rate, channels) when the input's audio changes
+        self.on_undecodable = on_undecodable  # (error) for each audio packet skipped as undecodable
         self.stop = stop
         # Files are paced like a live source so that the output delay means the same thing.
         self.realtime = (not _is_live(url)) if realtime is None else realtime
@@ -109,6 +111,7 @@ class InputReader:
             on_open(info, container)
             streams = [s for s in (info.video, info.audio) if s is not None]
             resampler, setup, next_pts = None, None, 0.0
+            undecodable = 0
             t_wall0 = pts0 = None
             for packet in container.demux(streams):
                 if self.stop.is_set():
@@ -127,8 +130,12 @@ class InputReader:
                 elif packet.stream.type == "audio":
                     try:
                         frames = packet.decode()
-                    except av.error.InvalidDataError as exc:
-                        log.warning("undecodable audio packet skipped: %s", exc)
+                    except av.error.FFmpegError as exc:  # a corrupt packet: skipped, the session goes on
+                        undecodable += 1
+                        if undecodable == 1:  # one line per session, not one per packet of a bad input
+                            log.warning("undecodable audio packet skipped: %s", exc)
+                        if self.on_undecodable is not None:
+                            self.on_undecodable(redact(str(exc)))
                         continue
                     for frame in frames:
                         if frame.pts is None:
