@@ -269,8 +269,8 @@ def test_input_server_restart_reconnects_and_the_output_goes_on(faults):
     k = kinds(events)
     assert "input_lost" in k and "input_recovered" in k and k.index("input_lost") < k.index("input_recovered")
     states = [e["data"]["state"] for e in events if e["type"] == "state"]
-    assert states[-3:] == ["reconnecting_input", "running", "reconnecting_input"] or \
-        "reconnecting_input" in states, states
+    # running, the server goes: reconnecting_input, it is back: running, the publish ends.
+    assert states[:1] == ["running"] and "running" in states[states.index("reconnecting_input"):], states
     assert "failed" not in k
     assert r["back"]["snap"]["input"]["sessions"] == 2
     assert metric(r["back"]["metrics"], "media_input_up", stream="servers") == 1
@@ -355,6 +355,10 @@ def test_streams_leave_nothing_running(faults, stack):
         result(faults, name)
     after = settled_resources(stack.media.proc.pid, {"threads": 0, "fds": 0, "children": 0}, timeout=2)
     print("media-service resources: before the streams", faults["baseline"], "after", after)
+    # Threads are not compared here: four streams at once grow the event loop's executor (it keeps
+    # idle threads), and a stream's PyAV objects in reference cycles hold libav thread pools until
+    # the garbage collector runs (measured: +2 after the `servers` stream alone, gone after a
+    # collection). test_faults_sts_network.py compares them for one stream after a warm-up.
     assert after["children"] == 0, after  # every output relay reaped
     assert after["fds"] <= faults["baseline"]["fds"] + 4, after
     assert stack.media.api("GET", "/v1/streams")[1]["streams"] == []
