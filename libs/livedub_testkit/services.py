@@ -72,6 +72,30 @@ def http_json(url: str, *, method: str = "GET", body: dict | None = None, token:
         return status, text
 
 
+def process_resources(pid: int) -> dict[str, int]:
+    """Threads, open file descriptors and child processes of a running process (Linux /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    threads = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+    children = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children += len((task / "children").read_text().split())
+        except OSError:
+            pass
+    return {"threads": threads, "fds": len(os.listdir(f"/proc/{pid}/fd")), "children": children}
+
+
+def settled_resources(pid: int, limit: dict[str, int], timeout: float = 10.0) -> dict[str, int]:
+    """`process_resources` once no count is above `limit` (stopped threads and children end
+    asynchronously), or as they are after `timeout`."""
+    end = time.monotonic() + timeout
+    now = process_resources(pid)
+    while time.monotonic() < end and any(now[k] > limit[k] for k in limit):
+        time.sleep(0.2)
+        now = process_resources(pid)
+    return now
+
+
 class ServiceProcess:
     """A console-script service on a loopback port; logs to a file shown on failure."""
 

@@ -4,7 +4,9 @@ Drives the capture stage directly with synthetic audio; no threads, no network.
 """
 
 import tracemalloc
+from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 from media_service.capture import Capture
@@ -78,4 +80,32 @@ def test_video_only_stretch_then_audio_keeps_sync_without_allocating(worker):
     tracemalloc.stop()
     assert peak < 20e6
     assert worker.timeline.end - end >= 30 * RATE  # the audio lands where the video is
+    assert worker.counters.timestamp_jumps == 0  # the audio was away, it did not jump
+    assert worker.timeline.shift_s == 0.0
     assert worker.segmenter.received >= (worker.timeline.end // 3) - CHUNK
+
+
+def video(w, pts_s: float):
+    pkt = av.Packet(b"\x00" * 16)
+    pkt.time_base = Fraction(1, 1000)
+    pkt.pts = pkt.dts = int(round(pts_s * 1000))
+    w.on_video(pkt)
+
+
+def test_audio_only_stretch_then_video_is_not_a_jump(worker):
+    for i in range(30):  # 1 s of both
+        video(worker, 10.0 + i / 30)
+    feed(worker, 10.0, 1.0)
+    feed(worker, 10.0 + worker.timeline.end / RATE, 4.0)  # the picture is away for 4 s
+    video(worker, 10.0 + worker.timeline.end / RATE)  # and comes back where the sound is
+    assert worker.counters.timestamp_jumps == 0
+    assert worker.timeline.shift_s == 0.0 and worker.video_shift_ticks == 0
+
+
+def test_both_jumping_is_still_a_jump(worker):
+    for i in range(30):
+        video(worker, 10.0 + i / 30)
+    feed(worker, 10.0, 1.0)
+    video(worker, 500.0)  # an encoder restart: video first, then audio, both far away
+    feed(worker, 500.0, 0.5)
+    assert worker.counters.timestamp_jumps == 1

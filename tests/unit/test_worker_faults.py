@@ -75,3 +75,16 @@ def test_the_registry_watchdog_fails_and_stops_a_stuck_worker():
     assert w.state == "failed" and w.state_reason.startswith("output thread stuck for 1"), w.state_reason
     assert stops == [False], "a stuck stream is stopped at once, without drain"
     assert any(e["type"] == "failed" for e in w.events.since(0))
+
+
+def test_undecodable_audio_is_counted_and_named_once_per_session():
+    w = make_worker()
+    w.counters.input_sessions = 1
+    for _ in range(5):
+        w._on_undecodable("Invalid data found when processing input")
+    assert w.snapshot()["counters"]["audio_packets_undecodable"] == 5
+    named = [e for e in w.events.since(0) if e["type"] == "input_undecodable"]
+    assert len(named) == 1 and named[0]["data"]["count"] == 1  # not one event per packet
+    w.counters.input_sessions = 2  # the publisher came back: its first bad packet is named again
+    w._on_undecodable("again")
+    assert [e["data"]["count"] for e in w.events.since(0) if e["type"] == "input_undecodable"] == [1, 6]

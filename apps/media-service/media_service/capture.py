@@ -99,20 +99,28 @@ class Capture:
     def jumped(self, pts_s: float, kind: str) -> bool:
         """A timestamp jump beyond JUMP_S: continue as a new session (see timeline.JUMP_S).
 
-        Audio is compared with the end of the timeline, video with the last video packet (a
-        video-only stretch is not a jump)."""
+        Audio is compared with the end of the timeline, video with the last video packet. A
+        stream that comes back where the other one is was away, not jumping: audio after a
+        video-only stretch (the timeline keeps the hole as silence) or video after an audio-only
+        stretch (the output's video has the same hole as the input's)."""
         if self.new_session:
             return False
+        out_s = pts_s + self.timeline.shift_s
+        audio_end = (self.timeline.to_out_seconds_of_index(self.timeline.end) if self.timeline.origin_s is not None
+                     else None)
+        last_video = self.last_video_out_s
         if kind == "audio":
             if not self.timeline.is_jump(pts_s):
                 return False
-            jump = pts_s + self.timeline.shift_s - self.timeline.to_out_seconds_of_index(self.timeline.end)
+            if last_video is not None and abs(out_s - last_video) <= JUMP_S:
+                return False  # the video went on meanwhile
+            jump = out_s - audio_end
         else:
-            last = self.last_video_out_s
-            out_s = pts_s + self.timeline.shift_s
-            if last is None or abs(out_s - last) <= JUMP_S:
+            if last_video is None or abs(out_s - last_video) <= JUMP_S:
                 return False
-            jump = out_s - last
+            if audio_end is not None and abs(out_s - audio_end) <= JUMP_S:
+                return False  # the audio went on meanwhile
+            jump = out_s - last_video
         self.counters.timestamp_jumps += 1
         log.warning("stream %s: input %s timestamps jumped %+.1f s: continuing as a new session",
                     self.id, kind, jump)

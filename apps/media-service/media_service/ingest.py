@@ -85,13 +85,24 @@ class InputReader:
 
     def __init__(self, url: str, *, on_video: Callable[[av.Packet], None],
                  on_audio: Callable[[np.ndarray, float], None], stop: threading.Event,
-                 realtime: bool | None = None):
+                 realtime: bool | None = None, on_audio_format: Callable[[int, int], None] | None = None,
+                 on_undecodable: Callable[[str], None] | None = None):
         self.url = url
         self.on_video = on_video
         self.on_audio = on_audio
+        self.on_audio_format = on_audio_format  # (sample rate, channels) when the input's audio changes
+        self.on_undecodable = on_undecodable  # (error) for each audio packet skipped as undecodable
         self.stop = stop
         # Files are paced like a live source so that the output delay means the same thing.
         self.realtime = (not _is_live(url)) if realtime is None else realtime
+
+    def _emit(self, frames, pts_s: float) -> float:
+        """Hand resampled frames on, laid end to end from `pts_s`; returns the time after them."""
+        for out in frames:
+            samples = out.to_ndarray().reshape(-1, 2)
+            self.on_audio(samples, pts_s)
+            pts_s += len(samples) / RATE
+        return pts_s
 
     def read_session(self, on_open: Callable[[InputInfo, av.container.InputContainer], None]) -> str:
         """Read until the input ends or `stop` is set; returns why it ended.
@@ -106,7 +117,8 @@ class InputReader:
                 raise InputError(f"input {redact_url(self.url)} has neither video nor audio")
             on_open(info, container)
             streams = [s for s in (info.video, info.audio) if s is not None]
-            resampler = av.AudioResampler(format="flt", layout="stereo", rate=RATE)
+            resampler, setup, next_pts = None, None, 0.0
+            undecodable = 0
             t_wall0 = pts0 = None
             packets = container.demux(streams)
             while True:
@@ -134,17 +146,29 @@ class InputReader:
                 elif packet.stream.type == "audio":
                     try:
                         frames = packet.decode()
-                    except av.error.InvalidDataError as exc:
-                        log.warning("undecodable audio packet skipped: %s", exc)
+                    except av.error.FFmpegError as exc:  # a corrupt packet: skipped, the session goes on
+                        undecodable += 1
+                        if undecodable == 1:  # one line per session, not one per packet of a bad input
+                            log.warning("undecodable audio packet skipped: %s", exc)
+                        if self.on_undecodable is not None:
+                            self.on_undecodable(redact(str(exc)))
                         continue
                     for frame in frames:
                         if frame.pts is None:
                             continue
-                        pts_s = float(frame.pts * frame.time_base)
-                        for out in resampler.resample(frame):
-                            samples = out.to_ndarray().reshape(-1, 2)
-                            self.on_audio(samples, pts_s)
-                            pts_s += len(samples) / RATE
+                        # An encoder may change its audio settings mid-publish (a new AAC sequence
+                        # header): a resampler is built for one input format, so a new one takes
+                        # over, after what the old one still held is passed on.
+                        now = (frame.format.name, frame.layout.name, frame.sample_rate)
+                        if now != setup:
+                            if resampler is not None:
+                                log.info("input audio changed: %s Hz %s -> %s Hz %s", setup[2], setup[1],
+                                         now[2], now[1])
+                                next_pts = self._emit(resampler.resample(None), next_pts)
+                                if self.on_audio_format is not None:
+                                    self.on_audio_format(frame.sample_rate, len(frame.layout.channels))
+                            resampler, setup = av.AudioResampler(format="flt", layout="stereo", rate=RATE), now
+                        next_pts = self._emit(resampler.resample(frame), float(frame.pts * frame.time_base))
             return "ended"
         except av.error.EOFError:
             return "ended"

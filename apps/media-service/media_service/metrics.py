@@ -28,6 +28,8 @@ class MediaMetrics:
                                    ["stream"], registry=r)
         self.sts_state = Gauge("media_sts_connection_state", "STS connection state (1 = current)",
                                ["stream", "state"], registry=r)
+        self.input_undecodable = Counter("media_input_undecodable", "Input audio packets skipped as undecodable",
+                                         ["stream"], registry=r)
         self.input_up = Gauge("media_input_up", "1 while the input is being read", ["stream"], registry=r)
         self.output_up = Gauge("media_output_up", "1 while the output is being written", ["stream"], registry=r)
         self.limit = Gauge("media_limit", "Configured limit, by name", ["limit"], registry=r)
@@ -46,5 +48,5 @@ class MediaMetrics:
         remaining series is unaffected."""
         for metric in (self.fragments_sent, self.fragments_processed, self.fallbacks, self.roundtrip,
                        self.output_delay, self.av_offset, self.sts_connected, self.sts_state,
-                       self.input_up, self.output_up):
+                       self.input_undecodable, self.input_up, self.output_up):
             metric.remove_by_labels({"stream": stream})

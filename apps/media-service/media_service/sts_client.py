@@ -41,6 +41,11 @@ from .states import FallbackReason
 log = logging.getLogger(__name__)
 
 STATES = ("disconnected", "connecting", "connected", "reconnecting", "unauthorized", "closed")
+# One connection attempt (TCP, websocket handshake, Engine.IO open, namespace) ends after this.
+# Without a bound, an sts-service whose port accepts but never answers (a black-holed network, a
+# wedged process) held the attempt for aiohttp's 300 s default, and the stream stayed
+# `connecting` long after the network was back.
+CONNECT_TIMEOUT_S = 10.0
 
 
 class Fallback(Exception):
@@ -133,8 +138,12 @@ class StsClient:
         self._dropped.clear()
         self.last_error = ""
         self._sio = self._make_client()
-        await self._sio.connect(self.url, namespaces=[NAMESPACE], transports=["websocket"],
-                                auth={"token": self.token}, wait_timeout=5)
+        try:
+            await asyncio.wait_for(self._sio.connect(self.url, namespaces=[NAMESPACE], transports=["websocket"],
+                                                     auth={"token": self.token}, wait_timeout=5),
+                                   CONNECT_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise ConnectionError(f"no answer from {self.url} within {CONNECT_TIMEOUT_S:g} s") from None
         try:
             ack = parse_ack(StreamInitAck, await self._sio.call(STREAM_INIT, dump(self.init), namespace=NAMESPACE,
                                                                 timeout=10))

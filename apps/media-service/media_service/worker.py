@@ -41,6 +41,7 @@ from .thread_names import name_native_thread
 log = logging.getLogger(__name__)
 
 INPUT_LINGER_S = 30.0  # a worker whose publisher is gone this long drains and stops
+UNDECODABLE_EVENT_S = 10.0  # at most one input_undecodable event this often while corrupt packets come
 
 
 @dataclass
@@ -55,6 +56,9 @@ class Counters:
     video_packets_in: int = 0
     video_packets_out: int = 0
     audio_frames_out: int = 0
+    audio_packets_undecodable: int = 0
+    undecodable_session: int = 0  # the input session and time of the last input_undecodable event
+    undecodable_event_at: float = 0.0
 
 
 class StreamWorker:
@@ -183,7 +187,8 @@ class StreamWorker:
 
     def _ingest_main(self) -> None:
         reader = InputReader(self.request.input_url, on_video=self.capture.on_video, on_audio=self.capture.on_audio,
-                             stop=self._ending)
+                             stop=self._ending, on_audio_format=self._on_audio_format,
+                             on_undecodable=self._on_undecodable)
         gone_since = None
         started = time.monotonic()
         while not self._ending.is_set():
@@ -253,6 +258,20 @@ class StreamWorker:
         self.events.publish(self.id, "input_open", {"video": info.video_codec, "audio": info.audio_codec,
                                                     "audio_rate": info.audio_rate})
 
+    def _on_audio_format(self, rate: int, channels: int) -> None:
+        self.events.publish(self.id, "input_audio_changed", {"audio_rate": rate, "channels": channels})
+
+    def _on_undecodable(self, error: str) -> None:
+        """An audio packet skipped as corrupt: counted; an event for the first of each input
+        session, then at most one every UNDECODABLE_EVENT_S while they keep coming."""
+        c = self.counters
+        c.audio_packets_undecodable += 1
+        self.metrics.input_undecodable.labels(self.id).inc()
+        now = time.monotonic()
+        if c.undecodable_session != c.input_sessions or now - c.undecodable_event_at >= UNDECODABLE_EVENT_S:
+            c.undecodable_session, c.undecodable_event_at = c.input_sessions, now
+            self.events.publish(self.id, "input_undecodable", {"count": c.audio_packets_undecodable, "error": error})
+
     def _dispatch(self, seg: Segment) -> None:
         self.dubbing.submit_threadsafe(seg)
 
@@ -297,6 +316,7 @@ class StreamWorker:
                          "fallbacks": dict(c.fallbacks), "dubs_placed": c.dubs_placed,
                          "video_packets_in": c.video_packets_in, "video_packets_out": c.video_packets_out,
                          "audio_frames_out": c.audio_frames_out, "timestamp_jumps": c.timestamp_jumps,
+                         "audio_packets_undecodable": c.audio_packets_undecodable,
                          "segments_dropped_short": self.capture.segmenter.stats.dropped_short},
             "started_at": self.started_at,
             **self.dubbing.snapshot(),  # sts, fragment_limits, recent
