@@ -316,7 +316,7 @@ http {{
         """The nginx-rtmp ``/stat`` XML page."""
         import urllib.request
 
-        with urllib.request.urlopen(self.stat_url, timeout=timeout) as resp:  # our own http:// URL; nosec B310
+        with urllib.request.urlopen(self.stat_url, timeout=timeout) as resp:  # nosec B310  # our own http:// URL
             return resp.read().decode("utf-8", "replace")
 
     def __enter__(self) -> NginxRtmpServer:

@@ -61,7 +61,7 @@ def http_json(url: str, *, method: str = "GET", body: dict | None = None, token:
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # the tests' own http:// URLs; nosec B310
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # nosec B310  # the tests' own http:// URLs
             status, raw = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()

@@ -30,7 +30,7 @@ def post_json(
         method="POST",
     )
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # scheme checked above; nosec B310
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # nosec B310  # scheme checked above
             raw = resp.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read(300).decode("utf-8", "replace").strip() if exc.fp else ""
