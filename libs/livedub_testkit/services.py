@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import secrets
 import signal
 import socket
@@ -70,6 +71,16 @@ def http_json(url: str, *, method: str = "GET", body: dict | None = None, token:
         return status, json.loads(text)
     except ValueError:
         return status, text
+
+
+def metric_value(text: str, name: str, **labels) -> float:
+    """The value of one sample of a Prometheus text page (``/metrics``), by its full sample name
+    and a subset of its labels; 0 when absent."""
+    for line in text.splitlines():
+        m = re.match(rf"^{re.escape(name)}\{{(.*)\}} ([0-9.e+-]+)$", line)
+        if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
+            return float(m.group(2))
+    return 0.0
 
 
 def process_resources(pid: int) -> dict[str, int]:

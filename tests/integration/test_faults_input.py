@@ -23,28 +23,19 @@ nothing running.
 from __future__ import annotations
 
 import concurrent.futures
-import re
 import time
 
 import pytest
 from livedub_testkit import analysis, flv
 from livedub_testkit.monologue import cached_monologue_media
 from livedub_testkit.rtmp_server import NginxRtmpServer
-from livedub_testkit.services import http_json, process_resources, settled_resources
+from livedub_testkit.services import http_json, metric_value, process_resources, settled_resources
 from livedub_testkit.stack import LocalStack
 
 pytestmark = pytest.mark.timeout(500)
 
 DELAY = 3.5
 SHIFT_MS = 20032  # where the second half of `switch` starts (the first half's end, see build_switch)
-
-
-def metric(text: str, name: str, **labels) -> float:
-    for line in text.splitlines():
-        m = re.match(rf"^{re.escape(name)}\{{(.*)\}} ([0-9.e+-]+)$", line)
-        if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
-            return float(m.group(2))
-    return 0.0
 
 
 class Stream:
@@ -251,8 +242,8 @@ def test_output_server_down_at_start_is_retried_and_named(faults):
     r = result(faults, "servers")
     down = r["down"]["snap"]
     assert down["state"] == "running" and down["output"]["state"] == "error"
-    assert metric(r["down"]["metrics"], "media_output_up", stream="servers") == 0
-    assert metric(r["up"]["metrics"], "media_output_up", stream="servers") == 1
+    assert metric_value(r["down"]["metrics"], "media_output_up", stream="servers") == 0
+    assert metric_value(r["up"]["metrics"], "media_output_up", stream="servers") == 1
     outs = [(e["type"], e["data"].get("error", "")) for e in r["events"] if e["type"].startswith("output_")]
     print("servers: output events", [t for t, _ in outs])
     lost = [err for t, err in outs if t == "output_lost"]
@@ -273,8 +264,8 @@ def test_input_server_restart_reconnects_and_the_output_goes_on(faults):
     assert states[:1] == ["running"] and "running" in states[states.index("reconnecting_input"):], states
     assert "failed" not in k
     assert r["back"]["snap"]["input"]["sessions"] == 2
-    assert metric(r["back"]["metrics"], "media_input_up", stream="servers") == 1
-    assert metric(r["back"]["metrics"], "media_output_up", stream="servers") == 1
+    assert metric_value(r["back"]["metrics"], "media_input_up", stream="servers") == 1
+    assert metric_value(r["back"]["metrics"], "media_output_up", stream="servers") == 1
     info = faults["info"]
     for path in r["recordings"]:
         assert analysis.packet_times(path, "audio").size > 300, path
@@ -300,7 +291,7 @@ def test_corrupt_flv_packets_do_not_stop_the_stream(faults):
     # Named: skipped audio packets counted (snapshot, /metrics) and an event, not one per packet.
     bad = snap["counters"]["audio_packets_undecodable"]
     assert bad > 0 and snap["input"]["sessions"] == 1, snap["counters"]
-    assert metric(r["metrics"], "media_input_undecodable_total", stream="corrupt") > 0
+    assert metric_value(r["metrics"], "media_input_undecodable_total", stream="corrupt") > 0
     named = [e for e in r["events"] if e["type"] == "input_undecodable"]
     assert 1 <= len(named) <= 3 and named[0]["data"]["error"], named
     assert_continuous(r["out"], r["src"])

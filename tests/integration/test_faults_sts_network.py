@@ -14,28 +14,18 @@ stream, once deleted, leaves no thread, descriptor or child process behind.
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
 from livedub_testkit import analysis
 from livedub_testkit.rtmp_server import NginxRtmpServer
-from livedub_testkit.services import MediaProcess, StsProcess, http_json, settled_resources
+from livedub_testkit.services import MediaProcess, StsProcess, http_json, metric_value, settled_resources
 from livedub_testkit.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(400)
 
 DELAY = 3.5
 SID = "netfault"
-
-
-def metric(text: str, name: str, **labels) -> float:
-    """The value of one sample of a Prometheus text page (0 when absent)."""
-    for line in text.splitlines():
-        m = re.match(rf"^{re.escape(name)}\{{(.*)\}} ([0-9.e+-]+)$", line)
-        if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
-            return float(m.group(2))
-    return 0.0
 
 
 class Run:
@@ -166,12 +156,12 @@ def test_black_holed_sts_at_start_falls_back_and_connects_once_the_network_retur
     assert s["state"] == "running" and s["sts"]["state"] in ("connecting", "reconnecting"), s["sts"]
     assert s["counters"]["dubs_placed"] == 0 and s["counters"]["fragments_sent"] == 0
     assert set(s["counters"]["fallbacks"]) == {"sts_unavailable"}, s["counters"]["fallbacks"]
-    assert metric(hole["metrics"], "media_fallback_total", stream=SID, reason="sts_unavailable") >= 1
-    assert metric(hole["metrics"], "media_sts_connected", stream=SID) == 0
+    assert metric_value(hole["metrics"], "media_fallback_total", stream=SID, reason="sts_unavailable") >= 1
+    assert metric_value(hole["metrics"], "media_sts_connected", stream=SID) == 0
     back = run.marks["after_black_hole"]
     assert back["snap"]["sts"]["state"] == "connected"
-    assert metric(back["metrics"], "media_sts_connected", stream=SID) == 1
-    assert metric(back["metrics"], "media_fragments_processed_total", stream=SID, status="ok") >= 1
+    assert metric_value(back["metrics"], "media_sts_connected", stream=SID) == 1
+    assert metric_value(back["metrics"], "media_fragments_processed_total", stream=SID, status="ok") >= 1
     early = [e for e in scenario["events"] if e["seq"] <= hole["seq"]]
     assert any(e["type"] == "fallback" and e["data"]["reason"] == "sts_unavailable" for e in early)
     assert not any(e["type"] == "sts_state" and e["data"]["state"] == "connected" for e in early)
@@ -186,12 +176,12 @@ def test_stall_falls_back_with_a_named_reason_and_dubs_come_back(scenario):
     assert reasons <= {"timeout", "sts_disconnected", "sts_unavailable"}, reasons
     # No close reached the client: it found out by itself (Engine.IO pings) that the link is dead.
     assert any(e["type"] == "sts_state" and e["data"]["state"] == "reconnecting" for e in during), during
-    assert metric(stall["metrics"], "media_fallback_total", stream=SID, reason="timeout") >= 1
-    assert metric(stall["metrics"], "media_sts_connected", stream=SID) == 0
+    assert metric_value(stall["metrics"], "media_fallback_total", stream=SID, reason="timeout") >= 1
+    assert metric_value(stall["metrics"], "media_sts_connected", stream=SID) == 0
     assert after["snap"]["counters"]["dubs_placed"] >= stall["snap"]["counters"]["dubs_placed"] + 1
     resumed = [e for e in scenario["events"] if stall["seq"] < e["seq"] <= after["seq"]]
     assert any(e["type"] == "dubbed" for e in resumed)
-    assert metric(after["metrics"], "media_sts_connected", stream=SID) == 1
+    assert metric_value(after["metrics"], "media_sts_connected", stream=SID) == 1
 
 
 def test_reset_mid_stream_reconnects_and_dubs_come_back(scenario):

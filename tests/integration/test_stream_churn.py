@@ -6,24 +6,15 @@ media-service's own resources."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import time
 
 import pytest
+from livedub_testkit.services import process_resources, settled_resources
 from livedub_testkit.stack import LocalStack
 
 pytestmark = pytest.mark.timeout(600)
 
 STREAMS = 50
-
-
-def resources(pid: int) -> dict[str, int]:
-    status = open(f"/proc/{pid}/status").read()
-    threads = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
-    children = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True).stdout
-    return {"threads": threads, "fds": len(os.listdir(f"/proc/{pid}/fd")), "children": len(children.split())}
 
 
 def test_fifty_streams_leave_nothing_behind(short_media, tmp_path):
@@ -45,20 +36,11 @@ def test_fifty_streams_leave_nothing_behind(short_media, tmp_path):
             status, snap = stack.media.api("DELETE", f"/v1/streams/{sid}")
             assert status == 200 and snap["state"] == "stopped", snap
 
-        def settled(limit: dict[str, int], timeout: float = 10.0) -> dict[str, int]:
-            """Resources once stopped threads and processes are gone (they end asynchronously)."""
-            end = time.monotonic() + timeout
-            now = resources(pid)
-            while time.monotonic() < end and any(now[k] > limit[k] for k in limit):
-                time.sleep(0.2)
-                now = resources(pid)
-            return now
-
         one(0)  # warm-up: lazily made pools (executor, VAD session) exist from here on
-        baseline = settled(resources(pid))
+        baseline = settled_resources(pid, process_resources(pid))
         for i in range(1, STREAMS):
             one(i)
-        after = settled(baseline)
+        after = settled_resources(pid, baseline)
         assert stack.media.api("GET", "/v1/streams")[1]["streams"] == []
     assert after["children"] == baseline["children"] == 0, (baseline, after)  # every relay reaped
     assert after["fds"] <= baseline["fds"] + 2, (baseline, after)
