@@ -8,6 +8,7 @@ import subprocess
 import threading
 
 import numpy as np
+import pytest
 from livedub_testkit import flv
 from media_service.ingest import InputReader
 
@@ -21,9 +22,11 @@ def clip(path, rate: int, layout: str):
     return flv.read_tags(path)
 
 
-def test_sample_rate_and_channel_change_is_read_in_one_session(tmp_path):
-    first = clip(tmp_path / "a.flv", 48000, "stereo")
-    second = clip(tmp_path / "b.flv", 44100, "mono")
+@pytest.mark.parametrize("before, after", [((48000, "stereo"), (44100, "mono")), ((44100, "mono"), (48000, "stereo"))])
+def test_sample_rate_and_channel_change_is_read_in_one_session(tmp_path, before, after):
+    """Both ways: 48 kHz stereo AAC is used as decoded (no resampler), anything else resampled."""
+    first = clip(tmp_path / "a.flv", *before)
+    second = clip(tmp_path / "b.flv", *after)
     shift = max(t.ms for t in first) + 34
     src = flv.write_flv(tmp_path / "switch.flv", first + flv.shifted(second, shift))
     audio, formats = [], []
@@ -31,7 +34,7 @@ def test_sample_rate_and_channel_change_is_read_in_one_session(tmp_path):
                          stop=threading.Event(), realtime=False, on_audio_format=lambda r, c: formats.append((r, c)))
     reason = reader.read_session(lambda info, container: None)
     assert reason == "ended", reason
-    assert formats == [(44100, 1)]
+    assert formats == [(after[0], 1 if after[1] == "mono" else 2)]
     total = sum(n for _, n in audio) / 48000
     assert 1.9 < total < 2.2, total  # both halves, at 48 kHz
     starts = np.array([t for t, _ in audio])

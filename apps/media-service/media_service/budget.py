@@ -16,7 +16,7 @@ from dataclasses import dataclass
 DEADLINE_MARGIN_S = 0.15  # the dub must be placed this long before its first sample's nominal render time:
 # frames are rendered at arrival + D, up to one playout round (playout.BATCH_S, 100 ms) early, and
 # placing a dub takes a few ms in the default executor, so 50 ms are left in the worst case
-SLACK_S = 0.10  # VAD window, audio chunking and event-loop hops between arrival and sending
+SLACK_S = 0.15  # VAD block (capture.VAD_BLOCK, 85 ms), VAD window and event-loop hops between arrival and sending
 RTT_SEED_S = 0.70  # assumed round trip until the stream has measured some
 MIN_USEFUL_FRAGMENT_S = 1.0  # below this a dub is rarely worth it: D must leave room for it
 

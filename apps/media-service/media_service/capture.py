@@ -28,6 +28,7 @@ from .timeline import JUMP_S, RATE, VAD_RATE, VAD_STEP, AudioStore, Timeline
 log = logging.getLogger(__name__)
 
 RESUME_GAP_S = 0.040  # a reconnected input continues this long after the last video packet
+VAD_BLOCK = 4096  # 48 kHz samples (85 ms) resampled and analysed at a time; budget.SLACK_S allows for it
 
 
 @dataclass
@@ -84,6 +85,8 @@ class Capture:
         self.first_video_out_s: float | None = None
         self.new_session = False  # the next packet starts a session (set on a reconnect)
         self._resampler: av.AudioResampler | None = None
+        self._vad_pending: list[np.ndarray] = []  # 48 kHz stereo waiting for the VAD (< VAD_BLOCK samples)
+        self._vad_pending_n = 0
 
     # ------------------------------------------------------------ sessions
 
@@ -154,15 +157,28 @@ class Capture:
             # without analysing it. Nothing the size of the gap is allocated, however long the
             # input's audio was away.
             self._feed_segmenter(np.zeros((placed.gap % VAD_STEP, 2), np.float32))
+            self._run_vad()
             for seg in self.segmenter.skip(placed.gap // VAD_STEP):
                 self.on_segment(seg)
         self.store.write(placed.start, samples)
         self._feed_segmenter(samples)
 
     def _feed_segmenter(self, samples: np.ndarray) -> None:
-        if not len(samples):
+        """Queue audio for the VAD; it runs once VAD_BLOCK samples are waiting (a call per
+        1024-sample frame cost three times as much per sample, mostly call overhead)."""
+        if len(samples):
+            self._vad_pending.append(samples)
+            self._vad_pending_n += len(samples)
+        if self._vad_pending_n >= VAD_BLOCK:
+            self._run_vad()
+
+    def _run_vad(self) -> None:
+        """Resample what is queued to 16 kHz mono and hand it to the segmenter."""
+        if not self._vad_pending_n:
             return
-        mono = samples.mean(axis=1).astype(np.float32)
+        block = self._vad_pending[0] if len(self._vad_pending) == 1 else np.concatenate(self._vad_pending)
+        self._vad_pending, self._vad_pending_n = [], 0
+        mono = ((block[:, 0] + block[:, 1]) * 0.5).astype(np.float32)
         if self._resampler is None:
             self._resampler = av.AudioResampler(format="flt", layout="mono", rate=VAD_RATE)
         frame = av.AudioFrame.from_ndarray(mono[None, :], format="flt", layout="mono")
@@ -179,5 +195,6 @@ class Capture:
 
     def flush_segments(self) -> None:
         """The input session ended: the open segment is closed and handed on."""
+        self._run_vad()
         for seg in self.segmenter.flush():
             self.on_segment(seg)

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # are stamped up to BURST_S after they arrived, which the playout's early round offsets.
 BURST_S = 0.1
 CAUGHT_UP_S = 0.002  # a read that took longer waited for the source: nothing more is buffered
+TIMELINE_FORMAT = ("fltp", "stereo", RATE)  # decoded AAC in this format is used as it is
 
 
 class InputError(RuntimeError):
@@ -161,14 +162,24 @@ class InputReader:
                         # over, after what the old one still held is passed on.
                         now = (frame.format.name, frame.layout.name, frame.sample_rate)
                         if now != setup:
-                            if resampler is not None:
+                            if setup is not None:
                                 log.info("input audio changed: %s Hz %s -> %s Hz %s", setup[2], setup[1],
                                          now[2], now[1])
-                                next_pts = self._emit(resampler.resample(None), next_pts)
+                                if resampler is not None:
+                                    next_pts = self._emit(resampler.resample(None), next_pts)
                                 if self.on_audio_format is not None:
                                     self.on_audio_format(frame.sample_rate, len(frame.layout.channels))
-                            resampler, setup = av.AudioResampler(format="flt", layout="stereo", rate=RATE), now
-                        next_pts = self._emit(resampler.resample(frame), float(frame.pts * frame.time_base))
+                            # The usual AAC input is already the timeline's format: no resampler.
+                            resampler = (None if now == TIMELINE_FORMAT
+                                         else av.AudioResampler(format="flt", layout="stereo", rate=RATE))
+                            setup = now
+                        pts_s = float(frame.pts * frame.time_base)
+                        if resampler is None:
+                            samples = np.ascontiguousarray(frame.to_ndarray().T)  # planar -> (n, 2)
+                            self.on_audio(samples, pts_s)
+                            next_pts = pts_s + len(samples) / RATE
+                        else:
+                            next_pts = self._emit(resampler.resample(frame), pts_s)
             return "ended"
         except av.error.EOFError:
             return "ended"
