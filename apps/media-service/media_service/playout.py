@@ -55,6 +55,7 @@ class Playout:
         self.beat: float | None = None  # monotonic time of the loop's last round (watchdog)
         self.av_offset_s = 0.0
         self.output_delay_measured_s = 0.0
+        self.position = 0  # timeline index of the next audio frame to render (what the output is playing)
 
     # ------------------------------------------------------------ the loop
 
@@ -85,6 +86,7 @@ class Playout:
                     self.output_delay_measured_s = time.monotonic() - arrival
                     next_index += FRAME
                     wrote = True
+                self.position = next_index
                 while (packet := video.pop_due(horizon - self.delay_s)) is not None:  # video that is due
                     self._write_video(packet)
                     wrote = True
