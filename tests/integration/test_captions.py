@@ -265,6 +265,8 @@ def test_sse_feeds_deliver_the_cues_as_they_appear(run):
         clocks = [(t, d["clock_ms"]) for t, _, d in feed.of("clock") if d["playing"]]
         assert clocks, feed.events
         assert all(b[1] >= a[1] for a, b in zip(clocks, clocks[1:])) and clocks[-1][1] > clocks[0][1]
+        for (ta, ca), (tb, cb) in zip(clocks, clocks[1:]):  # a playing clock runs in real time
+            assert abs((cb - ca) - (tb - ta) * 1000.0) <= 300.0, clocks
         for span in spans:
             first = span["start_ms"] + DELAY_MS
             mine = [t for t, _, d in got if abs(d["start_ms"] - first) <= 1]
@@ -273,3 +275,13 @@ def test_sse_feeds_deliver_the_cues_as_they_appear(run):
                 t_clock, clock = before[-1]
                 assert clock + (mine[0] - t_clock) * 1000.0 <= first + 500.0, (span, before[-1], mine[0])
 
+
+def test_dashboard_shows_captions_under_the_preview(stack):
+    with urllib.request.urlopen(stack.media.url + "/", timeout=5) as resp:  # nosec B310
+        page = resp.read().decode()
+    # A caption feed per card, opened with a signed link (EventSource cannot send the token), and
+    # a language selector with the source and every target.
+    assert "/captions/" in page and "/link" in page and "new EventSource(" in page
+    assert 'title: "caption language"' in page and "s.source_language" in page
+    assert "Authorization" in page and "token=" not in page  # the token never goes into a URL
+    assert "http://" not in page and "https://" not in page

@@ -37,7 +37,7 @@ from .targets import TargetRefused
 log = logging.getLogger(__name__)
 
 MAX_CAPTION_FEEDS = 64  # open caption SSE feeds over all streams; one more: 503 limit_reached
-CAPTION_CLOCK_S = 5.0  # a feed sends the output clock (and a keep-alive) at least this often
+CAPTION_CLOCK_S = 2.0  # a feed sends the output clock (and a keep-alive) at least this often
 CAPTION_POLL_S = 1.0  # a feed notices a closed connection, a removed stream or shutdown within this
 
 
@@ -220,7 +220,7 @@ class Api:
     async def captions_events(self, request):
         """Server-Sent Events: each cue of one language as it is added (`event: cue`, `id:` = its seq,
         resumable with `Last-Event-ID` or `?since=`), the output clock (`event: clock`) every few
-        seconds, `event: end` when the stream goes."""
+        seconds and as soon as the output starts or stops playing, `event: end` when the stream goes."""
         worker, track = self._caption_track(request, request.match_info["lang"])
         try:
             seq = int(request.headers.get("Last-Event-ID") or request.query.get("since", "0"))
@@ -237,8 +237,11 @@ class Api:
                     and self.registry.get(worker.id) is worker and not worker.done)
 
         def clock() -> bytes:
-            data = {"clock_ms": round(worker.output_clock_ms(), 1), "playing": worker.playout.state == "writing"}
+            clock_ms, sent["playing"] = worker.output_clock()
+            data = {"clock_ms": round(clock_ms, 1), "playing": sent["playing"]}
             return b"event: clock\ndata: %s\n\n" % json.dumps(data).encode()
+
+        sent = {"playing": False}
 
         self.caption_feeds += 1
         try:
@@ -251,7 +254,7 @@ class Api:
                 for cue in cues:
                     seq = max(seq, cue.seq)
                     out += b"id: %d\nevent: cue\ndata: %s\n\n" % (cue.seq, json.dumps(cue.as_json(track.language)).encode())
-                if time.monotonic() - last_clock >= CAPTION_CLOCK_S:
+                if time.monotonic() - last_clock >= CAPTION_CLOCK_S or worker.output_clock()[1] != sent["playing"]:
                     out += clock()
                     last_clock = time.monotonic()
                 if out:

@@ -289,10 +289,13 @@ class StreamWorker:
                 return None
             return OutputWriter(url, info.video if info else None, audio=bool(info and info.audio is not None))
 
-    def output_clock_ms(self) -> float:
-        """Where the output is now on the output timeline (the caption cues' clock): the position
-        being played + D."""
-        return self.playout.position * 1000.0 / RATE + self.delay_s * 1000.0
+    def output_clock(self) -> tuple[float, bool]:
+        """Where the output is on the output timeline (the caption cues' clock): the position being
+        played + D (ms), and whether it is playing (audio written within the last half second;
+        before the first frame, and once an ended input is played out, it stands still)."""
+        at = self.playout.position_at
+        playing = at is not None and time.monotonic() - at < 0.5 and self.playout.state == "writing"
+        return self.playout.position * 1000.0 / RATE + self.delay_s * 1000.0, playing
 
     def _output_error(self, message: str) -> None:
         self.state_reason = message
