@@ -1,6 +1,8 @@
 """The control plane (aiohttp): health, metrics, the /v1/streams REST API, events, the live
-preview (`/v1/streams/{id}/preview.mjpg`) and the dashboard page (`/`); `make_app` wires them with
-the publish hooks (`hooks.py`) behind the token check (`auth.py`).
+preview (`/v1/streams/{id}/preview.mjpg`), live captions (`/v1/streams/{id}/captions/{lang}.vtt`
+and its SSE feed `.../captions/{lang}/events`, from the stream's `captions.CaptionStore`) and the
+dashboard page (`/`); `make_app` wires them with the publish hooks (`hooks.py`) behind the token
+check (`auth.py`).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -18,6 +21,7 @@ from pydantic import ValidationError
 from .auth import auth_middleware
 from .bodies import MAX_BODY_BYTES, json_body, json_error
 from .budget import DelayTooShort, check_delay
+from .captions import render_webvtt
 from .config import MediaConfig, StreamPatch, StreamRequest
 from .dashboard import DASHBOARD_HTML
 from .events import EventLog
@@ -32,6 +36,10 @@ from .targets import TargetRefused
 
 log = logging.getLogger(__name__)
 
+MAX_CAPTION_FEEDS = 64  # open caption SSE feeds over all streams; one more: 503 limit_reached
+CAPTION_CLOCK_S = 2.0  # a feed sends the output clock (and a keep-alive) at least this often
+CAPTION_POLL_S = 1.0  # a feed notices a closed connection, a removed stream or shutdown within this
+
 
 class Api:
     def __init__(self, cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, events: EventLog,
@@ -39,6 +47,8 @@ class Api:
         self.cfg, self.registry, self.metrics, self.events = cfg, registry, metrics, events
         self.previews = previews
         self.reconciler: Reconciler | None = None  # with --mediamtx-api
+        self.caption_feeds = 0
+        self.closing = False  # set on shutdown: open caption feeds end
 
     # ---------------------------------------------------------------- basics
 
@@ -185,6 +195,89 @@ class Api:
             query += "&" + urlencode({"lang": lang})
         return web.json_response({"url": f"{path}?{query}", "expires_at": expires})
 
+    # ---------------------------------------------------------------- captions
+
+    def _caption_track(self, request, lang: str):
+        worker = self._worker(request)
+        track = worker.captions.track(lang)
+        if track is None:
+            raise web.HTTPNotFound(text=json.dumps({"error": {
+                "code": "not_found", "message": f"stream {worker.id!r} has no caption language {lang!r}; "
+                                                f"it has {worker.captions.languages}"}}),
+                content_type="application/json")
+        return worker, track
+
+    async def captions_vtt(self, request):
+        """The kept cues of one language as a WebVTT document (players poll it; it grows)."""
+        name = request.match_info["name"]
+        if not name.endswith(".vtt"):
+            return json_error(404, "not_found", f"no caption resource {name!r}; ask for <lang>.vtt or <lang>/events")
+        worker, track = self._caption_track(request, name[:-4])
+        body = render_webvtt(track.cues())
+        return web.Response(text=body, content_type="text/vtt", charset="utf-8",
+                            headers={"Cache-Control": "no-cache, no-store"})
+
+    async def captions_events(self, request):
+        """Server-Sent Events: each cue of one language as it is added (`event: cue`, `id:` = its seq,
+        resumable with `Last-Event-ID` or `?since=`), the output clock (`event: clock`) every few
+        seconds and as soon as the output starts or stops playing, `event: end` when the stream goes."""
+        worker, track = self._caption_track(request, request.match_info["lang"])
+        try:
+            seq = int(request.headers.get("Last-Event-ID") or request.query.get("since", "0"))
+        except ValueError:
+            return json_error(400, "invalid_request", "since / Last-Event-ID must be an integer (a cue seq)")
+        if self.caption_feeds >= MAX_CAPTION_FEEDS:
+            return self._refuse(LimitReached("caption_feeds", f"{MAX_CAPTION_FEEDS} caption feeds are open"))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                           "Cache-Control": "no-cache, no-store", "X-Accel-Buffering": "no"})
+
+        def alive() -> bool:
+            transport = request.transport
+            return (transport is not None and not transport.is_closing() and not self.closing
+                    and self.registry.get(worker.id) is worker and not worker.done)
+
+        def clock() -> bytes:
+            clock_ms, sent["playing"] = worker.output_clock()
+            data = {"clock_ms": round(clock_ms, 1), "playing": sent["playing"]}
+            return b"event: clock\ndata: %s\n\n" % json.dumps(data).encode()
+
+        sent = {"playing": False}
+
+        self.caption_feeds += 1
+        try:
+            await resp.prepare(request)
+            await resp.write(b"retry: 3000\n\n" + clock())
+            last_clock = time.monotonic()
+            while alive():
+                cues = await track.wait_since(seq, CAPTION_POLL_S)
+                out = b""
+                for cue in cues:
+                    seq = max(seq, cue.seq)
+                    out += b"id: %d\nevent: cue\ndata: %s\n\n" % (cue.seq, json.dumps(cue.as_json(track.language)).encode())
+                if time.monotonic() - last_clock >= CAPTION_CLOCK_S or worker.output_clock()[1] != sent["playing"]:
+                    out += clock()
+                    last_clock = time.monotonic()
+                if out:
+                    await resp.write(out)
+            if request.transport is not None and not request.transport.is_closing():
+                await resp.write(b"event: end\ndata: {}\n\n")
+        except (ConnectionError, RuntimeError) as exc:  # the reader went away mid-write
+            log.debug("caption feed of %s left: %r", worker.id, exc)
+        finally:
+            self.caption_feeds -= 1
+        return resp
+
+    async def captions_link(self, request):
+        """Signed URLs of one language's WebVTT document and SSE feed, for a `<track>` or an
+        `EventSource` (they cannot send the token), valid for minutes."""
+        worker, track = self._caption_track(request, request.match_info["lang"])
+        base = f"/v1/streams/{worker.id}/captions/{track.language}"
+        links, expires = {}, 0
+        for key, path in (("vtt", f"{base}.vtt"), ("events", f"{base}/events")):
+            query, expires = request.app["links"].sign(path)
+            links[key] = f"{path}?{query}"
+        return web.json_response({**links, "expires_at": expires})
+
     async def dashboard(self, request):
         return web.Response(text=DASHBOARD_HTML, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
@@ -206,6 +299,7 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
     for name, value in (("streams", cfg.max_streams), ("languages", cfg.max_languages),
                         ("preview_viewers", cfg.max_preview_viewers),
                         ("preview_viewers_total", cfg.max_preview_viewers_total), ("body_bytes", MAX_BODY_BYTES),
+                        ("caption_feeds", MAX_CAPTION_FEEDS),
                         ("events_kept", events.maxlen)):
         metrics.limit.labels(name).set(value)
     r = app.router
@@ -222,6 +316,9 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
     r.add_get("/v1/streams/{id}/events", api.events_handler)
     r.add_get("/v1/streams/{id}/preview.mjpg", api.preview)
     r.add_post("/v1/streams/{id}/preview-link", api.preview_link)
+    r.add_get("/v1/streams/{id}/captions/{name}", api.captions_vtt)  # {lang}.vtt
+    r.add_get("/v1/streams/{id}/captions/{lang}/events", api.captions_events)
+    r.add_post("/v1/streams/{id}/captions/{lang}/link", api.captions_link)
     r.add_get("/v1/events", api.events_handler)
     r.add_post("/v1/hooks/mediamtx/ready", hooks.mediamtx_ready)
     r.add_post("/v1/hooks/mediamtx/not-ready", hooks.mediamtx_not_ready)
@@ -233,6 +330,7 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
             api.reconciler.start()
 
     async def _shutdown(app):
+        api.closing = True  # open caption feeds end within CAPTION_POLL_S
         if api.reconciler is not None:
             await api.reconciler.close()
         await previews.close()  # ends the open preview responses, which would otherwise hold up shutdown

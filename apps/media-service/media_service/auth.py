@@ -2,9 +2,10 @@
 
 Every /v1 request needs `Authorization: Bearer <token>` (MEDIA_API_TOKEN, or the one generated at
 start). Two kinds of caller cannot send a header: the publish hooks (nginx-rtmp, MediaMTX) pass
-`?token=`, and the dashboard's `<img>` preview uses a short-lived signed link from
-`POST /v1/streams/{id}/preview-link` (`signed_links.py`), so the token itself never sits in a URL
-that a browser keeps. Browser requests from another site (a foreign `Origin`) and, when
+`?token=`, and the dashboard's `<img>` preview and caption `EventSource` (or a `<track>`) use a
+short-lived signed link from `POST /v1/streams/{id}/preview-link` or
+`POST /v1/streams/{id}/captions/{lang}/link` (`signed_links.py`), so the token itself never sits in
+a URL that a browser keeps. Browser requests from another site (a foreign `Origin`) and, when
 `--allowed-hosts` is set, other Host names are refused before the token is looked at. /health,
 /metrics and the dashboard page (which holds no data) are open.
 """
@@ -12,6 +13,7 @@ that a browser keeps. Browser requests from another site (a foreign `Origin`) an
 from __future__ import annotations
 
 import hmac
+import re
 
 from aiohttp import web
 
@@ -24,7 +26,9 @@ OPEN_PATHS = ("/health", "/metrics")
 # previews open with a signed link instead (`signed_links.py`); every other /v1 route takes the
 # token only as a bearer header.
 HOOK_PREFIX = "/v1/hooks/"  # form or raw-query bodies from RTMP servers; the token may be in the URL
-SIGNED_LINK_SUFFIXES = ("/preview.mjpg",)
+# The routes a signed link may open: the preview and a caption document or feed (a `<track>`, an
+# `EventSource`); each link names its own path (signed_links.py).
+SIGNED_LINK_PATH = re.compile(r"^/v1/streams/[^/]+/(preview\.mjpg|captions/[^/]+\.vtt|captions/[^/]+/events)$")
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
@@ -54,10 +58,10 @@ async def auth_middleware(request: web.Request, handler):
         supplied = supplied[7:]
     elif request.path.startswith(HOOK_PREFIX):
         supplied = request.query.get("token", "")
-    elif request.path.endswith(SIGNED_LINK_SUFFIXES) and "sig" in request.query:
+    elif SIGNED_LINK_PATH.match(request.path) and "sig" in request.query:
         if not request.app["links"].verify(request.path, request.query.get("exp", ""), request.query["sig"]):
-            return json_error(401, "unauthorized", "preview link expired or not valid; ask "
-                              "POST /v1/streams/{id}/preview-link for a new one")
+            return json_error(401, "unauthorized", "link expired or not valid; ask POST "
+                              "/v1/streams/{id}/preview-link (or .../captions/{lang}/link) for a new one")
         return await handler(request)
     else:
         supplied = ""

@@ -1,11 +1,15 @@
 """The operator dashboard: one self-contained HTML page (inline CSS/JS, no external assets).
 
 It holds no data: it polls `GET /v1/streams` every 2 s, shows each stream's state and counters, its
-recent transcripts/translations and a live preview (`/v1/streams/{id}/preview.mjpg`), and switches
-the mix with `PATCH /v1/streams/{id}`. The token typed into the page is kept in memory only (never
+recent transcripts/translations, a live preview (`/v1/streams/{id}/preview.mjpg`) with the live
+captions under it (the SSE feed `/v1/streams/{id}/captions/{lang}/events`, any of the stream's
+languages; each cue shown while the feed's output clock is inside it), and switches the mix with
+`PATCH /v1/streams/{id}`. The token typed into the page is kept in memory only (never
 in localStorage: any script of the origin could read it there, and it would outlive the tab) and
-sent as `Authorization: Bearer` only. The preview image cannot send headers, so the page asks
-`POST /v1/streams/{id}/preview-link` for a signed link that opens that one preview for minutes.
+sent as `Authorization: Bearer` only. The preview image and the caption `EventSource` cannot send
+headers, so the page asks `POST /v1/streams/{id}/preview-link` and
+`POST /v1/streams/{id}/captions/{lang}/link` for signed links that open that one preview or feed
+for minutes (and for new ones after an error).
 """
 
 DASHBOARD_HTML = r"""<!doctype html>
@@ -29,6 +33,10 @@ DASHBOARD_HTML = r"""<!doctype html>
   .state.running { background:var(--ok); color:#fff; } .state.error, .state.ended { background:var(--bad); color:#fff; }
   .row { display:flex; gap:1em; }
   .preview { width:240px; min-height:135px; background:#000; border-radius:4px; cursor:pointer; object-fit:contain; }
+  .pcol { width:240px; flex:none; }
+  .captions { background:#000; color:#fff; font-size:.85em; line-height:1.3; min-height:2.6em; padding:.2em .4em;
+              margin-top:2px; border-radius:4px; text-align:center; white-space:pre-line; }
+  .captions.stale { color:#aaa; } .caplang { font-size:.8em; color:var(--muted); margin-top:2px; }
   table.kv { border-collapse:collapse; font-size:.9em; flex:1; }
   table.kv td { padding:1px 6px 1px 0; vertical-align:top; } table.kv td:first-child { color:var(--muted); white-space:nowrap; }
   .mix button { margin-right:.3em; } .mix button.on { font-weight:bold; outline:2px solid var(--ok); }
@@ -51,7 +59,7 @@ const tokenInput = document.getElementById("token");
 try { localStorage.removeItem("livedub.token"); } catch (e) {}  // what older versions stored
 tokenInput.addEventListener("change", () => {
   apiToken = tokenInput.value.trim();
-  for (const card of cards.values()) card.setPreview();
+  for (const card of cards.values()) { card.setPreview(); card.setCaptions(); }
   poll();
 });
 const token = () => apiToken;
@@ -105,7 +113,57 @@ function makeCard(s) {
   if (s.target_languages.length > 1) mix.append(" preview: ", langSel);
   const msg = el("div", {class: "err"});
   const recent = el("ul", {class: "recent"});
-  const root = el("section", {class: "card"}, el("h2", {}, title, state), el("div", {class: "row"}, img, kv), mix, msg, recent);
+  // Live captions under the preview: one SSE feed of the chosen language; each cue is shown while
+  // the output clock (sent by the feed) is inside it, as the delayed output plays it.
+  const capBox = el("div", {class: "captions", title: "live captions"});
+  const capSel = el("select", {title: "caption language"});
+  for (const l of [s.source_language, ...s.target_languages.filter(l => l !== s.source_language)])
+    capSel.append(el("option", {value: l}, l + (l === s.source_language ? " (original)" : "")));
+  card.capLang = s.target_languages[0];
+  capSel.value = card.capLang;
+  const capInfo = el("span", {});
+  const pcol = el("div", {class: "pcol"}, img, capBox, el("div", {class: "caplang"}, "captions: ", capSel, " ", capInfo));
+  let feed = null, cues = [], clockOffset = null, capRetry = null;
+  card.closeCaptions = () => { if (feed) { feed.close(); feed = null; } clearTimeout(capRetry); };
+  card.setCaptions = async () => {
+    card.closeCaptions();
+    cues = []; clockOffset = null; capBox.textContent = "";
+    const lang = card.capLang;
+    const retry = () => { clearTimeout(capRetry); capRetry = setTimeout(() => { if (cards.get(id) === card && card.capLang === lang) card.setCaptions(); }, 3000); };
+    try {
+      const r = await fetch("/v1/streams/" + encodeURIComponent(id) + "/captions/" + encodeURIComponent(lang) + "/link",
+                            {method: "POST", headers: headers()});
+      if (!r.ok) { capInfo.textContent = r.status + " " + (((await r.json().catch(() => ({}))).error || {}).message || ""); retry(); return; }
+      if (card.capLang !== lang) return;
+      const es = new EventSource((await r.json()).events);
+      feed = es;
+      capInfo.textContent = "";
+      es.addEventListener("cue", (ev) => {
+        const c = JSON.parse(ev.data);
+        cues.push(c); cues.sort((a, b) => a.start_ms - b.start_ms);
+        if (cues.length > 50) cues.splice(0, cues.length - 50);
+        card.showCaption();
+      });
+      es.addEventListener("clock", (ev) => {  // only a playing output's clock moves
+        const c = JSON.parse(ev.data);
+        clockOffset = c.playing ? c.clock_ms - performance.now() : null;
+      });
+      es.addEventListener("end", () => { es.close(); if (feed === es) feed = null; });
+      es.addEventListener("error", () => { if (es.readyState === EventSource.CLOSED && feed === es) { feed = null; retry(); } });
+    } catch (e) { capInfo.textContent = String(e); retry(); }
+  };
+  card.showCaption = () => {
+    let cue = null, stale = false;
+    if (clockOffset !== null) {
+      const now = performance.now() + clockOffset;
+      cue = cues.find(c => c.start_ms <= now && now < c.end_ms) || null;
+    } else if (cues.length) { cue = cues[cues.length - 1]; stale = true; }  // not playing: the latest, greyed
+    const text = cue ? cue.lines.join("\n") : "";
+    if (capBox.textContent !== text) capBox.textContent = text;
+    capBox.className = "captions" + (stale ? " stale" : "");
+  };
+  capSel.addEventListener("change", () => { card.capLang = capSel.value; card.setCaptions(); });
+  const root = el("section", {class: "card"}, el("h2", {}, title, state), el("div", {class: "row"}, pcol, kv), mix, msg, recent);
 
   card.setPreview = async () => {
     try {
@@ -139,6 +197,7 @@ function makeCard(s) {
   };
   card.root = root;
   card.setPreview();
+  card.setCaptions();
   return card;
 }
 
@@ -153,7 +212,9 @@ async function poll() {
       card.update(s);
     }
     for (const [id, card] of cards) {
-      if (!seen.has(id)) { card.root.querySelector("img").removeAttribute("src"); card.root.remove(); cards.delete(id); }
+      if (!seen.has(id)) {
+        card.root.querySelector("img").removeAttribute("src"); card.closeCaptions(); card.root.remove(); cards.delete(id);
+      }
     }
     const empty = main.querySelector(".empty");
     if (empty) empty.hidden = cards.size > 0;
@@ -166,6 +227,7 @@ async function poll() {
 }
 poll();
 setInterval(poll, 2000);
+setInterval(() => { for (const card of cards.values()) card.showCaption(); }, 200);
 </script>
 </body>
 </html>

@@ -21,6 +21,7 @@ import numpy as np
 from livedub_protocol import FragmentData, StreamInit, float_to_pcm16, pcm16_to_float
 
 from .budget import DEADLINE_MARGIN_S, fragment_limits
+from .captions import CaptionStore
 from .config import MediaConfig, StreamRequest
 from .dsp import resample
 from .events import EventLog
@@ -39,12 +40,13 @@ RTT_WINDOW = 30  # the fragment limits follow the p95 service time of this many 
 class Dubbing:
     def __init__(self, stream_id: str, request: StreamRequest, cfg: MediaConfig, delay_s: float, *,
                  metrics: MediaMetrics, events: EventLog, counters, store: AudioStore, tracks: DubTracks,
-                 segmenter: SpeechSegmenter, stop: threading.Event,
+                 segmenter: SpeechSegmenter, stop: threading.Event, captions: CaptionStore | None = None,
                  on_sts_state: Callable[[str], None] | None = None):
         self.id, self.cfg, self.delay_s = stream_id, cfg, delay_s
         self.metrics, self.events, self.counters = metrics, events, counters
         self.store, self.tracks, self.segmenter = store, tracks, segmenter
         self._stop = stop
+        self.captions = captions
         self.transcripts: deque = deque(maxlen=50)
         self.limits = fragment_limits(delay_s, None, cap_ms=cfg.max_fragment_ms,
                                       min_silence_cap_ms=cfg.min_silence_ms)
@@ -138,6 +140,11 @@ class Dubbing:
                       else FallbackReason.FAILED)
             self.fallback(reason, start_ms, f"{err.code} at {err.stage}: {err.message}" if err else "")
             return
+        if self.captions is not None:
+            # Captions are what the STS returned, whether or not the dub is then placed in time
+            # (a late dub's span plays the original, which its transcript and translations caption).
+            self.captions.add_span(start_ms, frag.duration_ms, result.transcript,
+                                   {dub.target_language: dub.text for dub in result.results})
         await asyncio.get_running_loop().run_in_executor(None, self._place_dubs, result, start48, end48)
 
     def _adapt_limits(self) -> None:

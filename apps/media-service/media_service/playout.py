@@ -55,6 +55,8 @@ class Playout:
         self.beat: float | None = None  # monotonic time of the loop's last round (watchdog)
         self.av_offset_s = 0.0
         self.output_delay_measured_s = 0.0
+        self.position = 0  # timeline index of the next audio frame to render (what the output is playing)
+        self.position_at: float | None = None  # monotonic time `position` last advanced
 
     # ------------------------------------------------------------ the loop
 
@@ -85,6 +87,8 @@ class Playout:
                     self.output_delay_measured_s = time.monotonic() - arrival
                     next_index += FRAME
                     wrote = True
+                if next_index != self.position:
+                    self.position, self.position_at = next_index, now
                 while (packet := video.pop_due(horizon - self.delay_s)) is not None:  # video that is due
                     self._write_video(packet)
                     wrote = True

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .captions import CaptionStore
 from .capture import Capture
 from .config import MediaConfig, StreamRequest
 from .dubbing import Dubbing
@@ -37,6 +38,7 @@ from .redaction import redact, redact_url
 from .segmenter import Segment
 from .states import Mode, StreamState
 from .thread_names import name_native_thread
+from .timeline import RATE
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +90,12 @@ class StreamWorker:
         self._io_lock = threading.Lock()
         self.capture = Capture(stream_id, cfg, events, self.counters, on_segment=self._dispatch)
         self.tracks = DubTracks(request.target_languages)
+        # Timed text of every language on the output timeline (the API serves it; captions.py).
+        self.captions = CaptionStore(request.source_language, list(request.target_languages), self.delay_s * 1000.0)
         # The dubbing stage sets the segmenter's limits from D and the measured service time.
         self.dubbing = Dubbing(stream_id, request, cfg, self.delay_s, metrics=metrics, events=events,
                                counters=self.counters, store=self.capture.store, tracks=self.tracks,
-                               segmenter=self.capture.segmenter, stop=self._stop)
+                               segmenter=self.capture.segmenter, stop=self._stop, captions=self.captions)
         self.playout = Playout(stream_id, request, self.delay_s, capture=self.capture, tracks=self.tracks,
                                metrics=metrics, events=events, counters=self.counters,
                                mix=lambda: (self.mode, self.duck_gain_db), make_writer=self._make_writer,
@@ -285,6 +289,14 @@ class StreamWorker:
                 return None
             return OutputWriter(url, info.video if info else None, audio=bool(info and info.audio is not None))
 
+    def output_clock(self) -> tuple[float, bool]:
+        """Where the output is on the output timeline (the caption cues' clock): the position being
+        played + D (ms), and whether it is playing (audio written within the last half second;
+        before the first frame, and once an ended input is played out, it stands still)."""
+        at = self.playout.position_at
+        playing = at is not None and time.monotonic() - at < 0.5 and self.playout.state == "writing"
+        return self.playout.position * 1000.0 / RATE + self.delay_s * 1000.0, playing
+
     def _output_error(self, message: str) -> None:
         self.state_reason = message
 
@@ -319,5 +331,6 @@ class StreamWorker:
                          "audio_packets_undecodable": c.audio_packets_undecodable,
                          "segments_dropped_short": self.capture.segmenter.stats.dropped_short},
             "started_at": self.started_at,
+            "captions": self.captions.snapshot(),
             **self.dubbing.snapshot(),  # sts, fragment_limits, recent
         }
