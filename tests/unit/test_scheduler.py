@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from sts_service.metrics import StsMetrics
-from sts_service.scheduler import AsrScheduler, CostModel, DeadlineExceeded
+from sts_service.scheduler import AsrScheduler, CostModel, DeadlineExceeded, Ewma
 
 
 class FakeAsr:
@@ -171,6 +171,45 @@ def test_cost_model_learns():
     for _ in range(20):
         m.observe_asr(1000, 4, 0.5, greedy=True)
     assert abs(m.asr(1000, 4, greedy=True) - 0.5) < 0.01
+
+
+def test_estimates_forget_a_slow_spell():
+    """A spell of contention must not leave the estimates high for ever: nothing runs while they
+    say no fragment fits, so only time can bring them down (the soak's collapse to 100 %
+    deadline_exceeded)."""
+    t = [0.0]
+    e = Ewma(0.2, clock=lambda: t[0])
+    e.update(0.15)
+    for _ in range(10):
+        e.update(2.0)  # the machine was busy
+    assert e.value > 1.5
+    t[0] += Ewma.HALF_LIFE_S
+    assert e.value == pytest.approx(0.15 + (e._value - 0.15) / 2)
+    t[0] += 5 * Ewma.HALF_LIFE_S
+    assert e.value < 0.25  # back near the best time seen
+    e.update(0.4)  # and the next observation counts from there
+    assert 0.15 < e.value < 0.4
+
+
+async def test_refused_fragments_are_admitted_again_once_the_estimate_decays(monkeypatch):
+    monkeypatch.setattr(Ewma, "HALF_LIFE_S", 0.05)
+    asr = FakeAsr(0.01)
+    s = AsrScheduler(asr, ThreadPoolExecutor(1), StsMetrics())
+    s.cost = CostModel(post_seed_s=0.01)
+    for greedy in (False, True):
+        s.cost.prime(1000, greedy, 1, 0.01)
+        for _ in range(10):
+            s.cost.observe_asr(1000, 1, 1.0, greedy)  # a slow spell: one fragment now "needs" ~1 s
+    s.start()
+    try:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(DeadlineExceeded):
+            await s.transcribe(clip(1), None, loop.time() + 0.3, True)
+        await asyncio.sleep(0.5)  # ten half-lives, nothing observed meanwhile
+        result, _, _ = await s.transcribe(clip(1), None, loop.time() + 0.3, True)
+        assert result == "t1"
+    finally:
+        await s.close()
 
 
 class TimedAsr(FakeAsr):
