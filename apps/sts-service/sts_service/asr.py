@@ -6,8 +6,9 @@ window, so a 2 s fragment cost as much as a 30 s one. Here the window is sized t
 +0.5 WER points of the full one on the dense clauses, see bench/bench_asr.py and the spec), fragments of one window are encoded and decoded in one
 batched CTranslate2 call, and a result that fails a truncation guard (``asr_guards``: token budget,
 repetition, restart, compression ratio) is decoded again with the full window. A sized window is
-decoded with timestamps: a segment the model starts after the end of the audio is invented (tiny.en
-on a short window likes to begin the clause again after its full stop) and is dropped.
+decoded with timestamps: without them tiny.en on a short window likes to begin the clause again
+after its full stop; with them it closes the segment and stops, and a segment it would still
+start after the end of the audio is dropped.
 
 Whisper invents text ("Thank you.", "you", lyrics) on silence, noise and music. Because the
 dub of a hallucination would be spoken over the programme, every fragment passes the guards:
