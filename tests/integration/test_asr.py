@@ -176,7 +176,9 @@ def test_size_name_is_not_downloaded() -> None:
 
 
 def test_window_is_sized_to_the_fragment(asr: WhisperASR) -> None:
+    assert asr.min_window == 800
     assert asr.window_frames(SR * 2) == asr.min_window
+    assert asr.window_frames(SR * 7) == 900  # 700 frames + margin
     assert asr.window_frames(SR * 12) == 1400  # 1200 frames + margin, bucketed
     assert asr.window_frames(SR * 40) == 3000
     assert asr.window_frames(SR * 2) % 100 == 0
@@ -223,3 +225,20 @@ def test_warm_up_times_every_way_the_scheduler_calls(asr: WhisperASR) -> None:
     for window, greedy, batch, seconds in timed:
         cost.prime(window, greedy, batch, seconds)
     assert cost.asr(timed[0][0], 1, True) == timed[0][3]
+
+
+def test_segments_past_the_end_of_the_audio_are_dropped(asr: WhisperASR) -> None:
+    begin = asr._tokenizer.timestamp_begin
+    words = asr._tokenizer.encode(" Farmers in the south are worried.")
+    again = asr._tokenizer.encode(" Farmers in the")
+    # <|0.00|> clause <|2.00|><|2.10|> the clause again  (the audio is 2.1 s long: starts 0.0 s before its end)
+    raw = [begin, *words, begin + 100, begin + 105, *again]
+    kept, dropped = asr._before_end(raw, 2.1)
+    assert kept == words and dropped == 1
+    # a second segment inside the audio stays; the first one stays even when dated late
+    kept, dropped = asr._before_end([begin + 90, *words, begin + 100, begin + 100, *again, begin + 110], 3.0)
+    assert kept == words + again and dropped == 0
+    kept, dropped = asr._before_end([begin + 50, *words], 1.0)
+    assert kept == words and dropped == 0
+    # no timestamps at all (the full window): everything is text
+    assert asr._before_end(words, 2.0) == (words, 0)

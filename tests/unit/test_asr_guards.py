@@ -1,6 +1,6 @@
 """Truncation guards: what makes a sized-window transcription suspect."""
 
-from sts_service.asr_guards import compression_ratio, repeated_span, suspect_reason, token_budget
+from sts_service.asr_guards import compression_ratio, repeated_span, restarted, suspect_reason, token_budget
 
 
 def test_token_budget_grows_with_duration():
@@ -32,3 +32,19 @@ def test_reasons():
     assert suspect_reason(list(range(100)), "x", 1.0) == "token_budget"
     assert suspect_reason(list(range(10)), "la " * 40, 5.0) == "compression_ratio"
     assert compression_ratio("") == 0.0
+
+
+def test_a_sentence_begun_again_is_a_restart():
+    # Seen on 800-1000 frame windows: the clause, a full stop, then its start again (cut by the budget).
+    assert restarted("Farmers in the South are worried. Farmers in the")
+    assert restarted("A small plane made an emergency landing in a field. A small plane made an")
+    assert restarted("after a computer fault stop several flights. After a computer fault stop several")
+    assert restarted("Good morning. Good morning.")
+    assert suspect_reason(list(range(12)), "Farmers in the South are worried. Farmers in the", 2.0) == "restart"
+
+
+def test_ordinary_sentences_are_not_restarts():
+    assert not restarted("Farmers in the South are worried.")
+    assert not restarted("The river rose. The town was flooded.")
+    assert not restarted("It rained. It")  # one word is not enough to call a restart
+    assert not restarted("")

@@ -9,6 +9,7 @@ again with the full window.
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from collections.abc import Sequence
 
@@ -47,6 +48,28 @@ def repeated_span(tokens: Sequence[int], min_len: int = 3) -> tuple[int, int] | 
     return None
 
 
+def _words(text: str) -> list[str]:
+    return "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split()
+
+
+def restarted(text: str) -> bool:
+    """True when a later sentence begins the first one again: "Farmers in the south are worried.
+    Farmers in the". tiny.en does this on a short window when it misses the end of the audio; in a
+    1-4 s fragment of real speech a sentence that opens with the first one's 3 words (or is a prefix
+    of it, >= 2 words) is not plausible."""
+    sentences = [p for p in re.split(r"(?<=[.!?])\s+", text.strip()) if p]
+    if len(sentences) < 2:
+        return False
+    first = _words(sentences[0])
+    for later in sentences[1:]:
+        words = _words(later)
+        if len(words) >= 2 and words == first[:len(words)]:
+            return True
+        if len(words) >= 3 and words[:3] == first[:3]:
+            return True
+    return False
+
+
 def suspect_reason(tokens: Sequence[int], text: str, duration_s: float, *,
                    max_compression_ratio: float = 2.4) -> str:
     """Why a sized-window result cannot be trusted ("" when it can)."""
@@ -54,6 +77,8 @@ def suspect_reason(tokens: Sequence[int], text: str, duration_s: float, *,
         return "token_budget"
     if repeated_span(tokens) is not None:
         return "repetition"
+    if restarted(text):
+        return "restart"
     if compression_ratio(text) > max_compression_ratio:
         return "compression_ratio"
     return ""
