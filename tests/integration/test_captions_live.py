@@ -265,8 +265,10 @@ def test_sse_feeds_deliver_the_cues_as_they_appear(run):
         clocks = [(t, d["clock_ms"]) for t, _, d in feed.of("clock") if d["playing"]]
         assert clocks, feed.events
         assert all(b[1] >= a[1] for a, b in zip(clocks, clocks[1:])) and clocks[-1][1] > clocks[0][1]
-        for (ta, ca), (tb, cb) in zip(clocks, clocks[1:]):  # a playing clock runs in real time
-            assert abs((cb - ca) - (tb - ta) * 1000.0) <= 300.0, clocks
+        # A playing clock runs in real time, judged over the whole run: between two clock events
+        # a loaded machine may hold the output thread back and let it catch up.
+        wall_ms, media_ms = (clocks[-1][0] - clocks[0][0]) * 1000.0, clocks[-1][1] - clocks[0][1]
+        assert abs(media_ms - wall_ms) <= 300.0 + 0.1 * wall_ms, clocks
         for span in spans:
             first = span["start_ms"] + DELAY_MS
             mine = [t for t, _, d in got if abs(d["start_ms"] - first) <= 1]
