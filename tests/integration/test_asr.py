@@ -176,9 +176,9 @@ def test_size_name_is_not_downloaded() -> None:
 
 
 def test_window_is_sized_to_the_fragment(asr: WhisperASR) -> None:
-    assert asr.min_window == 800
+    assert asr.min_window == 1000
     assert asr.window_frames(SR * 2) == asr.min_window
-    assert asr.window_frames(SR * 7) == 900  # 700 frames + margin
+    assert asr.window_frames(SR * 9) == 1100  # 900 frames + margin
     assert asr.window_frames(SR * 12) == 1400  # 1200 frames + margin, bucketed
     assert asr.window_frames(SR * 40) == 3000
     assert asr.window_frames(SR * 2) % 100 == 0

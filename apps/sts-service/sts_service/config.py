@@ -43,7 +43,7 @@ class StsConfig(Settings):
     asr_threads: int = setting(1, "--asr-threads", "STS_ASR_THREADS",
                                "CTranslate2 CPU threads per ASR worker (>= 1)", ge=1)
     asr_min_window: int = setting(
-        800, "--asr-min-window", "STS_ASR_MIN_WINDOW",
+        1000, "--asr-min-window", "STS_ASR_MIN_WINDOW",
         "shortest encoder window in 10 ms frames (100–3000); a fragment gets its length + 2 s, 3000 is "
         "Whisper's full 30 s window", ge=100, le=3000)
     asr_workers: int = setting(
