@@ -30,7 +30,7 @@ def test_sample_rate_and_channel_change_is_read_in_one_session(tmp_path, before,
     shift = max(t.ms for t in first) + 34
     src = flv.write_flv(tmp_path / "switch.flv", first + flv.shifted(second, shift))
     audio, formats = [], []
-    reader = InputReader(str(src), on_video=lambda p: None, on_audio=lambda x, t: audio.append((t, len(x))),
+    reader = InputReader(str(src), on_video=lambda p, a: None, on_audio=lambda x, t, a: audio.append((t, len(x))),
                          stop=threading.Event(), realtime=False, on_audio_format=lambda r, c: formats.append((r, c)))
     reason = reader.read_session(lambda info, container: None)
     assert reason == "ended", reason
@@ -46,8 +46,9 @@ def test_corrupt_audio_packets_are_skipped_counted_and_the_session_goes_on(tmp_p
     bad, damaged = flv.corrupt(tags, every=3)
     src = flv.write_flv(tmp_path / "bad.flv", bad)
     errors, audio = [], []
-    reader = InputReader(str(src), on_video=lambda p: None, on_audio=lambda x, t: audio.append(len(x)),
+    reader = InputReader(str(src), on_video=lambda p, a: None, on_audio=lambda x, t, a: audio.append(len(x)),
                          stop=threading.Event(), realtime=False, on_undecodable=errors.append)
     assert reader.read_session(lambda info, container: None) == "ended"
     assert damaged > 10 and errors, (damaged, errors)
     assert sum(audio) > 0.5 * 48000  # the rest was decoded
+

@@ -34,7 +34,7 @@ VAD_BLOCK = 4096  # 48 kHz samples (85 ms) resampled and analysed at a time; bud
 @dataclass
 class VideoItem:
     packet: av.Packet
-    arrival: float  # monotonic time it was read: due at arrival + D
+    arrival: float  # monotonic time it arrived (ingest.ArrivalClock): due at arrival + D
 
 
 class VideoQueue:
@@ -132,7 +132,7 @@ class Capture:
 
     # ------------------------------------------------------------ packets (ingest thread)
 
-    def on_video(self, packet: av.Packet) -> None:
+    def on_video(self, packet: av.Packet, arrival: float | None = None) -> None:
         if packet.pts is not None and self.jumped(float(packet.pts * packet.time_base), "video"):
             self.new_session = True
         if self.new_session and packet.pts is not None:
@@ -143,9 +143,9 @@ class Capture:
             if self.first_video_out_s is None:
                 self.first_video_out_s = out_s
         self.counters.video_packets_in += 1
-        self.video.push(packet, time.monotonic())
+        self.video.push(packet, time.monotonic() if arrival is None else arrival)
 
-    def on_audio(self, samples: np.ndarray, pts_s: float) -> None:
+    def on_audio(self, samples: np.ndarray, pts_s: float, arrival: float | None = None) -> None:
         if self.jumped(pts_s, "audio"):
             self.new_session = True
         if self.new_session:
@@ -160,7 +160,7 @@ class Capture:
             self._run_vad()
             for seg in self.segmenter.skip(placed.gap // VAD_STEP):
                 self.on_segment(seg)
-        self.store.write(placed.start, samples)
+        self.store.write(placed.start, samples, arrival)
         self._feed_segmenter(samples)
 
     def _feed_segmenter(self, samples: np.ndarray) -> None:

@@ -25,10 +25,42 @@ log = logging.getLogger(__name__)
 # that runs right after a sleep runs from cold caches (one Silero window: 1.1 ms instead of
 # 0.23 ms). Reading in 100 ms bursts, with the playout writing in rounds of the same size, took one
 # 720p30 stream from 16 % to ~11 % of a core (bench/bench_media_cpu.py). Packets taken in a burst
-# are stamped up to BURST_S after they arrived, which the playout's early round offsets.
+# are stamped with when they arrived, not when they were taken (ArrivalClock): stamped when taken,
+# each was played up to 100 ms late (glass-to-glass 3.61 s at D = 3.5 s instead of 3.56 s).
 BURST_S = 0.1
 CAUGHT_UP_S = 0.002  # a read that took longer waited for the source: nothing more is buffered
 TIMELINE_FORMAT = ("fltp", "stereo", RATE)  # decoded AAC in this format is used as it is
+
+
+class ArrivalClock:
+    """When a packet taken from a burst really arrived (monotonic seconds).
+
+    The output plays each packet D after it arrived, and a dub's deadline is counted from the
+    same moment, so a packet stamped when the burst was taken would play up to BURST_S late. A
+    live source delivers in real time: a packet `d` seconds of stream time after the last one seen
+    arriving (a read that waited for it) arrived about `d` after it. Never later than now, never
+    more than ``max_lag_s`` before it (a timestamp jump backwards cannot date a packet far back).
+    """
+
+    def __init__(self, max_lag_s: float = BURST_S + 0.05):
+        self.max_lag_s = max_lag_s
+        self._wall: float | None = None
+        self._ts: float | None = None
+
+    def saw_arrive(self, ts: float | None, wall: float) -> None:
+        if ts is not None:
+            self._wall, self._ts = wall, ts
+
+    def arrival(self, ts: float | None, now: float) -> float:
+        if ts is None or self._wall is None or self._ts is None:
+            return now
+        return max(now - self.max_lag_s, min(now, self._wall + max(0.0, ts - self._ts)))
+
+
+def _stream_time(packet: av.Packet) -> float | None:
+    """The packet's place in send order (RTMP/FLV timestamps are decode timestamps)."""
+    ts = packet.dts if packet.dts is not None else packet.pts
+    return float(ts * packet.time_base) if ts is not None and packet.time_base is not None else None
 
 
 class InputError(RuntimeError):
@@ -84,8 +116,8 @@ def describe(container: av.container.InputContainer) -> InputInfo:
 class InputReader:
     """Demuxes one input session and hands packets/audio to callbacks, in input order."""
 
-    def __init__(self, url: str, *, on_video: Callable[[av.Packet], None],
-                 on_audio: Callable[[np.ndarray, float], None], stop: threading.Event,
+    def __init__(self, url: str, *, on_video: Callable[[av.Packet, float], None],
+                 on_audio: Callable[[np.ndarray, float, float], None], stop: threading.Event,
                  realtime: bool | None = None, on_audio_format: Callable[[int, int], None] | None = None,
                  on_undecodable: Callable[[str], None] | None = None):
         self.url = url
@@ -97,11 +129,11 @@ class InputReader:
         # Files are paced like a live source so that the output delay means the same thing.
         self.realtime = (not _is_live(url)) if realtime is None else realtime
 
-    def _emit(self, frames, pts_s: float) -> float:
+    def _emit(self, frames, pts_s: float, arrival: float) -> float:
         """Hand resampled frames on, laid end to end from `pts_s`; returns the time after them."""
         for out in frames:
             samples = out.to_ndarray().reshape(-1, 2)
-            self.on_audio(samples, pts_s)
+            self.on_audio(samples, pts_s, arrival)
             pts_s += len(samples) / RATE
         return pts_s
 
@@ -121,17 +153,20 @@ class InputReader:
             resampler, setup, next_pts = None, None, 0.0
             undecodable = 0
             t_wall0 = pts0 = None
+            clock = ArrivalClock()
             packets = container.demux(streams)
             while True:
                 asked = time.monotonic()
                 packet = next(packets, None)
+                got = time.monotonic()
                 if packet is None:
                     break
                 if self.stop.is_set():
                     return "stopped"
-                if not self.realtime and time.monotonic() - asked > CAUGHT_UP_S:
-                    # The read waited for the source: we are caught up. Let the next packets
-                    # gather in the socket and take them in one burst.
+                if not self.realtime and got - asked > CAUGHT_UP_S:
+                    # The read waited for the source: we are caught up, and this packet arrived
+                    # just now. Let the next packets gather in the socket and take them in one burst.
+                    clock.saw_arrive(_stream_time(packet), got)
                     self.stop.wait(BURST_S)
                 if packet.dts is None and packet.size == 0:
                     continue
@@ -142,8 +177,10 @@ class InputReader:
                     ahead = (t - pts0) - (time.monotonic() - t_wall0)
                     if ahead > BURST_S:  # paced in bursts too (a file is a stand-in for a live source)
                         self.stop.wait(ahead)
+                now = time.monotonic()
+                arrival = now if self.realtime else clock.arrival(_stream_time(packet), now)
                 if packet.stream.type == "video":
-                    self.on_video(packet)
+                    self.on_video(packet, arrival)
                 elif packet.stream.type == "audio":
                     try:
                         frames = packet.decode()
@@ -166,7 +203,7 @@ class InputReader:
                                 log.info("input audio changed: %s Hz %s -> %s Hz %s", setup[2], setup[1],
                                          now[2], now[1])
                                 if resampler is not None:
-                                    next_pts = self._emit(resampler.resample(None), next_pts)
+                                    next_pts = self._emit(resampler.resample(None), next_pts, arrival)
                                 if self.on_audio_format is not None:
                                     self.on_audio_format(frame.sample_rate, len(frame.layout.channels))
                             # The usual AAC input is already the timeline's format: no resampler.
@@ -176,10 +213,10 @@ class InputReader:
                         pts_s = float(frame.pts * frame.time_base)
                         if resampler is None:
                             samples = np.ascontiguousarray(frame.to_ndarray().T)  # planar -> (n, 2)
-                            self.on_audio(samples, pts_s)
+                            self.on_audio(samples, pts_s, arrival)
                             next_pts = pts_s + len(samples) / RATE
                         else:
-                            next_pts = self._emit(resampler.resample(frame), pts_s)
+                            next_pts = self._emit(resampler.resample(frame), pts_s, arrival)
             return "ended"
         except av.error.EOFError:
             return "ended"

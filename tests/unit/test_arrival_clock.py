@@ -1,0 +1,19 @@
+"""ingest.ArrivalClock: packets read in bursts keep the time they arrived (the output delay is counted from it)."""
+
+import pytest
+from media_service.ingest import ArrivalClock
+
+
+def test_arrival_clock_dates_a_burst_by_stream_time():
+    """Packets taken in one burst are dated by when they arrived, not when they were taken."""
+    clock = ArrivalClock(max_lag_s=0.15)
+    assert clock.arrival(1.0, now=50.0) == 50.0  # nothing seen arriving yet: now
+    clock.saw_arrive(10.0, wall=100.0)  # a read that waited: this packet arrived at 100.0
+    # taken 100 ms later in one burst: each dated by its distance in stream time
+    assert clock.arrival(10.04, now=100.1) == pytest.approx(100.04)
+    assert clock.arrival(10.08, now=100.1) == pytest.approx(100.08)
+    assert clock.arrival(10.5, now=100.1) == pytest.approx(100.1)  # never later than now
+    assert clock.arrival(9.99, now=100.1) == pytest.approx(100.0)  # interleaving: not before the anchor
+    assert clock.arrival(2.0, now=100.1) == pytest.approx(100.0)  # a jump backwards: bounded
+    assert clock.arrival(10.0, now=101.0) == pytest.approx(100.85)  # at most max_lag_s before now
+    assert clock.arrival(None, now=100.1) == 100.1
