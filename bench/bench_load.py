@@ -367,7 +367,8 @@ def print_report(out: dict) -> None:
             if st:
                 print(f"{'':>2}  sts-service: work on expired fragments {fmt(st.get('work_on_expired'), '.0f')}, "
                       f"deadline_exceeded by stage {st.get('deadline_exceeded_by_stage') or '-'}, ASR calls "
-                      f"{st.get('asr_calls_by_decoding') or '-'}, mean batch {fmt(st.get('asr_mean_batch'), '.2f')}")
+                      f"{st.get('asr_calls_by_decoding') or '-'}, mean batch {fmt(st.get('asr_mean_batch'), '.2f')}, full-window re-runs "
+                      f"{st.get('asr_reruns_by_guard') or 0}")
     print("\nshare = fallbacks / speech fragments; RTT from the round-trip histogram of all streams, n = results "
           "that came back (a timeout has none); WER of the dubbed transcripts (reference words they cover); A/V max = largest |offset| at the markers of all recordings, markers = "
           "found/expected (expected: the fixture's markers inside each recording); added delay = glass-to-glass median/p95 of stream 0 (s); max D = largest measured "

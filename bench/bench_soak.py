@@ -427,7 +427,8 @@ def print_report(out: dict) -> None:
     if st:
         print(f"sts-service: work on expired fragments {fmt(st.get('work_on_expired'), '.0f')}, deadline_exceeded by "
               f"stage {st.get('deadline_exceeded_by_stage') or '-'}, ASR calls {st.get('asr_calls_by_decoding') or '-'}, "
-              f"mean batch {fmt(st.get('asr_mean_batch'), '.2f')}")
+              f"mean batch {fmt(st.get('asr_mean_batch'), '.2f')}, full-window re-runs "
+              f"{st.get('asr_reruns_by_guard') or 0}")
     print("growth = (median of the last quarter of the post-warm-up samples - median of their first tenth) / the "
           "latter; RSS = main process, PSS = process tree; CPU = % of one core (tree), period average; share = "
           "fallbacks / speech fragments in the period; RTT from the difference of two scrapes of the round-trip "

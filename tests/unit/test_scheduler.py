@@ -300,3 +300,24 @@ async def test_close_cancels_a_running_batch(two_workers):
     with pytest.raises(asyncio.CancelledError):
         await job
     assert not s._running
+
+
+async def test_full_window_reruns_counted_by_guard():
+    """A fragment a truncation guard had decoded again is counted (each costs ~3 sized calls)."""
+    from sts_service.asr import Transcription
+
+    class RerunAsr(FakeAsr):
+        def transcribe_batch(self, audios, prompts, beam_size=None):
+            return [Transcription("x", False, "", rerun="repetition" if a[0] == 7 else "") for a in audios]
+
+    pool = ThreadPoolExecutor(1)
+    metrics = StsMetrics()
+    s = AsrScheduler(RerunAsr(), pool, metrics)
+    s.start()
+    try:
+        now = asyncio.get_running_loop().time()
+        await asyncio.gather(*(s.transcribe(clip(tag), None, now + 5, True) for tag in (7, 8, 7)))
+    finally:
+        await s.close()
+        pool.shutdown()
+    assert metrics.registry.get_sample_value("sts_asr_full_window_reruns_total", {"guard": "repetition"}) == 2

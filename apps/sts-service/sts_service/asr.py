@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,7 @@ class Transcription:
     no_speech: bool
     reason: str  # why no_speech ("silence", "low_energy", "no_speech_prob", "low_logprob", "compression_ratio", "empty") or ""
     language: str = "en"
+    rerun: str = ""  # the truncation guard that had the fragment decoded again with the full window, or ""
 
 
 def default_model_path() -> Path:
@@ -284,7 +285,8 @@ class WhisperASR:
                     tokens, text, logprob, no_speech, _ = self._decode([audios[i]], [prompts[i]], FULL_WINDOW)[0]
                 except Exception as exc:
                     raise ASRError(f"{self.name} failed: {exc}") from exc
-            results[i] = self._filter([_Segment(text, logprob, no_speech, compression_ratio(text))])
+            result = self._filter([_Segment(text, logprob, no_speech, compression_ratio(text))])
+            results[i] = replace(result, rerun=reason) if reason else result
         return results  # type: ignore[return-value]
 
     def transcribe(self, audio: np.ndarray, prompt: str | None = None,

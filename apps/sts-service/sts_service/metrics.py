@@ -37,6 +37,9 @@ class StsMetrics:
         self.work_on_expired = Counter(
             "sts_work_on_expired", "Work started on a fragment whose deadline had passed (should stay 0)",
             registry=self.registry)
+        self.asr_reruns = Counter(
+            "sts_asr_full_window_reruns", "Fragments decoded again with the full 30 s window, by the "
+            "truncation guard that asked for it (each costs ~3 sized calls)", ["guard"], registry=self.registry)
         self.ready = Gauge("sts_ready", "1 once the models are loaded", registry=self.registry)
         for status in ("ok", "no_speech", "failed"):
             self.fragments.labels(status)

@@ -350,6 +350,8 @@ class AsrScheduler:
         self.metrics.asr_batch_size.observe(len(batch))
         self.metrics.asr_calls.labels("greedy" if greedy else "beam").inc()
         for job, result in zip(batch, results):
+            if getattr(result, "rerun", ""):
+                self.metrics.asr_reruns.labels(result.rerun).inc()
             if not job.future.done():
                 job.future.set_result((result, now - job.enqueued, ran))
 
