@@ -321,3 +321,22 @@ async def test_full_window_reruns_counted_by_guard():
         await s.close()
         pool.shutdown()
     assert metrics.registry.get_sample_value("sts_asr_full_window_reruns_total", {"guard": "repetition"}) == 2
+
+
+async def test_beam_of_one_uses_the_greedy_estimates():
+    """With --asr-beam-size 1 every call is greedy: the estimates the warm-up primed (greedy) apply,
+    not a beam estimate seeded at 1.5 times them, which refused fragments that would have made it."""
+    asr = FakeAsr(seconds_per_item=0.02)
+    asr.beam_size = 1
+    pool = ThreadPoolExecutor(1)
+    s = AsrScheduler(asr, pool, StsMetrics())
+    s.cost = CostModel(post_seed_s=0.01)
+    s.cost.prime(1000, True, 1, 0.1)  # what the warm-up measures
+    s.start()
+    try:
+        now = asyncio.get_running_loop().time()
+        result, _, _ = await s.transcribe(clip(3), None, now + 0.14, True)  # 0.1 + 0.01 fits, 0.15 would not
+    finally:
+        await s.close()
+        pool.shutdown()
+    assert result == "t3" and asr.beams == [1]

@@ -6,7 +6,7 @@ by a silence run, or is cut at the maximum), and its dub must be placed by t + D
 
     max_fragment = D - margin - min_silence - slack - round_trip
 
-with the round trip the stream has measured (p95 of recent fragments; a seed until then).
+with the round trip the stream has measured (p95 of recent fragments; RTT_START_S until then).
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ DEADLINE_MARGIN_S = 0.15  # the dub must be placed this long before its first sa
 # frames are rendered at arrival + D, up to one playout round (playout.BATCH_S, 100 ms) early, and
 # placing a dub takes a few ms in the default executor, so 50 ms are left in the worst case
 SLACK_S = 0.15  # VAD block (capture.VAD_BLOCK, 85 ms), VAD window and event-loop hops between arrival and sending
-RTT_SEED_S = 0.70  # assumed round trip until the stream has measured some
+RTT_SEED_S = 0.70  # the shortest round trip D must allow for (an idle sts-service): what check_delay assumes
+RTT_START_S = 1.0  # assumed until the stream has measured 3 answers: streams started together share one
+# sts-service, whose first bursts queue (bench_load, 4 dense streams at D = 3.5 s: with 0.7 s the second
+# fragment of every stream, cut to 2.3 s, failed; the round trips measured next were 0.9-1.4 s)
 MIN_USEFUL_FRAGMENT_S = 1.0  # below this a dub is rarely worth it: D must leave room for it
 
 
@@ -38,7 +41,7 @@ def min_silence_for(delay_s: float, cap_ms: float) -> float:
 
 def fragment_limits(delay_s: float, rtt_s: float | None, *, cap_ms: float, min_silence_cap_ms: float) -> FragmentLimits:
     silence_ms = min_silence_for(delay_s, min_silence_cap_ms)
-    rtt = RTT_SEED_S if rtt_s is None else rtt_s
+    rtt = RTT_START_S if rtt_s is None else rtt_s
     room_s = delay_s - DEADLINE_MARGIN_S - SLACK_S - silence_ms / 1000.0 - rtt
     return FragmentLimits(min(cap_ms, max(MIN_USEFUL_FRAGMENT_S, room_s) * 1000.0), silence_ms)
 

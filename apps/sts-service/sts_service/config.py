@@ -39,7 +39,8 @@ class StsConfig(Settings):
         "faster-whisper CTranslate2 model directory, or a size name already in the local cache (never "
         "downloaded)")
     asr_compute_type: str = setting("int8", "--asr-compute-type", "STS_ASR_COMPUTE_TYPE", "CTranslate2 compute type")
-    asr_beam_size: int = setting(5, "--asr-beam-size", "STS_ASR_BEAM_SIZE", "beam size (>= 1)", ge=1)
+    asr_beam_size: int = setting(1, "--asr-beam-size", "STS_ASR_BEAM_SIZE",
+                                 "beam size (>= 1; > 1: only for a lone fragment on an idle ASR)", ge=1)
     asr_threads: int = setting(1, "--asr-threads", "STS_ASR_THREADS",
                                "CTranslate2 CPU threads per ASR worker (>= 1)", ge=1)
     asr_min_window: int = setting(

@@ -163,7 +163,7 @@ class AsrScheduler:
         self._last_arrival = 0.0
         self._max_batch = int(getattr(asr, "max_batch", 1))
         self._beam = int(getattr(asr, "beam_size", 1))
-        self._can_go_greedy = self._beam > 1
+        self._has_beam = self._beam > 1  # a beam of 1 is greedy search: the same call, the same estimates
 
     @property
     def queued(self) -> int:
@@ -196,7 +196,7 @@ class AsrScheduler:
         loop = asyncio.get_running_loop()
         now = loop.time()
         window = self._window(len(audio))
-        cheapest = self.cost.asr(window, 1, self._can_go_greedy)
+        cheapest = self.cost.asr(window, 1, True)
         if hard and now + cheapest + self.cost.post.value > deadline:
             self._exceeded("asr")
             raise DeadlineExceeded("asr", f"{(deadline - now) * 1000:.0f} ms left, ASR alone needs "
@@ -233,7 +233,7 @@ class AsrScheduler:
         idle ASR that would finish with its own run time to spare (quality when there is room,
         throughput under load).
         """
-        greedy = self._can_go_greedy
+        greedy = True
         while self._heap:
             head = self._heap[0]
             if head.future.done():
@@ -261,7 +261,7 @@ class AsrScheduler:
         for job in batch[1:]:
             self._heap.remove(job)
         heapq.heapify(self._heap)
-        if greedy and len(batch) == 1 and not self._running and not self._live():
+        if self._has_beam and len(batch) == 1 and not self._running and not self._live():
             # Room for the beam: a lone fragment on an otherwise idle ASR that would finish with
             # its own run time to spare. Anything else is greedy: a beam call holds its worker
             # 1.5 times as long when the next burst comes (measured in bench_load, see the spec).
@@ -342,13 +342,14 @@ class AsrScheduler:
                     job.future.set_exception(exc)
             return
         ran = time.perf_counter() - t0
+        decoding = "greedy" if greedy else "beam"
         log.debug("asr batch of %d, window %d, %s: waited %s ms, ran %.0f ms (expected %.0f), %d queued, "
-                  "%d running", len(batch), batch[0].window, "greedy" if greedy else "beam",
+                  "%d running", len(batch), batch[0].window, decoding,
                   "/".join(f"{(now - j.enqueued) * 1000:.0f}" for j in batch), ran * 1000,
                   self.cost.asr(batch[0].window, len(batch), greedy) * 1000, len(self._heap), len(self._running))
         self.cost.observe_asr(batch[0].window, len(batch), ran, greedy)
         self.metrics.asr_batch_size.observe(len(batch))
-        self.metrics.asr_calls.labels("greedy" if greedy else "beam").inc()
+        self.metrics.asr_calls.labels(decoding).inc()
         for job, result in zip(batch, results):
             if getattr(result, "rerun", ""):
                 self.metrics.asr_reruns.labels(result.rerun).inc()
