@@ -32,6 +32,7 @@ from .config import StsConfig
 from .engines import Engines
 from .fit import fit_to_span
 from .metrics import StsMetrics
+from .pitch import median_pitch_hz
 from .scheduler import AsrScheduler, DeadlineExceeded
 
 log = logging.getLogger(__name__)
@@ -132,14 +133,15 @@ class DubbingPipeline:
         except Exception as exc:
             raise StageFailure(ErrorCode.ASR_FAILED, "asr", f"{type(exc).__name__}: {exc}") from exc
 
-    async def _dub_one(self, text: str, spec: StreamSpec, target: str, span_ms: float):
+    async def _dub_one(self, text: str, spec: StreamSpec, target: str, span_ms: float, pitch_hz: float | None):
         cfg = self.cfg
         translated, t_mt = await self._stage(
             self._post_pool, cfg.translation_timeout_s, "translation", ErrorCode.TRANSLATION_FAILED,
             self.engines.translator.translate, text, spec.source_language, target)
+        voice = self.engines.synthesizer.select(target, pitch_hz)  # the high voice for a high speaker
         (samples, rate), t_tts = await self._stage(
             self._post_pool, cfg.tts_timeout_s, "tts", ErrorCode.TTS_FAILED,
-            self.engines.synthesizer.synthesize, translated, target, spec.voices.get(target))
+            voice.synthesize, translated, target, spec.voices.get(target))
         fitted, t_fit = await self._stage(
             self._post_pool, cfg.fit_timeout_s, "fit", ErrorCode.INTERNAL,
             lambda: fit_to_span(samples, rate, span_ms, max_speed=cfg.max_speed))
@@ -179,7 +181,12 @@ class DubbingPipeline:
                     self.metrics.deadline_exceeded.labels("translation").inc()
                     raise DeadlineExceeded("translation", "no time left for translation and speech")
                 post_t0 = loop.time()
-                jobs = [self._dub_one(transcript, spec, t, frag.duration_ms) for t in spec.target_languages]
+                pitch_hz = None
+                if self.engines.synthesizer.wants_pitch(spec.target_languages):
+                    pitch_hz, _ = await self._stage(self._post_pool, self.cfg.tts_timeout_s, "tts", ErrorCode.TTS_FAILED,
+                                                    median_pitch_hz, audio, ASR_RATE)
+                jobs = [self._dub_one(transcript, spec, t, frag.duration_ms, pitch_hz)
+                        for t in spec.target_languages]
                 outs = await asyncio.gather(*jobs, return_exceptions=True)
                 for out in outs:
                     if isinstance(out, BaseException):
