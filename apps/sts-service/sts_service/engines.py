@@ -44,7 +44,7 @@ class Engines:
 
 def load_engines(cfg: StsConfig) -> Engines:
     """Blocking: loads the models. Call from an executor."""
-    asr = WhisperASR(cfg.asr_model, compute_type=cfg.asr_compute_type, beam_size=cfg.asr_beam_size,
+    asr = WhisperASR(cfg.asr_model_path(), compute_type=cfg.asr_compute_type, beam_size=cfg.asr_beam_size,
                      cpu_threads=cfg.asr_threads, num_workers=cfg.asr_workers,
                      use_prompt=cfg.asr_prompt, min_window=cfg.asr_min_window)
     translator = make_translator(cfg.translation_engine)
