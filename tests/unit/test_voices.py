@@ -122,3 +122,17 @@ def test_init_ack_voices_are_optional_in_the_contract():
     assert parse(StreamInitAck, base).capabilities.voices is None  # a v1.1 server
     base["capabilities"]["voices"] = {"es": {"voice": "piper:es", "high_voice": None, "fallback": False}}
     assert parse(StreamInitAck, base).capabilities.voices["es"].voice == "piper:es"
+
+
+def test_the_quality_bench_sets_are_parallel_and_complete():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "bench" / "quality"
+    sets = {}
+    for lang in ("es", "ca"):
+        lines = [ln for ln in (root / f"en-{lang}.tsv").read_text(encoding="utf-8").splitlines()
+                 if ln.strip() and not ln.startswith("#")]
+        sets[lang] = [tuple(ln.split("\t")) for ln in lines]
+        assert all(len(row) == 2 and row[0].strip() and row[1].strip() for row in sets[lang]), lang
+    assert len(sets["es"]) == len(sets["ca"]) >= 30
+    assert [s for s, _ in sets["es"]] == [s for s, _ in sets["ca"]]  # the same English sentences
