@@ -4,7 +4,7 @@ YIN (de Cheveigné & Kawahara 2002), vectorised with numpy: frames of two longes
 function from FFT autocorrelations, the cumulative mean normalised difference, the first dip below
 0.15 refined by parabolic interpolation. Frames quieter than 30 dB below the loudest, or without
 a dip below 0.35 (unvoiced, noise, music without a clear period), are left out; the median of the
-rest is the speaker's pitch. 20-35 ms for 5 s of 16 kHz audio on this 2-core machine.
+rest is the speaker's pitch. Analysed at 8 kHz (halved from 16 kHz): 7-18 ms for 5 s of audio here.
 """
 
 from __future__ import annotations
@@ -18,9 +18,19 @@ VOICED_MAX = 0.35  # a frame whose best dip stays above this has no clear period
 MIN_VOICED_FRAMES = 5
 
 
+def _halve(x: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
+    """Down to rate / 2 (a [1, 2, 1] / 4 low-pass, then every other sample) while above 8 kHz:
+    F0 up to 500 Hz needs no more, and the work drops four-fold per halving."""
+    while rate >= 16000:
+        padded = np.concatenate([x[:1], x, x[-1:]])
+        x = (0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:])[::2]
+        rate //= 2
+    return x, rate
+
+
 def frame_pitches(audio: np.ndarray, rate: int, *, hop_s: float = 0.02) -> np.ndarray:
     """F0 in Hz of each voiced frame (unvoiced and quiet frames left out)."""
-    x = np.asarray(audio, dtype=np.float64).reshape(-1)
+    x, rate = _halve(np.asarray(audio, dtype=np.float64).reshape(-1), rate)
     tau_min = max(2, int(rate / F0_MAX_HZ))
     tau_max = int(rate / F0_MIN_HZ) + 1
     width = tau_max  # integration window: one longest period
