@@ -38,6 +38,7 @@ from .models import (
     StreamEndAck,
     StreamInit,
     StreamInitAck,
+    VoiceInfo,
     WireError,
     describe_validation_error,
     dump,
@@ -54,7 +55,7 @@ __all__ = [
     "AudioFormat", "Capabilities", "DubResult", "ErrorCode", "FragmentAck", "FragmentData",
     "FragmentError", "FragmentProcessed", "FragmentStatus", "ProtocolError", "Stage", "StageTimings",
     "StreamBackpressure", "StreamEnd", "StreamEndAck", "StreamInit", "StreamInitAck",
-    "Refusal", "WireError",
+    "Refusal", "VoiceInfo", "WireError",
     "describe_validation_error", "dump", "error_ack", "float_to_pcm16", "parse", "parse_ack", "pcm16_duration_ms",
     "pcm16_to_float", "reject_ack",
 ]

@@ -78,11 +78,20 @@ class StreamEnd(_Model):
 # ---------------------------------------------------------------- acks
 
 
+class VoiceInfo(_Model):
+    """v1.2: who speaks one target language."""
+
+    voice: str  # engine:model (or engine:voice name), e.g. "piper:es_ES-davefx-medium", "espeak-ng:ca"
+    high_voice: str | None = None  # the voice for high-pitched source speakers, if any
+    fallback: bool = False  # true: no voice was configured for the language, espeak-ng speaks it
+
+
 class Capabilities(_Model):
     asr: str
     translation: str
     tts: str
     languages: list[str]
+    voices: dict[str, VoiceInfo] | None = None  # v1.2: per target language in `languages`
 
 
 class StreamInitAck(_Model):

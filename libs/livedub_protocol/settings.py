@@ -29,12 +29,15 @@ class ConfigError(ValueError):
 
 
 def setting(default: Any, flag: str | None, env: str | None, description: str, *, secret: bool = False,
-            **constraints: Any) -> Any:
+            repeat: bool = False, **constraints: Any) -> Any:
     """A config field: `default` (a callable: computed at start, e.g. from the CPU count), its CLI
     `flag` and `env` variable (None: not settable that way; both None: fixed in code), the
     README's description (markdown) and pydantic constraints (ge, le, pattern...). `secret`
-    values never appear in messages."""
+    values never appear in messages; a `repeat` flag may be given several times (each adds items
+    to a list setting; the variable holds them comma-separated)."""
     extra = {"flag": flag, "env": env, "secret": secret}
+    if repeat:
+        extra["repeat"] = True
     if callable(default):
         return Field(default_factory=default, description=description, json_schema_extra=extra, **constraints)
     return Field(default, description=description, json_schema_extra=extra, **constraints)
@@ -44,6 +47,8 @@ def _split(lower: bool):
     def split(value: Any) -> Any:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, list):  # a repeated flag: each value may itself hold several
+            value = [v.strip() for item in value for v in str(item).split(",") if v.strip()]
         return tuple(v.lower() for v in value) if lower else value
     return split
 
@@ -173,6 +178,15 @@ def cli_default(model: type[Settings], name: str) -> Any:
     return value.value if isinstance(value, Enum) else value
 
 
+class _Repeat(argparse.Action):
+    """A flag that may be repeated: the first use replaces the default (the variable), later ones add."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        items = [] if current is self.default or current is None else list(current)
+        setattr(namespace, self.dest, [*items, values])
+
+
 class _Parser(argparse.ArgumentParser):
     """Errors as one line naming the flag and variable, like every other configuration error."""
 
@@ -198,6 +212,8 @@ def build_parser(model: type[Settings], environ: Mapping[str, str] | None = None
         text = _plain(field.description or "") + (f" (env {opt['env']})" if opt["env"] else "")
         if kind == "bool":
             parser.add_argument(opt["flag"], dest=name, action="store_true", default=default, help=text)
+        elif opt.get("repeat"):
+            parser.add_argument(opt["flag"], dest=name, action=_Repeat, default=default, help=text)
         else:
             parser.add_argument(opt["flag"], dest=name, type=kind if kind in (int, float) else None,
                                 choices=choices, default=default, help=text)

@@ -34,6 +34,7 @@ __all__ = [
     "audio_rms_dbfs",
     "audio_rms_series",
     "probe",
+    "ebur128_lufs",
     "record_stream",
     "publish",
     "stop_process",
@@ -333,6 +334,41 @@ def audio_rms_series(path, hop_s: float = 0.1) -> list[tuple[float, float]]:
     r = np.sqrt(np.mean(x[: n * hop].reshape(n, hop), axis=1))
     db = 20 * np.log10(np.maximum(r, 1e-10))
     return [(t0 + i * hop / sr, float(db[i])) for i in range(n)]
+
+
+def ebur128_lufs(source, rate: int | None = None, *, start_s: float | None = None,
+                 end_s: float | None = None) -> float:
+    """Integrated loudness (LUFS) by FFmpeg's own ``ebur128`` filter: an implementation independent
+    of the services' to judge them with. `source` is a media file (optionally the container-time
+    window ``start_s``..``end_s``) or float samples ``(n,)`` / ``(n, channels)`` at `rate`."""
+    import tempfile
+    import wave
+
+    with tempfile.TemporaryDirectory(prefix="livedub-ebur128-") as tmp:
+        if isinstance(source, np.ndarray):
+            x = source if source.ndim == 2 else source[:, None]
+            path = Path(tmp, "x.wav")
+            with wave.open(str(path), "wb") as w:
+                w.setnchannels(x.shape[1])
+                w.setsampwidth(2)
+                w.setframerate(int(rate))
+                w.writeframes((np.clip(x, -1, 1) * 32767).round().astype("<i2").tobytes())
+        else:
+            path = Path(source)
+        window = []
+        if start_s is not None:
+            window += ["-ss", f"{start_s:.3f}"]
+        if end_s is not None:
+            window += ["-to", f"{end_s:.3f}"]
+        cmd = [_ffmpeg(), "-hide_banner", "-nostats", "-copyts", *window, "-i", str(path), "-vn",
+               "-af", "ebur128", "-f", "null", "-"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stderr
+    summary = out.rsplit("Summary:", 1)[-1]
+    for line in summary.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "I:":
+            return float(parts[1])
+    raise ValueError(f"no integrated loudness in ffmpeg's output: {out[-400:]}")
 
 
 # ------------------------------------------------------------------------------------ probe

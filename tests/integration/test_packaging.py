@@ -97,11 +97,13 @@ def test_each_distribution_is_built_from_its_own_directory(dist):
 
 def test_console_scripts_belong_to_their_services():
     assert lock.project("livedub-media-service")["scripts"] == {"media-service": "media_service.__main__:main"}
-    assert lock.project("livedub-sts-service")["scripts"] == {"sts-service": "sts_service.__main__:main"}
+    assert lock.project("livedub-sts-service")["scripts"] == {"sts-service": "sts_service.__main__:main",
+                                                             "livedub-models": "sts_service.models.cli:main"}
     assert "scripts" not in lock.project("livedub") and "scripts" not in lock.project("livedub-testkit")
-    for dist, script in (("livedub-media-service", "media-service"), ("livedub-sts-service", "sts-service")):
+    for dist, scripts in (("livedub-media-service", {"media-service"}),
+                          ("livedub-sts-service", {"sts-service", "livedub-models"})):
         installed = {e.name for e in md.distribution(dist).entry_points if e.group == "console_scripts"}
-        assert installed == {script}, f"{dist} installed from an older pyproject: run make setup"
+        assert installed == scripts, f"{dist} installed from an older pyproject: run make setup"
 
 
 def test_workspace_dependency_graph():

@@ -32,6 +32,11 @@ class MediaMetrics:
                                          ["stream"], registry=r)
         self.input_up = Gauge("media_input_up", "1 while the input is being read", ["stream"], registry=r)
         self.output_up = Gauge("media_output_up", "1 while the output is being written", ["stream"], registry=r)
+        self.output_loudness = Gauge(
+            "media_output_loudness_lufs",
+            "Programme loudness of a language's output (ITU-R BS.1770-4), by window: momentary 400 ms, "
+            "short_term 3 s, integrated (gated, since the stream started)",
+            ["stream", "language", "window"], registry=r)
         self.limit = Gauge("media_limit", "Configured limit, by name", ["limit"], registry=r)
         self.limit_refusals = Counter("media_limit_refusals", "Requests refused at a limit, by name", ["limit"],
                                       registry=r)
@@ -48,5 +53,5 @@ class MediaMetrics:
         remaining series is unaffected."""
         for metric in (self.fragments_sent, self.fragments_processed, self.fallbacks, self.roundtrip,
                        self.output_delay, self.av_offset, self.sts_connected, self.sts_state,
-                       self.input_undecodable, self.input_up, self.output_up):
+                       self.input_undecodable, self.input_up, self.output_up, self.output_loudness):
             metric.remove_by_labels({"stream": stream})

@@ -19,6 +19,7 @@ import av
 from .capture import Capture
 from .config import StreamRequest
 from .events import EventLog
+from .loudness import ProgrammeLoudness
 from .metrics import MediaMetrics
 from .mixer import DubTracks
 from .output import FRAME, OutputError, OutputWriter
@@ -57,6 +58,8 @@ class Playout:
         self.output_delay_measured_s = 0.0
         self.position = 0  # timeline index of the next audio frame to render (what the output is playing)
         self.position_at: float | None = None  # monotonic time `position` last advanced
+        self.loudness = {lang: ProgrammeLoudness() for lang in tracks.languages}  # what each output plays
+        self.loudness_lufs: dict[str, dict] = {}  # the latest readings per language (snapshot, metrics)
 
     # ------------------------------------------------------------ the loop
 
@@ -209,8 +212,21 @@ class Playout:
                 self.av_offset_s = writer.av_offset_s
             except OutputError as exc:
                 self._output_failed(lang, exc)
+                continue
+            self._measure(lang, mixed)
         self.counters.audio_frames_out += 1
         self.metrics.av_offset.labels(self.id).set(self.av_offset_s)
+
+    def _measure(self, lang: str, mixed) -> None:
+        """Programme loudness of what `lang`'s output just got; the gauges move every 100 ms."""
+        meter = self.loudness[lang]
+        if meter.add(mixed):
+            readings = {window: None if value is None else round(value, 2)
+                        for window, value in meter.readings().items()}
+            self.loudness_lufs = {**self.loudness_lufs, lang: readings}  # replaced whole: read by the API
+            for window, value in readings.items():
+                if value is not None:
+                    self.metrics.output_loudness.labels(self.id, lang, window).set(value)
 
     def _write_video(self, packet: av.Packet) -> None:
         for lang, writer in list(self.outputs.items()):

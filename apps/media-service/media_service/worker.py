@@ -322,6 +322,7 @@ class StreamWorker:
             "output_delay_s": self.delay_s,
             "output_delay_measured_s": round(self.playout.output_delay_measured_s, 4),
             "av_offset_ms": round(self.playout.av_offset_s * 1000.0, 3),
+            "loudness_lufs": self.playout.loudness_lufs,
             "latency_ms": {"p50": float(np.percentile(rtt, 50)) if rtt is not None else None,
                            "p95": float(np.percentile(rtt, 95)) if rtt is not None else None},
             "counters": {"fragments_sent": c.fragments_sent, "fragments_processed": dict(c.fragments_processed),

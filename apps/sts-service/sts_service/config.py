@@ -7,10 +7,13 @@ import os
 from typing import ClassVar, Literal
 
 from livedub_protocol import weak_token_reason
-from livedub_protocol.settings import ConfigError, LogLevel, Settings, setting
+from livedub_protocol.settings import ConfigError, LogLevel, Settings, comma_list, setting
 from livedub_protocol.settings import build_parser as _build_parser
 from livedub_protocol.settings import parse as _parse
 from pydantic import model_validator
+
+from .models.store import ModelStore, default_models_dir
+from .tts.voices import VoiceSpec, parse_voice_specs
 
 __all__ = ["ConfigError", "StsConfig", "build_parser", "parse_args"]
 
@@ -65,6 +68,20 @@ class StsConfig(Settings):
         "Piper: `<model>.json` beside the model; Coqui: `config.json` beside the checkpoint")
     tts_language: str | None = setting(None, "--tts-language", "STS_TTS_LANGUAGE",
                                        "the language a single-language `--tts-model` voice speaks")
+    tts_voices: comma_list() = setting(
+        (), "--tts-voice", "STS_TTS_VOICES",
+        "a language's voice, `LANG=ENGINE[:PATH]` (engine `piper`, `coqui` or `espeak`; PATH: the model, or "
+        "an espeak-ng voice name), e.g. `es=piper:/models/es_ES-davefx-medium.onnx`; `LANG.high=...` is the "
+        "voice for high-pitched speakers; repeatable (variable: comma-separated); languages without one "
+        "speak espeak-ng", repeat=True)
+    tts_high_pitch_hz: float = setting(
+        165.0, "--tts-high-pitch-hz", "STS_TTS_HIGH_PITCH_HZ",
+        "source speech with a median pitch at or above this (Hz, 50–500) is spoken by the language's high "
+        "voice (`LANG.high`, or espeak-ng's `+f3` variant)", ge=50.0, le=500.0)
+    models_dir: str = setting(
+        default_models_dir, "--models-dir", "STS_MODELS_DIR",
+        "where `livedub-models pull` puts models: a bare name in `--tts-voice` (`es=piper:es_ES-davefx-medium`) "
+        "or `--asr-model` is looked up there; read only, nothing is downloaded")
     # Fit
     max_speed: float = setting(1.5, "--max-speed", "STS_MAX_SPEED",
                                "maximum time-stretch speed-up (1.0–4.0)", ge=1.0, le=4.0)
@@ -115,11 +132,42 @@ class StsConfig(Settings):
                               f"{self.max_queued_total} < {self.max_queued}")
         if self.tts_engine in ("piper", "coqui") and not self.tts_model:
             raise ConfigError(f"--tts-engine {self.tts_engine} needs --tts-model (a local model path)")
+        specs = self.voice_specs()
+        for spec in specs:
+            if spec.path and spec.engine != "espeak" and not os.path.exists(spec.path):
+                if "/" not in spec.path:
+                    raise ConfigError(f"{label('tts_voices')} {spec.text}: no such file, nor a {spec.engine} model "
+                                      f"of that name in {label('models_dir')} {self.models_dir} (livedub-models "
+                                      "list shows what is there)")
+                raise ConfigError(f"{label('tts_voices')} {spec.text}: {spec.path} does not exist")
         for name in ("tts_model", "tts_config", "asr_model"):
             value = getattr(self, name)
             if value and ("/" in value or value.endswith((".onnx", ".pth", ".json"))) and not os.path.exists(value):
                 raise ConfigError(f"{label(name)}: {value} does not exist")
         return self
+
+
+    def voice_specs(self) -> list[VoiceSpec]:
+        """The voice map: `--tts-voice` entries, plus the single `--tts-model` voice (its language)."""
+        try:
+            specs = parse_voice_specs(self.tts_voices)
+        except ValueError as exc:
+            raise ConfigError(f"{self.label('tts_voices')}: {exc}") from None
+        if self.tts_engine in ("piper", "coqui") and self.tts_model:
+            lang = (self.tts_language or ("en" if self.tts_engine == "piper" else "es")).lower()
+            if any(s.language == lang and not s.high for s in specs):
+                raise ConfigError(f"{self.label('tts_model')} and {self.label('tts_voices')} both give a voice "
+                                  f"for {lang!r}: keep one")
+            specs.insert(0, VoiceSpec(lang, False, self.tts_engine, self.tts_model))
+        store = ModelStore(self.models_dir)
+        return [VoiceSpec(s.language, s.high, s.engine, str(found))
+                if s.engine == "piper" and s.path and not os.path.exists(s.path) and (found := store.find("piper", s.path))
+                else s for s in specs]
+
+    def asr_model_path(self) -> str | None:
+        """`--asr-model`, or the pulled model of that name in the models directory."""
+        found = ModelStore(self.models_dir).find("whisper", self.asr_model or "")
+        return str(found) if found else self.asr_model
 
 
 def build_parser(environ=None):

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from .asr import WhisperASR
 from .config import StsConfig
 from .translation import Translator, make_translator
-from .tts import Synthesizer, make_synthesizer
+from .tts import EspeakSynthesizer
+from .tts.voices import VoiceMap, build_voice_map
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 class Engines:
     asr: WhisperASR
     translator: Translator
-    synthesizer: Synthesizer
+    synthesizer: VoiceMap
     _targets: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def target_languages(self, source: str) -> list[str]:
@@ -31,29 +32,33 @@ class Engines:
         return self._targets[source]
 
     def capabilities(self, source: str = "en") -> dict:
+        languages = self.target_languages(source)
         return {
             "asr": self.asr.name,
             "translation": self.translator.name,
             "tts": self.synthesizer.name,
-            "languages": self.target_languages(source),
+            "languages": languages,
+            "voices": self.synthesizer.describe(languages),  # v1.2
         }
 
 
 def load_engines(cfg: StsConfig) -> Engines:
     """Blocking: loads the models. Call from an executor."""
-    asr = WhisperASR(cfg.asr_model, compute_type=cfg.asr_compute_type, beam_size=cfg.asr_beam_size,
+    asr = WhisperASR(cfg.asr_model_path(), compute_type=cfg.asr_compute_type, beam_size=cfg.asr_beam_size,
                      cpu_threads=cfg.asr_threads, num_workers=cfg.asr_workers,
                      use_prompt=cfg.asr_prompt, min_window=cfg.asr_min_window)
     translator = make_translator(cfg.translation_engine)
-    tts_options = {}
-    if cfg.tts_model:
-        tts_options["model_path"] = cfg.tts_model
-    if cfg.tts_config:
-        tts_options["config_path"] = cfg.tts_config
-    if cfg.tts_language and cfg.tts_engine in ("piper", "coqui"):
-        tts_options["language"] = cfg.tts_language
-    synthesizer = make_synthesizer(cfg.tts_engine, **tts_options)
+    specs = cfg.voice_specs()
+    legacy = cfg.tts_engine in ("piper", "coqui") and cfg.tts_model and cfg.tts_config
+    config_paths = {(specs[0].language, False): cfg.tts_config} if legacy else {}  # --tts-config: specs[0]
+    synthesizer = build_voice_map(specs, EspeakSynthesizer(), high_pitch_hz=cfg.tts_high_pitch_hz,
+                                  config_paths=config_paths)
     engines = Engines(asr, translator, synthesizer)
     engines.capabilities()  # probes the engines (espeak-ng --voices) here, not on the event loop
     log.info("engines loaded: asr=%s translation=%s tts=%s", asr.name, translator.name, synthesizer.name)
+    targets = sorted({t for _, t in translator.pairs()} & synthesizer.languages())
+    for lang, info in synthesizer.describe(targets).items():
+        log.info("voice %s: %s%s%s", lang, info["voice"],
+                 f", high-pitched speakers: {info['high_voice']}" if info["high_voice"] else "",
+                 " (no voice configured: espeak-ng fallback)" if info["fallback"] else "")
     return engines

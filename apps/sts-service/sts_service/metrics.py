@@ -40,6 +40,9 @@ class StsMetrics:
         self.asr_reruns = Counter(
             "sts_asr_full_window_reruns", "Fragments decoded again with the full 30 s window, by the "
             "truncation guard that asked for it (each costs ~3 sized calls)", ["guard"], registry=self.registry)
+        self.dub_gain_db = Histogram(
+            "sts_dub_gain_db", "Gain that level-matched a dub to its original span (BS.1770 loudness)",
+            buckets=(-24, -18, -12, -9, -6, -3, 0, 3, 6, 9, 12, 18, 24), registry=self.registry)
         self.ready = Gauge("sts_ready", "1 once the models are loaded", registry=self.registry)
         for status in ("ok", "no_speech", "failed"):
             self.fragments.labels(status)

@@ -31,7 +31,9 @@ from livedub_protocol import (
 from .config import StsConfig
 from .engines import Engines
 from .fit import fit_to_span
+from .loudness import integrated_lufs
 from .metrics import StsMetrics
+from .pitch import median_pitch_hz
 from .scheduler import AsrScheduler, DeadlineExceeded
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,12 @@ class StreamSpec:
     target_languages: list[str]
     sample_rate_hz: int
     voices: dict[str, str]
+
+
+def source_features(audio: np.ndarray, rate: int, want_pitch: bool) -> tuple[float | None, float | None]:
+    """``(median pitch Hz, BS.1770 loudness LUFS)`` of the original span, once per fragment: the
+    pitch picks a language's high voice, the loudness is what each dub is matched to."""
+    return (median_pitch_hz(audio, rate) if want_pitch else None), integrated_lufs(audio, rate)
 
 
 def asr_input(audio: bytes, rate: int) -> np.ndarray:
@@ -132,17 +140,21 @@ class DubbingPipeline:
         except Exception as exc:
             raise StageFailure(ErrorCode.ASR_FAILED, "asr", f"{type(exc).__name__}: {exc}") from exc
 
-    async def _dub_one(self, text: str, spec: StreamSpec, target: str, span_ms: float):
+    async def _dub_one(self, text: str, spec: StreamSpec, target: str, span_ms: float, pitch_hz: float | None,
+                       source_lufs: float | None):
         cfg = self.cfg
         translated, t_mt = await self._stage(
             self._post_pool, cfg.translation_timeout_s, "translation", ErrorCode.TRANSLATION_FAILED,
             self.engines.translator.translate, text, spec.source_language, target)
+        voice = self.engines.synthesizer.select(target, pitch_hz)  # the high voice for a high speaker
         (samples, rate), t_tts = await self._stage(
             self._post_pool, cfg.tts_timeout_s, "tts", ErrorCode.TTS_FAILED,
-            self.engines.synthesizer.synthesize, translated, target, spec.voices.get(target))
+            voice.synthesize, translated, target, spec.voices.get(target))
         fitted, t_fit = await self._stage(
             self._post_pool, cfg.fit_timeout_s, "fit", ErrorCode.INTERNAL,
-            lambda: fit_to_span(samples, rate, span_ms, max_speed=cfg.max_speed))
+            lambda: fit_to_span(samples, rate, span_ms, max_speed=cfg.max_speed, target_lufs=source_lufs))
+        if source_lufs is not None:
+            self.metrics.dub_gain_db.observe(fitted.gain_db)
         result = DubResult(
             target_language=target, text=translated, audio=float_to_pcm16(fitted.audio),
             sample_rate_hz=fitted.sample_rate,
@@ -179,7 +191,12 @@ class DubbingPipeline:
                     self.metrics.deadline_exceeded.labels("translation").inc()
                     raise DeadlineExceeded("translation", "no time left for translation and speech")
                 post_t0 = loop.time()
-                jobs = [self._dub_one(transcript, spec, t, frag.duration_ms) for t in spec.target_languages]
+                want_pitch = self.engines.synthesizer.wants_pitch(spec.target_languages)
+                (pitch_hz, source_lufs), _ = await self._stage(
+                    self._post_pool, self.cfg.tts_timeout_s, "tts", ErrorCode.TTS_FAILED,
+                    source_features, audio, ASR_RATE, want_pitch)
+                jobs = [self._dub_one(transcript, spec, t, frag.duration_ms, pitch_hz, source_lufs)
+                        for t in spec.target_languages]
                 outs = await asyncio.gather(*jobs, return_exceptions=True)
                 for out in outs:
                     if isinstance(out, BaseException):

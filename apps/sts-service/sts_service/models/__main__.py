@@ -1,0 +1,7 @@
+"""`python -m sts_service.models` = `livedub-models`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
