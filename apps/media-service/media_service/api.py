@@ -153,6 +153,9 @@ class Api:
         lang = request.query.get("lang") or langs[0]
         if lang not in langs:
             return json_error(404, "not_found", f"stream {worker.id!r} has no output language {lang!r}; it has {langs}")
+        source = worker.request.output_for(lang)
+        if source is None:
+            return json_error(404, "not_found", f"stream {worker.id!r} has no RTMP/FLV output of {lang!r} to preview")
         if self.previews.viewers(worker.id) >= self.cfg.max_preview_viewers:
             return self._refuse(LimitReached("preview_viewers", f"stream {worker.id!r} has "
                                              f"{self.cfg.max_preview_viewers} preview viewers (--max-preview-viewers)"))
@@ -160,7 +163,7 @@ class Api:
             return self._refuse(LimitReached("preview_viewers_total", f"{self.cfg.max_preview_viewers_total} preview "
                                              "viewers in total (--max-preview-viewers-total)"))
         try:
-            bc, queue = self.previews.subscribe(worker.id, worker.request.output_for(lang))
+            bc, queue = self.previews.subscribe(worker.id, source)
         except BroadcasterStopped as exc:  # shutting down
             return json_error(503, "unavailable", str(exc))
         resp = web.StreamResponse(headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame",

@@ -26,7 +26,7 @@ import numpy as np
 
 from .captions import CaptionStore
 from .capture import Capture
-from .config import MediaConfig, StreamRequest
+from .config import MediaConfig, PlannedOutput, StreamRequest
 from .dubbing import Dubbing
 from .events import EventLog
 from .ingest import InputError, InputInfo, InputReader
@@ -281,13 +281,14 @@ class StreamWorker:
 
     # ------------------------------------------------------------ what playout needs of the input
 
-    def _make_writer(self, url: str) -> OutputWriter | None:
+    def _make_writer(self, out: PlannedOutput) -> OutputWriter | None:
         """An output whose streams are copied from the current input's (None once it is closed)."""
         with self._io_lock:  # the input container must not close while its streams are copied
             info = self.capture.info
             if self._container is None:
                 return None
-            return OutputWriter(url, info.video if info else None, audio=bool(info and info.audio is not None))
+            return OutputWriter(out.url, info.video if info else None, audio=bool(info and info.audio is not None),
+                                kind=out.kind, languages=tuple(t.language for t in out.tracks))
 
     def output_clock(self) -> tuple[float, bool]:
         """Where the output is on the output timeline (the caption cues' clock): the position being
@@ -310,7 +311,7 @@ class StreamWorker:
             "state": StreamState(self.state).value,
             "reason": self.state_reason,
             "input_url": redact_url(self.request.input_url),
-            "outputs": {lang: redact_url(self.request.output_for(lang)) for lang in self.request.target_languages},
+            "outputs": {out.key: redact_url(out.url) for out in self.playout.plan},
             "source_language": self.request.source_language,
             "target_languages": list(self.request.target_languages),
             "mix": self.mode.value,
