@@ -312,6 +312,9 @@ class StreamRequest(BaseModel):
                 plan.append(PlannedOutput(f"{spec.kind}.{i}", spec.kind, spec.url, tracks))
         return plan
 
+    def has_hls(self) -> bool:
+        return any(spec.kind == "hls" for spec in self.outputs or ())
+
     def output_for(self, lang: str) -> str | None:
         """The RTMP/FLV output that carries `lang` alone (what the preview decodes), if any."""
         return next((p.url for p in self.output_plan() if p.kind == "rtmp" and p.tracks[0].mix == lang), None)
