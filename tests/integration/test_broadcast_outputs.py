@@ -1,7 +1,7 @@
 """Broadcast outputs (issue 10): one ingest, every kind of output at once, read back by ffmpeg.
 
 A stream is started over REST with `outputs` of kinds rtmp (Spanish only), hls (served by the
-media-service) , srt (to an ffmpeg SRT listener that records it) and file (MPEG-TS under the media
+media-service), srt (to an ffmpeg SRT listener that records it) and file (MPEG-TS under the media
 root), then the first 12 s of the short fixture are published to its input once. Every output is
 read back with ffprobe/ffmpeg: the H.264 packets are the input's (compared NAL by NAL: MPEG-TS
 carries Annex B with access unit delimiters, FLV/MP4 length-prefixed NALs), each audio track has
@@ -19,8 +19,10 @@ import subprocess
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 from livedub_testkit import analysis
+from livedub_testkit.services import free_port
 from livedub_testkit.stack import LocalStack
 
 pytestmark = pytest.mark.timeout(150)
@@ -98,6 +100,18 @@ def assert_av_in_sync(path, min_markers: int) -> list[tuple[float, float]]:
     return offsets
 
 
+def wait_until_closed(stack, events: list[dict], writers: int, timeout: float = 15.0) -> list[dict]:
+    """More events until `writers` outputs have closed (they close in the same round)."""
+    since = max(e["seq"] for e in events)
+    more: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while sum(1 for e in events + more if e["type"] == "output_closed") < writers and time.monotonic() < deadline:
+        _, answer = stack.media.api("GET", f"/v1/streams/{SID}/events?since={since}&wait=1")
+        more += answer["events"]
+        since = answer["last_seq"]
+    return more
+
+
 def wait_event(stack, kind: str, since: int = 0, timeout: float = 60.0) -> list[dict]:
     deadline = time.monotonic() + timeout
     seen: list[dict] = []
@@ -117,16 +131,28 @@ def run(stack, short_media, tmp_path_factory):
     subprocess.run([shutil.which("ffmpeg"), "-hide_banner", "-loglevel", "error", "-i", str(short_media.path), "-t", "1",
                     "-map", "0", "-c", "copy", "-f", "flv", str(tmp / "head.flv")], check=True, timeout=30)
     audio_origin_s = analysis.probe(tmp / "head.flv")["audio"]["start_time"] or 0.0
-    outputs = [{"kind": "hls", "url": "hls://"}]
+    srt_port = free_port()
+    files = {"rtmp-es": tmp / "rtmp-es.flv", "srt": tmp / "srt.ts", "file": stack.root / "bcast.ts"}
+    # An SRT listener (ffmpeg) that records what the media-service sends it, and an RTMP player.
+    listener = subprocess.Popen([shutil.which("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "warning", "-y",
+                                 "-i", f"srt://127.0.0.1:{srt_port}?mode=listener", "-map", "0", "-c", "copy",
+                                 "-copyts", "-f", "mpegts", str(files["srt"])],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    recorder = analysis.record_stream(stack.url(f"{SID}/es"), files["rtmp-es"])
+    outputs = [{"kind": "rtmp", "url": stack.url(f"{SID}/{{lang}}"), "languages": ["es"]},
+               {"kind": "hls", "url": "hls://"},
+               {"kind": "srt", "url": f"srt://127.0.0.1:{srt_port}"},
+               {"kind": "file", "url": str(files["file"])}]
     body = {"id": SID, "input_url": stack.url(f"{SID}/src"), "target_languages": TARGETS, "outputs": outputs}
-    status, snap = stack.media.api("POST", "/v1/streams", body)
-    assert status == 201, snap
-    pub = analysis.publish(short_media.path, stack.url(f"{SID}/src"), extra_args=["-t", f"{SECONDS}"])
+    pub = None
     try:
+        status, snap = stack.media.api("POST", "/v1/streams", body)
+        assert status == 201, snap
+        pub = analysis.publish(short_media.path, stack.url(f"{SID}/src"), extra_args=["-t", f"{SECONDS}"])
         pub.wait(timeout=60)
         events = wait_event(stack, "output_closed", timeout=30)
+        events += wait_until_closed(stack, events, 4)
         _, snap = stack.media.api("GET", f"/v1/streams/{SID}")
-        files = {}
         for name in ("es", "ca", "original"):
             out = tmp / f"hls-{name}.mkv"
             ffmpeg_copy(stack, [f"/v1/streams/{SID}/hls/video/index.m3u8", f"/v1/streams/{SID}/hls/audio-{name}/index.m3u8"],
@@ -143,8 +169,23 @@ def run(stack, short_media, tmp_path_factory):
         probe_master = ffprobe_streams(stack.media.url + f"/v1/streams/{SID}/hls/master.m3u8",
                                        "-headers", f"Authorization: Bearer {stack.api_token}\r\n")
     finally:
-        analysis.stop_process(pub)
+        if pub is not None:
+            analysis.stop_process(pub)
         stack.media.api("DELETE", f"/v1/streams/{SID}")
+        analysis.stop_process(recorder)
+        try:
+            listener.wait(timeout=10)  # ends when the caller closes the connection
+        except subprocess.TimeoutExpired:
+            analysis.stop_process(listener)
+    listener_log = listener.stderr.read().decode(errors="replace")
+    listener.stderr.close()
+    files["srt-log"] = listener_log
+    for name in ("srt", "file"):  # one file per audio track (with the video) for the A/V tools
+        for i in range(len(TARGETS) + 1):
+            subprocess.run([shutil.which("ffmpeg"), "-hide_banner", "-loglevel", "error", "-y", "-i", str(files[name]),
+                            "-map", "0:v", "-map", f"0:a:{i}", "-c", "copy", "-copyts", str(tmp / f"{name}-a{i}.mkv")],
+                           check=True, timeout=30)
+            files[f"{name}-a{i}"] = tmp / f"{name}-a{i}.mkv"
     return {"snap": snap, "events": events, "files": files, "subs": subs, "master": master,
             "probe_master": probe_master, "info": short_media, "audio_origin_s": audio_origin_s,
             "video_playlist": video_playlist}
@@ -238,3 +279,53 @@ def _seconds(stamp: str) -> float:
     return int(h) * 3600 + int(m) * 60 + float(s)
 
 
+
+
+# ---------------------------------------------------------------- MPEG-TS (srt, file) and all at once
+
+
+@pytest.mark.parametrize("name", ["srt", "file"])
+def test_mpegts_has_every_language_as_a_tagged_track(run, name):
+    streams = ffprobe_streams(str(run["files"][name]))
+    kinds = [(s["codec_type"], s["codec_name"], s.get("tags", {}).get("language")) for s in streams]
+    assert kinds == [("video", "h264", None), ("audio", "aac", "spa"), ("audio", "aac", "cat"),
+                     ("audio", "aac", "eng")], (kinds, run["files"].get("srt-log"))
+
+
+@pytest.mark.parametrize("name", ["srt", "file"])
+def test_mpegts_video_is_the_input_video_and_every_track_is_in_sync(run, name):
+    src = analysis.video_packets(run["info"].path)
+    first = assert_same_video(src, analysis.video_packets(run["files"][f"{name}-a0"]))
+    assert first <= 60, first  # from the first keyframe the worker saw (GOP 2 s)
+    for i in range(len(TARGETS) + 1):
+        offsets = assert_av_in_sync(run["files"][f"{name}-a{i}"], min_markers=2)
+        assert len(offsets) >= 2, offsets
+
+
+def test_one_ingest_feeds_rtmp_hls_srt_and_file_at_once(run):
+    """Done when of issue 10: every kind from one stream, one input session, no output lost."""
+    snap, events = run["snap"], run["events"]
+    assert set(snap["outputs"]) == {"rtmp.0.es", "hls.1", "srt.2", "file.3"}, snap["outputs"]
+    assert snap["input"]["sessions"] == 1, snap  # one ingest (fallbacks depend on the STS, not checked here)
+    opened = [e["data"] for e in events if e["type"] == "output_open"]
+    assert sorted(d.get("output", d.get("language")) for d in opened) == ["file.3", "hls.1", "rtmp.0.es", "srt.2"]
+    assert not [e for e in events if e["type"] == "output_lost"], events
+    assert [d["languages"] for d in opened if d.get("kind") == "srt"] == [["es", "ca", "en"]]
+    rtmp = run["files"]["rtmp-es"]
+    info = analysis.probe(rtmp)
+    assert info["video"]["codec"] == "h264" and info["audio"]["codec"] == "aac"
+    assert len(info["raw"]["streams"]) == 2  # FLV: one language per stream
+    assert_same_video(analysis.video_packets(run["info"].path), analysis.video_packets(rtmp)[:-1])
+    assert_av_in_sync(rtmp, min_markers=2)
+    # The Spanish mix is the same on every output that carries it (FLV and MPEG-TS round the
+    # timestamps differently: aligned within 1 ms first).
+    (a, sr, ta), (b, _, tb) = analysis.decode_audio(rtmp), analysis.decode_audio(run["files"]["file-a0"])
+    start = int(round((tb - ta) * sr))
+    n = min(len(a) - max(start, 0), len(b)) - 96
+    assert n > 5 * sr, (len(a), len(b), start)
+    def diff(lag):
+        x = a[max(start, 0) + lag + 48:][:n - 96]
+        y = b[max(-start, 0) + 48:][:n - 96]
+        return float(np.abs(x - y).mean())
+    best = min(range(-48, 49), key=diff)
+    assert diff(best) < 1e-3 * float(np.abs(a).mean() + 1e-9) + 1e-6, (best, diff(best))
