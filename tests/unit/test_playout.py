@@ -32,7 +32,7 @@ class FakeWriter:
         self.av_offset_s = 0.0
         self.closed = False
 
-    def write_audio(self, samples, pts):
+    def write_audio(self, samples, pts, track=0):
         self.audio.append((pts, samples.copy(), time.monotonic()))
 
     def write_video(self, packet, shift):
@@ -60,7 +60,8 @@ class Rig:
                                stop=self.stop, drain=self.drain)
         self.thread = threading.Thread(target=self.playout.run, daemon=True)
 
-    def make_writer(self, url):
+    def make_writer(self, out):
+        url = out.url
         if self.fail_opens:
             self.fail_opens -= 1
             raise OutputError(f"cannot open {url}: connection refused")

@@ -7,6 +7,7 @@ check (`auth.py`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -25,6 +26,7 @@ from .captions import render_webvtt
 from .config import MediaConfig, StreamPatch, StreamRequest
 from .dashboard import DASHBOARD_HTML
 from .events import EventLog
+from .hls import servable
 from .hooks import PublishHooks
 from .metrics import MediaMetrics
 from .preview import BroadcasterStopped, PreviewRegistry
@@ -153,6 +155,9 @@ class Api:
         lang = request.query.get("lang") or langs[0]
         if lang not in langs:
             return json_error(404, "not_found", f"stream {worker.id!r} has no output language {lang!r}; it has {langs}")
+        source = worker.request.output_for(lang)
+        if source is None:
+            return json_error(404, "not_found", f"stream {worker.id!r} has no RTMP/FLV output of {lang!r} to preview")
         if self.previews.viewers(worker.id) >= self.cfg.max_preview_viewers:
             return self._refuse(LimitReached("preview_viewers", f"stream {worker.id!r} has "
                                              f"{self.cfg.max_preview_viewers} preview viewers (--max-preview-viewers)"))
@@ -160,7 +165,7 @@ class Api:
             return self._refuse(LimitReached("preview_viewers_total", f"{self.cfg.max_preview_viewers_total} preview "
                                              "viewers in total (--max-preview-viewers-total)"))
         try:
-            bc, queue = self.previews.subscribe(worker.id, worker.request.output_for(lang))
+            bc, queue = self.previews.subscribe(worker.id, source)
         except BroadcasterStopped as exc:  # shutting down
             return json_error(503, "unavailable", str(exc))
         resp = web.StreamResponse(headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame",
@@ -278,8 +283,27 @@ class Api:
             links[key] = f"{path}?{query}"
         return web.json_response({**links, "expires_at": expires})
 
+    async def hls(self, request):
+        """A file of the stream's HLS output (master, variant and subtitle playlists, segments)."""
+        worker = self._worker(request)
+        found = servable(worker.hls_dir, request.match_info["path"]) if worker.hls_dir else None
+        if found is None:
+            return json_error(404, "not_found", f"stream {worker.id!r} has no HLS file {request.match_info['path']!r}")
+        path, content_type = found
+        try:  # small files (playlists, 2 s segments); a segment may leave the window meanwhile
+            body = await asyncio.get_running_loop().run_in_executor(None, _read_file, path)
+        except FileNotFoundError:
+            return json_error(404, "not_found", "that segment has left the live window")
+        cache = "no-cache, no-store" if path.endswith(".m3u8") else "max-age=60"
+        return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": cache})
+
     async def dashboard(self, request):
         return web.Response(text=DASHBOARD_HTML, content_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, events: EventLog,
@@ -319,6 +343,7 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
     r.add_get("/v1/streams/{id}/captions/{name}", api.captions_vtt)  # {lang}.vtt
     r.add_get("/v1/streams/{id}/captions/{lang}/events", api.captions_events)
     r.add_post("/v1/streams/{id}/captions/{lang}/link", api.captions_link)
+    r.add_get("/v1/streams/{id}/hls/{path:.+}", api.hls)
     r.add_get("/v1/events", api.events_handler)
     r.add_post("/v1/hooks/mediamtx/ready", hooks.mediamtx_ready)
     r.add_post("/v1/hooks/mediamtx/not-ready", hooks.mediamtx_not_ready)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, ClassVar
+from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal
 
 from livedub_protocol import LANGUAGE_PATTERN, weak_token_reason
 from livedub_protocol.settings import ConfigError, HostList, LogLevel, Settings, comma_list, setting
@@ -22,7 +23,8 @@ from .redaction import redact_url
 from .states import Mode
 from .targets import TargetPolicy, check_url_syntax
 
-__all__ = ["ConfigError", "MediaConfig", "StreamPatch", "StreamRequest", "build_parser", "parse_args"]
+__all__ = ["ConfigError", "MediaConfig", "OutputSpec", "PlannedOutput", "StreamPatch", "StreamRequest", "Track",
+           "build_parser", "parse_args"]
 
 # Starts with a letter or digit: "." and ".." would be paths, "-x" an option to a child process.
 STREAM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -184,6 +186,59 @@ class StreamPatch(BaseModel):
     duck_gain_db: float | None = Field(None, **DUCK_GAIN_DB)
 
 
+OutputKind = Literal["rtmp", "hls", "srt", "file"]
+MAX_OUTPUTS = 8
+
+
+class OutputSpec(BaseModel):
+    """One entry of `outputs`: where, in which form, with which target languages (default: all).
+
+    rtmp: one FLV stream per language (`{lang}` in the URL as for `output_url`); hls, srt (MPEG-TS
+    over srt:// or udp://) and file (an MPEG-TS file): one stream with every listed language and
+    the original as separate audio tracks (hls: renditions, with subtitles).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: OutputKind
+    url: str
+    languages: list[Language] | None = Field(None, min_length=1, max_length=MAX_LANGUAGES)
+
+    @model_validator(mode="after")
+    def _url(self) -> OutputSpec:
+        check_url_syntax(self.url, output=True, kind=self.kind, what="url")
+        return self
+
+
+@dataclass(frozen=True)
+class Track:
+    """One audio track of an output: `mix` is the target language whose mix it carries, None for
+    the original; `language` is its language tag (the source language for the original)."""
+
+    mix: str | None
+    language: str
+
+
+@dataclass(frozen=True)
+class PlannedOutput:
+    """One writer the playout keeps open: `key` names it in snapshots and events (a language code
+    for `output_url`, as before `outputs` existed)."""
+
+    key: str
+    kind: str
+    url: str
+    tracks: tuple[Track, ...]
+
+
+def per_language_url(url: str, languages: list[str], lang: str) -> str:
+    """`{lang}` replaced; without it the first language gets `url`, the others `<url>_<lang>`."""
+    if "{lang}" in url:
+        return url.replace("{lang}", lang)
+    if len(languages) == 1 or lang == languages[0]:
+        return url
+    return f"{url.rstrip('/')}_{lang}"
+
+
 class StreamRequest(BaseModel):
     """Body of POST /v1/streams (and what a publish hook builds)."""
 
@@ -191,7 +246,9 @@ class StreamRequest(BaseModel):
 
     id: str | None = Field(None, description="stream id; derived from the input URL when absent")
     input_url: str
-    output_url: str = Field(description="may contain {lang}; required when several languages are dubbed")
+    output_url: str | None = Field(None, description="may contain {lang}; one RTMP/FLV output per language")
+    outputs: list[OutputSpec] | None = Field(None, min_length=1, max_length=MAX_OUTPUTS,
+                                             description="instead of output_url: outputs of any kind")
     # The built-in defaults of --source-language, --target-languages and --mix (not their
     # configured values: those apply to hook-started streams); gain and delay: the service's.
     source_language: str = Field(_DEFAULTS["default_source_language"].default, pattern=LANGUAGE_PATTERN)
@@ -216,15 +273,51 @@ class StreamRequest(BaseModel):
 
     @field_validator("output_url")
     @classmethod
-    def _output(cls, v: str) -> str:
-        return check_url_syntax(v, output=True)
+    def _output(cls, v: str | None) -> str | None:
+        return v if v is None else check_url_syntax(v, output=True)
 
-    def output_for(self, lang: str) -> str:
-        if "{lang}" in self.output_url:
-            return self.output_url.replace("{lang}", lang)
-        if len(self.target_languages) == 1 or lang == self.target_languages[0]:
-            return self.output_url
-        return f"{self.output_url.rstrip('/')}_{lang}"
+    @model_validator(mode="after")
+    def _outputs(self) -> StreamRequest:
+        if (self.output_url is None) == (self.outputs is None):
+            raise ValueError("give either output_url (one RTMP output per language) or outputs (a list of "
+                             "{kind, url, languages}), not both" if self.output_url else
+                             "output_url or outputs is required")
+        targets = list(self.target_languages)
+        for i, spec in enumerate(self.outputs or ()):
+            for lang in spec.languages or ():
+                if lang not in targets:
+                    raise ValueError(f"outputs.{i}.languages: {lang!r} is not one of target_languages {targets}")
+            if spec.languages and len(set(spec.languages)) != len(spec.languages):
+                raise ValueError(f"outputs.{i}.languages: a language is listed twice")
+        if sum(1 for spec in self.outputs or () if spec.kind == "hls") > 1:
+            raise ValueError("outputs: at most one output of kind hls per stream")
+        if len({(spec.kind, spec.url) for spec in self.outputs or ()}) != len(self.outputs or ()):
+            raise ValueError("outputs: the same kind and url are listed twice")
+        return self
+
+    def output_plan(self) -> list[PlannedOutput]:
+        """Every writer this stream keeps open, in order (see PlannedOutput)."""
+        targets = list(self.target_languages)
+        if self.outputs is None:
+            return [PlannedOutput(lang, "rtmp", per_language_url(self.output_url, targets, lang), (Track(lang, lang),))
+                    for lang in targets]
+        plan = []
+        for i, spec in enumerate(self.outputs):
+            langs = list(spec.languages or targets)
+            if spec.kind == "rtmp":
+                plan += [PlannedOutput(f"rtmp.{i}.{lang}", "rtmp", per_language_url(spec.url, langs, lang),
+                                       (Track(lang, lang),)) for lang in langs]
+            else:  # every language and the original in one stream; the first target is the default
+                tracks = tuple(Track(lang, lang) for lang in langs) + (Track(None, self.source_language),)
+                plan.append(PlannedOutput(f"{spec.kind}.{i}", spec.kind, spec.url, tracks))
+        return plan
+
+    def has_hls(self) -> bool:
+        return any(spec.kind == "hls" for spec in self.outputs or ())
+
+    def output_for(self, lang: str) -> str | None:
+        """The RTMP/FLV output that carries `lang` alone (what the preview decodes), if any."""
+        return next((p.url for p in self.output_plan() if p.kind == "rtmp" and p.tracks[0].mix == lang), None)
 
     def stream_id(self) -> str:
         if self.id:
@@ -234,6 +327,10 @@ class StreamRequest(BaseModel):
         candidate = re.sub(r"[^A-Za-z0-9._-]", "-", "-".join(parts)).lstrip("._-")[:128]
         return candidate or "stream"
 
-    def targets(self) -> list[tuple[str, bool]]:
-        """Every URL this request opens, as (url, is_output)."""
-        return [(self.input_url, False)] + [(self.output_for(lang), True) for lang in self.target_languages]
+    def targets(self) -> list[tuple[str, bool, str | None, str]]:
+        """Every URL this request opens, as (url, is_output, output kind, field name for messages)."""
+        if self.outputs is None:
+            return [(self.input_url, False, None, "input_url")] + [
+                (p.url, True, None, "output_url") for p in self.output_plan()]
+        return [(self.input_url, False, None, "input_url")] + [
+            (p.url, True, p.kind, f"outputs.{p.key.split('.')[1]}.url") for p in self.output_plan()]

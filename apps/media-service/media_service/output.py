@@ -1,4 +1,8 @@
-"""One output: H.264 packets passed through as they came, mixed audio encoded to AAC 48 kHz, FLV.
+"""One output: H.264 packets passed through as they came, mixed audio encoded to AAC 48 kHz.
+
+Containers (`kind` of the planned output): FLV for rtmp (one audio track: one language); MPEG-TS
+for srt and file, with one AAC track per language and the original, each tagged with its ISO
+639-2 code (the PMT's ISO_639_language_descriptor); HLS (hls.py) builds on the same writer.
 
 Timestamps: video keeps the input's (shifted only when a publisher reconnects, see Timeline);
 audio frames carry their timeline position. FFmpeg's AAC encoder emits its first packet 1024
@@ -7,8 +11,8 @@ packet timestamp reaches the first real sample exactly at its timeline time: the
 compensated by the timestamps themselves, and `av_offset_s` checks that it stays so.
 
 Where the bytes go (PyAV muxes into a file-like sink, never opens a URL itself):
-- network outputs (rtmp://, rtmps://, srt://): a `Relay` (relay.py), an ffmpeg child fed from a
-  bounded queue by its own thread, so one slow destination never holds up the others;
+- network outputs (rtmp://, rtmps://, srt://, udp://): a `Relay` (relay.py), an ffmpeg child fed
+  from a bounded queue by its own thread, so one slow destination never holds up the others;
 - file outputs (file:// or a path): a new numbered `SegmentFile` (recording.py) per open, so a
   reopen after a reconnect or an error never truncates what was recorded.
 
@@ -30,6 +34,7 @@ from typing import NoReturn
 import av
 import numpy as np
 
+from .languages import iso639_2
 from .recording import SegmentFile
 from .redaction import redact
 from .relay import Relay, RelaySettings, RelayStartError
@@ -115,12 +120,29 @@ def is_network_url(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
 
 
+FORMAT_OF_KIND = {"rtmp": "flv", "srt": "mpegts", "file": "mpegts"}
+SINK_OPTIONS = {"flv": {"flvflags": "no_duration_filesize"}, "mpegts": {}}
+
+
+class _AudioTrack:
+    """One AAC stream of an output and what `av_offset_s` needs of it."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.priming: int | None = None  # encoder delay in samples, learnt from the first packet
+        self.av_offset_s = 0.0
+        self.pending_pts: list[int] = []
+
+
 class OutputWriter:
-    """Muxes one language's output; see the module docstring. Used by one thread at a time."""
+    """Muxes one planned output (one language, or several as tracks); see the module docstring.
+    Used by one thread at a time."""
 
     def __init__(self, url: str, video_template: av.video.stream.VideoStream | None, *,
-                 audio: bool = True, bit_rate: int = 128_000, relay_settings: RelaySettings | None = None):
+                 audio: bool = True, bit_rate: int = 128_000, relay_settings: RelaySettings | None = None,
+                 kind: str = "rtmp", languages: tuple[str, ...] = ("",)):
         self.url = url
+        self.kind = kind
         self.label = redact(url)  # what messages and logs show
         self.relay: Relay | None = None
         self.segment: SegmentFile | None = None
@@ -133,30 +155,45 @@ class OutputWriter:
             last = backoff.last_error
             raise OutputError(f"{last} (next attempt in {wait:.1f} s)", kind=last.kind if last else "open_failed",
                               retry_in=wait)
+        self.tracks: list[_AudioTrack] = []
         try:
-            if is_network_url(url):
-                self.relay = Relay(url, relay_settings)
-                sink = self.relay
-            else:
-                self.segment = SegmentFile(url[len("file://"):] if url.startswith("file://") else url)
-                sink = self.segment
-                log.info("output %s: writing %s", self.label, self.segment.path)
-            self.container = av.open(sink, mode="w", format="flv", options={"flvflags": "no_duration_filesize"})
+            self.container = self._open_container(relay_settings)
             self.video = self.container.add_stream_from_template(video_template) if video_template else None
-            self.audio = None
-            if audio:
+            for lang in languages if audio else ():
                 # ffmpeg's default AAC search ("twoloop") costs ~2.5x the "fast" coder for no
                 # audible gain at 128 kb/s on broadcast speech (4.6 % vs 1.9 % of a core per output).
-                self.audio = self.container.add_stream("aac", rate=AUDIO_RATE, layout="stereo",
-                                                       options={"aac_coder": "fast"})
-                self.audio.bit_rate = bit_rate
+                stream = self.container.add_stream("aac", rate=AUDIO_RATE, layout="stereo",
+                                                   options={"aac_coder": "fast"})
+                stream.bit_rate = bit_rate
+                if lang and self.kind != "rtmp":  # FLV has no per-track language
+                    stream.metadata["language"] = iso639_2(lang)
+                self.tracks.append(_AudioTrack(stream))
         except (OSError, RelayStartError, av.FFmpegError, ValueError) as exc:
             self._release_sinks()
             self._fail(_disk_full_or(exc, "open_failed"), f"cannot open output {self.label}: {exc}", exc)
-        self.priming = None  # encoder delay in samples, learnt from the first packet
-        self.av_offset_s = 0.0  # |audio packet time - expected time| at the muxer, after ms rounding
+        self.audio = self.tracks[0].stream if self.tracks else None
         self.packets = 0
-        self._pending_frame_pts: list[int] = []
+
+    def _open_container(self, relay_settings: RelaySettings | None):
+        fmt = FORMAT_OF_KIND[self.kind]
+        if is_network_url(self.url):
+            self.relay = Relay(self.url, relay_settings, fmt=fmt)
+            sink = self.relay
+        else:
+            self.segment = SegmentFile(self.url[len("file://"):] if self.url.startswith("file://") else self.url)
+            sink = self.segment
+            log.info("output %s: writing %s", self.label, self.segment.path)
+        return av.open(sink, mode="w", format=fmt, options=dict(SINK_OPTIONS[fmt]))
+
+    @property
+    def av_offset_s(self) -> float:
+        """The largest |audio packet time - expected time| over the tracks, at the muxer's
+        timestamp resolution (FLV: ms; MPEG-TS: 90 kHz)."""
+        return max((t.av_offset_s for t in self.tracks), key=abs, default=0.0)
+
+    @property
+    def priming(self) -> int | None:
+        return self.tracks[0].priming if self.tracks else None
 
     @staticmethod
     def retry_after(url: str) -> float:
@@ -180,30 +217,34 @@ class OutputWriter:
         packet.stream = self.video
         self._mux(packet)
 
-    def write_audio(self, samples: np.ndarray, pts: int) -> None:
-        """Encode one frame of stereo float32 samples (n, 2) whose first sample is at `pts`/48000 s."""
-        if self.audio is None:
+    def write_audio(self, samples: np.ndarray, pts: int, track: int = 0) -> None:
+        """Encode one frame of stereo float32 samples (n, 2) whose first sample is at `pts`/48000 s
+        on audio track `track`."""
+        if track >= len(self.tracks):
             return
         self._check()
+        t = self.tracks[track]
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.T, dtype=np.float32),
                                            format="fltp", layout="stereo")
         frame.sample_rate = AUDIO_RATE
         frame.pts = pts
         frame.time_base = Fraction(1, AUDIO_RATE)
-        self._pending_frame_pts.append(pts)
-        for pkt in self.audio.encode(frame):
-            self._audio_packet(pkt)
+        t.pending_pts.append(pts)
+        for pkt in t.stream.encode(frame):
+            self._audio_packet(t, pkt)
 
-    def _audio_packet(self, pkt: av.Packet) -> None:
-        expected_frame = self._pending_frame_pts.pop(0) if self._pending_frame_pts else None
-        if self.priming is None and expected_frame is not None and pkt.pts is not None:
-            self.priming = expected_frame - pkt.pts
-            log.debug("AAC encoder priming: %d samples", self.priming)
-        if expected_frame is not None and pkt.pts is not None and self.priming is not None:
-            # Time the decoder gives this packet's first real sample, after FLV's ms rounding.
-            muxed_ms = round(pkt.pts * 1000 / AUDIO_RATE)
-            presented = muxed_ms / 1000 + self.priming / AUDIO_RATE
-            self.av_offset_s = presented - expected_frame / AUDIO_RATE
+    def _audio_packet(self, t: _AudioTrack, pkt: av.Packet) -> None:
+        expected_frame = t.pending_pts.pop(0) if t.pending_pts else None
+        if t.priming is None and expected_frame is not None and pkt.pts is not None:
+            t.priming = expected_frame - pkt.pts
+            log.debug("AAC encoder priming: %d samples", t.priming)
+        if expected_frame is not None and pkt.pts is not None and t.priming is not None:
+            # Time the decoder gives this packet's first real sample, after the muxer's rounding
+            # to its time base (FLV: ms; MPEG-TS: 90 kHz, exact for 48 kHz frames).
+            tb = t.stream.time_base or Fraction(1, 1000)
+            muxed = round(Fraction(pkt.pts, AUDIO_RATE) / tb) * tb
+            presented = float(muxed) + t.priming / AUDIO_RATE
+            t.av_offset_s = presented - expected_frame / AUDIO_RATE
         self._mux(pkt)
 
     def _mux(self, pkt: av.Packet) -> None:
@@ -252,9 +293,9 @@ class OutputWriter:
         """Flush and close; bounded in time (a relay gets `close_timeout_s`, then is killed)."""
         if self._failed is None:
             try:
-                if self.audio is not None:
-                    for pkt in self.audio.encode(None):
-                        self._audio_packet(pkt)
+                for t in self.tracks:
+                    for pkt in t.stream.encode(None):
+                        self._audio_packet(t, pkt)
             except Exception as exc:  # closing a broken output must not raise past here
                 log.debug("flushing %s: %s", self.label, exc)
         try:

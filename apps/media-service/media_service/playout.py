@@ -2,8 +2,10 @@
 
 Each 1024-sample audio frame is due D after its last sample arrived, each video packet D after it
 arrived. A due frame is rendered (the original mixed with the dubs that cover it, per language,
-see `mixer.DubTracks`) and written to every language's output with the video packets that are
-due; nothing here ever waits for the STS side. Outputs open just before something is due, close
+see `mixer.DubTracks`) and written to every output of the request's plan (`output_plan()`: one
+FLV per language for rtmp, one multi-track stream for hls/srt/file, each track a language's mix
+or the original) with the video packets that are due; nothing here ever waits for the STS side.
+Outputs open just before something is due, close
 (flushing their muxers) once an ended input is played out, and reopen when it returns.
 """
 
@@ -17,7 +19,7 @@ from collections.abc import Callable
 import av
 
 from .capture import Capture
-from .config import StreamRequest
+from .config import PlannedOutput, StreamRequest
 from .events import EventLog
 from .loudness import ProgrammeLoudness
 from .metrics import MediaMetrics
@@ -38,7 +40,7 @@ class Playout:
     def __init__(self, stream_id: str, request: StreamRequest, delay_s: float, *, capture: Capture,
                  tracks: DubTracks, metrics: MediaMetrics, events: EventLog, counters,
                  mix: Callable[[], tuple[Mode, float]],
-                 make_writer: Callable[[str], OutputWriter | None],
+                 make_writer: Callable[[PlannedOutput], OutputWriter | None],
                  input_reading: Callable[[], bool], on_error: Callable[[str], None],
                  stop: threading.Event, drain: threading.Event):
         self.id = stream_id
@@ -51,7 +53,8 @@ class Playout:
         self.input_reading = input_reading
         self.on_error = on_error
         self._stop, self._drain = stop, drain
-        self.outputs: dict[str, OutputWriter] = {}
+        self.plan = request.output_plan()
+        self.outputs: dict[str, OutputWriter] = {}  # by PlannedOutput.key
         self.state = "waiting"
         self.beat: float | None = None  # monotonic time of the loop's last round (watchdog)
         self.av_offset_s = 0.0
@@ -74,7 +77,7 @@ class Playout:
                 if self.capture.info is None:
                     self._stop.wait(IDLE_WAIT_S)
                     continue
-                if (len(self.outputs) < len(self.tracks.languages) and now - last_open_try > OUTPUT_REOPEN_S
+                if (len(self.outputs) < len(self.plan) and now - last_open_try > OUTPUT_REOPEN_S
                         and self._anything_due(next_index, now + OUTPUT_OPEN_LEAD_S)):
                     # Opened just before there is something to write: RTMP servers drop idle
                     # publishers, and opening takes a moment (relay start, RTMP handshake).
@@ -158,18 +161,25 @@ class Playout:
 
     # ------------------------------------------------------------ writers
 
+    @staticmethod
+    def _describe(out: PlannedOutput) -> dict:
+        """Event data naming an output: `language` for a one-language output (as before
+        `outputs` existed), else `output`, `kind` and its track languages."""
+        if out.key == out.tracks[0].mix:
+            return {"language": out.key}
+        return {"output": out.key, "kind": out.kind, "languages": [t.language for t in out.tracks]}
+
     def _open_outputs(self) -> bool:
         ok = True
-        for lang in self.request.target_languages:
-            if lang in self.outputs:
+        for out in self.plan:
+            if out.key in self.outputs:
                 continue
-            url = self.request.output_for(lang)
             try:
-                writer = self.make_writer(url)
+                writer = self.make_writer(out)
                 if writer is None:
                     return False  # input closed (stopping): no template to build outputs from
-                self.outputs[lang] = writer
-                self.events.publish(self.id, "output_open", {"language": lang, "url": url})
+                self.outputs[out.key] = writer
+                self.events.publish(self.id, "output_open", {**self._describe(out), "url": out.url})
             except OutputError as exc:
                 ok = False
                 if self.state != "error":
@@ -181,19 +191,22 @@ class Playout:
             self.metrics.output_up.labels(self.id).set(1)
         return ok
 
-    def _output_failed(self, lang: str, exc: Exception) -> None:
-        log.warning("stream %s: output %s failed: %s", self.id, lang, exc)
-        writer = self.outputs.pop(lang, None)
+    def _output_failed(self, out: PlannedOutput, exc: Exception) -> None:
+        log.warning("stream %s: output %s failed: %s", self.id, out.key, exc)
+        writer = self.outputs.pop(out.key, None)
         if writer:
             writer.close()
         self.state = "error"
         self.metrics.output_up.labels(self.id).set(0)
-        self.events.publish(self.id, "output_lost", {"language": lang, "error": str(exc)})
+        self.events.publish(self.id, "output_lost", {**self._describe(out), "error": str(exc)})
 
     def _close_outputs(self, reason: str) -> None:
-        for lang, writer in list(self.outputs.items()):
+        for out in self.plan:
+            writer = self.outputs.get(out.key)
+            if writer is None:
+                continue
             writer.close()
-            self.events.publish(self.id, "output_closed", {"language": lang, "reason": reason})
+            self.events.publish(self.id, "output_closed", {**self._describe(out), "reason": reason})
         self.outputs.clear()
         self.state = "idle"
         self.metrics.output_up.labels(self.id).set(0)
@@ -203,17 +216,19 @@ class Playout:
         mode, duck_gain_db = self.mix()
         mixes = self.tracks.render(index, FRAME, original, mode, duck_gain_db)
         pts = self.capture.timeline.out_index_pts(index)
-        for lang, mixed in mixes.items():
-            writer = self.outputs.get(lang)
+        for out in self.plan:
+            writer = self.outputs.get(out.key)
             if writer is None:
                 continue
             try:
-                writer.write_audio(mixed, pts)
+                for i, track in enumerate(out.tracks):
+                    writer.write_audio(original if track.mix is None else mixes[track.mix], pts, i)
                 self.av_offset_s = writer.av_offset_s
             except OutputError as exc:
-                self._output_failed(lang, exc)
-                continue
-            self._measure(lang, mixed)
+                self._output_failed(out, exc)
+        if self.outputs:
+            for lang, mixed in mixes.items():  # what every output of that language carries
+                self._measure(lang, mixed)
         self.counters.audio_frames_out += 1
         self.metrics.av_offset.labels(self.id).set(self.av_offset_s)
 
@@ -229,12 +244,15 @@ class Playout:
                     self.metrics.output_loudness.labels(self.id, lang, window).set(value)
 
     def _write_video(self, packet: av.Packet) -> None:
-        for lang, writer in list(self.outputs.items()):
+        for out in self.plan:
+            writer = self.outputs.get(out.key)
+            if writer is None:
+                continue
             copy = av.Packet(bytes(packet))
             copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
             copy.is_keyframe = packet.is_keyframe
             try:
                 writer.write_video(copy, self.capture.video_shift_ticks)
             except OutputError as exc:
-                self._output_failed(lang, exc)
+                self._output_failed(out, exc)
         self.counters.video_packets_out += 1

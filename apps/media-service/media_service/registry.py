@@ -55,8 +55,8 @@ class StreamRegistry:
         """
         stream_id = request.stream_id()
         policy = self.cfg.target_policy()
-        for url, output in request.targets():
-            policy.check(url, output=output)
+        for url, output, kind, what in request.targets():
+            policy.check(url, output=output, kind=kind, what=what)
         if len(request.target_languages) > self.cfg.max_languages:
             raise LimitReached("languages", f"{len(request.target_languages)} target languages; at most "
                                             f"{self.cfg.max_languages} per stream (--max-languages)", status=400)

@@ -1,4 +1,5 @@
-"""The network half of an output: an `ffmpeg -c copy` child that publishes the FLV we mux.
+"""The network half of an output: an `ffmpeg -c copy` child that publishes the FLV (rtmp) or
+MPEG-TS (srt, udp) we mux.
 
 Why a child process: PyAV holds the GIL while it opens an RTMP publish and while it writes to the
 socket, so a slow server would freeze every thread of the service (and nginx-rtmp's `on_publish`
@@ -63,13 +64,13 @@ class RelayStartError(RuntimeError):
 
 
 class Relay:
-    """One `ffmpeg -f flv -i pipe:0 -c copy -f flv <url>` child, fed from a bounded queue.
+    """One `ffmpeg -f <fmt> -i pipe:0 -c copy -f <fmt> <url>` child, fed from a bounded queue.
 
     File-like for PyAV (`write` only: not seekable). Thread-safe between the writing thread and
     its own feeder/reader threads; `close` (or `kill`) ends both threads and reaps the child.
     """
 
-    def __init__(self, url: str, settings: RelaySettings | None = None):
+    def __init__(self, url: str, settings: RelaySettings | None = None, *, fmt: str = "flv"):
         self.url = url
         self.label = redact(url)
         self.settings = settings or RelaySettings()
@@ -77,9 +78,9 @@ class Relay:
         if exe is None:
             raise RelayStartError("ffmpeg not found (needed to publish to network outputs): install Debian 'ffmpeg'")
         rw_us = str(int(self.settings.rw_timeout_s * 1_000_000))
-        cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "flv", "-i", "pipe:0",
+        cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", fmt, "-i", "pipe:0",
                "-map", "0", "-c", "copy", "-copyts", "-rw_timeout", rw_us,
-               "-protocol_whitelist", protocol_whitelist(url), "-f", "flv", url]
+               "-protocol_whitelist", protocol_whitelist(url), "-f", fmt, url]
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, bufsize=0)

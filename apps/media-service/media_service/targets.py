@@ -23,17 +23,24 @@ from .redaction import redact_url
 
 MAX_URL_LENGTH = 2048
 INPUT_SCHEMES = ("rtmp", "rtmps", "srt", "file")
-OUTPUT_SCHEMES = ("rtmp", "rtmps", "file")
+OUTPUT_SCHEMES = ("rtmp", "rtmps", "file")  # `output_url`, and `outputs` of kind rtmp (FLV, one language each)
+# What each kind of `outputs` entry may point at (README "outputs"): srt = MPEG-TS over srt/udp,
+# file = MPEG-TS file, hls = `hls://` (served by this service) or a directory.
+KIND_SCHEMES = {"rtmp": OUTPUT_SCHEMES, "srt": ("srt", "udp"), "file": ("file",), "hls": ("hls", "file")}
+HLS_SERVED = "hls://"  # an hls output kept in a temporary directory, served under /v1/streams/{id}/hls/
 # What libavformat may open for each scheme (rtmps runs rtmp over tls over tcp).
 PROTOCOL_WHITELIST = {
     "rtmp": "rtmp,tcp",
     "rtmps": "rtmps,rtmp,tls,tcp",
     "srt": "srt",
+    "udp": "udp",
     "file": "file",
 }
 # srt options an API client may set; `mode` only as caller (a listener would open a port here).
 SRT_QUERY_KEYS = frozenset({"streamid", "passphrase", "pbkeylen", "latency", "rcvlatency", "peerlatency",
                             "connect_timeout", "timeout", "mode"})
+# udp output options an API client may set (no localaddr/localport: which socket this host uses is ours).
+UDP_QUERY_KEYS = frozenset({"pkt_size", "ttl", "buffer_size"})
 _NESTED_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
 
 
@@ -58,18 +65,25 @@ def protocol_whitelist(url: str) -> str:
     return PROTOCOL_WHITELIST.get(scheme_of(url), "none")
 
 
-def check_url_syntax(url: str, *, output: bool) -> str:
-    """Return `url` if its form is acceptable for an input (or output); raise TargetRefused naming why."""
-    what = "output_url" if output else "input_url"
+def check_url_syntax(url: str, *, output: bool, kind: str | None = None, what: str | None = None) -> str:
+    """Return `url` if its form is acceptable for an input (or an output of `kind`: None for
+    `output_url`); raise TargetRefused naming why (`what` names the field in the message)."""
+    what = what or ("output_url" if output else "input_url")
     if len(url) > MAX_URL_LENGTH:
         raise TargetRefused(f"{what} is {len(url)} characters long; at most {MAX_URL_LENGTH}")
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
         raise TargetRefused(f"{what} contains whitespace or control characters")
     scheme = scheme_of(url)
-    allowed = OUTPUT_SCHEMES if output else INPUT_SCHEMES
+    allowed = (KIND_SCHEMES[kind] if kind else OUTPUT_SCHEMES) if output else INPUT_SCHEMES
     if scheme not in allowed:
-        names = ", ".join(f"{s}://" for s in allowed)
-        raise TargetRefused(f"unsupported URL {redact_url(url)!r}: use {names} or an absolute path")
+        names = ", ".join(f"{s}://" for s in allowed if s != "file")
+        names += " or an absolute path" if "file" in allowed else ""
+        kind_note = f" for an output of kind {kind!r}" if kind else ""
+        raise TargetRefused(f"{what}: unsupported URL {redact_url(url)!r}{kind_note}: use {names}")
+    if scheme == "hls":
+        if url != HLS_SERVED:
+            raise TargetRefused(f"{what}: an hls output is {HLS_SERVED!r} (served by this service) or a directory path")
+        return url
     if scheme == "file":
         path = file_path(url)
         if not path.startswith("/"):
@@ -86,6 +100,10 @@ def check_url_syntax(url: str, *, output: bool) -> str:
                 raise TargetRefused(f"{what}: srt option {key!r} is not allowed (allowed: {sorted(SRT_QUERY_KEYS)})")
             if key == "mode" and value != "caller":
                 raise TargetRefused(f"{what}: srt mode must be caller (this service does not listen)")
+    if scheme == "udp":
+        for key, _ in parse_qsl(parts.query, keep_blank_values=True):
+            if key not in UDP_QUERY_KEYS:
+                raise TargetRefused(f"{what}: udp option {key!r} is not allowed (allowed: {sorted(UDP_QUERY_KEYS)})")
     return url
 
 
@@ -96,10 +114,12 @@ class TargetPolicy:
     media_root: str | None = None  # files only under this directory; None: no file targets
     hosts: tuple[str, ...] = ()  # host or host:port allowed for rtmp/srt; empty: any
 
-    def check(self, url: str, *, output: bool) -> str:
+    def check(self, url: str, *, output: bool, kind: str | None = None, what: str | None = None) -> str:
         """Return the URL to open (a file URL resolved to its real path); raise TargetRefused."""
-        what = "output_url" if output else "input_url"
-        check_url_syntax(url, output=output)
+        what = what or ("output_url" if output else "input_url")
+        check_url_syntax(url, output=output, kind=kind, what=what)
+        if scheme_of(url) == "hls":
+            return url  # a directory of our own
         if scheme_of(url) == "file":
             return self._check_file(file_path(url), what)
         if self.hosts:

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
+import tempfile
 import threading
 import time
 from collections import deque
@@ -26,9 +29,10 @@ import numpy as np
 
 from .captions import CaptionStore
 from .capture import Capture
-from .config import MediaConfig, StreamRequest
+from .config import MediaConfig, PlannedOutput, StreamRequest
 from .dubbing import Dubbing
 from .events import EventLog
+from .hls import HlsWriter, SubtitleRenditions
 from .ingest import InputError, InputInfo, InputReader
 from .metrics import MediaMetrics
 from .mixer import DubTracks
@@ -37,6 +41,7 @@ from .playout import Playout
 from .redaction import redact, redact_url
 from .segmenter import Segment
 from .states import Mode, StreamState
+from .targets import HLS_SERVED, file_path
 from .thread_names import name_native_thread
 from .timeline import RATE
 
@@ -96,6 +101,10 @@ class StreamWorker:
         self.dubbing = Dubbing(stream_id, request, cfg, self.delay_s, metrics=metrics, events=events,
                                counters=self.counters, store=self.capture.store, tracks=self.tracks,
                                segmenter=self.capture.segmenter, stop=self._stop, captions=self.captions)
+        # The stream's HLS output, if it has one: its directory (served by the API) and subtitles.
+        self.hls_dir: str | None = None
+        self._hls_temporary = False
+        self._subtitles: SubtitleRenditions | None = None
         self.playout = Playout(stream_id, request, self.delay_s, capture=self.capture, tracks=self.tracks,
                                metrics=metrics, events=events, counters=self.counters,
                                mix=lambda: (self.mode, self.duck_gain_db), make_writer=self._make_writer,
@@ -174,6 +183,8 @@ class StreamWorker:
             self._close_input()  # never under a thread that may still be reading it
             self.capture.close()
         await self.dubbing.close()
+        if self._hls_temporary and self.hls_dir and not any(t.is_alive() for t in self._threads):
+            shutil.rmtree(self.hls_dir, ignore_errors=True)  # hls:// is served while the stream exists
         self.metrics.forget(self.id)
         self._set_state(StreamState.STOPPED, self.state_reason if self.state == StreamState.FAILED else "")
         self.events.publish(self.id, "stopped", self.snapshot()["counters"])
@@ -281,13 +292,33 @@ class StreamWorker:
 
     # ------------------------------------------------------------ what playout needs of the input
 
-    def _make_writer(self, url: str) -> OutputWriter | None:
+    def _make_writer(self, out: PlannedOutput) -> OutputWriter | None:
         """An output whose streams are copied from the current input's (None once it is closed)."""
         with self._io_lock:  # the input container must not close while its streams are copied
             info = self.capture.info
             if self._container is None:
                 return None
-            return OutputWriter(url, info.video if info else None, audio=bool(info and info.audio is not None))
+            video, audio = (info.video if info else None), bool(info and info.audio is not None)
+            if out.kind == "hls":
+                return HlsWriter(out, self._hls_directory(out), video, audio=audio, subtitles=self._hls_subtitles(out))
+            return OutputWriter(out.url, video, audio=audio, kind=out.kind,
+                                languages=tuple(t.language for t in out.tracks))
+
+    def _hls_directory(self, out: PlannedOutput) -> str:
+        if self.hls_dir is None:
+            if out.url == HLS_SERVED:
+                self.hls_dir, self._hls_temporary = tempfile.mkdtemp(prefix=f"livedub-hls-{self.id}-"), True
+            else:
+                self.hls_dir = os.path.realpath(file_path(out.url))  # checked under --media-root at start
+        return self.hls_dir
+
+    def _hls_subtitles(self, out: PlannedOutput) -> SubtitleRenditions:
+        if self._subtitles is None:
+            langs = list(dict.fromkeys(t.language for t in out.tracks if self.captions.track(t.language) is not None))
+            origin_ms = lambda: (self.capture.timeline.origin_s or 0.0) * 1000.0  # noqa: E731
+            self._subtitles = SubtitleRenditions(self._hls_directory(out), langs, self.captions,
+                                                 cue_offset_ms=lambda: origin_ms() - self.delay_s * 1000.0)
+        return self._subtitles
 
     def output_clock(self) -> tuple[float, bool]:
         """Where the output is on the output timeline (the caption cues' clock): the position being
@@ -310,7 +341,7 @@ class StreamWorker:
             "state": StreamState(self.state).value,
             "reason": self.state_reason,
             "input_url": redact_url(self.request.input_url),
-            "outputs": {lang: redact_url(self.request.output_for(lang)) for lang in self.request.target_languages},
+            "outputs": {out.key: redact_url(out.url) for out in self.playout.plan},
             "source_language": self.request.source_language,
             "target_languages": list(self.request.target_languages),
             "mix": self.mode.value,
@@ -333,5 +364,6 @@ class StreamWorker:
                          "segments_dropped_short": self.capture.segmenter.stats.dropped_short},
             "started_at": self.started_at,
             "captions": self.captions.snapshot(),
+            **({"hls": {"master": f"/v1/streams/{self.id}/hls/master.m3u8"}} if self.request.has_hls() else {}),
             **self.dubbing.snapshot(),  # sts, fragment_limits, recent
         }
