@@ -81,6 +81,7 @@ class StreamEnd(_Model):
 class Capabilities(_Model):
     asr: str
     translation: str
+    translators: dict[str, str] | None = None  # v1.2: the MT engine of each target in `languages`
     tts: str
     languages: list[str]
 
