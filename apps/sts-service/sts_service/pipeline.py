@@ -157,15 +157,24 @@ class DubbingPipeline:
         translator, kwargs = self.engines.translator, {}
         if context and getattr(translator, "takes_context", False):
             kwargs["context"] = context
-        if deadline is not None and getattr(translator, "remote", False):
-            kwargs["timeout"] = max(0.05, MT_SHARE * (deadline - time.monotonic()))
-        return lambda: translator.translate(text, source, target, **kwargs)
+        remote = deadline is not None and getattr(translator, "remote", False)
+
+        def call():  # the budget is what is left when a worker runs it, not when it was queued
+            if remote:
+                kwargs["timeout"] = max(0.05, MT_SHARE * (deadline - time.monotonic()))
+            return translator.translate(text, source, target, **kwargs)
+        return call
 
     def _synthesize(self, text: str, target: str, voice: str | None, deadline: float | None):
-        synthesizer, kwargs = self.engines.synthesizer, {}
-        if deadline is not None and getattr(synthesizer, "remote", False):
-            kwargs["timeout"] = max(0.05, deadline - time.monotonic() - FIT_RESERVE_S)
-        return lambda: synthesizer.synthesize(text, target, voice, **kwargs)
+        synthesizer = self.engines.synthesizer
+        remote = deadline is not None and getattr(synthesizer, "remote", False)
+
+        def call():
+            if remote:
+                return synthesizer.synthesize(text, target, voice,
+                                              timeout=max(0.05, deadline - time.monotonic() - FIT_RESERVE_S))
+            return synthesizer.synthesize(text, target, voice)
+        return call
 
     async def _dub_one(self, text: str, spec: StreamSpec, target: str, span_ms: float,
                        deadline: float | None = None, context: StreamContext | None = None,
