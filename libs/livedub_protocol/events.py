@@ -4,7 +4,8 @@ PROTOCOL_VERSION = 1
 # Minor versions add optional fields only; a v1.0 peer ignores them and is still served.
 # 1.1: fragment:data `deadline_ms`, error code `deadline_exceeded`, `timings_ms.queue`,
 #      init ack `protocol_minor`.
-# 1.2: init ack `capabilities.voices` (the voice of each target language).
+# 1.2: init ack `capabilities.voices` (the voice of each target language) and `capabilities.translators`
+#      (the MT engine of each target language).
 PROTOCOL_MINOR = 2
 NAMESPACE = "/sts"
 

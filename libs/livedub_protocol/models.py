@@ -89,6 +89,7 @@ class VoiceInfo(_Model):
 class Capabilities(_Model):
     asr: str
     translation: str
+    translators: dict[str, str] | None = None  # v1.2: the MT engine of each target in `languages`
     tts: str
     languages: list[str]
     voices: dict[str, VoiceInfo] | None = None  # v1.2: per target language in `languages`

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sts_service.translation import (
     ApertiumTranslator,
+    Context,
     DeepLTranslator,
     GoogleTranslator,
     TranslationError,
@@ -144,6 +145,26 @@ def test_deepl_request_and_response() -> None:
         assert req["path"] == "/v2/translate"
         assert req["headers"]["Authorization"] == "DeepL-Auth-Key secret-key:fx"
         assert req["body"] == {"text": ["Hello, how are you?"], "source_lang": "EN", "target_lang": "ES"}
+
+
+def test_deepl_gets_the_stream_context_through_the_router() -> None:
+    """A sentence cut across fragments: DeepL's `context` carries the preceding text (bounded)."""
+    from sts_service.context import StreamContext
+    from sts_service.translation.router import PairRouter
+
+    with _Fake() as fake:
+        fake.reply = {"translations": [{"text": "esta noche."}]}
+        router = PairRouter(make_translator("deepl", api_key="secret-key:fx", base_url=fake.url))
+        ctx = StreamContext()
+        ctx.heard(0, "We have a lot to talk")
+        ctx.heard(1, "about tonight.")
+        assert router.translate("about tonight.", "en", "es", context=ctx.before(1, "es"), timeout=2.0) == "esta noche."
+        assert fake.requests[-1]["body"]["context"] == "We have a lot to talk"
+        router.translate("Hello.", "en", "es", context=ctx.before(0, "es"))
+        assert "context" not in fake.requests[-1]["body"]  # nothing before the first fragment
+        long = Context(tuple((f"sentence {i} " + "x" * 400, "") for i in range(3)))
+        router.translate("Hello.", "en", "es", context=long)
+        assert len(fake.requests[-1]["body"]["context"]) == 1000 and fake.requests[-1]["body"]["context"].endswith("x")
 
 
 def test_deepl_errors_never_echo_the_key(monkeypatch: pytest.MonkeyPatch) -> None:

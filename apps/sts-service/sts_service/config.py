@@ -54,13 +54,54 @@ class StsConfig(Settings):
         _cpu_count, "--asr-workers", "STS_ASR_WORKERS",
         "ASR workers, each transcribing one batch at a time (>= 1; workers x threads should not exceed the "
         "cores)", ge=1)
+    # Per-pair MT, and model servers over OpenAI-compatible HTTP APIs (keys: environment only)
+    asr_engine: Literal["faster-whisper", "openai"] = setting(
+        "faster-whisper", "--asr-engine", "STS_ASR_ENGINE",
+        "speech recognition: `faster-whisper` (in process) or `openai` (a server's `/v1/audio/transcriptions` at "
+        "`--asr-url`)")
+    asr_url: str | None = setting(None, "--asr-url", "STS_ASR_URL",
+                                  "`--asr-engine openai`: the server's base URL, e.g. `http://gpu:8000/v1`")
+    asr_api_key: str | None = setting(None, None, "STS_ASR_API_KEY",
+                                      "`--asr-engine openai`: API key sent as a bearer token (never logged)",
+                                      secret=True)
+    asr_server_model: str = setting("whisper-1", "--asr-server-model", "STS_ASR_SERVER_MODEL",
+                                    "`--asr-engine openai`: the model name sent to the server")
+    mt_models: comma_list() = setting(
+        (), "--mt-model", "STS_MT_MODELS",
+        "comma-separated `SRC-TGT=ENGINE[:ARG]`: the engine of one language pair, e.g. "
+        "`en-es=ctranslate2:/models/opus-mt-en-es` (a CTranslate2 Marian/OPUS-MT, NLLB or M2M-100 directory, or "
+        "an Argos Translate package), `en-ca=openai[:MODEL]`, `en-fr=deepl`; other pairs use "
+        "`--translation-engine`")
+    llm_url: str | None = setting(None, "--llm-url", "STS_LLM_URL",
+                                  "`openai` translation: the chat server's base URL, e.g. `http://gpu:8000/v1`")
+    llm_api_key: str | None = setting(None, None, "STS_LLM_API_KEY",
+                                      "`openai` translation: API key sent as a bearer token (never logged)",
+                                      secret=True)
+    llm_model: str | None = setting(None, "--llm-model", "STS_LLM_MODEL",
+                                    "`openai` translation: the chat model name sent to the server")
+    tts_url: str | None = setting(None, "--tts-url", "STS_TTS_URL",
+                                  "`--tts-engine openai`: the speech server's base URL, e.g. `http://gpu:8000/v1`")
+    tts_api_key: str | None = setting(None, None, "STS_TTS_API_KEY",
+                                      "`--tts-engine openai`: API key sent as a bearer token (never logged)",
+                                      secret=True)
+    tts_server_model: str = setting("tts-1", "--tts-server-model", "STS_TTS_SERVER_MODEL",
+                                    "`--tts-engine openai`: the model name sent to the server")
+    tts_server_voice: str = setting(
+        "alloy", "--tts-server-voice", "STS_TTS_SERVER_VOICE",
+        "`--tts-engine openai`: the voice asked for when the stream names none")
+    tts_server_languages: comma_list(lower=True) = setting(
+        (), "--tts-server-languages", "STS_TTS_SERVER_LANGUAGES",
+        "`--tts-engine openai`: comma-separated languages the server's model speaks (default: every language "
+        "the service knows)")
     # Translation / TTS
-    translation_engine: Literal["apertium", "deepl", "google"] = setting(
+    translation_engine: Literal["apertium", "deepl", "google", "openai"] = setting(
         "apertium", "--translation-engine", "STS_TRANSLATION_ENGINE",
-        "translation engine: `apertium`, `deepl` or `google`")
-    tts_engine: Literal["espeak", "piper", "coqui"] = setting(
+        "translation engine of the pairs without `--mt-model`: `apertium`, `deepl`, `google` or `openai` (an "
+        "LLM at `--llm-url`)")
+    tts_engine: Literal["espeak", "piper", "coqui", "openai"] = setting(
         "espeak", "--tts-engine", "STS_TTS_ENGINE",
-        "speech engine: `espeak`, `piper` or `coqui` (`piper`/`coqui` need `--tts-model`)")
+        "speech engine: `espeak`, `piper`, `coqui` (`piper`/`coqui` need `--tts-model`) or `openai` (a server's "
+        "`/v1/audio/speech` at `--tts-url`)")
     tts_model: str | None = setting(None, "--tts-model", "STS_TTS_MODEL",
                                     "Piper `.onnx` voice / Coqui checkpoint (file or directory)")
     tts_config: str | None = setting(
@@ -115,6 +156,35 @@ class StsConfig(Settings):
     fit_timeout_s: float = setting(10.0, None, None, "fit stage timeout", gt=0)
     end_wait_s: float = setting(30.0, None, None, "how long `stream:end` waits for fragments in flight", ge=0)
     log_level: LogLevel = setting("INFO", "--log-level", "STS_LOG_LEVEL", "Python log level")
+
+    @model_validator(mode="after")
+    def _servers(self) -> StsConfig:
+        """Per-pair MT entries and the model servers: what each needs is there, checked at start."""
+        from .translation.router import parse_mt_models
+
+        label = self.label
+        try:
+            specs = parse_mt_models(self.mt_models)
+        except ValueError as exc:
+            raise ConfigError(f"{label('mt_models')}: {exc}") from None
+        for spec in specs.values():
+            if spec.engine == "ctranslate2" and not os.path.isdir(spec.arg):
+                raise ConfigError(f"{label('mt_models')} {spec.text}: {spec.arg} is not a directory")
+        llm = self.translation_engine == "openai" or any(s.engine == "openai" for s in specs.values())
+        if llm and not self.llm_url:
+            raise ConfigError(f"openai translation needs {label('llm_url')}")
+        if llm and not self.llm_model and (self.translation_engine == "openai"
+                                           or any(s.engine == "openai" and not s.arg for s in specs.values())):
+            raise ConfigError(f"openai translation needs {label('llm_model')} (or en-xx=openai:MODEL)")
+        if self.asr_engine == "openai" and not self.asr_url:
+            raise ConfigError(f"--asr-engine openai needs {label('asr_url')}")
+        if self.tts_engine == "openai" and not self.tts_url:
+            raise ConfigError(f"--tts-engine openai needs {label('tts_url')}")
+        for name in ("asr_url", "llm_url", "tts_url"):
+            value = getattr(self, name)
+            if value and not value.lower().startswith(("http://", "https://")):
+                raise ConfigError(f"{label(name)} must be an http(s) URL")
+        return self
 
     @model_validator(mode="after")
     def _together(self) -> StsConfig:

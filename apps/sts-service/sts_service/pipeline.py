@@ -29,16 +29,23 @@ from livedub_protocol import (
 )
 
 from .config import StsConfig
+from .context import StreamContext
 from .engines import Engines
 from .fit import fit_to_span
 from .loudness import integrated_lufs
 from .metrics import StsMetrics
 from .pitch import median_pitch_hz
 from .scheduler import AsrScheduler, DeadlineExceeded
+from .translation.base import Context
+from .tts.voices import Voice
 
 log = logging.getLogger(__name__)
 
 ASR_RATE = 16000
+# A remote engine's call budget inside a fragment's deadline: translation may take this share of
+# the time left, speech all of it but this much (the fit after it is local and fast).
+MT_SHARE = 0.5
+FIT_RESERVE_S = 0.15
 
 
 class StageFailure(Exception):
@@ -104,9 +111,14 @@ class DubbingPipeline:
         self._asr_pool.shutdown(wait=False, cancel_futures=True)
         self._post_pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _stage(self, pool, timeout: float, stage: str, code: ErrorCode, fn, *args):
-        """Run `fn` in `pool`; returns (result, ms it ran). The timeout also covers queueing."""
+    async def _stage(self, pool, timeout: float, stage: str, code: ErrorCode, fn, *args,
+                     deadline: float | None = None):
+        """Run `fn` in `pool`; returns (result, ms it ran). The timeout also covers queueing; with a
+        `deadline` (the client's) the stage also ends there, as `deadline_exceeded`."""
         loop = asyncio.get_running_loop()
+        late = deadline is not None and deadline - loop.time() < timeout
+        if late:
+            timeout = max(0.0, deadline - loop.time())
         ran = {}
 
         def timed():
@@ -119,11 +131,17 @@ class DubbingPipeline:
         try:
             result = await asyncio.wait_for(loop.run_in_executor(pool, timed), timeout)
         except asyncio.TimeoutError:
+            if late:
+                self.metrics.deadline_exceeded.labels(stage).inc()
+                raise DeadlineExceeded(stage, f"{stage} did not finish before the deadline") from None
             raise StageFailure(ErrorCode.TIMEOUT, stage, f"{stage} took longer than {timeout:g}s",
                                retryable=True) from None
         except StageFailure:
             raise
         except Exception as exc:  # engine errors become a failed fragment, never a crash
+            if deadline is not None and getattr(exc, "timed_out", False):  # its budget was the deadline's
+                self.metrics.deadline_exceeded.labels(stage).inc()
+                raise DeadlineExceeded(stage, f"{type(exc).__name__}: {exc}") from None
             raise StageFailure(code, stage, f"{type(exc).__name__}: {exc}") from exc
         return result, ran.get("ms", 0.0)
 
@@ -138,18 +156,53 @@ class DubbingPipeline:
         except (DeadlineExceeded, StageFailure):
             raise
         except Exception as exc:
+            if hard and getattr(exc, "timed_out", False):  # a remote ASR given the deadline's budget
+                self.metrics.deadline_exceeded.labels("asr").inc()
+                raise DeadlineExceeded("asr", f"{type(exc).__name__}: {exc}") from None
             raise StageFailure(ErrorCode.ASR_FAILED, "asr", f"{type(exc).__name__}: {exc}") from exc
 
+    def _translate(self, text: str, source: str, target: str, context: Context | None, deadline: float | None):
+        """The translation call: the stream's context and a time budget go to the engines that take them."""
+        translator, kwargs = self.engines.translator, {}
+        if context and getattr(translator, "takes_context", False):
+            kwargs["context"] = context
+        remote = deadline is not None and getattr(translator, "remote", False)
+
+        def call():  # the budget is what is left when a worker runs it, not when it was queued
+            if remote:
+                kwargs["timeout"] = max(0.05, MT_SHARE * (deadline - time.monotonic()))
+            return translator.translate(text, source, target, **kwargs)
+        return call
+
+    def _synthesize(self, voice: Voice, text: str, target: str, voice_id: str | None, deadline: float | None):
+        """The speech call of the voice chosen for this fragment; a model server gets what is left of the budget."""
+        synthesizer = voice.synthesizer
+        remote = deadline is not None and getattr(synthesizer, "remote", False)
+
+        def call():
+            if remote:
+                return synthesizer.synthesize(text, target, voice_id or voice.voice_id,
+                                              timeout=max(0.05, deadline - time.monotonic() - FIT_RESERVE_S))
+            return voice.synthesize(text, target, voice_id)
+        return call
+
     async def _dub_one(self, text: str, spec: StreamSpec, target: str, span_ms: float, pitch_hz: float | None,
-                       source_lufs: float | None):
+                       source_lufs: float | None, deadline: float | None = None,
+                       context: StreamContext | None = None, seq: int = 0):
         cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        # The engines' own clock for their budgets (time.monotonic is the loop's clock here).
+        mono = None if deadline is None else time.monotonic() + (deadline - loop.time())
+        ctx = context.before(seq, target) if context is not None else None
         translated, t_mt = await self._stage(
             self._post_pool, cfg.translation_timeout_s, "translation", ErrorCode.TRANSLATION_FAILED,
-            self.engines.translator.translate, text, spec.source_language, target)
+            self._translate(text, spec.source_language, target, ctx, mono), deadline=deadline)
+        if context is not None:
+            context.translated(seq, target, translated)
         voice = self.engines.synthesizer.select(target, pitch_hz)  # the high voice for a high speaker
         (samples, rate), t_tts = await self._stage(
             self._post_pool, cfg.tts_timeout_s, "tts", ErrorCode.TTS_FAILED,
-            voice.synthesize, translated, target, spec.voices.get(target))
+            self._synthesize(voice, translated, target, spec.voices.get(target), mono), deadline=deadline)
         fitted, t_fit = await self._stage(
             self._post_pool, cfg.fit_timeout_s, "fit", ErrorCode.INTERNAL,
             lambda: fit_to_span(samples, rate, span_ms, max_speed=cfg.max_speed, target_lufs=source_lufs))
@@ -164,10 +217,11 @@ class DubbingPipeline:
         return result, t_mt, t_tts, t_fit
 
     async def process(self, frag: FragmentData, spec: StreamSpec, deadline: float | None = None,
-                      prompt: str | None = None) -> FragmentProcessed:
+                      prompt: str | None = None, context: StreamContext | None = None) -> FragmentProcessed:
         """Always returns a FragmentProcessed (ok / no_speech / failed); never raises.
 
-        `deadline` is on the event loop's clock (None: only the stage timeouts apply).
+        `deadline` is on the event loop's clock (None: only the stage timeouts apply). `context`
+        is the stream's recent speech: this fragment's transcript goes in as soon as it is known.
         """
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
@@ -187,6 +241,8 @@ class DubbingPipeline:
                 status, transcript, results = "no_speech", "", []
             else:
                 transcript = transcription.text.strip()
+                if context is not None:
+                    context.heard(frag.sequence_number, transcript)
                 if hard and loop.time() + self.scheduler.cost.post.value > deadline:
                     self.metrics.deadline_exceeded.labels("translation").inc()
                     raise DeadlineExceeded("translation", "no time left for translation and speech")
@@ -195,7 +251,8 @@ class DubbingPipeline:
                 (pitch_hz, source_lufs), _ = await self._stage(
                     self._post_pool, self.cfg.tts_timeout_s, "tts", ErrorCode.TTS_FAILED,
                     source_features, audio, ASR_RATE, want_pitch)
-                jobs = [self._dub_one(transcript, spec, t, frag.duration_ms, pitch_hz, source_lufs)
+                jobs = [self._dub_one(transcript, spec, t, frag.duration_ms, pitch_hz, source_lufs,
+                                      deadline if hard else None, context, frag.sequence_number)
                         for t in spec.target_languages]
                 outs = await asyncio.gather(*jobs, return_exceptions=True)
                 for out in outs:

@@ -329,9 +329,11 @@ class AsrScheduler:
         if any(now > j.deadline for j in batch):  # cannot happen: _next_batch checks it
             self.metrics.work_on_expired.inc()
         t0 = time.perf_counter()
+        # A remote ASR's requests end in time for the stages after it (local models cannot be cut short).
+        budget = max(0.05, min(j.deadline for j in batch) - loop.time() - self.cost.post.value)
         try:
             results = await loop.run_in_executor(self.executor, self._call, [j.audio for j in batch],
-                                                 [j.prompt for j in batch], greedy)
+                                                 [j.prompt for j in batch], greedy, budget)
         except asyncio.CancelledError:
             for job in batch:
                 job.future.cancel()
@@ -356,8 +358,10 @@ class AsrScheduler:
             if not job.future.done():
                 job.future.set_result((result, now - job.enqueued, ran))
 
-    def _call(self, audios, prompts, greedy: bool = False):
+    def _call(self, audios, prompts, greedy: bool = False, budget: float | None = None):
         batch_fn = getattr(self.asr, "transcribe_batch", None)
+        if batch_fn is not None and getattr(self.asr, "remote", False):
+            return batch_fn(audios, prompts, timeout=budget)
         if batch_fn is not None:
             return batch_fn(audios, prompts, 1) if greedy else batch_fn(audios, prompts)
         return [self.asr.transcribe(a) for a in audios]

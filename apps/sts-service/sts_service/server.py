@@ -298,7 +298,8 @@ class StsServer:
 
     async def _run_fragment(self, session: Session, frag: FragmentData, deadline: float | None) -> None:
         try:
-            result = await self.pipeline.process(frag, session.spec, deadline, session.last_transcript)
+            result = await self.pipeline.process(frag, session.spec, deadline, session.last_transcript,
+                                                 session.context)
         except asyncio.CancelledError:
             # Abandoned (stream:end wait ran out, re-init, shutdown): still answer it once.
             abandoned = FragmentProcessed(

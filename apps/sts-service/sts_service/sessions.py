@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from livedub_protocol import StreamEndAck, dump
 
+from .context import StreamContext
 from .pipeline import StreamSpec
 
 
@@ -32,6 +33,7 @@ class Session:
     latencies_ms: list[float] = field(default_factory=list)
     slowed_down: bool = False
     last_transcript: str | None = None  # the ASR prompt for the next fragment
+    context: StreamContext = field(default_factory=StreamContext)  # recent speech, for MT that takes context
 
     @property
     def inflight(self) -> int:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from .apertium import ApertiumTranslator
-from .base import TranslationError, Translator
+from .base import Context, TranslationError, Translator
 from .deepl import DeepLTranslator
 from .google import GoogleTranslator
 
-ENGINES = ("apertium", "deepl", "google")
+ENGINES = ("apertium", "deepl", "google", "openai")
 
 
 def make_translator(engine: str = "apertium", **options: Any) -> Translator:
@@ -20,12 +20,17 @@ def make_translator(engine: str = "apertium", **options: Any) -> Translator:
         return DeepLTranslator(**options)
     if engine == "google":
         return GoogleTranslator(**options)
+    if engine == "openai":
+        from .llm import OpenAIChatTranslator
+
+        return OpenAIChatTranslator(**options)
     raise ValueError(f"unknown translation engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
 
 __all__ = [
     "ENGINES",
     "ApertiumTranslator",
+    "Context",
     "DeepLTranslator",
     "GoogleTranslator",
     "TranslationError",

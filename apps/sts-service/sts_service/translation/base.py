@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 
@@ -22,3 +23,19 @@ class Translator(Protocol):
     def translate(self, text: str, source: str, target: str) -> str:
         """Blocking; called from a worker thread."""
         ...
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the stream said before this text, oldest first: ``(source text, its translation)``
+    pairs, the translation "" while it is not known yet. Engines that can use it
+    (``takes_context = True``: the LLM, DeepL) read it so that a sentence cut across fragments
+    reads as one sentence; the others never see it."""
+
+    previous: tuple[tuple[str, str], ...] = ()
+
+    def source_text(self) -> str:
+        return " ".join(s for s, _ in self.previous if s).strip()
+
+    def __bool__(self) -> bool:
+        return bool(self.previous)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 
 from ._http import post_json
-from .base import TranslationError
+from .base import Context, TranslationError
+
+MAX_CONTEXT_CHARS = 1000  # of the stream's preceding speech sent as `context` (not billed, not translated)
 
 # DeepL target codes that need a regional variant.
 _TARGET_OVERRIDES = {"en": "EN-US", "pt": "PT-PT"}
@@ -20,7 +22,10 @@ LANGUAGES = {
 
 
 class DeepLTranslator:
-    """DeepL API v2 ``/v2/translate``."""
+    """DeepL API v2 ``/v2/translate``; the stream's preceding speech goes in ``context``."""
+
+    takes_context = True
+    remote = True
 
     def __init__(
         self,
@@ -43,7 +48,8 @@ class DeepLTranslator:
     def pairs(self) -> set[tuple[str, str]]:
         return {(s, t) for s in LANGUAGES for t in LANGUAGES if s != t}
 
-    def translate(self, text: str, source: str, target: str) -> str:
+    def translate(self, text: str, source: str, target: str, *, context: Context | None = None,
+                  timeout: float | None = None) -> str:
         if (source, target) not in self.pairs():
             raise TranslationError(f"deepl: unsupported pair {source}->{target}")
         if not text.strip():
@@ -55,11 +61,13 @@ class DeepLTranslator:
         }
         if self.formality:
             body["formality"] = self.formality
+        if context and context.source_text():
+            body["context"] = context.source_text()[-MAX_CONTEXT_CHARS:]
         data = post_json(
             f"{self.base_url}/v2/translate",
             body,
             headers={"Authorization": f"DeepL-Auth-Key {self._key}"},
-            timeout=self.timeout,
+            timeout=self.timeout if timeout is None else max(0.05, min(self.timeout, timeout)),
             engine="deepl",
             redact=self._key,
         )

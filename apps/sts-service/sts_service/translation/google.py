@@ -23,6 +23,8 @@ LANGUAGES = {
 class GoogleTranslator:
     """Google Translate v2 ``/language/translate/v2``."""
 
+    remote = True
+
     def __init__(
         self, api_key: str | None = None, *, base_url: str | None = None, timeout: float = 5.0
     ) -> None:
@@ -39,7 +41,7 @@ class GoogleTranslator:
     def pairs(self) -> set[tuple[str, str]]:
         return {(s, t) for s in LANGUAGES for t in LANGUAGES if s != t}
 
-    def translate(self, text: str, source: str, target: str) -> str:
+    def translate(self, text: str, source: str, target: str, *, timeout: float | None = None) -> str:
         if (source, target) not in self.pairs():
             raise TranslationError(f"google: unsupported pair {source}->{target}")
         if not text.strip():
@@ -49,7 +51,7 @@ class GoogleTranslator:
             url,
             {"q": text, "source": source, "target": target, "format": "text"},
             headers={},
-            timeout=self.timeout,
+            timeout=self.timeout if timeout is None else max(0.05, min(self.timeout, timeout)),
             engine="google",
             redact=self._key,
         )

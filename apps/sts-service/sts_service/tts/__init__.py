@@ -7,7 +7,7 @@ from typing import Any
 from .base import SynthesisError, Synthesizer
 from .espeak import EspeakSynthesizer
 
-ENGINES = ("espeak", "piper", "coqui")
+ENGINES = ("espeak", "piper", "coqui", "openai")
 
 
 def make_synthesizer(engine: str = "espeak", **options: Any) -> Synthesizer:
@@ -22,6 +22,10 @@ def make_synthesizer(engine: str = "espeak", **options: Any) -> Synthesizer:
         from .coqui import CoquiSynthesizer  # optional extra, imports torch
 
         return CoquiSynthesizer(**options)
+    if engine == "openai":
+        from .openai_speech import OpenAISpeechSynthesizer
+
+        return OpenAISpeechSynthesizer(**options)
     raise ValueError(f"unknown TTS engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
 
