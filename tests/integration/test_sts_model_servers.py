@@ -64,7 +64,10 @@ async def test_capabilities_name_the_engine_of_each_pair(servers, client):
     _, sts = servers
     status, body = http_json(sts.url + "/ready")
     caps = body["capabilities"]
-    assert status == 200 and caps["asr"] == "openai:large-v3" and caps["tts"] == "openai:kokoro"
+    assert status == 200 and caps["asr"] == "openai:large-v3" and caps["tts"] == "espeak-ng+openai"
+    # the model server speaks the languages it was given; espeak-ng stays for any other
+    assert {lang: caps["voices"][lang]["voice"] for lang in ("es", "ca")} == {"es": "openai:kokoro", "ca": "openai:kokoro"}
+    assert not caps["voices"]["es"]["fallback"] and not caps["voices"]["ca"]["fallback"]
     assert caps["translators"] == {"es": "openai:qwen", "ca": "ctranslate2:ct2"}
     assert caps["languages"] == ["ca", "es"]
     ack = await client.init("caps", ["es", "ca"])
