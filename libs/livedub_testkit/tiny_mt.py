@@ -40,7 +40,7 @@ def _sentencepiece(path: Path) -> list[str]:
 
 def _layers(cls, **ids):
     return cls(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-               decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=128,
+               decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=512,
                **ids)
 
 
