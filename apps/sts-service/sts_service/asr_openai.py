@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .asr import SAMPLE_RATE, ASRError, Transcription
+from .asr import SAMPLE_RATE, ASRError, Transcription, energy_gate
 from .openai_api import OpenAIClient
 
 
@@ -68,14 +68,7 @@ class OpenAITranscriber:
         return [(3000, False, 1, time.perf_counter() - t0)]
 
     def _gate(self, audio: np.ndarray) -> Transcription | None:
-        if audio.size == 0:
-            return Transcription("", True, "silence", self.language)
-        rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-        if rms < self.silence_rms:
-            return Transcription("", True, "silence", self.language)
-        if rms < self.min_rms:
-            return Transcription("", True, "low_energy", self.language)
-        return None
+        return energy_gate(audio, silence_rms=self.silence_rms, min_rms=self.min_rms, language=self.language)
 
     def _request(self, audio: np.ndarray, prompt: str | None, timeout: float | None) -> Transcription:
         fields = {"model": self.model, "language": self.language, "response_format": "verbose_json",
