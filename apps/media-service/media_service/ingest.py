@@ -177,8 +177,8 @@ class InputReader:
                     ahead = (t - pts0) - (time.monotonic() - t_wall0)
                     if ahead > BURST_S:  # paced in bursts too (a file is a stand-in for a live source)
                         self.stop.wait(ahead)
-                now = time.monotonic()
-                arrival = now if self.realtime else clock.arrival(_stream_time(packet), now)
+                taken = time.monotonic()
+                arrival = taken if self.realtime else clock.arrival(_stream_time(packet), taken)
                 if packet.stream.type == "video":
                     self.on_video(packet, arrival)
                 elif packet.stream.type == "audio":
