@@ -457,7 +457,8 @@ def roundtrip_quantiles(metrics_text: str, qs=(50, 95, 99)) -> dict:
 
 def sts_accounting(text: str) -> dict:
     """What sts-service says of its own work: work started on expired fragments (must be 0),
-    deadline refusals by stage, ASR calls by decoding, mean batch size, full-window re-runs by guard."""
+    deadline refusals by stage, ASR calls by decoding, mean batch size, full-window re-runs by guard,
+    mean time per fragment of each pipeline stage (ms)."""
     values: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -469,7 +470,10 @@ def sts_accounting(text: str) -> dict:
             "deadline_exceeded_by_stage": values.get("sts_deadline_exceeded_total", {}),
             "asr_calls_by_decoding": values.get("sts_asr_calls_total", {}),
             "asr_mean_batch": items / batches if batches else None,
-            "asr_reruns_by_guard": values.get("sts_asr_full_window_reruns_total", {})}
+            "asr_reruns_by_guard": values.get("sts_asr_full_window_reruns_total", {}),
+            "stage_mean_ms": {stage: round(1000 * v / values["sts_stage_duration_seconds_count"][stage], 1)
+                              for stage, v in values.get("sts_stage_duration_seconds_sum", {}).items()
+                              if values.get("sts_stage_duration_seconds_count", {}).get(stage)}}
 
 
 def av_check(path: Path, markers: list[float], loop_s: float | None = None) -> dict:

@@ -198,12 +198,14 @@ def run_one(fx, fixture_name: str, delay: float | None, k: int, workdir: Path) -
     snaps: dict[str, dict] = {}
     recordings: dict[str, Path] = {}
     series: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    input_lag: dict[str, float] = {n: 0.0 for n in names}
     metrics_text = ""
     t0 = time.monotonic()
 
     def track_delay(name: str, snap: dict) -> None:
         if snap["counters"].get("audio_frames_out", 0) > 0:
             series[name].append((time.monotonic() - t0, snap.get("output_delay_measured_s") or 0.0))
+        input_lag[name] = max(input_lag[name], (snap.get("input") or {}).get("lag_s") or 0.0)
 
     try:
         log(f"[{tag}] starting nginx-rtmp + sts-service + media-service ...")
@@ -240,7 +242,8 @@ def run_one(fx, fixture_name: str, delay: float | None, k: int, workdir: Path) -
                 next_log += 10
                 c = [s["counters"] for s in snaps.values()]
                 log(f"[{tag}] t={time.monotonic() - t0:5.1f}s fragments sent {sum(x['fragments_sent'] for x in c)}, "
-                    f"fallbacks {sum(sum(x['fallbacks'].values()) for x in c)}")
+                    f"fallbacks {sum(sum(x['fallbacks'].values()) for x in c)}, "
+                    f"input lag up to {max(input_lag.values(), default=0.0):.2f} s")
         for p in pubs.values():
             analysis.stop_process(p)
         pubs.clear()
@@ -287,6 +290,7 @@ def run_one(fx, fixture_name: str, delay: float | None, k: int, workdir: Path) -
         "rtt_p95_ms_per_stream": {n: p["rtt_p95_ms"] for n, p in per.items()},
         "max_output_delay_measured_s": max((d for v in series.values() for t, d in v if t - v[0][0] >= STEADY_AFTER_S),
                                            default=None),
+        "max_input_lag_s": max(input_lag.values(), default=None),
     })
     if events is not None:
         words = reference_words(fx)
@@ -343,7 +347,7 @@ def print_report(out: dict) -> None:
               f" (effective {fmt(eff, 'g')} s)")
         print(f"{'k':>2}{'sent':>6}{'fallbk':>7}{'share':>7}  {'by reason':<28}{'RTT p50/p95/p99 ms (n)':>26}"
               f"{'media CPU':>10}{'sts CPU':>9}{'nginx':>7}{'media MB':>10}{'sts MB':>10}{'WER (words)':>13}"
-              f"{'A/V max':>9}{'markers':>9}{'added delay':>13}{'max D':>7}")
+              f"{'A/V max':>9}{'markers':>9}{'added delay':>13}{'max D':>7}{'in lag':>8}")
         for r in runs:
             if "fragments_sent" not in r:
                 print(f"{r['k']:>2}  FAILED: {r.get('error', '?')[:200]}")
@@ -362,17 +366,18 @@ def print_report(out: dict) -> None:
                   f"{str(av['matched']) + '/' + str(av['expected']):>9}"
                   f"{fmt(ad.get('median_s'), '.3f') + '/' + fmt(ad.get('p95_s'), '.3f'):>13}"
                   f"{fmt(r.get('max_output_delay_measured_s'), '.2f'):>7}"
+                  f"{fmt(r.get('max_input_lag_s'), '.2f'):>8}"
                   + (f"  error: {r['error'][:120]}" if r.get("error") else ""))
             st = r.get("sts") or {}
             if st:
                 print(f"{'':>2}  sts-service: work on expired fragments {fmt(st.get('work_on_expired'), '.0f')}, "
                       f"deadline_exceeded by stage {st.get('deadline_exceeded_by_stage') or '-'}, ASR calls "
                       f"{st.get('asr_calls_by_decoding') or '-'}, mean batch {fmt(st.get('asr_mean_batch'), '.2f')}, full-window re-runs "
-                      f"{st.get('asr_reruns_by_guard') or 0}")
+                      f"{st.get('asr_reruns_by_guard') or 0}, mean ms per stage {st.get('stage_mean_ms') or '-'}")
     print("\nshare = fallbacks / speech fragments; RTT from the round-trip histogram of all streams, n = results "
           "that came back (a timeout has none); WER of the dubbed transcripts (reference words they cover); A/V max = largest |offset| at the markers of all recordings, markers = "
           "found/expected (expected: the fixture's markers inside each recording); added delay = glass-to-glass median/p95 of stream 0 (s); max D = largest measured "
-          "output delay after each output's first 3 s")
+          "output delay after each output's first 3 s; in lag = largest input lag of any stream (how far its reading fell behind the live source, s)")
 
 
 def _fixture_summary(fx) -> dict:

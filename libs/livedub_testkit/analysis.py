@@ -519,3 +519,20 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
                 proc.kill()
                 proc.wait(timeout)
     return proc.returncode
+
+
+TIMING_FALLBACKS = frozenset({"deadline_exceeded", "timeout"})
+
+
+def timing_misses(fallbacks: dict[str, int], at_most: int = 1) -> int:
+    """Check a stream's fallback counters: nothing but timing misses, at most `at_most` of them.
+
+    A fragment answered after its span had to play is the product working as specified (that
+    span plays the original audio); how often it happens is latency, which the benches measure.
+    On a busy machine a test can meet one; any other reason, or more, is a failure. Returns the
+    count so that other counts can allow for it.
+    """
+    assert set(fallbacks) <= TIMING_FALLBACKS, f"fallbacks other than timing misses: {fallbacks}"
+    n = sum(fallbacks.values())
+    assert n <= at_most, f"{n} timing misses (at most {at_most}): {fallbacks}"
+    return n

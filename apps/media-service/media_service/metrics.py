@@ -31,6 +31,9 @@ class MediaMetrics:
         self.input_undecodable = Counter("media_input_undecodable", "Input audio packets skipped as undecodable",
                                          ["stream"], registry=r)
         self.input_up = Gauge("media_input_up", "1 while the input is being read", ["stream"], registry=r)
+        self.input_lag = Gauge("media_input_lag_seconds",
+                               "How far the reading has fallen behind the live input (grows when the reader "
+                               "cannot keep up; not part of media_output_delay_seconds)", ["stream"], registry=r)
         self.output_up = Gauge("media_output_up", "1 while the output is being written", ["stream"], registry=r)
         self.output_loudness = Gauge(
             "media_output_loudness_lufs",
@@ -53,5 +56,5 @@ class MediaMetrics:
         remaining series is unaffected."""
         for metric in (self.fragments_sent, self.fragments_processed, self.fallbacks, self.roundtrip,
                        self.output_delay, self.av_offset, self.sts_connected, self.sts_state,
-                       self.input_undecodable, self.input_up, self.output_up, self.output_loudness):
+                       self.input_undecodable, self.input_up, self.input_lag, self.output_up, self.output_loudness):
             metric.remove_by_labels({"stream": stream})

@@ -83,6 +83,7 @@ class StreamWorker:
         self.state_reason = ""
         self.input_state = "connecting"
         self.input_warning = ""
+        self.input_lag_s = 0.0
         self.started_at = time.time()
         self.counters = Counters()
         # _ending: stop reading input (stop or drain); _drain: play out what is buffered first;
@@ -203,7 +204,7 @@ class StreamWorker:
     def _ingest_main(self) -> None:
         reader = InputReader(self.request.input_url, on_video=self.capture.on_video, on_audio=self.capture.on_audio,
                              stop=self._ending, on_audio_format=self._on_audio_format,
-                             on_undecodable=self._on_undecodable)
+                             on_undecodable=self._on_undecodable, on_lag=self._on_input_lag)
         gone_since = None
         started = time.monotonic()
         while not self._ending.is_set():
@@ -272,6 +273,10 @@ class StreamWorker:
             self.events.publish(self.id, "input_recovered", {"session": self.counters.input_sessions})
         self.events.publish(self.id, "input_open", {"video": info.video_codec, "audio": info.audio_codec,
                                                     "audio_rate": info.audio_rate})
+
+    def _on_input_lag(self, lag_s: float) -> None:
+        self.input_lag_s = lag_s
+        self.metrics.input_lag.labels(self.id).set(lag_s)
 
     def _on_audio_format(self, rate: int, channels: int) -> None:
         self.events.publish(self.id, "input_audio_changed", {"audio_rate": rate, "channels": channels})
@@ -347,6 +352,7 @@ class StreamWorker:
             "mix": self.mode.value,
             "duck_gain_db": self.duck_gain_db,
             "input": {"state": self.input_state, "sessions": c.input_sessions, "warning": self.input_warning,
+                      "lag_s": round(self.input_lag_s, 3),
                       "video_codec": info.video_codec if info else None,
                       "audio_codec": info.audio_codec if info else None},
             "output": {"state": self.playout.state},
