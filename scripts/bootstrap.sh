@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(ffmpeg nginx libnginx-mod-rtmp apertium apertium-eng-spa apertium-eng-cat
-              espeak-ng rubberband-cli sox docker-compose prometheus wget)
+              espeak-ng rubberband-cli sox docker-compose prometheus wget chromium)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -49,5 +49,16 @@ sys.exit(not any(e.group == "console_scripts" for e in m.distribution("livedub")
   ta_dir=$(.venv/bin/python -c 'import importlib.util,os;print(os.path.dirname(importlib.util.find_spec("torchaudio").origin))')
   for so in "$ta_dir"/lib/*.so; do [ -e "$so" ] && mv "$so" "$so.disabled"; done
   touch "$stamp"
+fi
+# From the npm registry into .node/ (gitignored, never committed): hls.js, which media-service
+# serves to the dashboard's HLS player (--hls-js), and playwright-core, which drives Debian's
+# chromium in the browser test (it downloads no browser of its own).
+NODE_PACKAGES=(hls.js@1.7.4 playwright-core@1.65.1)
+node_stamp=.node/.livedub-installed
+if command -v npm >/dev/null 2>&1 && [ "$(cat "$node_stamp" 2>/dev/null)" != "${NODE_PACKAGES[*]}" ]; then
+  echo "bootstrap: installing npm packages into .node: ${NODE_PACKAGES[*]}"
+  mkdir -p .node
+  npm install --prefix .node --no-audit --no-fund --silent "${NODE_PACKAGES[@]}"
+  echo "${NODE_PACKAGES[*]}" > "$node_stamp"
 fi
 echo "bootstrap: ready"

@@ -118,6 +118,10 @@ class MediaConfig(Settings):
         15.0, "--shutdown-drain", "MEDIA_SHUTDOWN_DRAIN",
         "on SIGTERM/SIGINT every stream stops reading and plays out what is buffered (at most D + 3 s, and at "
         "most this long), closing its outputs cleanly; 0 = stop at once (0–120 s)", ge=0, le=120)
+    hls_js: str | None = setting(
+        None, "--hls-js", "MEDIA_HLS_JS",
+        "hls.js file (`hls.min.js`) served at `/assets/hls.min.js` for the dashboard's HLS player (`make setup` "
+        "installs it from npm into `.node/node_modules/hls.js/dist/`); unset: the dashboard has no HLS player")
     log_level: LogLevel = setting("INFO", "--log-level", "MEDIA_LOG_LEVEL", "Python log level")
 
     def target_policy(self) -> TargetPolicy:
@@ -142,6 +146,13 @@ class MediaConfig(Settings):
     def _api_token(cls, v: str | None) -> str | None:
         if v is not None and (weak := weak_token_reason(v)):
             raise ValueError(f"is not usable: {weak} (or leave it unset to have one generated)")
+        return v
+
+    @field_validator("hls_js")
+    @classmethod
+    def _hls_js(cls, v: str | None) -> str | None:
+        if v is not None and not os.path.isfile(v):
+            raise ValueError(f"must be an existing file, got {v!r}")
         return v
 
     @field_validator("media_root")
