@@ -9,6 +9,8 @@ missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# node and npm (for the npm packages below): the machine's own from any source, else Debian's.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -55,10 +57,11 @@ fi
 # chromium in the browser test (it downloads no browser of its own).
 NODE_PACKAGES=(hls.js@1.7.4 playwright-core@1.65.1)
 node_stamp=.node/.livedub-installed
-if command -v npm >/dev/null 2>&1 && [ "$(cat "$node_stamp" 2>/dev/null)" != "${NODE_PACKAGES[*]}" ]; then
+if [ "$(cat "$node_stamp" 2>/dev/null)" != "${NODE_PACKAGES[*]}" ] || [ ! -f .node/node_modules/hls.js/dist/hls.min.js ] \
+   || [ ! -f .node/node_modules/playwright-core/package.json ]; then
   echo "bootstrap: installing npm packages into .node: ${NODE_PACKAGES[*]}"
   mkdir -p .node
-  npm install --prefix .node --no-audit --no-fund --silent "${NODE_PACKAGES[@]}"
+  npm install --prefix .node --no-audit --no-fund --loglevel=error --save-exact "${NODE_PACKAGES[@]}" >/dev/null
   echo "${NODE_PACKAGES[*]}" > "$node_stamp"
 fi
 echo "bootstrap: ready"

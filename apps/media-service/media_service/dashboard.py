@@ -15,7 +15,9 @@ A stream with an `hls` output also gets a player (a `<video>` fed by hls.js, whi
 serves at `/assets/hls.min.js` when `--hls-js` is set; without it the page shows no player and
 needs nothing else) with an audio-language and a subtitle selector: the preview is pictures
 only, so this is where the operator listens to each language. hls.js sends the token as
-`Authorization: Bearer` (`xhrSetup`). `window.livedubPlayers[id]` exposes `{hls, video}` to tests.
+`Authorization: Bearer` (`xhrSetup`; the read-only viewer token is enough). After a fatal player
+error (no playlist yet, a lost connection) the player is made again on a poll 3 s later.
+`window.livedubPlayers[id]` exposes `{hls, video, audioSel, subSel, errors, switched}` to tests.
 """
 
 DASHBOARD_HTML = r"""<!doctype html>
@@ -176,31 +178,40 @@ function makeCard(s) {
   // and subtitle track of the one presentation, switched in place.
   const playerBox = el("div", {});
   card.hls = null;
+  let playerRetryAt = 0;
   card.setPlayer = (s) => {
-    if (card.hls || !s.hls || !window.Hls || !Hls.isSupported() || !token()) return;
+    if (card.hls || !s.hls || !window.Hls || !Hls.isSupported() || !token() || Date.now() < playerRetryAt) return;
     const video = el("video", {class: "player", controls: "", autoplay: "", playsinline: ""});
     video.muted = true;  // browsers start muted media without a click; unmute with the controls
     const audioSel = el("select", {title: "audio language"}), subSel = el("select", {title: "subtitles"});
-    const info = el("span", {});
     const hls = new Hls({xhrSetup: (xhr) => { if (token()) xhr.setRequestHeader("Authorization", "Bearer " + token()); },
                          renderTextTracksNatively: true});
+    const player = {hls, video, audioSel, subSel, errors: [], switched: []};
     card.hls = hls;
     hls.on(Hls.Events.AUDIO_TRACKS_UPDATED, (_, d) => {
       audioSel.replaceChildren(...d.audioTracks.map((t, i) => el("option", {value: String(i)}, t.name)));
       audioSel.value = String(hls.audioTrack);
     });
-    hls.on(Hls.Events.AUDIO_TRACK_SWITCHED, (_, d) => { audioSel.value = String(d.id); });
+    hls.on(Hls.Events.AUDIO_TRACK_SWITCHED, (_, d) => { audioSel.value = String(d.id); player.switched.push(d.id); });
     hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, (_, d) => {
       subSel.replaceChildren(el("option", {value: "-1"}, "off"), ...d.subtitleTracks.map((t, i) => el("option", {value: String(i)}, t.name)));
       subSel.value = String(hls.subtitleTrack);
     });
-    hls.on(Hls.Events.ERROR, (_, d) => { if (d.fatal) info.textContent = "player: " + d.details; });
+    hls.on(Hls.Events.ERROR, (_, d) => {
+      player.errors.push(d.details + (d.fatal ? " (fatal)" : ""));
+      if (!d.fatal) return;
+      // A stream whose output has not written its playlists yet, a lost connection, a token
+      // typed wrong: start over on a later poll rather than leave a dead player.
+      card.closePlayer();
+      playerRetryAt = Date.now() + 3000;
+      playerBox.replaceChildren(el("div", {class: "playerctl err"}, "player: " + d.details + " (retrying)"));
+    });
     audioSel.addEventListener("change", () => { hls.audioTrack = Number(audioSel.value); });
     subSel.addEventListener("change", () => { hls.subtitleDisplay = true; hls.subtitleTrack = Number(subSel.value); });
     hls.loadSource(s.hls.master);
     hls.attachMedia(video);
-    playerBox.replaceChildren(video, el("div", {class: "playerctl"}, "audio: ", audioSel, " subtitles: ", subSel, " ", info));
-    (window.livedubPlayers = window.livedubPlayers || {})[id] = {hls, video, audioSel, subSel};
+    playerBox.replaceChildren(video, el("div", {class: "playerctl"}, "audio: ", audioSel, " subtitles: ", subSel));
+    (window.livedubPlayers = window.livedubPlayers || {})[id] = player;
   };
   card.closePlayer = () => { if (card.hls) { card.hls.destroy(); card.hls = null; } playerBox.replaceChildren(); };
   const root = el("section", {class: "card"}, el("h2", {}, title, state), el("div", {class: "row"}, pcol, kv), mix, msg,

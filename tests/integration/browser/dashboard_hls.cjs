@@ -1,54 +1,83 @@
 // Drives Debian's chromium (playwright-core from .node/, no browser download) through the
-// dashboard's HLS player: plays the stream, switches the audio language and the subtitles.
-// Usage: node dashboard_hls.cjs <dashboard url> <api token> <stream id> <screenshot path>
-// Prints one JSON line with what it saw; exits non-zero on a failure.
+// dashboard's HLS player while the stream is live: waits for playback, switches the audio to each
+// other language through the page's selector (checking hls.js switched, fetched that rendition,
+// and kept decoding audio and advancing), then the subtitles to each language given (collecting
+// the cues the browser holds for that track).
+// Usage: node dashboard_hls.cjs <dashboard url> <token> <stream id> <screenshot path> <sub lang>...
+// Prints one JSON line with what it saw; exits non-zero (with the page's state) on a failure.
 "use strict";
 const path = require("path");
 const { chromium } = require(path.join(process.env.LIVEDUB_NODE_MODULES, "playwright-core"));
 
-const [url, token, sid, shot] = process.argv.slice(2);
+const [url, token, sid, shot, ...subLangs] = process.argv.slice(2);
 const FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"];
+const P = `window.livedubPlayers[${JSON.stringify(sid)}]`;
 
 async function main() {
-  const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args: FLAGS });
-  const seen = { errors: [] };
+  const browser = await chromium.launch({ executablePath: process.env.LIVEDUB_CHROMIUM || "/usr/bin/chromium",
+                                          headless: true, args: FLAGS });
+  const seen = { errors: [], audioSwitches: [], subtitles: {} };
+  const log = [];
+  const requested = [];  // HLS paths fetched, in order
+  let page;
+  const state = async () => page.evaluate(`(() => { const p = window.livedubPlayers && ${P};
+      return { hls: typeof Hls, player: !!p, ready: p && p.video.readyState, t: p && p.video.currentTime,
+               paused: p && p.video.paused, err: p && p.video.error && p.video.error.message, errors: p && p.errors,
+               text: document.body.innerText.slice(0, 600) }; })()`).catch((e) => String(e));
+  const wait = async (what, expr, timeout) => {
+    try {
+      await page.waitForFunction(expr, null, { timeout, polling: 100 });
+    } catch (e) {
+      throw new Error(`${what}: ${JSON.stringify(await state())} log: ${log.slice(-12).join(" | ")}`);
+    }
+  };
   try {
-    const page = await browser.newPage();
+    page = await browser.newPage();
     page.on("pageerror", (e) => seen.errors.push(String(e)));
-    const log = [];
     page.on("console", (m) => log.push(m.type() + ": " + m.text()));
     page.on("requestfailed", (r) => log.push("failed: " + r.url() + " " + (r.failure() || {}).errorText));
+    page.on("response", (r) => { const m = r.url().match(/\/hls\/(.+)$/); if (m) requested.push(m[1] + " " + r.status()); });
     await page.goto(url);
     await page.fill("#token", token);
     await page.dispatchEvent("#token", "change");
-    const player = `window.livedubPlayers && window.livedubPlayers[${JSON.stringify(sid)}]`;
-    try {
-      await page.waitForFunction(`${player} && ${player}.video.currentTime > 1`, null, { timeout: 20000 });
-    } catch (e) {
-      const state = await page.evaluate(`(() => { const p = ${player}; return { hasHls: typeof Hls, supported: window.Hls && Hls.isSupported(),
-          player: !!p, ready: p && p.video.readyState, t: p && p.video.currentTime, err: p && p.video.error && p.video.error.message,
-          levels: p && p.hls.levels.length, html: document.querySelector(".playerctl") && document.querySelector(".playerctl").textContent }; })()`);
-      throw new Error("player did not start: " + JSON.stringify(state) + " log: " + log.slice(-15).join(" | "));
+    await wait("the player did not start", `window.livedubPlayers && ${P} && ${P}.video.currentTime > 1`, 30000);
+    seen.audio = await page.evaluate(`${P}.hls.audioTracks.map(t => [t.name, t.lang])`);
+    seen.audioOptions = await page.evaluate(`Array.from(${P}.audioSel.options).map(o => o.text)`);
+    seen.subtitleTracks = await page.evaluate(`${P}.hls.subtitleTracks.map(t => [t.name, t.lang])`);
+    seen.subtitleOptions = await page.evaluate(`Array.from(${P}.subSel.options).map(o => o.text)`);
+    seen.audioFirst = await page.evaluate(`${P}.hls.audioTrack`);
+    // Every other audio language, as the operator picks it in the selector.
+    for (let i = 0; i < seen.audio.length; i++) {
+      if (i === seen.audioFirst) continue;
+      const before = await page.evaluate(`[${P}.video.currentTime, ${P}.video.webkitAudioDecodedByteCount]`);
+      const mark = requested.length;
+      await page.selectOption(`select[title="audio language"]`, String(i));
+      await wait(`audio did not switch to ${i}`, `${P}.hls.audioTrack === ${i} && ${P}.switched.includes(${i})`, 10000);
+      // Still playing on the new rendition: 1.5 s more of picture and audio decoded after the switch.
+      await wait(`playback stopped after the switch to ${i}`, `${P}.video.currentTime > ${before[0]} + 1.5 &&
+                 ${P}.video.webkitAudioDecodedByteCount > ${before[1]} && !${P}.video.paused`, 15000);
+      seen.audioSwitches.push({ id: i, track: await page.evaluate(`${P}.hls.audioTrack`),
+                                fetched: requested.slice(mark).filter((r) => /^audio-/.test(r)) });
     }
-    seen.audio = await page.evaluate(`${player}.hls.audioTracks.map(t => [t.name, t.lang])`);
-    seen.subtitles = await page.evaluate(`${player}.hls.subtitleTracks.map(t => [t.name, t.lang])`);
-    seen.audioBefore = await page.evaluate(`${player}.hls.audioTrack`);
-    // Switch the audio to the original (last) and the subtitles to the first language, as the operator does.
-    const last = String(seen.audio.length - 1);
-    await page.selectOption(`select[title="audio language"]`, last);
-    await page.waitForFunction(`${player}.hls.audioTrack === ${last}`, null, { timeout: 10000 });
-    const t0 = await page.evaluate(`${player}.video.currentTime`);
-    await page.selectOption(`select[title="subtitles"]`, "0");
-    await page.waitForFunction(`${player}.hls.subtitleTrack === 0`, null, { timeout: 10000 });
-    await page.waitForFunction(`(() => { const p = ${player}; const tt = Array.from(p.video.textTracks)
-        .find(t => t.mode === "showing"); return tt && tt.cues && tt.cues.length > 0; })()`, null, { timeout: 15000 });
-    seen.audioAfter = await page.evaluate(`${player}.hls.audioTrack`);
-    seen.cues = await page.evaluate(`(() => { const tt = Array.from(${player}.video.textTracks).find(t => t.mode === "showing");
-        return { language: tt.language, texts: Array.from(tt.cues).map(c => c.text) }; })()`);
+    // Subtitles: each language given, its cues as the browser's text track holds them.
+    for (const lang of subLangs) {
+      const i = seen.subtitleTracks.findIndex((t) => t[1] === lang);
+      if (i < 0) throw new Error(`no subtitle track ${lang}: ${JSON.stringify(seen.subtitleTracks)}`);
+      await page.selectOption(`select[title="subtitles"]`, String(i));
+      const showing = `Array.from(${P}.video.textTracks).find(t => t.mode === "showing" && t.language === ${JSON.stringify(lang)})`;
+      await wait(`subtitles did not switch to ${lang}`, `${P}.hls.subtitleTrack === ${i} && ${showing} &&
+                 ${showing}.cues && ${showing}.cues.length > 0`, 20000);
+      seen.subtitles[lang] = await page.evaluate(`(() => { const tt = ${showing};
+          return { track: ${P}.hls.subtitleTrack, showing: Array.from(${P}.video.textTracks).filter(t => t.mode === "showing").length,
+                   cues: Array.from(tt.cues).map(c => [c.startTime, c.endTime, c.text]) }; })()`);
+    }
+    const t0 = await page.evaluate(`${P}.video.currentTime`);
     await page.waitForTimeout(1500);
-    seen.advanced = (await page.evaluate(`${player}.video.currentTime`)) - t0;
-    seen.paused = await page.evaluate(`${player}.video.paused`);
+    seen.advancedAtEnd = (await page.evaluate(`${P}.video.currentTime`)) - t0;
+    seen.paused = await page.evaluate(`${P}.video.paused`);
+    seen.hlsErrors = await page.evaluate(`${P}.errors`);
+    seen.requested = requested.length;
     await page.screenshot({ path: shot });
   } finally {
     await browser.close();
