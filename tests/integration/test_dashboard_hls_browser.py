@@ -121,7 +121,8 @@ def test_dashboard_plays_hls_and_switches_audio_and_subtitles(stack, live, tmp_p
     res = subprocess.run([shutil.which("node"), str(SCRIPT), stack.media.url + "/", VIEWER, SID, str(shot), "es", "ca"],
                          capture_output=True, text=True, timeout=120, env=env)
     took = time.monotonic() - started
-    assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-4000:], stack.media.logs(20))
+    if res.returncode != 0:  # pytest.fail: the page's state in full, not cut like an assert's repr
+        pytest.fail(f"browser run failed ({took:.1f} s):\n{res.stderr[-4000:]}\n{stack.media.logs(20)}")
     seen = json.loads(res.stdout.strip().splitlines()[-1])
     assert seen["errors"] == [], seen  # no page errors
     assert not [e for e in seen["hlsErrors"] if "fatal" in e], seen

@@ -24,12 +24,14 @@ async function main() {
   const state = async () => page.evaluate(`(() => { const p = window.livedubPlayers && ${P};
       return { hls: typeof Hls, player: !!p, ready: p && p.video.readyState, t: p && p.video.currentTime,
                paused: p && p.video.paused, err: p && p.video.error && p.video.error.message, errors: p && p.errors,
+               audioTrack: p && p.hls.audioTrack, switched: p && p.switched,
+               buffered: p && Array.from({length: p.video.buffered.length}, (_, i) => [p.video.buffered.start(i), p.video.buffered.end(i)]),
                text: document.body.innerText.slice(0, 600) }; })()`).catch((e) => String(e));
   const wait = async (what, expr, timeout) => {
     try {
       await page.waitForFunction(expr, null, { timeout, polling: 100 });
     } catch (e) {
-      throw new Error(`${what}: ${JSON.stringify(await state())} log: ${log.slice(-12).join(" | ")}`);
+      throw new Error(`${what}: ${JSON.stringify(await state())} fetched: ${requested.slice(-16).join(", ")} log: ${log.slice(-8).join(" | ")}`);
     }
   };
   try {
