@@ -151,6 +151,7 @@ def test_dashboard_plays_hls_and_switches_audio_and_subtitles(stack, live, tmp_p
     assert not texts["es"] & texts["ca"], texts  # two languages, not one track twice
     # Still playing after all the switches.
     assert seen["advancedAtEnd"] > 1.0 and not seen["paused"], seen
+    assert seen["previewHidden"], seen  # no RTMP output to preview: the player is the picture
     assert shot.stat().st_size > 10_000
     assert took < 60, f"the browser run took {took:.1f} s"
 

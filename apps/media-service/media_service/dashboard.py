@@ -217,7 +217,12 @@ function makeCard(s) {
   const root = el("section", {class: "card"}, el("h2", {}, title, state), el("div", {class: "row"}, pcol, kv), mix, msg,
                   playerBox, recent);
 
+  // The preview reads an RTMP output back: a language without one (an hls-only stream) has none,
+  // and the player below is where that stream is watched.
+  const previewable = (lang) => Object.keys(s.outputs || {}).some(k => k === lang || (k.startsWith("rtmp.") && k.endsWith("." + lang)));
   card.setPreview = async () => {
+    img.hidden = !previewable(card.lang);
+    if (img.hidden) { img.removeAttribute("src"); return; }
     try {
       const r = await fetch("/v1/streams/" + encodeURIComponent(id) + "/preview-link?" + new URLSearchParams({lang: card.lang}),
                             {method: "POST", headers: headers()});
@@ -226,7 +231,7 @@ function makeCard(s) {
     } catch (e) { img.alt = "preview: " + e; }
   };
   img.addEventListener("click", card.setPreview);
-  img.addEventListener("error", () => setTimeout(() => { if (cards.get(id) === card) card.setPreview(); }, 3000));
+  img.addEventListener("error", () => setTimeout(() => { if (cards.get(id) === card && !img.hidden) card.setPreview(); }, 3000));
   card.update = (s) => {
     state.textContent = s.state; state.className = "state " + s.state;
     const c = s.counters || {};

@@ -80,6 +80,7 @@ async function main() {
     seen.paused = await page.evaluate(`${P}.video.paused`);
     seen.hlsErrors = await page.evaluate(`${P}.errors`);
     seen.requested = requested.length;
+    seen.previewHidden = await page.evaluate(`document.querySelector("img.preview").hidden`);
     await page.screenshot({ path: shot });
   } finally {
     await browser.close();
