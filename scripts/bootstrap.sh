@@ -4,11 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(ffmpeg nginx libnginx-mod-rtmp apertium apertium-eng-spa apertium-eng-cat
-              espeak-ng rubberband-cli sox docker-compose prometheus wget)
+              espeak-ng rubberband-cli sox docker-compose prometheus wget chromium)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# node and npm (for the npm packages below): the machine's own from any source, else Debian's.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -49,5 +51,17 @@ sys.exit(not any(e.group == "console_scripts" for e in m.distribution("livedub")
   ta_dir=$(.venv/bin/python -c 'import importlib.util,os;print(os.path.dirname(importlib.util.find_spec("torchaudio").origin))')
   for so in "$ta_dir"/lib/*.so; do [ -e "$so" ] && mv "$so" "$so.disabled"; done
   touch "$stamp"
+fi
+# From the npm registry into .node/ (gitignored, never committed): hls.js, which media-service
+# serves to the dashboard's HLS player (--hls-js), and playwright-core, which drives Debian's
+# chromium in the browser test (it downloads no browser of its own).
+NODE_PACKAGES=(hls.js@1.7.4 playwright-core@1.65.1)
+node_stamp=.node/.livedub-installed
+if [ "$(cat "$node_stamp" 2>/dev/null)" != "${NODE_PACKAGES[*]}" ] || [ ! -f .node/node_modules/hls.js/dist/hls.min.js ] \
+   || [ ! -f .node/node_modules/playwright-core/package.json ]; then
+  echo "bootstrap: installing npm packages into .node: ${NODE_PACKAGES[*]}"
+  mkdir -p .node
+  npm install --prefix .node --no-audit --no-fund --loglevel=error --save-exact "${NODE_PACKAGES[@]}" >/dev/null
+  echo "${NODE_PACKAGES[*]}" > "$node_stamp"
 fi
 echo "bootstrap: ready"

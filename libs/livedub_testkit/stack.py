@@ -18,7 +18,7 @@ from .services import MediaProcess, StsProcess, free_port
 class LocalStack:
     def __init__(self, *, workdir: str | Path | None = None, output_delay_s: float | None = None,
                  media_args: tuple[str, ...] = (), sts_args: tuple[str, ...] = (), hooks: bool = True,
-                 start_sts: bool = True, api_token: str | None = None):
+                 start_sts: bool = True, api_token: str | None = None, media_env: dict[str, str] | None = None):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="livedub-stack-")).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.sts_token = secrets.token_urlsafe(24)
@@ -34,7 +34,7 @@ class LocalStack:
         if output_delay_s is not None:
             args += ["--output-delay", str(output_delay_s)]
         self.media = MediaProcess(*args, sts_url=self.sts.url, sts_token=self.sts_token, api_token=self.api_token,
-                                  port=self.media_port, log_dir=self.workdir)
+                                  port=self.media_port, env=media_env, log_dir=self.workdir)
         self._start_sts = start_sts
 
     def start(self) -> LocalStack:

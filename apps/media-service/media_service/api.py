@@ -297,6 +297,14 @@ class Api:
         cache = "no-cache, no-store" if path.endswith(".m3u8") else "max-age=60"
         return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": cache})
 
+    async def hls_js(self, request):
+        """The hls.js build the dashboard's player loads (open, like the page: it is a public library)."""
+        if not self.cfg.hls_js:
+            return json_error(404, "not_found", "no hls.js configured (--hls-js)")
+        body = await asyncio.get_running_loop().run_in_executor(None, _read_file, self.cfg.hls_js)
+        return web.Response(body=body, headers={"Content-Type": "text/javascript; charset=utf-8",
+                                                "Cache-Control": "max-age=3600"})
+
     async def dashboard(self, request):
         return web.Response(text=DASHBOARD_HTML, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
@@ -329,6 +337,7 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
     r = app.router
     r.add_get("/", api.dashboard)
     r.add_get("/dashboard", api.dashboard)
+    r.add_get("/assets/hls.min.js", api.hls_js)
     r.add_get("/health", api.health)
     r.add_get("/metrics", api.prom)
     r.add_post("/v1/streams", api.create)

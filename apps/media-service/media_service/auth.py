@@ -8,6 +8,11 @@ short-lived signed link from `POST /v1/streams/{id}/preview-link` or
 a URL that a browser keeps. Browser requests from another site (a foreign `Origin`) and, when
 `--allowed-hosts` is set, other Host names are refused before the token is looked at. /health,
 /metrics and the dashboard page (which holds no data) are open.
+
+A second, read-only token (MEDIA_VIEWER_TOKEN) is for people who watch (a player, a monitoring
+page, the dashboard of someone who must not change a stream): `viewer_may` says what it may do,
+which is reading and asking for signed read links; anything else is 403 `forbidden` (not 401:
+the token is valid, the request is not one it allows).
 """
 
 from __future__ import annotations
@@ -30,6 +35,21 @@ HOOK_PREFIX = "/v1/hooks/"  # form or raw-query bodies from RTMP servers; the to
 # `EventSource`); each link names its own path (signed_links.py).
 SIGNED_LINK_PATH = re.compile(r"^/v1/streams/[^/]+/(preview\.mjpg|captions/[^/]+\.vtt|captions/[^/]+/events)$")
 BODY_METHODS = ("POST", "PUT", "PATCH")
+READ_METHODS = ("GET", "HEAD")
+# POSTs that change nothing: each mints a signed link to something the caller may already read.
+LINK_PATH = re.compile(r"^/v1/streams/[^/]+/(preview-link|captions/[^/]+/link)$")
+
+
+def viewer_may(method: str, path: str) -> bool:
+    """What the viewer token allows: every read of /v1 (no route changes state on GET) and the
+    signed-link POSTs, never a hook (hooks start and stop streams)."""
+    if path.startswith(HOOK_PREFIX):
+        return False
+    return method in READ_METHODS or (method == "POST" and LINK_PATH.match(path) is not None)
+
+
+def _matches(supplied: str, token: str | None) -> bool:
+    return bool(token) and hmac.compare_digest(supplied.encode(), token.encode())
 
 
 def _origin_is_foreign(request: web.Request) -> bool:
@@ -65,8 +85,12 @@ async def auth_middleware(request: web.Request, handler):
         return await handler(request)
     else:
         supplied = ""
-    if not token or not hmac.compare_digest(supplied.encode(), token.encode()):
-        return json_error(401, "unauthorized", "missing or wrong bearer token (MEDIA_API_TOKEN)")
+    if not _matches(supplied, token):
+        if not _matches(supplied, cfg.viewer_token):
+            return json_error(401, "unauthorized", "missing or wrong bearer token (MEDIA_API_TOKEN)")
+        if not viewer_may(request.method, request.path):
+            return json_error(403, "forbidden", f"the viewer token (MEDIA_VIEWER_TOKEN) is read-only: "
+                              f"{request.method} {request.path} needs the API token (MEDIA_API_TOKEN)")
     if (request.method in BODY_METHODS and request.can_read_body and not request.path.startswith(HOOK_PREFIX)
             and request.content_type != "application/json"):
         return json_error(415, "unsupported_media_type",

@@ -52,6 +52,11 @@ class MediaConfig(Settings):
         None, None, "MEDIA_API_TOKEN",
         "bearer token of `/v1/*` (>= 16 characters, no placeholder); unset = a random one is generated and "
         "printed at start (the API is never open)", secret=True)
+    viewer_token: str | None = setting(
+        None, None, "MEDIA_VIEWER_TOKEN",
+        "read-only bearer token (>= 16 characters, not the API token): GET/HEAD of `/v1/*` (stream list and "
+        "snapshots, events, HLS playlists and segments, captions, preview) and the signed-link POSTs; anything "
+        "else is refused with 403 `forbidden`; unset = no viewer token", secret=True)
     rtmp_base_url: str = setting(
         "rtmp://127.0.0.1:1935", "--rtmp-base-url", "MEDIA_RTMP_BASE_URL",
         "RTMP server that hook-started streams read from and publish to")
@@ -118,6 +123,10 @@ class MediaConfig(Settings):
         15.0, "--shutdown-drain", "MEDIA_SHUTDOWN_DRAIN",
         "on SIGTERM/SIGINT every stream stops reading and plays out what is buffered (at most D + 3 s, and at "
         "most this long), closing its outputs cleanly; 0 = stop at once (0–120 s)", ge=0, le=120)
+    hls_js: str | None = setting(
+        None, "--hls-js", "MEDIA_HLS_JS",
+        "hls.js file (`hls.min.js`) served at `/assets/hls.min.js` for the dashboard's HLS player (`make setup` "
+        "installs it from npm into `.node/node_modules/hls.js/dist/`); unset: the dashboard has no HLS player")
     log_level: LogLevel = setting("INFO", "--log-level", "MEDIA_LOG_LEVEL", "Python log level")
 
     def target_policy(self) -> TargetPolicy:
@@ -144,6 +153,20 @@ class MediaConfig(Settings):
             raise ValueError(f"is not usable: {weak} (or leave it unset to have one generated)")
         return v
 
+    @field_validator("viewer_token")
+    @classmethod
+    def _viewer_token(cls, v: str | None) -> str | None:
+        if v is not None and (weak := weak_token_reason(v)):
+            raise ValueError(f"is not usable: {weak}")
+        return v
+
+    @field_validator("hls_js")
+    @classmethod
+    def _hls_js(cls, v: str | None) -> str | None:
+        if v is not None and not os.path.isfile(v):
+            raise ValueError(f"must be an existing file, got {v!r}")
+        return v
+
     @field_validator("media_root")
     @classmethod
     def _media_root(cls, v: str | None) -> str | None:
@@ -159,6 +182,8 @@ class MediaConfig(Settings):
             check_delay(self.output_delay_s, min_silence_cap_ms=self.min_silence_ms)
         except DelayTooShort as exc:
             raise ConfigError(f"{self.label('output_delay_s')}: {exc}") from None
+        if self.viewer_token and self.viewer_token == self.api_token:
+            raise ConfigError("MEDIA_VIEWER_TOKEN must differ from MEDIA_API_TOKEN (the viewer token is read-only)")
         if not (0 < self.min_fragment_ms < self.max_fragment_ms):
             raise ConfigError(f"{self.label('min_fragment_ms')} must be above 0 and below "
                               f"{self.label('max_fragment_ms')}, got {self.min_fragment_ms:g}")

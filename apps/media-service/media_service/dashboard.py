@@ -1,4 +1,4 @@
-"""The operator dashboard: one self-contained HTML page (inline CSS/JS, no external assets).
+"""The operator dashboard: one HTML page (inline CSS/JS; its one optional asset is hls.js, below).
 
 It holds no data: it polls `GET /v1/streams` every 2 s, shows each stream's state and counters, its
 recent transcripts/translations, a live preview (`/v1/streams/{id}/preview.mjpg`) with the live
@@ -10,6 +10,14 @@ sent as `Authorization: Bearer` only. The preview image and the caption `EventSo
 headers, so the page asks `POST /v1/streams/{id}/preview-link` and
 `POST /v1/streams/{id}/captions/{lang}/link` for signed links that open that one preview or feed
 for minutes (and for new ones after an error).
+
+A stream with an `hls` output also gets a player (a `<video>` fed by hls.js, which the service
+serves at `/assets/hls.min.js` when `--hls-js` is set; without it the page shows no player and
+needs nothing else) with an audio-language and a subtitle selector: the preview is pictures
+only, so this is where the operator listens to each language. hls.js sends the token as
+`Authorization: Bearer` (`xhrSetup`; the read-only viewer token is enough). After a fatal player
+error (no playlist yet, a lost connection) the player is made again on a poll 3 s later.
+`window.livedubPlayers[id]` exposes `{hls, video, audioSel, subSel, errors, switched}` to tests.
 """
 
 DASHBOARD_HTML = r"""<!doctype html>
@@ -43,6 +51,8 @@ DASHBOARD_HTML = r"""<!doctype html>
   .recent { font-size:.85em; max-height:11em; overflow:auto; margin:.5em 0 0; padding:0; list-style:none; }
   .recent li { border-top:1px solid #8882; padding:.2em 0; } .recent .tr { color:var(--muted); }
   .err { color:var(--bad); } .empty { color:var(--muted); padding:2em; }
+  .player { width:100%; max-height:270px; background:#000; border-radius:4px; margin-top:.5em; }
+  .playerctl { font-size:.85em; color:var(--muted); }
 </style>
 </head>
 <body>
@@ -51,6 +61,7 @@ DASHBOARD_HTML = r"""<!doctype html>
   <span id="status">loading...</span>
   <label>API token <input id="token" type="password" size="18" placeholder="MEDIA_API_TOKEN" autocomplete="off"></label>
 </header>
+<script src="/assets/hls.min.js" onerror="window.Hls = undefined"></script>
 <main id="streams"><div class="empty">No streams yet. Publish to rtmp://&lt;server&gt;/live/&lt;name&gt;/in or POST /v1/streams.</div></main>
 <script>
 "use strict";
@@ -163,9 +174,55 @@ function makeCard(s) {
     capBox.className = "captions" + (stale ? " stale" : "");
   };
   capSel.addEventListener("change", () => { card.capLang = capSel.value; card.setCaptions(); });
-  const root = el("section", {class: "card"}, el("h2", {}, title, state), el("div", {class: "row"}, pcol, kv), mix, msg, recent);
+  // The HLS player (streams with an hls output, when hls.js is served): every audio language
+  // and subtitle track of the one presentation, switched in place.
+  const playerBox = el("div", {});
+  card.hls = null;
+  let playerRetryAt = 0;
+  card.setPlayer = (s) => {
+    if (card.hls || !s.hls || !window.Hls || !Hls.isSupported() || !token() || Date.now() < playerRetryAt) return;
+    const video = el("video", {class: "player", controls: "", autoplay: "", playsinline: ""});
+    video.muted = true;  // browsers start muted media without a click; unmute with the controls
+    const audioSel = el("select", {title: "audio language"}), subSel = el("select", {title: "subtitles"});
+    const hls = new Hls({xhrSetup: (xhr) => { if (token()) xhr.setRequestHeader("Authorization", "Bearer " + token()); },
+                         renderTextTracksNatively: true});
+    const player = {hls, video, audioSel, subSel, errors: [], switched: []};
+    card.hls = hls;
+    hls.on(Hls.Events.AUDIO_TRACKS_UPDATED, (_, d) => {
+      audioSel.replaceChildren(...d.audioTracks.map((t, i) => el("option", {value: String(i)}, t.name)));
+      audioSel.value = String(hls.audioTrack);
+    });
+    hls.on(Hls.Events.AUDIO_TRACK_SWITCHED, (_, d) => { audioSel.value = String(d.id); player.switched.push(d.id); });
+    hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, (_, d) => {
+      subSel.replaceChildren(el("option", {value: "-1"}, "off"), ...d.subtitleTracks.map((t, i) => el("option", {value: String(i)}, t.name)));
+      subSel.value = String(hls.subtitleTrack);
+    });
+    hls.on(Hls.Events.ERROR, (_, d) => {
+      player.errors.push(d.details + (d.fatal ? " (fatal)" : ""));
+      if (!d.fatal) return;
+      // A stream whose output has not written its playlists yet, a lost connection, a token
+      // typed wrong: start over on a later poll rather than leave a dead player.
+      card.closePlayer();
+      playerRetryAt = Date.now() + 3000;
+      playerBox.replaceChildren(el("div", {class: "playerctl err"}, "player: " + d.details + " (retrying)"));
+    });
+    audioSel.addEventListener("change", () => { hls.audioTrack = Number(audioSel.value); });
+    subSel.addEventListener("change", () => { hls.subtitleDisplay = true; hls.subtitleTrack = Number(subSel.value); });
+    hls.loadSource(s.hls.master);
+    hls.attachMedia(video);
+    playerBox.replaceChildren(video, el("div", {class: "playerctl"}, "audio: ", audioSel, " subtitles: ", subSel));
+    (window.livedubPlayers = window.livedubPlayers || {})[id] = player;
+  };
+  card.closePlayer = () => { if (card.hls) { card.hls.destroy(); card.hls = null; } playerBox.replaceChildren(); };
+  const root = el("section", {class: "card"}, el("h2", {}, title, state), el("div", {class: "row"}, pcol, kv), mix, msg,
+                  playerBox, recent);
 
+  // The preview reads an RTMP output back: a language without one (an hls-only stream) has none,
+  // and the player below is where that stream is watched.
+  const previewable = (lang) => Object.keys(s.outputs || {}).some(k => k === lang || (k.startsWith("rtmp.") && k.endsWith("." + lang)));
   card.setPreview = async () => {
+    img.hidden = !previewable(card.lang);
+    if (img.hidden) { img.removeAttribute("src"); return; }
     try {
       const r = await fetch("/v1/streams/" + encodeURIComponent(id) + "/preview-link?" + new URLSearchParams({lang: card.lang}),
                             {method: "POST", headers: headers()});
@@ -174,7 +231,7 @@ function makeCard(s) {
     } catch (e) { img.alt = "preview: " + e; }
   };
   img.addEventListener("click", card.setPreview);
-  img.addEventListener("error", () => setTimeout(() => { if (cards.get(id) === card) card.setPreview(); }, 3000));
+  img.addEventListener("error", () => setTimeout(() => { if (cards.get(id) === card && !img.hidden) card.setPreview(); }, 3000));
   card.update = (s) => {
     state.textContent = s.state; state.className = "state " + s.state;
     const c = s.counters || {};
@@ -191,6 +248,7 @@ function makeCard(s) {
     const p = s.preview || {};
     rows.preview.textContent = fmt(p.subscribers) + " viewers, " + fmt(p.frames) + " frames" + (p.last_error ? " - " + p.last_error : "");
     for (const [m, b] of Object.entries(buttons)) b.className = s.mix === m ? "on" : "";
+    card.setPlayer(s);
     recent.replaceChildren(...(s.recent || []).slice().reverse().map(r => el("li", {},
       el("div", {}, "[" + (r.start_ms / 1000).toFixed(1) + " s] " + r.transcript),
       ...r.dubs.map(d => el("div", {class: "tr"}, d.language + ": " + d.text)))));
@@ -213,7 +271,8 @@ async function poll() {
     }
     for (const [id, card] of cards) {
       if (!seen.has(id)) {
-        card.root.querySelector("img").removeAttribute("src"); card.closeCaptions(); card.root.remove(); cards.delete(id);
+        card.root.querySelector("img").removeAttribute("src"); card.closeCaptions(); card.closePlayer(); card.root.remove();
+        cards.delete(id);
       }
     }
     const empty = main.querySelector(".empty");

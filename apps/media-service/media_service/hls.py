@@ -19,7 +19,8 @@ container differs. What FFmpeg's muxer cannot do from here is done in this modul
   timeline's origin), which is what the picture shows at that moment.
 
 The subtitle state outlives one writer (an input that reconnects reopens the output): the worker
-keeps one `SubtitleRenditions` per stream and the audio/video playlists continue (`append_list`).
+keeps one `SubtitleRenditions` per stream and the audio/video playlists continue (`append_list`,
+on a reopen only).
 """
 
 from __future__ import annotations
@@ -202,8 +203,15 @@ class HlsWriter(OutputWriter):
 
     def _open_container(self, relay_settings):
         os.makedirs(self.directory, exist_ok=True)
+        # append_list only when reopening (an input that reconnected): FFmpeg marks the first
+        # segment it writes with it as a discontinuity even in a new playlist, and writes no
+        # EXT-X-DISCONTINUITY-SEQUENCE when that segment leaves the window, so a player that
+        # loaded one rendition before and another after disagrees on the count and hls.js never
+        # loads a segment of the audio it switches to (test_dashboard_hls_browser.py).
+        names = [v.rsplit("name:", 1)[1] for v in self._variants]
+        reopened = any(os.path.exists(os.path.join(self.directory, n, "index.m3u8")) for n in names)
         options = {"hls_time": f"{SEGMENT_S:g}", "hls_list_size": str(LIST_SIZE),
-                   "hls_flags": "delete_segments+independent_segments+append_list",
+                   "hls_flags": "delete_segments+independent_segments" + ("+append_list" if reopened else ""),
                    "hls_segment_filename": os.path.join(self.directory, "%v", "seg%05d.ts"),
                    "var_stream_map": " ".join(self._variants)}
         log.info("output %s: HLS into %s", self.label, self.directory)

@@ -1,0 +1,88 @@
+"""The read-only viewer token (MEDIA_VIEWER_TOKEN, issue 10 #2): every route of the real app is
+called in process with it; reads get past the token check, anything that could change a stream is
+403 `forbidden`. A new route is covered by this test without editing it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from media_service.api import make_app
+from media_service.auth import viewer_may
+from media_service.config import ConfigError, MediaConfig
+from media_service.events import EventLog
+from media_service.metrics import MediaMetrics
+from media_service.registry import StreamRegistry
+
+API, VIEWER = "api-Zq7-test-token-4821", "viewer-Zq7-test-token-9377"
+# A value for each path variable of the routes (no stream exists: a read that passes is a 404).
+SAMPLES = {"id": "nostream", "name": "es.vtt", "lang": "es", "path": "master.m3u8"}
+
+
+def routes(app) -> list[tuple[str, str]]:
+    out = []
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        template = info.get("path") or info.get("formatter")
+        if template and route.method != "*":
+            out.append((route.method, re.sub(r"\{(\w+)(:[^}]*)?\}", lambda m: SAMPLES[m[1]], template)))
+    return out
+
+
+@pytest.fixture
+async def client():
+    cfg = MediaConfig(sts_token="s" * 20 + "x1", api_token=API, viewer_token=VIEWER)
+    metrics, events = MediaMetrics(), EventLog()
+    app = make_app(cfg, StreamRegistry(cfg, metrics, events), metrics, events)
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+def test_the_rule():
+    assert viewer_may("GET", "/v1/streams") and viewer_may("HEAD", "/v1/streams/a/hls/video/seg1.ts")
+    assert viewer_may("POST", "/v1/streams/a/preview-link") and viewer_may("POST", "/v1/streams/a/captions/es/link")
+    for method, path in (("POST", "/v1/streams"), ("PATCH", "/v1/streams/a"), ("DELETE", "/v1/streams/a"),
+                         ("POST", "/v1/streams/a/bypass"), ("PUT", "/v1/streams/a"),
+                         ("POST", "/v1/hooks/nginx/on_publish"), ("GET", "/v1/hooks/nginx/on_publish"),
+                         ("POST", "/v1/streams/a/preview-link/x"), ("POST", "/v1/streams/a/b/preview-link")):
+        assert not viewer_may(method, path), (method, path)
+
+
+async def test_every_route_with_the_viewer_token(client):
+    checked = {"read": 0, "refused": 0}
+    for method, path in routes(client.server.app):
+        if not path.startswith("/v1/"):
+            continue
+        kw = {"json": {}} if method in ("POST", "PATCH", "PUT") else {}
+        async with client.request(method, path, headers={"Authorization": f"Bearer {VIEWER}"}, **kw) as r:
+            body = await r.json(content_type=None) if r.content_type == "application/json" else None
+            if viewer_may(method, path):
+                assert r.status not in (401, 403), (method, path, r.status, body)
+                checked["read"] += 1
+            else:
+                assert r.status == 403, (method, path, r.status, body)
+                assert body["error"]["code"] == "forbidden"
+                assert "read-only" in body["error"]["message"] and "MEDIA_API_TOKEN" in body["error"]["message"]
+                checked["refused"] += 1
+    # GET list/one/events x2/preview/captions x2/hls; POST links x2; POST create/bypass/hooks x4, PATCH, DELETE
+    assert checked["read"] >= 10 and checked["refused"] >= 8, checked
+
+
+async def test_the_api_token_still_does_everything_and_a_wrong_one_is_401(client):
+    async with client.post("/v1/streams", json={}, headers={"Authorization": f"Bearer {API}"}) as r:
+        assert r.status == 400  # past the token check, refused for the empty body
+    async with client.delete("/v1/streams/nostream", headers={"Authorization": f"Bearer {API}"}) as r:
+        assert r.status == 404
+    async with client.get("/v1/streams", headers={"Authorization": f"Bearer {VIEWER}x"}) as r:
+        assert r.status == 401
+    async with client.post("/v1/hooks/nginx/on_publish?token=" + VIEWER, data={"name": "x"}) as r:
+        assert r.status == 403  # a hook starts streams: never with the viewer token
+
+
+def test_the_viewer_token_is_checked_like_the_api_token():
+    with pytest.raises(ConfigError, match="MEDIA_VIEWER_TOKEN is not usable"):
+        MediaConfig(sts_token="s" * 22, api_token=API, viewer_token="change-me-viewer-token")
+    with pytest.raises(ConfigError, match="must differ from MEDIA_API_TOKEN"):
+        MediaConfig(sts_token="s" * 22, api_token=API, viewer_token=API)
+    assert MediaConfig(sts_token="s" * 22, api_token=API).viewer_token is None  # off unless set
