@@ -1,7 +1,7 @@
 """ingest.ArrivalClock: packets read in bursts keep the time they arrived (the output delay is counted from it)."""
 
 import pytest
-from media_service.ingest import ArrivalClock, IngestLag
+from media_service.ingest import BURST_S, CATCH_UP_S, CATCH_UP_WAIT_S, ArrivalClock, IngestLag, burst_pause
 
 
 def test_arrival_clock_dates_a_burst_by_stream_time():
@@ -35,3 +35,10 @@ def test_ingest_lag_grows_only_when_the_reader_falls_behind():
     assert lag.update(1.5, now=109.2) == pytest.approx(0.0)
     assert lag.update(None, now=120.0) == pytest.approx(0.0)  # no timestamp: unchanged
 
+
+
+def test_the_reader_sleeps_a_burst_only_when_it_is_caught_up():
+    assert burst_pause(0.0005, behind_s=0.0) == 0.0  # data was buffered: keep reading
+    assert burst_pause(0.030, behind_s=0.05) == BURST_S  # waited for the source: gather a burst
+    # behind the source, a slow read waited for the GIL or a core: yield, never a whole burst
+    assert burst_pause(0.030, behind_s=CATCH_UP_S + 0.5) == CATCH_UP_WAIT_S < BURST_S

@@ -29,8 +29,26 @@ log = logging.getLogger(__name__)
 # each was played up to 100 ms late (glass-to-glass 3.61 s at D = 3.5 s instead of 3.56 s).
 BURST_S = 0.1
 CAUGHT_UP_S = 0.002  # a read that took longer waited for the source: nothing more is buffered
+# ... unless the reader is this far behind the live source (IngestLag): then the read waited for the
+# GIL or a core with data buffered, and the burst sleep made it fall further behind each time (8 dense
+# streams on 2 cores: input lag 20-29 s). It then only yields briefly (never reading flat out, which
+# starved the playout threads until nginx dropped the outputs as idle).
+CATCH_UP_S = 0.25
+CATCH_UP_WAIT_S = 0.02
 LAG_REPORT_S = 0.5  # how often the reader reports how far behind the live source it is
 TIMELINE_FORMAT = ("fltp", "stereo", RATE)  # decoded AAC in this format is used as it is
+
+
+def burst_pause(read_s: float, behind_s: float) -> float:
+    """How long the reader sleeps after a read that took `read_s`, `behind_s` behind the source.
+
+    A read that waited for the source means we are caught up: sleep a burst, so the next packets
+    gather in the socket and are taken together. Behind the source, the read waited for the GIL
+    or a core, not for data: only yield. A quick read: keep reading.
+    """
+    if read_s <= CAUGHT_UP_S:
+        return 0.0
+    return BURST_S if behind_s < CATCH_UP_S else CATCH_UP_WAIT_S
 
 
 class ArrivalClock:
@@ -197,11 +215,11 @@ class InputReader:
                     return "stopped"
                 ts = _stream_time(packet)
                 behind = 0.0 if self.realtime else lag.update(ts, got)
-                if not self.realtime and got - asked > CAUGHT_UP_S:
-                    # The read waited for the source: we are caught up, and this packet arrived
-                    # just now. Let the next packets gather in the socket and take them in one burst.
+                pause = 0.0 if self.realtime else burst_pause(got - asked, behind)
+                if pause == BURST_S:  # caught up: this packet arrived just now
                     clock.saw_arrive(ts, got)
-                    self.stop.wait(BURST_S)
+                if pause:
+                    self.stop.wait(pause)
                 if packet.dts is None and packet.size == 0:
                     continue
                 if self.realtime and packet.pts is not None and packet.time_base is not None:
