@@ -73,6 +73,16 @@ def http_json(url: str, *, method: str = "GET", body: dict | None = None, token:
         return status, text
 
 
+def http_get(url: str, token: str | None = None, timeout: float = 10.0) -> tuple[int, str, bytes]:
+    """GET as bytes: (status, Content-Type, body), for playlists, segments and captions."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # nosec B310  # the tests' own http:// URLs
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+
+
 def metric_value(text: str, name: str, **labels) -> float:
     """The value of one sample of a Prometheus text page (``/metrics``), by its full sample name
     and a subset of its labels; 0 when absent."""

@@ -22,7 +22,7 @@ import urllib.request
 import numpy as np
 import pytest
 from livedub_testkit import analysis
-from livedub_testkit.services import free_port
+from livedub_testkit.services import free_port, http_get
 from livedub_testkit.stack import LocalStack
 
 pytestmark = pytest.mark.timeout(150)
@@ -43,12 +43,7 @@ def stack(tmp_path_factory):
 
 
 def fetch(stack, path: str) -> tuple[int, str, bytes]:
-    req = urllib.request.Request(stack.media.url + path, headers={"Authorization": f"Bearer {stack.api_token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # nosec B310  # the test's own http:// URL
-            return resp.status, resp.headers.get("Content-Type", ""), resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+    return http_get(stack.media.url + path, stack.api_token)
 
 
 def ffmpeg_copy(stack, inputs: list[str], out, maps: list[str]) -> None:

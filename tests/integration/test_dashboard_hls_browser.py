@@ -23,12 +23,11 @@ import secrets
 import shutil
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from livedub_testkit import analysis
-from livedub_testkit.services import http_json
+from livedub_testkit.services import http_get, http_json
 from livedub_testkit.stack import LocalStack
 
 pytestmark = pytest.mark.timeout(240)
@@ -64,12 +63,7 @@ def get(stack, path: str, token: str, method: str = "GET", body: dict | None = N
 
 
 def fetch(stack, path: str, token: str) -> tuple[int, str, bytes]:
-    req = urllib.request.Request(stack.media.url + path, headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # nosec B310  # the test's own http:// URL
-            return resp.status, resp.headers.get("Content-Type", ""), resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+    return http_get(stack.media.url + path, token)
 
 
 def segments(stack, rendition: str) -> list[str]:
