@@ -59,6 +59,7 @@ from _common import (
     fallback_stats,
     fmt,
     log,
+    pct,
     quietly,
     roundtrip_quantiles,
     stack_targets,
@@ -297,6 +298,9 @@ def run_one(fx, fixture_name: str, delay: float | None, k: int, workdir: Path) -
         clause_starts = [a for a, _, _ in fx.speech_spans]
         w = {n: stream_wer(events.of(n, "dubbed"), events.of(n, "fallback"), words, clause_starts) for n in names}
         ref_words = sum(x["ref_words"] for x in w.values())
+        late = [d["late_start_ms"] for n in names for d in events.of(n, "dubbed") if d.get("late_start_ms")]
+        res["late_starts"] = {"count": len(late), "p50_ms": pct(late, 50) if late else None,
+                              "max_ms": max(late, default=None)}
         res["wer"] = sum(x["errors"] for x in w.values()) / ref_words if ref_words else None
         res["wer_ref_words"] = ref_words
         res["wer_per_stream"] = w
@@ -374,6 +378,10 @@ def print_report(out: dict) -> None:
                       f"deadline_exceeded by stage {st.get('deadline_exceeded_by_stage') or '-'}, ASR calls "
                       f"{st.get('asr_calls_by_decoding') or '-'}, mean batch {fmt(st.get('asr_mean_batch'), '.2f')}, full-window re-runs "
                       f"{st.get('asr_reruns_by_guard') or 0}, mean ms per stage {st.get('stage_mean_ms') or '-'}")
+            ls = r.get("late_starts")
+            if ls:
+                print(f"{'':>2}  late starts (dubbed, starting after their span's start; not fallbacks): {ls['count']}"
+                      + (f", p50 {fmt(ls['p50_ms'], '.0f')} ms, max {fmt(ls['max_ms'], '.0f')} ms" if ls["count"] else ""))
     print("\nshare = fallbacks / speech fragments; RTT from the round-trip histogram of all streams, n = results "
           "that came back (a timeout has none); WER of the dubbed transcripts (reference words they cover); A/V max = largest |offset| at the markers of all recordings, markers = "
           "found/expected (expected: the fixture's markers inside each recording); added delay = glass-to-glass median/p95 of stream 0 (s); max D = largest measured "

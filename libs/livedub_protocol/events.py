@@ -6,7 +6,9 @@ PROTOCOL_VERSION = 1
 #      init ack `protocol_minor`.
 # 1.2: init ack `capabilities.voices` (the voice of each target language) and `capabilities.translators`
 #      (the MT engine of each target language).
-PROTOCOL_MINOR = 2
+# 1.3: fragment:data `late_start_ms`, fragment:processed `start_offset_ms` (a dub that starts late
+#      instead of a fallback).
+PROTOCOL_MINOR = 3
 NAMESPACE = "/sts"
 
 # Events, client -> server (all acknowledged).

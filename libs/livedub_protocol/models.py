@@ -62,6 +62,10 @@ class FragmentData(_Model):
     # server schedules earliest deadline first and answers `deadline_exceeded` at once for work
     # it cannot finish in time. Absent: only the server's stage timeouts apply.
     deadline_ms: float | None = Field(None, gt=0, le=600000)
+    # v1.3, with `deadline_ms`: a dub that starts up to this many ms after the span's start (and
+    # is as much shorter) is still of use until `deadline_ms` + this. A server that would miss
+    # `deadline_ms` fits the dub to the rest of the span and says so in `start_offset_ms`.
+    late_start_ms: float | None = Field(None, gt=0, le=10000)
 
     @field_validator("audio")
     @classmethod
@@ -172,6 +176,9 @@ class FragmentProcessed(_Model):
     results: list[DubResult] = Field(default_factory=list)
     timings_ms: StageTimings = Field(default_factory=StageTimings)
     error: FragmentError | None = None
+    # v1.3: the dubs start this long after `start_ms` and are as much shorter than the span (a
+    # late start the fragment's `late_start_ms` allowed). 0: they start with the span.
+    start_offset_ms: float = Field(0.0, ge=0)
 
 
 class StreamBackpressure(_Model):

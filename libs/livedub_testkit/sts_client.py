@@ -69,12 +69,15 @@ class StsTestClient:
                                              "audio": {"encoding": "pcm_s16le", "sample_rate_hz": 16000,
                                                        "channels": 1}, **extra})
 
-    async def send(self, stream_id, seq, audio: np.ndarray, start_ms=0.0, fragment_id=None, deadline_ms=None):
+    async def send(self, stream_id, seq, audio: np.ndarray, start_ms=0.0, fragment_id=None, deadline_ms=None,
+                   late_start_ms=None):
         payload = {"stream_id": stream_id, "fragment_id": fragment_id or f"{stream_id}-{seq}",
                    "sequence_number": seq, "start_ms": start_ms, "duration_ms": len(audio) / 16.0,
                    "audio": float_to_pcm16(audio)}
         if deadline_ms is not None:
             payload["deadline_ms"] = deadline_ms
+        if late_start_ms is not None:
+            payload["late_start_ms"] = late_start_ms
         return await self.call(FRAGMENT_DATA, payload)
 
     async def wait_for(self, fragment_ids, timeout=90):

@@ -51,6 +51,29 @@ async def test_impossible_deadline_is_answered_at_once_and_v10_fragment_still_du
     assert metric(text, "sts_deadline_exceeded_total", '{stage="asr"}') >= 1
 
 
+async def test_a_dub_that_would_miss_its_start_is_fitted_to_the_rest_of_its_span(sts):
+    """v1.3: 100 ms is too short for any ASR, but the client allows a 3 s late start: the dub comes
+    back `ok`, starting `start_offset_ms` after the span, exactly that much shorter than it."""
+    c = await StsTestClient(sts.url, sts.token).connect()
+    try:
+        assert (await c.init("late"))["ok"]
+        audio = speak(SENTENCES[1])
+        span_ms = len(audio) / 16.0
+        assert (await c.send("late", 0, audio, deadline_ms=100, late_start_ms=3000))["accepted"]
+        assert (await c.send("late", 1, audio, deadline_ms=100))["accepted"]  # no late start allowed
+        late, refused = await c.wait_for(["late-0", "late-1"])
+        assert late.status == "ok" and late.results, late.error
+        assert 100 < late.start_offset_ms <= min(3000, span_ms / 2)
+        for dub in late.results:
+            assert abs(dub.duration_ms - (span_ms - late.start_offset_ms)) < 1.0, (dub.duration_ms, span_ms)
+        assert refused.status == "failed" and refused.error.code == "deadline_exceeded"
+        assert refused.start_offset_ms == 0
+    finally:
+        await c.close()
+    text = await metrics(sts)
+    assert metric(text, "sts_late_start_seconds_count") >= 1
+
+
 async def test_flood_from_four_connections_sheds_load_without_work_on_expired(sts):
     """Twice what two cores can transcribe in time: every fragment is answered once, either dubbed
     or deadline_exceeded, and no ASR work is ever started on an expired fragment."""

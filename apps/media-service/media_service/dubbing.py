@@ -35,6 +35,12 @@ from .timeline import RATE, VAD_RATE, AudioStore
 log = logging.getLogger(__name__)
 
 RTT_WINDOW = 30  # the fragment limits follow the p95 service time of this many recent fragments
+LATE_SHARE = 0.4  # a late start leaves at least this much less than the span to the dub: 60 % remain
+
+
+def late_allowance_ms(late_start_ms: float, duration_ms: float) -> float:
+    """How late a dub may start after its span (ms): the configured limit, at most LATE_SHARE of the span."""
+    return max(0.0, min(late_start_ms, LATE_SHARE * duration_ms))
 
 
 class Dubbing:
@@ -110,16 +116,18 @@ class Dubbing:
         deadline = arrival + self.delay_s - DEADLINE_MARGIN_S
         audio = float_to_pcm16(seg.audio)
         budget_ms = (deadline - time.monotonic()) * 1000.0
+        duration_ms = len(seg.audio) * 1000.0 / VAD_RATE
+        late_ms = late_allowance_ms(self.cfg.late_start_ms, duration_ms)
         frag = FragmentData(stream_id=self.id, fragment_id=f"{self.id}-{uuid.uuid4().hex[:8]}-{seq}",
-                            sequence_number=seq, start_ms=start_ms,
-                            duration_ms=len(seg.audio) * 1000.0 / VAD_RATE, audio=audio,
-                            deadline_ms=min(600000.0, budget_ms) if budget_ms > 0 else None)
+                            sequence_number=seq, start_ms=start_ms, duration_ms=duration_ms, audio=audio,
+                            deadline_ms=min(600000.0, budget_ms) if budget_ms > 0 else None,
+                            late_start_ms=late_ms if late_ms > 0 and budget_ms > 0 else None)
         t0 = time.monotonic()
         try:
             if self.sts.connected:
                 self.counters.fragments_sent += 1
                 self.metrics.fragments_sent.labels(self.id).inc()
-            result = await self.sts.process(frag, deadline)
+            result = await self.sts.process(frag, deadline + late_ms / 1000.0)
         except Fallback as fb:
             self.fallback(fb.reason, start_ms, fb.detail)
             return
@@ -145,7 +153,8 @@ class Dubbing:
             # (a late dub's span plays the original, which its transcript and translations caption).
             self.captions.add_span(start_ms, frag.duration_ms, result.transcript,
                                    {dub.target_language: dub.text for dub in result.results})
-        await asyncio.get_running_loop().run_in_executor(None, self._place_dubs, result, start48, end48)
+        await asyncio.get_running_loop().run_in_executor(None, self._place_dubs, result, start48, end48,
+                                                         round(late_ms * RATE / 1000.0))
 
     def _adapt_limits(self) -> None:
         """Fragments as long as D and the measured service time allow (see budget.py).
@@ -162,23 +171,37 @@ class Dubbing:
                                       min_silence_cap_ms=self.cfg.min_silence_ms)
         self.segmenter.set_limits(self.limits.max_fragment_ms, self.limits.min_silence_ms)
 
-    def _place_dubs(self, result, start48: int, end48: int) -> None:
-        """Executor thread: decode each language's dub onto its track, unless that part of the
-        output was already rendered (then the original played there: a `late` fallback)."""
-        span = end48 - start48
-        placed = []
+    def _place_dubs(self, result, start48: int, end48: int, late48: int = 0) -> None:
+        """Executor thread: decode each language's dub onto its track.
+
+        A dub starts at its span's start plus the STS's `start_offset_ms` (a late start it was
+        fitted for). If that part of the output is already rendered, it starts at the first sample
+        that is not, with its tail cut by as much, when that is at most `late48` samples after the
+        span's start; otherwise the original plays there (a `late` fallback).
+        """
+        offset = min(round(result.start_offset_ms * RATE / 1000.0), late48)
+        span = end48 - start48 - offset
+        placed, late_s = [], 0.0
         for dub in result.results:
             clip = resample(pcm16_to_float(dub.audio), dub.sample_rate_hz, RATE)[:span]
             if not len(clip):
                 continue
-            if self.tracks.place(dub.target_language, start48, np.repeat(clip[:, None], 2, axis=1)):
+            at = self.tracks.place(dub.target_language, start48 + offset, np.repeat(clip[:, None], 2, axis=1),
+                                   latest=start48 + late48)
+            if at is not None:
                 placed.append({"language": dub.target_language, "text": dub.text})
+                late_s = max(late_s, (at - start48) / RATE)
         if placed:
             self.counters.dubs_placed += 1
             self.transcripts.append({"start_ms": result.start_ms, "duration_ms": result.duration_ms,
                                      "transcript": result.transcript, "dubs": placed})
             timings = result.timings_ms.model_dump(exclude_none=True) if result.timings_ms else {}
-            self.events.publish(self.id, "dubbed", {**self.transcripts[-1], "timings_ms": timings})
+            extra = {}
+            if late_s > 0:
+                self.counters.late_starts += 1
+                self.metrics.late_start.labels(self.id).observe(late_s)
+                extra = {"late_start_ms": round(late_s * 1000.0, 1)}
+            self.events.publish(self.id, "dubbed", {**self.transcripts[-1], "timings_ms": timings, **extra})
         elif result.results:
             self._loop.call_soon_threadsafe(self.fallback, FallbackReason.LATE, result.start_ms, "arrived after its deadline")
 

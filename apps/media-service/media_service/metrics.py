@@ -17,6 +17,9 @@ class MediaMetrics:
                                            ["stream", "status"], registry=r)
         self.fallbacks = Counter("media_fallback", "Speech spans played with the original audio, by reason",
                                  ["stream", "reason"], registry=r)
+        self.late_start = Histogram("media_dub_late_start_seconds",
+                                    "How long after its span's start a late dub was placed (instead of a fallback)",
+                                    ["stream"], buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0), registry=r)
         self.roundtrip = Histogram("media_fragment_roundtrip_seconds", "Fragment send -> result time",
                                    ["stream"], buckets=_RTT_BUCKETS, registry=r)
         self.output_delay = Gauge("media_output_delay_seconds", "Measured input arrival -> output write delay",

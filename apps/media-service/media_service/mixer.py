@@ -273,17 +273,23 @@ class DubTracks:
     def languages(self) -> list[str]:
         return list(self._tracks)
 
-    def place(self, language: str, start: int, samples: np.ndarray) -> bool:
-        """Add a clip; False when it is late (output from `start` on already rendered) or the
-        language is not one of this stream's."""
+    def place(self, language: str, start: int, samples: np.ndarray, latest: int | None = None) -> int | None:
+        """Add a clip at `start`; returns where it starts, or None when it is late or the language
+        is not one of this stream's.
+
+        Late: output from `start` on is already rendered. With `latest`, such a clip starts at the
+        first sample not yet rendered instead, as long as that is not after `latest`, and its tail
+        is cut by as much (a late start: the dub stays inside its span).
+        """
         track = self._tracks.get(language)
         if track is None:
-            return False
+            return None
         with self._lock:
-            if start < self.rendered_until:
-                return False
-            track.add(start, samples)
-            return True
+            shift = max(0, self.rendered_until - start)
+            if shift and (latest is None or start + shift > latest or shift >= len(samples)):
+                return None
+            track.add(start + shift, samples[: len(samples) - shift])
+            return start + shift
 
     def render(self, start: int, n: int, original: np.ndarray, mode: Mode, duck_gain_db: float) -> dict:
         """Each language's mix of `[start, start + n)`; from now on that span is final."""

@@ -57,6 +57,7 @@ class Counters:
     fragments_processed: dict[str, int] = field(default_factory=lambda: {"ok": 0, "no_speech": 0, "failed": 0})
     fallbacks: dict[str, int] = field(default_factory=dict)
     dubs_placed: int = 0
+    late_starts: int = 0  # dubs placed after their span's start (a late start instead of a fallback)
     roundtrip_ms: deque = field(default_factory=lambda: deque(maxlen=500))
     input_sessions: int = 0
     timestamp_jumps: int = 0
@@ -364,6 +365,7 @@ class StreamWorker:
                            "p95": float(np.percentile(rtt, 95)) if rtt is not None else None},
             "counters": {"fragments_sent": c.fragments_sent, "fragments_processed": dict(c.fragments_processed),
                          "fallbacks": dict(c.fallbacks), "dubs_placed": c.dubs_placed,
+                         "late_starts": c.late_starts,
                          "video_packets_in": c.video_packets_in, "video_packets_out": c.video_packets_out,
                          "audio_frames_out": c.audio_frames_out, "timestamp_jumps": c.timestamp_jumps,
                          "audio_packets_undecodable": c.audio_packets_undecodable,

@@ -40,6 +40,10 @@ class StsMetrics:
         self.asr_reruns = Counter(
             "sts_asr_full_window_reruns", "Fragments decoded again with the full 30 s window, by the "
             "truncation guard that asked for it (each costs ~3 sized calls)", ["guard"], registry=self.registry)
+        self.late_start = Histogram(
+            "sts_late_start_seconds", "How late a dub starts after its span's start, when the fragment's "
+            "late_start_ms let the server fit it to the rest of the span instead of failing it",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0), registry=self.registry)
         self.dub_gain_db = Histogram(
             "sts_dub_gain_db", "Gain that level-matched a dub to its original span (BS.1770 loudness)",
             buckets=(-24, -18, -12, -9, -6, -3, 0, 3, 6, 9, 12, 18, 24), registry=self.registry)

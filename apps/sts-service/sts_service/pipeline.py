@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,6 +47,21 @@ ASR_RATE = 16000
 # the time left, speech all of it but this much (the fit after it is local and fast).
 MT_SHARE = 0.5
 FIT_RESERVE_S = 0.15
+
+
+LATE_PAD_S = 0.05  # a late start is planned this much later than the expected lateness (estimate error)
+LATE_STEP_MS = 10.0  # offsets are whole steps of this
+
+
+def late_offset(expected_late_s: float, allowed_s: float, span_ms: float) -> float:
+    """How long after its span's start a dub should begin (ms, 0 = on time), given how late the
+    stages after ASR are expected to finish it and how late the client allows. Never more than
+    the allowance nor half the span (the dub must keep room to be spoken)."""
+    if expected_late_s <= 0:
+        return 0.0
+    want = (expected_late_s + LATE_PAD_S) * 1000.0
+    want = math.ceil(want / LATE_STEP_MS) * LATE_STEP_MS
+    return float(min(want, allowed_s * 1000.0, span_ms / 2))
 
 
 class StageFailure(Exception):
@@ -217,17 +233,24 @@ class DubbingPipeline:
         return result, t_mt, t_tts, t_fit
 
     async def process(self, frag: FragmentData, spec: StreamSpec, deadline: float | None = None,
-                      prompt: str | None = None, context: StreamContext | None = None) -> FragmentProcessed:
+                      prompt: str | None = None, context: StreamContext | None = None,
+                      late_start_s: float = 0.0) -> FragmentProcessed:
         """Always returns a FragmentProcessed (ok / no_speech / failed); never raises.
 
-        `deadline` is on the event loop's clock (None: only the stage timeouts apply). `context`
-        is the stream's recent speech: this fragment's transcript goes in as soon as it is known.
+        `deadline` is on the event loop's clock (None: only the stage timeouts apply): when the
+        dub must be back to start with its span. `late_start_s` (the fragment's `late_start_ms`)
+        lets it start up to that much later instead: every stage works to `deadline` plus it, and
+        a dub that would miss `deadline` is fitted to the rest of the span (``late_offset``).
+        `context` is the stream's recent speech: this fragment's transcript goes in as soon as it
+        is known.
         """
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
         hard = deadline is not None
         if deadline is None:
-            deadline = loop.time() + self.cfg.asr_timeout_s
+            deadline, late_start_s = loop.time() + self.cfg.asr_timeout_s, 0.0
+        on_time, deadline = deadline, deadline + late_start_s
+        offset_ms = 0.0
         timings = StageTimings()
         base = dict(stream_id=frag.stream_id, fragment_id=frag.fragment_id,
                     sequence_number=frag.sequence_number, start_ms=frag.start_ms,
@@ -246,12 +269,15 @@ class DubbingPipeline:
                 if hard and loop.time() + self.scheduler.cost.post.value > deadline:
                     self.metrics.deadline_exceeded.labels("translation").inc()
                     raise DeadlineExceeded("translation", "no time left for translation and speech")
+                if hard and late_start_s:
+                    offset_ms = late_offset(loop.time() + self.scheduler.cost.post.value - on_time,
+                                            late_start_s, frag.duration_ms)
                 post_t0 = loop.time()
                 want_pitch = self.engines.synthesizer.wants_pitch(spec.target_languages)
                 (pitch_hz, source_lufs), _ = await self._stage(
                     self._post_pool, self.cfg.tts_timeout_s, "tts", ErrorCode.TTS_FAILED,
                     source_features, audio, ASR_RATE, want_pitch)
-                jobs = [self._dub_one(transcript, spec, t, frag.duration_ms, pitch_hz, source_lufs,
+                jobs = [self._dub_one(transcript, spec, t, frag.duration_ms - offset_ms, pitch_hz, source_lufs,
                                       deadline if hard else None, context, frag.sequence_number)
                         for t in spec.target_languages]
                 outs = await asyncio.gather(*jobs, return_exceptions=True)
@@ -267,11 +293,13 @@ class DubbingPipeline:
                 for stage in ("translation", "tts", "fit"):
                     self.metrics.stage_seconds.labels(stage).observe(getattr(timings, stage) / 1000.0)
                 status = "ok"
+                if offset_ms:
+                    self.metrics.late_start.observe(offset_ms / 1000.0)
             timings.total = (time.perf_counter() - t0) * 1000.0
             self.metrics.stage_seconds.labels("total").observe(timings.total / 1000.0)
             self.metrics.fragments.labels(status).inc()
             return FragmentProcessed(**base, status=status, transcript=transcript, results=results,
-                                     timings_ms=timings)
+                                     timings_ms=timings, start_offset_ms=offset_ms)
         except DeadlineExceeded as late:
             code = ErrorCode.DEADLINE_EXCEEDED if late.hard else ErrorCode.TIMEOUT
             error = FragmentError(code=code, stage=late.stage, message=late.message, retryable=not late.hard)

@@ -288,7 +288,8 @@ class StsServer:
         # back and be placed (RETURN_MARGIN_S).
         deadline = (asyncio.get_running_loop().time() + frag.deadline_ms / 1000.0 - RETURN_MARGIN_S
                     if frag.deadline_ms is not None else None)
-        task = asyncio.create_task(self._run_fragment(session, frag, deadline),
+        late_s = frag.late_start_ms / 1000.0 if deadline is not None and frag.late_start_ms else 0.0
+        task = asyncio.create_task(self._run_fragment(session, frag, deadline, late_s),
                                    name=f"fragment:{frag.stream_id}:{frag.fragment_id}")
         session.tasks.add(task)
         self.metrics.inflight.inc()
@@ -296,10 +297,11 @@ class StsServer:
         await self._maybe_backpressure(session)
         return dump(FragmentAck(queue_depth=session.inflight))
 
-    async def _run_fragment(self, session: Session, frag: FragmentData, deadline: float | None) -> None:
+    async def _run_fragment(self, session: Session, frag: FragmentData, deadline: float | None,
+                            late_s: float = 0.0) -> None:
         try:
             result = await self.pipeline.process(frag, session.spec, deadline, session.last_transcript,
-                                                 session.context)
+                                                 session.context, late_start_s=late_s)
         except asyncio.CancelledError:
             # Abandoned (stream:end wait ran out, re-init, shutdown): still answer it once.
             abandoned = FragmentProcessed(
