@@ -340,3 +340,28 @@ async def test_beam_of_one_uses_the_greedy_estimates():
         await s.close()
         pool.shutdown()
     assert result == "t3" and asr.beams == [1]
+
+
+async def test_behind_a_busy_worker_the_free_one_takes_what_finishes_the_last_soonest():
+    """Three fragments arrive while one worker runs a lone fragment: the free worker takes two
+    and leaves one for the busy worker (a batch of three would finish all three later)."""
+    asr = FakeAsr(seconds_per_item=0.4)  # greedy: 0.2 s a fragment, batches cost linearly
+    pool = ThreadPoolExecutor(2)
+    s = AsrScheduler(asr, pool, StsMetrics(), workers=2)
+    s.cost = CostModel(post_seed_s=0.01)
+    for b in (1, 2, 3):
+        s.cost.prime(1000, True, b, 0.2 * b)
+    s.cost.prime(1000, False, 1, 0.4)  # the lone fragment runs the beam on the idle ASR
+    s.start()
+    try:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        lone = asyncio.create_task(s.transcribe(clip(0), None, now + 10, True))
+        await asyncio.sleep(0.1)  # the lone fragment is running
+        rest = [asyncio.create_task(s.transcribe(clip(tag), None, now + 10, True)) for tag in (1, 2, 3)]
+        await asyncio.gather(lone, *rest)
+        assert asr.calls[0] == [0.0]
+        assert sorted(len(c) for c in asr.calls[1:]) == [1, 2], asr.calls
+    finally:
+        await s.close()
+        pool.shutdown()

@@ -6,8 +6,8 @@ whose deadline had already passed, so every later fragment was late too. Here:
 - every fragment waits in one queue ordered by deadline (a fragment sent without one gets the
   ASR timeout as its deadline, and fails as `timeout` instead of `deadline_exceeded`);
 - whenever one of ``workers`` ASR workers is free, the runner takes the earliest deadline and the
-  waiting fragments of the same encoder window (up to ``asr.max_batch``, spread over the free
-  workers) and transcribes them in one batched call in the ASR executor. Several single-threaded
+  waiting fragments of the same encoder window (up to ``asr.max_batch``, spread over the workers,
+  ``_share``) and transcribes them in one batched call in the ASR executor. Several single-threaded
   workers beat one multi-threaded call on a shared machine: measured on 2 cores with another
   process taking 60 % of one, a batch of 4 on 2 threads cost 187 ms a fragment, two workers of
   1 thread 118 ms (one straggling OpenMP thread stalls the whole multi-threaded call), and a burst
@@ -160,6 +160,7 @@ class AsrScheduler:
         self._wake = asyncio.Event()
         self._runner: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()  # one per batch in the executor; owned by the runner
+        self._busy_until: dict[asyncio.Task, float] = {}  # a running batch's expected end
         self._last_arrival = 0.0
         self._max_batch = int(getattr(asr, "max_batch", 1))
         self._beam = int(getattr(asr, "beam_size", 1))
@@ -298,10 +299,30 @@ class AsrScheduler:
                 await asyncio.wait_for(self._wake.wait(), wait)  # woken by the next arrival
             live = self._live()
 
-    def _share(self) -> int:
-        """Batch size for the next free worker: what waits, spread over the free workers."""
+    def _share(self, now: float) -> int:
+        """Batch size for the next free worker.
+
+        With several workers free: what waits, spread over them. With one free and others busy:
+        as many as makes the last of the waiting fragments finish soonest, the rest going to
+        whichever worker frees up first. Measured at k = 4 dense streams: one stream's fragment
+        ran alone and the other three, arriving ~100 ms later, went to the free worker as a batch
+        of 3 (1.2-1.4 s under load, all three then too late); 2 now and 1 after the lone one
+        finish together, sooner.
+        """
+        live = self._live()
         free = self.workers - len(self._running)
-        return max(1, -(-len(self._live()) // max(1, free)))
+        if free != 1 or not self._busy_until:
+            return max(1, -(-len(live) // max(1, free)))
+        window = min(live).window
+        frees_at = min(self._busy_until.values())
+        best, share = float("inf"), 1
+        for b in range(1, min(len(live), self._max_batch) + 1):
+            done = now + self.cost.asr(window, b, True)
+            rest = len(live) - b
+            last = max(done, min(frees_at, done) + self.cost.asr(window, rest, True)) if rest else done
+            if last < best - 1e-6:
+                best, share = last, b
+        return share
 
     async def _run(self) -> None:
         """Owns the queue: starts a batch whenever a worker is free and something waits."""
@@ -312,16 +333,18 @@ class AsrScheduler:
                 await self._wake.wait()
             await self._gather(loop)
             now = loop.time()
-            batch, greedy = self._next_batch(now, self._share())
+            batch, greedy = self._next_batch(now, self._share(now))
             self.metrics.asr_queue.set(len(self._heap))
             if not batch:
                 continue
             task = asyncio.create_task(self._run_batch(batch, greedy, now), name="asr-batch")
             self._running.add(task)
+            self._busy_until[task] = now + self.cost.asr(batch[0].window, len(batch), greedy)
             task.add_done_callback(self._batch_done)
 
     def _batch_done(self, task: asyncio.Task) -> None:
         self._running.discard(task)
+        self._busy_until.pop(task, None)
         self._wake.set()
 
     async def _run_batch(self, batch: list[_Job], greedy: bool, now: float) -> None:
