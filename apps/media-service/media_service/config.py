@@ -73,7 +73,7 @@ class MediaConfig(Settings):
         "cap on the pause that ends a speech fragment (shorter for short D: 60 ms per second of D, at least "
         "150 ms)")
     late_start_ms: float = setting(
-        400.0, "--late-start-ms", "MEDIA_LATE_START_MS",
+        600.0, "--late-start-ms", "MEDIA_LATE_START_MS",
         "a dub that would miss its span's start may start up to this much later (at most 40 % of the span) "
         "and be as much shorter, instead of a fallback; 0 = never (0–2000)", ge=0, le=2000)
     speech_padding_ms: float = setting(150.0, "--speech-padding-ms", "MEDIA_SPEECH_PADDING_MS",
