@@ -30,6 +30,19 @@ def test_new_input_session_continues_where_the_output_stopped():
     assert tl.out_index_pts(48000) == 101 * 48000
 
 
+def test_a_new_session_keeps_its_audio_where_its_timestamps_put_it():
+    """Its video is shifted exactly: snapping the audio onto the old end would offset A/V."""
+    tl = Timeline(48000)
+    tl.place(100.0, 48000)  # ends at 101.0 s
+    tl.new_session(first_pts_s=0.0, resume_out_s=101.005)  # resumed by the last video packet
+    p = tl.place(0.0, 1024)  # 5 ms after the end (inside the tolerance): silence, not end to end
+    assert (p.start, p.gap) == (48000 + 240, 240)
+    assert tl.place(1024 / 48000 + 0.004, 1024).start == 48000 + 240 + 1024, "then end to end again"
+    tl.new_session(first_pts_s=0.0, resume_out_s=tl.to_out_seconds_of_index(tl.end) - 0.005)
+    p = tl.place(0.0, 1024)  # 5 ms of overlap: dropped, so the session keeps its own timing
+    assert (p.start, p.dropped) == (tl.end - 1024 + 240, 240)
+
+
 def test_audio_store_reads_silence_in_gaps_and_tracks_arrival():
     store = AudioStore(channels=2)
     store.write(0, np.ones((100, 2), np.float32), arrival=1.0)
