@@ -35,7 +35,7 @@ from .timeline import RATE, VAD_RATE, AudioStore
 log = logging.getLogger(__name__)
 
 RTT_WINDOW = 30  # the fragment limits follow the p95 service time of this many recent fragments
-LATE_SHARE = 0.4  # a late start leaves at least this much less than the span to the dub: 60 % remain
+LATE_SHARE = 0.4  # a late start takes at most this share of the span: at least 60 % is left to the dub
 
 
 def late_allowance_ms(late_start_ms: float, duration_ms: float) -> float:

@@ -266,12 +266,12 @@ class DubbingPipeline:
                 transcript = transcription.text.strip()
                 if context is not None:
                     context.heard(frag.sequence_number, transcript)
-                if hard and loop.time() + self.scheduler.cost.post.value > deadline:
+                finish = loop.time() + self.scheduler.cost.post.value  # expected end of the stages after ASR
+                if hard and finish > deadline:
                     self.metrics.deadline_exceeded.labels("translation").inc()
                     raise DeadlineExceeded("translation", "no time left for translation and speech")
                 if hard and late_start_s:
-                    offset_ms = late_offset(loop.time() + self.scheduler.cost.post.value - on_time,
-                                            late_start_s, frag.duration_ms)
+                    offset_ms = late_offset(finish - on_time, late_start_s, frag.duration_ms)
                 post_t0 = loop.time()
                 want_pitch = self.engines.synthesizer.wants_pitch(spec.target_languages)
                 (pitch_hz, source_lufs), _ = await self._stage(
