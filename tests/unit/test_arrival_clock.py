@@ -1,7 +1,15 @@
 """ingest.ArrivalClock: packets read in bursts keep the time they arrived (the output delay is counted from it)."""
 
 import pytest
-from media_service.ingest import BURST_S, CATCH_UP_S, CATCH_UP_WAIT_S, ArrivalClock, IngestLag, burst_pause
+from media_service.ingest import (
+    BURST_S,
+    CATCH_UP_CHUNK_S,
+    CATCH_UP_S,
+    CATCH_UP_WAIT_S,
+    ArrivalClock,
+    IngestLag,
+    burst_pause,
+)
 
 
 def test_arrival_clock_dates_a_burst_by_stream_time():
@@ -40,5 +48,31 @@ def test_ingest_lag_grows_only_when_the_reader_falls_behind():
 def test_the_reader_sleeps_a_burst_only_when_it_is_caught_up():
     assert burst_pause(0.0005, behind_s=0.0) == 0.0  # data was buffered: keep reading
     assert burst_pause(0.030, behind_s=0.05) == BURST_S  # waited for the source: gather a burst
-    # behind the source, a slow read waited for the GIL or a core: yield, never a whole burst
-    assert burst_pause(0.030, behind_s=CATCH_UP_S + 0.5) == CATCH_UP_WAIT_S < BURST_S
+
+
+def test_behind_the_source_it_yields_once_per_chunk_whatever_the_reads_took():
+    behind = CATCH_UP_S + 0.5
+    # a slow read waited for the GIL or a core, not for data: no sleep until a chunk was read
+    assert burst_pause(0.030, behind_s=behind, chunk_s=0.0) == 0.0
+    assert burst_pause(0.030, behind_s=behind, chunk_s=CATCH_UP_CHUNK_S / 2) == 0.0
+    assert burst_pause(0.0005, behind_s=behind, chunk_s=CATCH_UP_CHUNK_S) == CATCH_UP_WAIT_S < BURST_S
+
+
+def test_a_reader_whose_every_read_is_slow_still_keeps_up():
+    """Contention makes every read slow: the reader must still take more than real time. Simulated:
+    a 720p30 stream's ~77 packets a second, each read costing 5 ms, starting 2 s behind. Once
+    caught up, a slow read looks like a wait for the source (a burst sleep), so the lag then
+    stays between CATCH_UP_S and CATCH_UP_S + BURST_S instead of growing."""
+    packet_s = 1 / 77
+    ts, wall, paused_ts = 0.0, 2.0, 0.0
+    lags = []
+    while wall < 30.0:
+        wall += 0.005  # the read
+        ts += packet_s
+        wall = max(wall, ts)  # never ahead of the live source
+        pause = burst_pause(0.005, behind_s=wall - ts, chunk_s=ts - paused_ts)
+        if pause:
+            paused_ts = ts
+        wall += pause
+        lags.append((wall, wall - ts))
+    assert max(lag for t, lag in lags if t > 6.0) <= CATCH_UP_S + BURST_S + 0.02  # 2 s made up within 4 s

@@ -30,25 +30,30 @@ log = logging.getLogger(__name__)
 BURST_S = 0.1
 CAUGHT_UP_S = 0.002  # a read that took longer waited for the source: nothing more is buffered
 # ... unless the reader is this far behind the live source (IngestLag): then the read waited for the
-# GIL or a core with data buffered, and the burst sleep made it fall further behind each time (8 dense
-# streams on 2 cores: input lag 20-29 s). It then only yields briefly (never reading flat out, which
-# starved the playout threads until nginx dropped the outputs as idle).
+# GIL or a core with data buffered. Behind, the reader takes CATCH_UP_CHUNK_S of stream time, then
+# yields CATCH_UP_WAIT_S, so it reads several times faster than real time and still lets the playout
+# threads run (reading flat out starved them until nginx dropped the outputs as idle). A yield after
+# every slow read instead (as before) capped the reader at ~45 packets a second when contention made
+# every read slow, below a 720p30 stream's ~77: 16 dense streams on 2 cores fell 16-22 s behind.
 CATCH_UP_S = 0.25
+CATCH_UP_CHUNK_S = 0.2
 CATCH_UP_WAIT_S = 0.02
 LAG_REPORT_S = 0.5  # how often the reader reports how far behind the live source it is
 TIMELINE_FORMAT = ("fltp", "stereo", RATE)  # decoded AAC in this format is used as it is
 
 
-def burst_pause(read_s: float, behind_s: float) -> float:
-    """How long the reader sleeps after a read that took `read_s`, `behind_s` behind the source.
+def burst_pause(read_s: float, behind_s: float, chunk_s: float = 0.0) -> float:
+    """How long the reader sleeps after a read that took `read_s`, `behind_s` behind the source,
+    `chunk_s` of stream time after the packet it last paused at.
 
-    A read that waited for the source means we are caught up: sleep a burst, so the next packets
-    gather in the socket and are taken together. Behind the source, the read waited for the GIL
-    or a core, not for data: only yield. A quick read: keep reading.
+    Caught up, a read that waited for the source (longer than CAUGHT_UP_S): sleep a burst, so the
+    next packets gather in the socket and are taken together; a quick read: keep reading. Behind
+    the source, how long a read took says nothing (it waited for the GIL or a core, not for data):
+    yield briefly once per CATCH_UP_CHUNK_S of stream time read, else keep reading.
     """
-    if read_s <= CAUGHT_UP_S:
-        return 0.0
-    return BURST_S if behind_s < CATCH_UP_S else CATCH_UP_WAIT_S
+    if behind_s >= CATCH_UP_S:
+        return CATCH_UP_WAIT_S if chunk_s >= CATCH_UP_CHUNK_S else 0.0
+    return BURST_S if read_s > CAUGHT_UP_S else 0.0
 
 
 class ArrivalClock:
@@ -204,6 +209,7 @@ class InputReader:
             undecodable = 0
             t_wall0 = pts0 = None
             clock, lag, lag_told = ArrivalClock(), IngestLag(), 0.0
+            paused_ts: float | None = None  # stream time of the packet the reader last paused at
             packets = container.demux(streams)
             while True:
                 asked = time.monotonic()
@@ -215,9 +221,12 @@ class InputReader:
                     return "stopped"
                 ts = _stream_time(packet)
                 behind = 0.0 if self.realtime else lag.update(ts, got)
-                pause = 0.0 if self.realtime else burst_pause(got - asked, behind)
+                chunk = 0.0 if ts is None or paused_ts is None else ts - paused_ts
+                pause = 0.0 if self.realtime else burst_pause(got - asked, behind, chunk)
                 if pause == BURST_S:  # caught up: this packet arrived just now
                     clock.saw_arrive(ts, got)
+                if pause or paused_ts is None or chunk < 0:  # (a timestamp jump back restarts the chunk)
+                    paused_ts = ts
                 if pause:
                     self.stop.wait(pause)
                 if packet.dts is None and packet.size == 0:
