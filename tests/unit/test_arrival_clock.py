@@ -7,6 +7,7 @@ from media_service.ingest import (
     CATCH_UP_S,
     CATCH_UP_WAIT_S,
     ArrivalClock,
+    BehindAlarm,
     IngestLag,
     burst_pause,
 )
@@ -76,3 +77,19 @@ def test_a_reader_whose_every_read_is_slow_still_keeps_up():
         wall += pause
         lags.append((wall, wall - ts))
     assert max(lag for t, lag in lags if t > 6.0) <= CATCH_UP_S + BURST_S + 0.02  # 2 s made up within 4 s
+
+
+def test_falling_behind_is_told_once_when_it_starts_and_once_when_it_ends():
+    alarm = BehindAlarm(raise_s=1.0, clear_s=0.5)
+    lags = [0.1, 0.4, 0.9, 1.2, 3.0, 0.8, 1.1, 2.5, 0.7, 0.3, 0.2, 0.9, 1.0]
+    told = [(lag, change) for lag in lags if (change := alarm.update(lag))]
+    # 0.8 and 0.7 are under the threshold but not under the clear level: the same episode
+    assert told == [(1.2, "behind"), (0.3, "caught_up"), (1.0, "behind")]
+    assert alarm.behind and alarm.worst_s == 1.0
+
+
+def test_the_worst_lag_of_an_episode_is_kept_for_the_caught_up_report():
+    alarm = BehindAlarm()
+    for lag in (1.5, 4.0, 2.0):
+        alarm.update(lag)
+    assert alarm.update(0.1) == "caught_up" and alarm.worst_s == 4.0

@@ -110,6 +110,34 @@ class IngestLag:
         return self.lag_s
 
 
+class BehindAlarm:
+    """When a stream's reading is falling behind the live input, and when it has caught up again.
+
+    A reader that falls behind is a host that cannot keep up (the media-service at a core, or the
+    machine saturated): nothing is lost, but glass to glass grows by the lag. That deserves one
+    line in the log and one event when it starts, and one when it ends, not one per report.
+    Hysteresis keeps a lag wavering around the threshold from raising it again and again.
+    """
+
+    def __init__(self, raise_s: float = 1.0, clear_s: float = 0.5):
+        self.raise_s, self.clear_s = raise_s, clear_s
+        self.behind = False
+        self.worst_s = 0.0  # the largest lag of the current (or last) episode
+
+    def update(self, lag_s: float) -> str | None:
+        """`"behind"` when the lag first passes `raise_s`, `"caught_up"` when it is back under
+        `clear_s`, else None."""
+        if self.behind:
+            self.worst_s = max(self.worst_s, lag_s)
+            if lag_s < self.clear_s:
+                self.behind = False
+                return "caught_up"
+        elif lag_s >= self.raise_s:
+            self.behind, self.worst_s = True, lag_s
+            return "behind"
+        return None
+
+
 def _stream_time(packet: av.Packet) -> float | None:
     """The packet's place in send order (RTMP/FLV timestamps are decode timestamps)."""
     ts = packet.dts if packet.dts is not None else packet.pts

@@ -33,7 +33,7 @@ from .config import MediaConfig, PlannedOutput, StreamRequest
 from .dubbing import Dubbing
 from .events import EventLog
 from .hls import HlsWriter, SubtitleRenditions
-from .ingest import InputError, InputInfo, InputReader
+from .ingest import BehindAlarm, InputError, InputInfo, InputReader
 from .metrics import MediaMetrics
 from .mixer import DubTracks
 from .output import OutputWriter
@@ -85,6 +85,7 @@ class StreamWorker:
         self.input_state = "connecting"
         self.input_warning = ""
         self.input_lag_s = 0.0
+        self._behind = BehindAlarm()  # input_behind / input_caught_up events
         self.started_at = time.time()
         self.counters = Counters()
         # _ending: stop reading input (stop or drain); _drain: play out what is buffered first;
@@ -278,6 +279,16 @@ class StreamWorker:
     def _on_input_lag(self, lag_s: float) -> None:
         self.input_lag_s = lag_s
         self.metrics.input_lag.labels(self.id).set(lag_s)
+        change = self._behind.update(lag_s)
+        if change == "behind":
+            log.warning("stream %s: reading is %.1f s behind the live input; the output plays that much later "
+                        "than D (the host cannot keep up: fewer streams per media-service)", self.id, lag_s)
+            self.events.publish(self.id, "input_behind", {"lag_s": round(lag_s, 3)})
+        elif change == "caught_up":
+            log.info("stream %s: reading caught up with the live input (it was up to %.1f s behind)",
+                     self.id, self._behind.worst_s)
+            self.events.publish(self.id, "input_caught_up", {"lag_s": round(lag_s, 3),
+                                                             "max_lag_s": round(self._behind.worst_s, 3)})
 
     def _on_audio_format(self, rate: int, channels: int) -> None:
         self.events.publish(self.id, "input_audio_changed", {"audio_rate": rate, "channels": channels})
