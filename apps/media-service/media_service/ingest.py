@@ -33,8 +33,9 @@ CAUGHT_UP_S = 0.002  # a read that took longer waited for the source: nothing mo
 # GIL or a core with data buffered. Behind, the reader takes CATCH_UP_CHUNK_S of stream time, then
 # yields CATCH_UP_WAIT_S, so it reads several times faster than real time and still lets the playout
 # threads run (reading flat out starved them until nginx dropped the outputs as idle). A yield after
-# every slow read instead (as before) capped the reader at ~45 packets a second when contention made
-# every read slow, below a 720p30 stream's ~77: 16 dense streams on 2 cores fell 16-22 s behind.
+# every slow read instead (as before) caps the reader at ~45 packets a second when contention makes
+# every read slow, below a 720p30 stream's ~77 (tests/unit/test_arrival_clock.py). It is not what
+# limits 16 dense streams on 2 cores (they fall ~19 s behind either way: one process at a core).
 CATCH_UP_S = 0.25
 CATCH_UP_CHUNK_S = 0.2
 CATCH_UP_WAIT_S = 0.02
