@@ -18,9 +18,9 @@ from livedub_protocol.settings import build_parser as _build_parser
 from livedub_protocol.settings import parse as _parse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .budget import DelayTooShort, check_delay
 from .redaction import redact_url
 from .states import Mode
+from .stream.budget import DelayTooShort, check_delay
 from .targets import TargetPolicy, check_url_syntax
 
 __all__ = ["ConfigError", "MediaConfig", "OutputSpec", "PlannedOutput", "StreamPatch", "StreamRequest", "Track",
