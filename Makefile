@@ -2,7 +2,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup test test-unit test-integration test-e2e lint audit demo bench bench-load bench-quick bench-soak clean
+.PHONY: setup test test-unit test-integration test-e2e test-deploy lint audit demo bench bench-load bench-quick bench-soak clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -18,6 +18,10 @@ test-integration: setup
 
 test-e2e: setup
 	$(PY) -m pytest -q -ra tests/e2e
+
+# Builds both images and runs docker-compose.yml on a Docker engine (started here when none answers).
+test-deploy: setup
+	$(PY) -m pytest -q -ra tests/deploy
 
 lint: setup
 	$(PY) -m ruff check .

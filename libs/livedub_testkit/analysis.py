@@ -28,6 +28,7 @@ __all__ = [
     "av_offsets",
     "first_pts",
     "video_packets",
+    "coded_pictures",
     "packet_times",
     "max_gap",
     "decode_audio",
@@ -117,6 +118,29 @@ def video_packets(path) -> list[tuple[float | None, bytes]]:
             if pkt.size == 0:
                 continue
             out.append((float(pkt.pts * tb) if pkt.pts is not None else None, bytes(pkt)))
+    return out
+
+
+PARAMETER_NALS = frozenset({7, 8, 9})  # H.264 SPS, PPS, access unit delimiter
+
+
+def coded_pictures(path) -> list[tuple[float | None, bytes]]:
+    """Like :func:`video_packets`, each payload without its parameter-set and delimiter NAL units.
+
+    What a passthrough must keep bit-exact are the coded pictures: a media server may add SPS/PPS
+    in front of every keyframe (MediaMTX does when it serves RTMP) without touching a slice.
+    Payloads are AVCC (4-byte NAL lengths), as in MP4 and FLV.
+    """
+    out = []
+    for pts, payload in video_packets(path):
+        kept, i = [], 0
+        while i + 4 <= len(payload):
+            n = int.from_bytes(payload[i:i + 4], "big")
+            nal = payload[i:i + 4 + n]
+            if n and nal[4] & 0x1F not in PARAMETER_NALS:
+                kept.append(nal)
+            i += 4 + n
+        out.append((pts, b"".join(kept)))
     return out
 
 
