@@ -37,6 +37,7 @@ import numpy as np
 from ..audio.timeline import RATE as AUDIO_RATE  # AAC at the timeline rate: no resampling on the way out
 from ..languages import iso639_2
 from ..redaction import redact
+from ..states import OutputState
 from .recording import SegmentFile
 from .relay import Relay, RelaySettings, RelayStartError
 
@@ -61,9 +62,9 @@ class OutputError(RuntimeError):
         self.retry_in = retry_in
 
     @property
-    def state(self) -> str:
+    def state(self) -> OutputState:
         """The output state a snapshot should show for this error."""
-        return "disk_full" if self.kind == "disk_full" else "error"
+        return OutputState.DISK_FULL if self.kind == "disk_full" else OutputState.ERROR
 
 
 class Backoff:

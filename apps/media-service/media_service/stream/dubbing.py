@@ -15,21 +15,22 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 
 import numpy as np
 from livedub_protocol import FragmentData, StreamInit, float_to_pcm16, pcm16_to_float
 
 from ..audio.dsp import resample
 from ..audio.mixer import DubTracks
-from ..audio.segmenter import Segment, SpeechSegmenter, span_to_48k
-from ..audio.timeline import RATE, VAD_RATE, AudioStore
+from ..audio.segmenter import Segment, span_to_48k
+from ..audio.timeline import RATE, VAD_RATE
 from ..config import MediaConfig, StreamRequest
 from ..events import EventLog
 from ..media_io.captions import CaptionStore
 from ..metrics import MediaMetrics
-from ..states import FallbackReason
-from .budget import DEADLINE_MARGIN_S, fragment_limits
+from ..states import FallbackReason, StsState
+from .budget import DEADLINE_MARGIN_S, FragmentLimits, fragment_limits
+from .counters import Counters
+from .handoff import Handoff
 from .sts_client import Fallback, StsClient
 
 log = logging.getLogger(__name__)
@@ -44,24 +45,25 @@ def late_allowance_ms(late_start_ms: float, duration_ms: float) -> float:
 
 
 class Dubbing:
+    """The fragment limits it sets go to the capture stage through `segment_limits` (the ingest
+    thread applies them before its next feed)."""
+
     def __init__(self, stream_id: str, request: StreamRequest, cfg: MediaConfig, delay_s: float, *,
-                 metrics: MediaMetrics, events: EventLog, counters, store: AudioStore, tracks: DubTracks,
-                 segmenter: SpeechSegmenter, stop: threading.Event, captions: CaptionStore | None = None,
-                 on_sts_state: Callable[[str], None] | None = None):
+                 metrics: MediaMetrics, events: EventLog, counters: Counters, tracks: DubTracks,
+                 stop: threading.Event, captions: CaptionStore | None = None):
         self.id, self.cfg, self.delay_s = stream_id, cfg, delay_s
         self.metrics, self.events, self.counters = metrics, events, counters
-        self.store, self.tracks, self.segmenter = store, tracks, segmenter
+        self.tracks = tracks
         self._stop = stop
         self.captions = captions
         self.transcripts: deque = deque(maxlen=50)
-        self.limits = fragment_limits(delay_s, None, cap_ms=cfg.max_fragment_ms,
-                                      min_silence_cap_ms=cfg.min_silence_ms)
-        segmenter.set_limits(self.limits.max_fragment_ms, self.limits.min_silence_ms)
+        self.segment_limits: Handoff[FragmentLimits] = Handoff()
+        self._set_limits(fragment_limits(delay_s, None, cap_ms=cfg.max_fragment_ms,
+                                         min_silence_cap_ms=cfg.min_silence_ms))
         self._service_ms: deque = deque(maxlen=RTT_WINDOW)  # round trip minus STS queueing
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seq = 0
-        self._on_sts_state_cb = on_sts_state
         self.sts = StsClient(
             cfg.sts_url, cfg.sts_token or "",
             StreamInit(stream_id=stream_id, source_language=request.source_language,
@@ -69,11 +71,9 @@ class Dubbing:
                        max_fragment_ms=cfg.max_fragment_ms + 1000),
             on_state=self._on_sts_state)
 
-    def _on_sts_state(self, state: str) -> None:
+    def _on_sts_state(self, state: StsState) -> None:
         self.metrics.set_sts_state(self.id, state)
-        self.events.publish(self.id, "sts_state", {"state": state, "error": self.sts.last_error})
-        if self._on_sts_state_cb:
-            self._on_sts_state_cb(state)
+        self.events.publish(self.id, "sts_state", {"state": state.value, "error": self.sts.last_error})
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -88,15 +88,16 @@ class Dubbing:
                 await task
         await self.sts.close()
 
-    def submit_threadsafe(self, seg: Segment) -> None:
-        """Hand a closed speech segment over from the ingest thread."""
+    def submit_threadsafe(self, seg: Segment, arrival: float | None) -> None:
+        """Hand a closed speech segment over from the ingest thread, with when its first sample
+        arrived (its deadline is counted from then)."""
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._spawn, seg)
+            self._loop.call_soon_threadsafe(self._spawn, seg, arrival)
 
-    def _spawn(self, seg: Segment) -> None:
+    def _spawn(self, seg: Segment, arrival: float | None) -> None:
         if self._stop.is_set():
             return
-        task = asyncio.create_task(self._dub_fragment(seg), name=f"fragment:{self.id}:{self._seq}")
+        task = asyncio.create_task(self._dub_fragment(seg, arrival), name=f"fragment:{self.id}:{self._seq}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -106,11 +107,10 @@ class Dubbing:
         self.metrics.fallbacks.labels(self.id, reason).inc()
         self.events.publish(self.id, "fallback", {"reason": reason, "start_ms": seg_ms, "detail": detail})
 
-    async def _dub_fragment(self, seg: Segment) -> None:
+    async def _dub_fragment(self, seg: Segment, arrival: float | None) -> None:
         start48, end48 = span_to_48k(seg.span)
         start_ms = start48 * 1000.0 / RATE
         seq, self._seq = self._seq, self._seq + 1
-        arrival = self.store.arrival_of(start48)
         if arrival is None:
             arrival = time.monotonic()
         deadline = arrival + self.delay_s - DEADLINE_MARGIN_S
@@ -167,9 +167,12 @@ class Dubbing:
         if len(recent) < 3:
             return
         rtt_s = float(np.percentile(recent, 95)) / 1000.0
-        self.limits = fragment_limits(self.delay_s, rtt_s, cap_ms=self.cfg.max_fragment_ms,
-                                      min_silence_cap_ms=self.cfg.min_silence_ms)
-        self.segmenter.set_limits(self.limits.max_fragment_ms, self.limits.min_silence_ms)
+        self._set_limits(fragment_limits(self.delay_s, rtt_s, cap_ms=self.cfg.max_fragment_ms,
+                                         min_silence_cap_ms=self.cfg.min_silence_ms))
+
+    def _set_limits(self, limits: FragmentLimits) -> None:
+        self.limits = limits
+        self.segment_limits.post(limits)
 
     def _place_dubs(self, result, start48: int, end48: int, late48: int = 0) -> None:
         """Executor thread: decode each language's dub onto its track.
@@ -206,7 +209,7 @@ class Dubbing:
             self._loop.call_soon_threadsafe(self.fallback, FallbackReason.LATE, result.start_ms, "arrived after its deadline")
 
     def snapshot(self) -> dict:
-        return {"sts": {"state": self.sts.state, "url": self.cfg.sts_url, "connects": self.sts.connects,
+        return {"sts": {"state": self.sts.state.value, "url": self.cfg.sts_url, "connects": self.sts.connects,
                         "inflight": self.sts.inflight, "last_error": self.sts.last_error},
                 "fragment_limits": {"max_fragment_ms": round(self.limits.max_fragment_ms),
                                     "min_silence_ms": round(self.limits.min_silence_ms)},
