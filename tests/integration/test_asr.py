@@ -46,7 +46,8 @@ def resample(audio: np.ndarray, sr: int, to: int = SR) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def asr() -> WhisperASR:
-    return WhisperASR()
+    # Wider than the service's greedy default, so that the beam paths (warm-up, decoding) run too.
+    return WhisperASR(beam_size=5, cpu_threads=2)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ from collections import deque
 
 import numpy as np
 
-RATE = 48000
+from .timeline import RATE  # the K-weighting coefficients below are BS.1770's for 48 kHz: this rate
+
 SUB_BLOCK = RATE // 10  # 100 ms
 TAPS = 4096
 ABSOLUTE_GATE = -70.0

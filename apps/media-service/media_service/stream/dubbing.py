@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 
 import numpy as np
-from livedub_protocol import FragmentData, StreamInit, float_to_pcm16, pcm16_to_float
+from livedub_protocol import AudioFormat, FragmentData, StreamInit, float_to_pcm16, pcm16_to_float
 
 from ..audio.dsp import resample
 from ..audio.mixer import DubTracks
@@ -68,6 +68,7 @@ class Dubbing:
             cfg.sts_url, cfg.sts_token or "",
             StreamInit(stream_id=stream_id, source_language=request.source_language,
                        target_languages=list(request.target_languages),
+                       audio=AudioFormat(sample_rate_hz=VAD_RATE),  # fragments are the segmenter's audio
                        max_fragment_ms=cfg.max_fragment_ms + 1000),
             on_state=self._on_sts_state)
 

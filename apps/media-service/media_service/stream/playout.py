@@ -26,6 +26,7 @@ from ..events import EventLog
 from ..media_io.output import FRAME, OutputError, OutputWriter
 from ..metrics import MediaMetrics
 from ..states import Mode, OutputState
+from .budget import BATCH_S
 from .capture import VideoQueue
 from .counters import Counters
 
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 OUTPUT_OPEN_LEAD_S = 1.0  # outputs open this long before their first packet is due
 OUTPUT_REOPEN_S = 1.0  # a failed output is tried again at most this often
 IDLE_WAIT_S = 0.1  # longest sleep between rounds (a frame arriving meanwhile is due D later)
-BATCH_S = 0.1  # each round writes what is due within this much: ~20 wake-ups a second, not ~80
 
 
 class Playout:

@@ -31,9 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import ASR_RATE
 from .guards import compression_ratio, suspect_reason, token_budget
 
-SAMPLE_RATE = 16000
+# The service's defaults (the sts-service config declares its settings with these).
+COMPUTE_TYPE = "int8"
+BEAM_SIZE = 1  # greedy: the scheduler decodes a wider beam only for a lone fragment on an idle ASR
+CPU_THREADS = 1  # per worker: several one-thread workers beat one multi-threaded call on shared cores
+MIN_WINDOW = 1000  # shortest encoder window (frames): shorter ones misheard whole sentences
 HOP = 160  # samples per encoder input frame (10 ms)
 FULL_WINDOW = 3000
 WINDOW_BUCKET = 100  # windows are rounded up to this many frames so that fragments batch together
@@ -89,9 +94,9 @@ class WhisperASR:
         self,
         model: str | None = None,
         *,
-        compute_type: str = "int8",
-        beam_size: int = 5,
-        cpu_threads: int = 2,
+        compute_type: str = COMPUTE_TYPE,
+        beam_size: int = BEAM_SIZE,
+        cpu_threads: int = CPU_THREADS,
         num_workers: int = 1,
         language: str = "en",
         device: str = "cpu",
@@ -101,7 +106,7 @@ class WhisperASR:
         logprob_threshold: float = -1.0,
         compression_ratio_threshold: float = 2.4,
         vad_filter: bool = False,
-        min_window: int = 1000,
+        min_window: int = MIN_WINDOW,
         window_margin: int = 200,
         max_batch: int = 4,
         use_prompt: bool = False,
@@ -167,7 +172,7 @@ class WhisperASR:
         recording ships with the service); it decodes few tokens, so these times are a floor that
         the cost model raises within a few fragments.
         """
-        audio = (0.05 * np.random.default_rng(0).standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32)
+        audio = (0.05 * np.random.default_rng(0).standard_normal(int(seconds * ASR_RATE))).astype(np.float32)
         window = self.window_frames(len(audio))
         self._decode([audio], [None], window, 1)  # lazy initialisation: not timed
         timed = []
@@ -201,7 +206,7 @@ class WhisperASR:
         full = window >= FULL_WINDOW
         timestamps = not full
         token_prompts = [self._prompt(p, timestamps) for p in prompts]
-        budgets = [token_budget(len(a) / SAMPLE_RATE) for a in audios]
+        budgets = [token_budget(len(a) / ASR_RATE) for a in audios]
         max_new = 440 if full else max(budgets) + TIMESTAMP_TOKENS
         longest_prompt = max(len(p) for p in token_prompts)
         encoded = self._model.encode(feats)
@@ -215,7 +220,7 @@ class WhisperASR:
             avg_logprob = r.scores[0] * len(raw) / (len(raw) + 1)
             tokens = raw
             if timestamps:
-                tokens, dropped = self._before_end(raw, len(audio) / SAMPLE_RATE)
+                tokens, dropped = self._before_end(raw, len(audio) / ASR_RATE)
                 if dropped:
                     with self._stats_lock:
                         self.stats["past_end_segments_dropped"] += dropped
@@ -281,7 +286,7 @@ class WhisperASR:
             self.stats["items"] += len(todo)
         for i, (tokens, text, logprob, no_speech, capped) in zip(todo, decoded):
             reason = "" if window >= FULL_WINDOW else "token_budget" if capped else suspect_reason(
-                tokens, text, len(audios[i]) / SAMPLE_RATE, max_compression_ratio=self.compression_ratio_threshold)
+                tokens, text, len(audios[i]) / ASR_RATE, max_compression_ratio=self.compression_ratio_threshold)
             if reason:
                 with self._stats_lock:
                     self.stats[f"full_window_rerun:{reason}"] += 1
