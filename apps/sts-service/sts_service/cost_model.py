@@ -9,15 +9,13 @@ class Ewma:
     """A run time estimate: exponentially weighted, and forgetting what it has not seen lately.
 
     Between observations the excess over the best time observed halves every ``half_life_s``.
-    Without that, a burst of contention (another process on the cores) raised the estimates until
-    every fragment looked infeasible; refused fragments are never run, so nothing was observed to
-    bring them down, and the service refused everything from then on (measured: a soak on a busy
-    machine went from 30 % to 100 % `deadline_exceeded` at the ASR stage, and stayed there with
-    the machine idle). Decaying, a refused fragment is tried again within a few half-lives, and
-    what it measures sets the estimate. The half-life is long on purpose: with 5 s, keys observed
-    only now and then (batch sizes, the beam) looked cheaper than they were, and at k = 8 dense
-    streams 84 fragments were transcribed and then refused before translation (62 % fallbacks;
-    30 s: 45 and 55 %, one run each).
+    Without that, a burst of contention (another process on the cores) raises the estimates until
+    every fragment looks infeasible; refused fragments are never run, so nothing observed would
+    bring them down, and the service would go on refusing everything with the machine idle.
+    Decaying, a refused fragment is tried again within a few half-lives, and what it measures sets
+    the estimate. The half-life is long on purpose: keys observed only now and then (batch sizes,
+    the beam) must not look cheaper than they are, or fragments are transcribed and then refused
+    before translation. Measurements: bench/README.md, "Measurements behind the code".
     """
 
     HALF_LIFE_S = 30.0
@@ -44,12 +42,12 @@ class CostModel:
     """Expected run time (s) of an ASR call and of the stages that follow one fragment.
 
     Learned per (encoder window, greedy or beam search, batch size): what batching saves is
-    measured, not assumed (bench_asr: a batch of 4 costs ~0.75 of four single calls on two cores).
-    An unseen key is seeded from the nearest learned one, scaled linearly in window and in batch
-    size with a modest batching gain (``BATCH_SEED``; bench_asr measured 0.81-0.94 per item); with
-    nothing learned, pessimistically. The gain must not be seeded at zero: streams started together
-    send equal fragments with equal deadlines, and a batch of two seeded at twice the cost of one
-    was never tried, so the second always missed its deadline behind the first.
+    measured, not assumed (bench_asr.py measures it). An unseen key is seeded from the nearest
+    learned one, scaled linearly in window and in batch size with a modest batching gain
+    (``BATCH_SEED``, no more than bench_asr.py finds per item); with nothing learned,
+    pessimistically. The gain must not be seeded at zero: streams started together send equal
+    fragments with equal deadlines, and a batch of two seeded at twice the cost of one would never
+    be tried, so the second would always miss its deadline behind the first.
     """
 
     BEAM_OVER_GREEDY = 1.5  # seed ratio when only the other decoding mode has been measured

@@ -1,24 +1,24 @@
 """One ASR queue for every connection: earliest deadline first, batched, never late on purpose.
 
-Under load the old server transcribed fragments in arrival order, spending the machine on work
-whose deadline had already passed, so every later fragment was late too. Here:
+Served in arrival order under load, fragments whose deadline has passed would take the machine and
+make every later fragment late too. Here:
 
 - every fragment waits in one queue ordered by deadline (a fragment sent without one gets the
   ASR timeout as its deadline, and fails as `timeout` instead of `deadline_exceeded`);
 - whenever one of ``workers`` ASR workers is free, the runner takes the earliest deadline and the
   waiting fragments of the same encoder window (up to ``asr.max_batch``, spread over the workers,
   ``_share``) and transcribes them in one batched call in the ASR executor. Several single-threaded
-  workers beat one multi-threaded call on a shared machine: measured on 2 cores with another
-  process taking 60 % of one, a batch of 4 on 2 threads cost 187 ms a fragment, two workers of
-  1 thread 118 ms (one straggling OpenMP thread stalls the whole multi-threaded call), and a burst
-  no longer waits for the whole of the batch before it;
+  workers beat one multi-threaded call on a shared machine (one straggling OpenMP thread stalls
+  the whole multi-threaded call; bench/README.md), and a burst does not wait for the whole of the
+  batch before it;
 - the first fragment of a burst waits until the burst is over (nothing new for 40 ms, at most
   80 ms, a quarter of its slack at most): streams started together send equal fragments a few ms
   apart, which then share batches;
 - the configured beam search runs only for a lone fragment on an otherwise idle ASR (nothing
-  running, nothing waiting) that finishes with its run time to spare; otherwise the batch is decoded greedily (faster, slightly less accurate: quality gives way
-  before any fragment is dropped);
-- a learned cost model (``CostModel``) says how long that call and the stages after it will take;
+  running, nothing waiting) that finishes with its run time to spare; otherwise the batch is
+  decoded greedily (faster, slightly less accurate: quality gives way before any fragment is
+  dropped);
+- a learned cost model (``cost_model.CostModel``) says how long that call and the stages after it will take;
   a fragment that cannot finish by its deadline is never started: it is answered at once.
 
 One runner task owns the queue and the batch tasks it starts; ``close()`` cancels and awaits

@@ -161,8 +161,8 @@ class OutputWriter:
             self.container = self._open_container(relay_settings)
             self.video = self.container.add_stream_from_template(video_template) if video_template else None
             for lang in languages if audio else ():
-                # ffmpeg's default AAC search ("twoloop") costs ~2.5x the "fast" coder for no
-                # audible gain at 128 kb/s on broadcast speech (4.6 % vs 1.9 % of a core per output).
+                # ffmpeg's default AAC search ("twoloop") costs over twice the "fast" coder for no
+                # audible gain at 128 kb/s on broadcast speech (bench/README.md).
                 stream = self.container.add_stream("aac", rate=AUDIO_RATE, layout="stereo",
                                                    options={"aac_coder": "fast"})
                 stream.bit_rate = bit_rate

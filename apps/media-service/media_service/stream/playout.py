@@ -166,8 +166,8 @@ class Playout:
 
     @staticmethod
     def _describe(out: PlannedOutput) -> dict:
-        """Event data naming an output: `language` for a one-language output (as before
-        `outputs` existed), else `output`, `kind` and its track languages."""
+        """Event data naming an output: `language` for an output keyed by its language (those of
+        `output_url`), else `output`, `kind` and its track languages."""
         if out.key == out.tracks[0].mix:
             return {"language": out.key}
         return {"output": out.key, "kind": out.kind, "languages": [t.language for t in out.tracks]}

@@ -1,12 +1,12 @@
 """Speech recognition with faster-whisper, guarded against Whisper's hallucinations.
 
 Cost proportional to the audio: faster-whisper pads every fragment to a 30 s (3000-frame) encoder
-window, so a 2 s fragment cost as much as a 30 s one. Here the window is sized to the fragment
-(``window_frames``: at least ``min_window`` frames, 1000 by measurement: +0.6 WER points over the
-full one on the dense clauses with timestamps; 800 frames (+0.5 there) misheard whole sentences in
-the end-to-end test, "The weather today" -> "The water today"; see bench/bench_asr.py and the spec), fragments of one window are encoded and decoded in one
-batched CTranslate2 call, and a result that fails a truncation guard (``asr_guards``: token budget,
-repetition, restart, compression ratio) is decoded again with the full window. A sized window is
+window, so a 2 s fragment would cost as much as a 30 s one. Here the window is sized to the
+fragment (``window_frames``: at least ``min_window`` frames; shorter windows lose accuracy, and
+below the default whole sentences were misheard: bench/bench_asr.py, bench/README.md and the
+spec), fragments of one window are encoded and decoded in one batched CTranslate2 call, and a
+result that fails a truncation guard (``guards``: token budget, repetition, restart, compression
+ratio) is decoded again with the full window. A sized window is
 decoded with timestamps: without them tiny.en on a short window likes to begin the clause again
 after its full stop; with them it closes the segment and stops, and a segment it would still
 start after the end of the audio is dropped.
@@ -198,7 +198,7 @@ class WhisperASR:
                 beam_size: int | None = None) -> list:
         """One batched encode + beam search; returns (tokens, text, avg_logprob, no_speech_prob, capped).
 
-        The full window decodes without timestamps (as before, the baseline). A sized window decodes
+        The full window decodes without timestamps (faster-whisper's own way, the baseline). A sized window decodes
         with them, and the segments that start past the end of the audio are dropped: ``tokens``
         and ``text`` are what is left, ``capped`` says the call stopped at its token budget.
         """
