@@ -219,7 +219,7 @@ class OutputWriter:
         self._mux(packet)
 
     def write_audio(self, samples: np.ndarray, pts: int, track: int = 0) -> None:
-        """Encode one frame of stereo float32 samples (n, 2) whose first sample is at `pts`/48000 s
+        """Encode one frame of stereo float32 samples (n, 2) whose first sample is at `pts` / AUDIO_RATE s
         on audio track `track`."""
         if track >= len(self.tracks):
             return
