@@ -5,6 +5,9 @@ and reported without the API key."""
 
 from __future__ import annotations
 
+import re
+import socket
+import threading
 import time
 
 import numpy as np
@@ -102,6 +105,77 @@ def test_a_call_ends_within_its_budget(server, fault):
     with pytest.raises(TranslationError, match="no answer within 0.40"):
         mt.translate("Good evening.", "en", "es", timeout=0.4)
     assert time.monotonic() - t0 < 1.0
+
+
+class Trickler:
+    """A raw TCP server on 127.0.0.1 that reads a request, then sends `head` one byte every 0.2 s
+    for at most `for_s` (the response never completes); `client_closed` is set when the client
+    closes the connection while it still trickles, `gave_up` when it trickled to the end."""
+
+    def __init__(self, head: bytes, for_s: float = 20.0) -> None:
+        self.head, self.for_s = head, for_s
+        self.client_closed, self.gave_up = threading.Event(), threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.settimeout(0.2)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            while len(body) < length:  # all of it, so that what the client sends next is nothing
+                body += conn.recv(65536)
+            end = time.monotonic() + self.for_s
+            for byte in (self.head * 10_000)[: int(self.for_s / 0.2)]:
+                if time.monotonic() > end:
+                    break
+                try:
+                    conn.sendall(bytes([byte]))
+                    if conn.recv(1) == b"":  # the client closed its end
+                        self.client_closed.set()
+                        return
+                except TimeoutError:
+                    continue  # nothing from the client in 0.2 s: send the next byte
+                except OSError:
+                    self.client_closed.set()
+                    return
+            self.gave_up.set()
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(self.for_s + 5)
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"a" * 200,  # headers that never end
+    b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b" " * 100000,  # a body that never ends
+])
+def test_a_server_trickling_bytes_is_cut_off_at_the_budget(head):
+    """Every read gets what is left of one budget for the whole exchange, so a server that keeps
+    sending a byte now and then (in the status line, the headers or the body) cannot hold the
+    worker: the call raises its timeout error and closes the socket while the server still trickles."""
+    server = Trickler(head)
+    try:
+        mt = OpenAIChatTranslator(server.url, "m", KEY, timeout=10.0)
+        with pytest.raises(TranslationError, match="no answer within 0.50") as err:
+            mt.translate("Good evening.", "en", "es", timeout=0.5)
+        assert err.value.timed_out
+        assert server.client_closed.wait(15) and not server.gave_up.is_set()
+    finally:
+        server.close()
+
+
+def test_an_answer_over_the_size_cap_is_refused(server):
+    server.chat = lambda body: "Buenas noches. " * 200_000  # 3 MB of JSON
+    mt = OpenAIChatTranslator(server.url, "m", KEY)
+    with pytest.raises(TranslationError, match="response larger than 2097152 bytes"):
+        mt.translate("Good evening.", "en", "es")
 
 
 def test_nothing_listening_is_a_translation_error():
