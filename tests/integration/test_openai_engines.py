@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from livedub_testkit.fake_openai import FakeOpenAI, tone_wav, wav_seconds
+from livedub_testkit.fake_openai import FakeOpenAI, raw_wav, tone_wav, wav_seconds
 from sts_service.asr import ASRError
 from sts_service.asr_openai import OpenAITranscriber
 from sts_service.translation import Context, TranslationError
@@ -266,6 +266,24 @@ def test_tts_stereo_wav_is_mixed_down_and_raw_pcm_is_24k(server):
 
     pcm, rate = decode_audio(np.zeros(2400, "<i2").tobytes(), "audio/pcm")
     assert rate == 24000 and len(pcm) == 2400
+
+
+@pytest.mark.parametrize(("header", "match"), [
+    (dict(rate=0), "sample rate 0 Hz"), (dict(rate=4_000_000_000), "sample rate 4000000000 Hz"),
+    (dict(rate=16000, channels=3), "3 channels"), (dict(rate=16000, width=1), "8-bit"),
+])
+def test_tts_wav_headers_outside_what_the_fit_takes_are_refused(server, header, match):
+    server.speech = lambda body: raw_wav(**header)
+    tts = OpenAISpeechSynthesizer(server.url, "m", KEY)
+    with pytest.raises(SynthesisError, match=f"openai:m: WAV with {match}"):
+        tts.synthesize("Hola.", "es", timeout=5.0)
+
+
+def test_tts_audio_is_capped_at_max_seconds(server):
+    server.speech = lambda body: tone_wav(60.0, rate=16000)
+    tts = OpenAISpeechSynthesizer(server.url, "m", KEY)
+    audio, rate = tts.synthesize("Hola.", "es", timeout=5.0, max_seconds=4.0)
+    assert rate == 16000 and len(audio) == 64000
 
 
 @pytest.mark.parametrize("fault", [*FAULTS, "trickle"])

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from livedub_testkit.fake_openai import FakeOpenAI, wav_seconds
+from livedub_testkit.fake_openai import FakeOpenAI, raw_wav, tone_wav, wav_seconds
 from livedub_testkit.services import StsProcess, http_json
 from livedub_testkit.sts_client import StsTestClient
 
@@ -142,3 +142,25 @@ async def test_the_key_is_never_logged(servers, client):
     await asyncio.sleep(0.2)
     log = sts.log_path.read_text(errors="replace")
     assert "fragment failed" in log and KEY not in log
+
+
+async def test_a_speech_server_wav_header_is_not_trusted(servers, client):
+    """A sample rate of 0 used to reach the fit (ZeroDivisionError, an `internal` failure); one of
+    4e9 would have allocated gigabytes there. Both are the speech server's fault, named as such."""
+    fake, _ = servers
+    try:
+        fake.speech = lambda body: raw_wav(0)
+        await client.init("badwav", ["es"])
+        await client.send("badwav", 0, speech(2.0))
+        (res,) = await client.wait_for(["badwav-0"])
+        assert res.status == "failed" and res.error.code == "tts_failed" and res.error.stage == "tts", res.error
+        assert "sample rate 0 Hz" in res.error.message
+        # a server that answers a 2 s span with 10 minutes of speech: no more than the span can use is kept
+        fake.speech = lambda body: tone_wav(600.0, rate=8000)
+        await client.send("badwav", 1, speech(2.0), start_ms=2000.0)
+        (res,) = await client.wait_for(["badwav-1"])
+        assert res.status == "ok", res.error
+        (es,) = res.results
+        assert es.sample_rate_hz == 8000 and es.duration_ms == pytest.approx(2000.0, abs=1) and es.speed_factor == 1.5
+    finally:
+        fake.speech = FakeOpenAI.speech
