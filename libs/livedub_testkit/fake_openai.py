@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import struct
 import threading
 import wave
@@ -23,6 +24,14 @@ from typing import Any
 
 import numpy as np
 from aiohttp import web
+
+
+def chat_speech(body: dict) -> str:
+    """The speech a chat request asks to translate: what is between <speech> and </speech> in its
+    last message (the LLM engine's delimiters), else that message whole."""
+    content = body["messages"][-1]["content"]
+    found = re.search(r"<speech>(.*?)</speech>", content, re.DOTALL)
+    return found.group(1) if found else content
 
 
 def tone_wav(seconds: float, rate: int = 22050, amplitude: float = 0.3) -> bytes:
