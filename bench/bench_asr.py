@@ -24,7 +24,7 @@ import numpy as np
 from _common import fmt, log, pct
 from livedub_testkit.dense import SENTENCES, VOICES, _synth, split_clauses
 from livedub_testkit.speech import word_error_rate
-from sts_service.asr import FULL_WINDOW, SAMPLE_RATE, WhisperASR
+from sts_service.asr.whisper import FULL_WINDOW, SAMPLE_RATE, WhisperASR
 
 
 def corpus(n: int) -> list[tuple[str, np.ndarray]]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from sts_service.asr import WhisperASR
+from sts_service.asr.whisper import WhisperASR
 from sts_service.fit import fit_to_span
 from sts_service.translation import make_translator
 from sts_service.tts import make_synthesizer

@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 import pytest
-from sts_service.asr import ASRError, Transcription, WhisperASR
+from sts_service.asr.whisper import ASRError, Transcription, WhisperASR
 
 SR = 16000
 SENTENCES = [
@@ -194,7 +194,7 @@ def test_batch_equals_single_transcriptions(asr: WhisperASR, piper_speech: list[
 
 def test_suspect_result_is_redone_with_the_full_window(asr: WhisperASR, piper_speech: list[np.ndarray],
                                                        monkeypatch) -> None:
-    import sts_service.asr as asr_mod
+    import sts_service.asr.whisper as asr_mod
 
     before = sum(v for k, v in asr.stats.items() if k.startswith("full_window_rerun"))
     # Every sized-window result looks like a loop: each fragment must be decoded again, whole.

@@ -23,13 +23,13 @@ import pytest
 from livedub_testkit.fixtures import _music_bed
 from livedub_testkit.services import StsProcess
 from livedub_testkit.sts_client import StsTestClient
-from media_service.budget import fragment_limits
-from media_service.capture import Capture
+from media_service.audio.dsp import resample
+from media_service.audio.timeline import RATE, VAD_RATE
 from media_service.config import MediaConfig
-from media_service.dsp import resample
 from media_service.events import EventLog
-from media_service.timeline import RATE, VAD_RATE
-from media_service.worker import Counters
+from media_service.stream.budget import fragment_limits
+from media_service.stream.capture import Capture
+from media_service.stream.worker import Counters
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 from livedub_testkit.fake_openai import FakeOpenAI, raw_wav, tone_wav, wav_seconds
-from sts_service.asr import ASRError
-from sts_service.asr_openai import OpenAITranscriber
+from sts_service.asr.openai import OpenAITranscriber
+from sts_service.asr.whisper import ASRError
 from sts_service.translation import Context, TranslationError
 from sts_service.translation.llm import OpenAIChatTranslator
 from sts_service.tts import SynthesisError

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from livedub_testkit import analysis
 from livedub_testkit.rtmp_server import NginxRtmpServer, free_port
-from media_service.output import OutputError, OutputWriter
-from media_service.relay import RelaySettings
+from media_service.media_io.output import OutputError, OutputWriter
+from media_service.media_io.relay import RelaySettings
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -1,7 +1,7 @@
 """ingest.ArrivalClock: packets read in bursts keep the time they arrived (the output delay is counted from it)."""
 
 import pytest
-from media_service.ingest import (
+from media_service.media_io.ingest import (
     BURST_S,
     CATCH_UP_CHUNK_S,
     CATCH_UP_S,

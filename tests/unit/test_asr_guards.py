@@ -1,6 +1,6 @@
 """Truncation guards: what makes a sized-window transcription suspect."""
 
-from sts_service.asr_guards import compression_ratio, repeated_span, restarted, suspect_reason, token_budget
+from sts_service.asr.guards import compression_ratio, repeated_span, restarted, suspect_reason, token_budget
 
 
 def test_token_budget_grows_with_duration():

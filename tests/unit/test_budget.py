@@ -1,7 +1,7 @@
 """Fragment limits derived from the output delay D and the measured round trip."""
 
 import pytest
-from media_service.budget import (
+from media_service.stream.budget import (
     DEADLINE_MARGIN_S,
     SLACK_S,
     DelayTooShort,

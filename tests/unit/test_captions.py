@@ -7,8 +7,8 @@ import re
 import threading
 
 import pytest
-from media_service.auth import SIGNED_LINK_PATH
-from media_service.captions import (
+from media_service.control.auth import SIGNED_LINK_PATH
+from media_service.media_io.captions import (
     MAX_LINE_CHARS,
     CaptionStore,
     CaptionTrack,

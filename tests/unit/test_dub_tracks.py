@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from media_service.mixer import DubTracks, Mode
+from media_service.audio.mixer import DubTracks, Mode
 
 
 def test_a_clip_is_refused_where_output_was_already_rendered():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from media_service.captions import CaptionStore
-from media_service.hls import SERVABLE, SubtitleRenditions, servable
+from media_service.media_io.captions import CaptionStore
+from media_service.media_io.hls import SERVABLE, SubtitleRenditions, servable
 
 
 def test_segments_follow_the_output_and_slide(tmp_path):

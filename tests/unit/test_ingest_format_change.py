@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 from livedub_testkit import flv
-from media_service.ingest import InputReader
+from media_service.media_io.ingest import InputReader
 
 
 def clip(path, rate: int, layout: str):

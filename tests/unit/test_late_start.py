@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from livedub_protocol import FragmentData, FragmentProcessed, ProtocolError, parse
-from media_service.dubbing import late_allowance_ms
+from media_service.stream.dubbing import late_allowance_ms
 from sts_service.pipeline import late_offset
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyloudnorm
 import pytest
-from media_service.loudness import FLOOR_LUFS, ProgrammeLoudness
+from media_service.audio.loudness import FLOOR_LUFS, ProgrammeLoudness
 from sts_service.loudness import integrated_lufs, match_loudness, soft_limit
 
 RATE = 48000

@@ -1,4 +1,4 @@
-"""Unit tests for media_service.mixer and dsp (dub placement on the 48 kHz timeline, mixing, resampling).
+"""Unit tests for media_service.audio.mixer and dsp (dub placement on the 48 kHz timeline, mixing, resampling).
 
 Speed is measured by bench/bench_media.py, not asserted here."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from media_service.dsp import db_to_gain, resample, resample_to_48k, rms_dbfs
-from media_service.mixer import DEFAULT_RAMP, DubTrack, Mode
-from media_service.timeline import RATE as TIMELINE_RATE
+from media_service.audio.dsp import db_to_gain, resample, resample_to_48k, rms_dbfs
+from media_service.audio.mixer import DEFAULT_RAMP, DubTrack, Mode
+from media_service.audio.timeline import RATE as TIMELINE_RATE
 
 SR = TIMELINE_RATE
 R = DEFAULT_RAMP  # 480 samples = 10 ms

@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 import pytest
-from media_service import output, recording
-from media_service.output import BACKOFFS, Backoff, OutputError, OutputWriter
-from media_service.recording import SegmentFile, next_segment_number, segment_name
+from media_service.media_io import output, recording
+from media_service.media_io.output import BACKOFFS, Backoff, OutputError, OutputWriter
+from media_service.media_io.recording import SegmentFile, next_segment_number, segment_name
 from media_service.redaction import redact, redact_url
 
 

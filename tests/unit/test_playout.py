@@ -11,15 +11,15 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from media_service.capture import Capture
+from media_service.audio.mixer import DubTracks, Mode
+from media_service.audio.timeline import RATE
 from media_service.config import MediaConfig, StreamRequest
 from media_service.events import EventLog
+from media_service.media_io.output import FRAME, OutputError
 from media_service.metrics import MediaMetrics
-from media_service.mixer import DubTracks, Mode
-from media_service.output import FRAME, OutputError
-from media_service.playout import BATCH_S, IDLE_WAIT_S, Playout
-from media_service.timeline import RATE
-from media_service.worker import Counters
+from media_service.stream.capture import Capture
+from media_service.stream.playout import BATCH_S, IDLE_WAIT_S, Playout
+from media_service.stream.worker import Counters
 
 D = 0.15
 

@@ -1,4 +1,4 @@
-"""The preview fan-out (media_service.preview) with a fake frame source: no network, no decoding.
+"""The preview fan-out (media_service.control.preview) with a fake frame source: no network, no decoding.
 
 The fake source runs in the broadcaster's real pump thread and yields numbered "JPEGs" at a fixed
 rate until the broadcaster asks it to stop, counting how many times it was opened.
@@ -11,7 +11,12 @@ import threading
 import time
 
 import pytest
-from media_service.preview import UPSTREAM_GONE, BroadcasterStopped, PreviewBroadcaster, PreviewRegistry
+from media_service.control.preview import (
+    UPSTREAM_GONE,
+    BroadcasterStopped,
+    PreviewBroadcaster,
+    PreviewRegistry,
+)
 
 pytestmark = pytest.mark.timeout(30)
 

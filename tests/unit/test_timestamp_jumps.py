@@ -9,11 +9,11 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from media_service.capture import VAD_BLOCK, Capture
+from media_service.audio.timeline import RATE
 from media_service.config import MediaConfig
 from media_service.events import EventLog
-from media_service.timeline import RATE
-from media_service.worker import Counters
+from media_service.stream.capture import VAD_BLOCK, Capture
+from media_service.stream.worker import Counters
 
 CHUNK = 1024
 

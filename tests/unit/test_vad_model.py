@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from media_service import vad
+from media_service.audio import vad
 
 
 @pytest.fixture

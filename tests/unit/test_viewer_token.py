@@ -8,12 +8,12 @@ import re
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from media_service.api import make_app
-from media_service.auth import viewer_may
 from media_service.config import ConfigError, MediaConfig
+from media_service.control.api import make_app
+from media_service.control.auth import viewer_may
+from media_service.control.registry import StreamRegistry
 from media_service.events import EventLog
 from media_service.metrics import MediaMetrics
-from media_service.registry import StreamRegistry
 
 API, VIEWER = "api-Zq7-test-token-4821", "viewer-Zq7-test-token-9377"
 # A value for each path variable of the routes (no stream exists: a read that passes is a 404).

@@ -6,7 +6,7 @@ import time
 from media_service.config import MediaConfig, StreamRequest
 from media_service.events import EventLog
 from media_service.metrics import MediaMetrics
-from media_service.worker import StreamWorker
+from media_service.stream.worker import StreamWorker
 
 
 def make_worker() -> StreamWorker:
@@ -47,7 +47,7 @@ def test_the_registry_watchdog_fails_and_stops_a_stuck_worker():
     output loop has not turned for over OUTPUT_STALL_S is failed with the reason and stopped."""
     import asyncio
 
-    from media_service.registry import OUTPUT_STALL_S, StreamRegistry
+    from media_service.control.registry import OUTPUT_STALL_S, StreamRegistry
 
     async def scenario():
         w = make_worker()

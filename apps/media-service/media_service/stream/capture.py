@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from .config import MediaConfig
-from .events import EventLog
-from .ingest import InputInfo
-from .segmenter import Segment, SegmenterConfig, SpeechSegmenter
-from .timeline import JUMP_S, RATE, VAD_RATE, VAD_STEP, AudioStore, Timeline
+from ..audio.segmenter import Segment, SegmenterConfig, SpeechSegmenter
+from ..audio.timeline import JUMP_S, RATE, VAD_RATE, VAD_STEP, AudioStore, Timeline
+from ..config import MediaConfig
+from ..events import EventLog
+from ..media_io.ingest import InputInfo
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .asr import SAMPLE_RATE, ASRError, Transcription, energy_gate
-from .openai_api import OpenAIClient
+from ..openai_api import OpenAIClient
+from .whisper import SAMPLE_RATE, ASRError, Transcription, energy_gate
 
 
 def wav_bytes(audio: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:

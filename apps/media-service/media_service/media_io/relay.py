@@ -32,9 +32,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .redaction import redact
-from .targets import protocol_whitelist
-from .thread_names import name_native_thread
+from ..redaction import redact
+from ..targets import protocol_whitelist
+from ..thread_names import name_native_thread
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .asr_guards import compression_ratio, suspect_reason, token_budget
+from .guards import compression_ratio, suspect_reason, token_budget
 
 SAMPLE_RATE = 16000
 HOP = 160  # samples per encoder input frame (10 ms)

@@ -15,9 +15,9 @@ from aiohttp import web
 from livedub_protocol import describe_validation_error
 from pydantic import ValidationError
 
+from ..config import MediaConfig, StreamRequest
+from ..events import EventLog
 from .bodies import json_body, json_error
-from .config import MediaConfig, StreamRequest
-from .events import EventLog
 from .registry import StreamExists, StreamRegistry
 
 log = logging.getLogger(__name__)

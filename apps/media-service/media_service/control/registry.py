@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .config import MediaConfig, StreamRequest
-from .events import EventLog
-from .metrics import MediaMetrics
-from .states import StreamState
-from .worker import StreamWorker
+from ..config import MediaConfig, StreamRequest
+from ..events import EventLog
+from ..metrics import MediaMetrics
+from ..states import StreamState
+from ..stream.worker import StreamWorker
 
 log = logging.getLogger(__name__)
 

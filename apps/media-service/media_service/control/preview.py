@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .targets import protocol_whitelist
+from ..targets import protocol_whitelist
 
 log = logging.getLogger(__name__)
 

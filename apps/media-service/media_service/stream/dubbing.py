@@ -20,17 +20,17 @@ from collections.abc import Callable
 import numpy as np
 from livedub_protocol import FragmentData, StreamInit, float_to_pcm16, pcm16_to_float
 
+from ..audio.dsp import resample
+from ..audio.mixer import DubTracks
+from ..audio.segmenter import Segment, SpeechSegmenter, span_to_48k
+from ..audio.timeline import RATE, VAD_RATE, AudioStore
+from ..config import MediaConfig, StreamRequest
+from ..events import EventLog
+from ..media_io.captions import CaptionStore
+from ..metrics import MediaMetrics
+from ..states import FallbackReason
 from .budget import DEADLINE_MARGIN_S, fragment_limits
-from .captions import CaptionStore
-from .config import MediaConfig, StreamRequest
-from .dsp import resample
-from .events import EventLog
-from .metrics import MediaMetrics
-from .mixer import DubTracks
-from .segmenter import Segment, SpeechSegmenter, span_to_48k
-from .states import FallbackReason
 from .sts_client import Fallback, StsClient
-from .timeline import RATE, VAD_RATE, AudioStore
 
 log = logging.getLogger(__name__)
 

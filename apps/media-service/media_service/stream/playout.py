@@ -18,15 +18,15 @@ from collections.abc import Callable
 
 import av
 
+from ..audio.loudness import ProgrammeLoudness
+from ..audio.mixer import DubTracks
+from ..audio.timeline import RATE
+from ..config import PlannedOutput, StreamRequest
+from ..events import EventLog
+from ..media_io.output import FRAME, OutputError, OutputWriter
+from ..metrics import MediaMetrics
+from ..states import Mode
 from .capture import Capture
-from .config import PlannedOutput, StreamRequest
-from .events import EventLog
-from .loudness import ProgrammeLoudness
-from .metrics import MediaMetrics
-from .mixer import DubTracks
-from .output import FRAME, OutputError, OutputWriter
-from .states import Mode
-from .timeline import RATE
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,10 @@ from dataclasses import dataclass, replace
 
 import av
 
+from ..audio.timeline import RATE
+from ..config import PlannedOutput
 from .captions import CaptionStore, render_webvtt
-from .config import PlannedOutput
 from .output import OutputWriter
-from .timeline import RATE
 
 log = logging.getLogger(__name__)
 

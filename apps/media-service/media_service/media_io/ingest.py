@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from .redaction import redact, redact_url
-from .targets import file_path, protocol_whitelist
-from .timeline import RATE
+from ..audio.timeline import RATE
+from ..redaction import redact, redact_url
+from ..targets import file_path, protocol_whitelist
 
 log = logging.getLogger(__name__)
 

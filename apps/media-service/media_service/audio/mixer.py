@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..states import Mode
 from .dsp import db_to_gain
-from .states import Mode
 
 DEFAULT_RAMP = 480  # 10 ms at 48 kHz
 

@@ -19,22 +19,22 @@ from livedub_protocol import describe_validation_error
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from ..config import MediaConfig, StreamPatch, StreamRequest
+from ..events import EventLog
+from ..media_io.captions import render_webvtt
+from ..media_io.hls import servable
+from ..metrics import MediaMetrics
+from ..states import Mode
+from ..stream.budget import DelayTooShort, check_delay
+from ..targets import TargetRefused
 from .auth import auth_middleware
 from .bodies import MAX_BODY_BYTES, json_body, json_error
-from .budget import DelayTooShort, check_delay
-from .captions import render_webvtt
-from .config import MediaConfig, StreamPatch, StreamRequest
 from .dashboard import DASHBOARD_HTML
-from .events import EventLog
-from .hls import servable
 from .hooks import PublishHooks
-from .metrics import MediaMetrics
 from .preview import BroadcasterStopped, PreviewRegistry
 from .reconcile import Reconciler
 from .registry import LimitReached, StreamExists, StreamRegistry
 from .signed_links import LinkSigner
-from .states import Mode
-from .targets import TargetRefused
 
 log = logging.getLogger(__name__)
 

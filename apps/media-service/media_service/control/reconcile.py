@@ -18,11 +18,11 @@ from collections.abc import Callable
 import aiohttp
 from pydantic import ValidationError
 
-from .config import StreamRequest
-from .events import EventLog
-from .redaction import redact, redact_url
+from ..config import StreamRequest
+from ..events import EventLog
+from ..redaction import redact, redact_url
+from ..targets import TargetRefused
 from .registry import LimitReached, StreamExists, StreamRegistry
-from .targets import TargetRefused
 
 log = logging.getLogger(__name__)
 

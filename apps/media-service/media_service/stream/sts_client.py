@@ -36,7 +36,7 @@ from livedub_protocol import (
     parse_ack,
 )
 
-from .states import FallbackReason
+from ..states import FallbackReason
 
 log = logging.getLogger(__name__)
 

@@ -34,11 +34,11 @@ from typing import NoReturn
 import av
 import numpy as np
 
-from .languages import iso639_2
+from ..audio.timeline import RATE as AUDIO_RATE  # AAC at the timeline rate: no resampling on the way out
+from ..languages import iso639_2
+from ..redaction import redact
 from .recording import SegmentFile
-from .redaction import redact
 from .relay import Relay, RelaySettings, RelayStartError
-from .timeline import RATE as AUDIO_RATE  # AAC at the timeline rate: no resampling on the way out
 
 log = logging.getLogger(__name__)
 

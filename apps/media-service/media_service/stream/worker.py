@@ -27,23 +27,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .captions import CaptionStore
+from ..audio.mixer import DubTracks
+from ..audio.segmenter import Segment
+from ..audio.timeline import RATE
+from ..config import MediaConfig, PlannedOutput, StreamRequest
+from ..events import EventLog
+from ..media_io.captions import CaptionStore
+from ..media_io.hls import HlsWriter, SubtitleRenditions
+from ..media_io.ingest import BehindAlarm, InputError, InputInfo, InputReader
+from ..media_io.output import OutputWriter
+from ..metrics import MediaMetrics
+from ..redaction import redact, redact_url
+from ..states import Mode, StreamState
+from ..targets import HLS_SERVED, file_path
+from ..thread_names import name_native_thread
 from .capture import Capture
-from .config import MediaConfig, PlannedOutput, StreamRequest
 from .dubbing import Dubbing
-from .events import EventLog
-from .hls import HlsWriter, SubtitleRenditions
-from .ingest import BehindAlarm, InputError, InputInfo, InputReader
-from .metrics import MediaMetrics
-from .mixer import DubTracks
-from .output import OutputWriter
 from .playout import Playout
-from .redaction import redact, redact_url
-from .segmenter import Segment
-from .states import Mode, StreamState
-from .targets import HLS_SERVED, file_path
-from .thread_names import name_native_thread
-from .timeline import RATE
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,2 @@
+"""Speech recognition: faster-whisper in process (whisper), its truncation/hallucination guards,
+and an OpenAI-compatible model server (openai)."""
