@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Counters:
-    # dubbing (event loop; dubs_placed and late_starts where the dubs are placed, an executor thread)
+    # dubbing (event loop)
     fragments_sent: int = 0
     fragments_processed: dict[str, int] = field(default_factory=lambda: {"ok": 0, "no_speech": 0, "failed": 0})
     fallbacks: dict[str, int] = field(default_factory=dict)

@@ -154,8 +154,9 @@ class Dubbing:
             # (a late dub's span plays the original, which its transcript and translations caption).
             self.captions.add_span(start_ms, frag.duration_ms, result.transcript,
                                    {dub.target_language: dub.text for dub in result.results})
-        await asyncio.get_running_loop().run_in_executor(None, self._place_dubs, result, start48, end48,
-                                                         round(late_ms * RATE / 1000.0))
+        placed, late_s = await asyncio.get_running_loop().run_in_executor(
+            None, self._place_dubs, result, start48, end48, round(late_ms * RATE / 1000.0))
+        self._count_placed(result, placed, late_s)
 
     def _adapt_limits(self) -> None:
         """Fragments as long as D and the measured service time allow (see budget.py).
@@ -175,8 +176,9 @@ class Dubbing:
         self.limits = limits
         self.segment_limits.post(limits)
 
-    def _place_dubs(self, result, start48: int, end48: int, late48: int = 0) -> None:
-        """Executor thread: decode each language's dub onto its track.
+    def _place_dubs(self, result, start48: int, end48: int, late48: int = 0) -> tuple[list[dict], float]:
+        """Executor thread: decode each language's dub onto its track; returns what was placed and
+        how late, which the event loop counts (the counters are the loop's, not this thread's).
 
         A dub starts at its span's start plus the STS's `start_offset_ms` (a late start it was
         fitted for). If that part of the output is already rendered, it starts at the first sample
@@ -195,6 +197,10 @@ class Dubbing:
             if at is not None:
                 placed.append({"language": dub.target_language, "text": dub.text})
                 late_s = max(late_s, (at - start48) / RATE)
+        return placed, late_s
+
+    def _count_placed(self, result, placed: list[dict], late_s: float) -> None:
+        """Event loop: count and announce the dubs `_place_dubs` placed, or the late fallback."""
         if placed:
             self.counters.dubs_placed += 1
             self.transcripts.append({"start_ms": result.start_ms, "duration_ms": result.duration_ms,
@@ -207,7 +213,7 @@ class Dubbing:
                 extra = {"late_start_ms": round(late_s * 1000.0, 1)}
             self.events.publish(self.id, "dubbed", {**self.transcripts[-1], "timings_ms": timings, **extra})
         elif result.results:
-            self._loop.call_soon_threadsafe(self.fallback, FallbackReason.LATE, result.start_ms, "arrived after its deadline")
+            self.fallback(FallbackReason.LATE, result.start_ms, "arrived after its deadline")
 
     def snapshot(self) -> dict:
         return {"sts": {"state": self.sts.state.value, "url": self.cfg.sts_url, "connects": self.sts.connects,
