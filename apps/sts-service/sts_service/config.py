@@ -143,6 +143,11 @@ class StsConfig(Settings):
         "stream sessions one connection may open (>= 1; `overloaded` at init)", ge=1)
     max_connections: int = setting(64, "--max-connections", "STS_MAX_CONNECTIONS",
                                    "Socket.IO connections (>= 1; refused with `overloaded`)", ge=1)
+    drain_timeout_s: float = setting(
+        30.0, "--drain-timeout", "STS_DRAIN_TIMEOUT",
+        "on SIGTERM/SIGINT new streams are refused (`draining`) and the open ones served until their clients have "
+        "moved them or nothing has been in flight for 2 s, at most this long; then in-flight fragments get 10 s "
+        "(0–600 s)", ge=0, le=600)
     asr_prompt: bool = setting(False, "--asr-prompt", "STS_ASR_PROMPT",
                                "the stream's previous transcript as the Whisper prompt (variable: 1, true or yes)")
     cors_origins: str = setting(

@@ -31,6 +31,7 @@ from ..metrics import MediaMetrics
 from ..states import FallbackReason
 from .budget import DEADLINE_MARGIN_S, fragment_limits
 from .sts_client import Fallback, StsClient
+from .sts_pool import StsPool
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Dubbing:
     def __init__(self, stream_id: str, request: StreamRequest, cfg: MediaConfig, delay_s: float, *,
                  metrics: MediaMetrics, events: EventLog, counters, store: AudioStore, tracks: DubTracks,
                  segmenter: SpeechSegmenter, stop: threading.Event, captions: CaptionStore | None = None,
-                 on_sts_state: Callable[[str], None] | None = None):
+                 on_sts_state: Callable[[str], None] | None = None, sts_pool: StsPool | None = None):
         self.id, self.cfg, self.delay_s = stream_id, cfg, delay_s
         self.metrics, self.events, self.counters = metrics, events, counters
         self.store, self.tracks, self.segmenter = store, tracks, segmenter
@@ -63,17 +64,20 @@ class Dubbing:
         self._seq = 0
         self._on_sts_state_cb = on_sts_state
         self.sts = StsClient(
-            cfg.sts_url, cfg.sts_token or "",
+            sts_pool or StsPool(cfg.sts_url), cfg.sts_token or "",
             StreamInit(stream_id=stream_id, source_language=request.source_language,
                        target_languages=list(request.target_languages),
                        max_fragment_ms=cfg.max_fragment_ms + 1000),
-            on_state=self._on_sts_state)
+            on_state=self._on_sts_state, on_move=self._on_sts_move)
 
     def _on_sts_state(self, state: str) -> None:
         self.metrics.set_sts_state(self.id, state)
         self.events.publish(self.id, "sts_state", {"state": state, "error": self.sts.last_error})
         if self._on_sts_state_cb:
             self._on_sts_state_cb(state)
+
+    def _on_sts_move(self, old: str, new: str) -> None:
+        self.events.publish(self.id, "sts_moved", {"from": old, "to": new, "reason": "draining"})
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -206,7 +210,8 @@ class Dubbing:
             self._loop.call_soon_threadsafe(self.fallback, FallbackReason.LATE, result.start_ms, "arrived after its deadline")
 
     def snapshot(self) -> dict:
-        return {"sts": {"state": self.sts.state, "url": self.cfg.sts_url, "connects": self.sts.connects,
+        return {"sts": {"state": self.sts.state, "url": self.sts.url, "connects": self.sts.connects,
+                        "moves": self.sts.moves,
                         "inflight": self.sts.inflight, "last_error": self.sts.last_error},
                 "fragment_limits": {"max_fragment_ms": round(self.limits.max_fragment_ms),
                                     "min_silence_ms": round(self.limits.min_silence_ms)},

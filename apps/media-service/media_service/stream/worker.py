@@ -44,6 +44,7 @@ from ..thread_names import name_native_thread
 from .capture import Capture
 from .dubbing import Dubbing
 from .playout import Playout
+from .sts_pool import StsPool
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Counters:
 
 class StreamWorker:
     def __init__(self, stream_id: str, request: StreamRequest, cfg: MediaConfig, metrics: MediaMetrics,
-                 events: EventLog):
+                 events: EventLog, sts_pool: StsPool | None = None):
         self.id = stream_id
         self.request = request
         self.cfg = cfg
@@ -103,7 +104,8 @@ class StreamWorker:
         # The dubbing stage sets the segmenter's limits from D and the measured service time.
         self.dubbing = Dubbing(stream_id, request, cfg, self.delay_s, metrics=metrics, events=events,
                                counters=self.counters, store=self.capture.store, tracks=self.tracks,
-                               segmenter=self.capture.segmenter, stop=self._stop, captions=self.captions)
+                               segmenter=self.capture.segmenter, stop=self._stop, captions=self.captions,
+                               sts_pool=sts_pool)
         # The stream's HLS output, if it has one: its directory (served by the API) and subtitles.
         self.hls_dir: str | None = None
         self._hls_temporary = False
