@@ -42,6 +42,10 @@ class StsConfig(Settings):
         "faster-whisper CTranslate2 model directory, or a size name already in the local cache (never "
         "downloaded)")
     asr_compute_type: str = setting("int8", "--asr-compute-type", "STS_ASR_COMPUTE_TYPE", "CTranslate2 compute type")
+    asr_device: Literal["cpu", "cuda", "auto"] = setting(
+        "cpu", "--asr-device", "STS_ASR_DEVICE",
+        "faster-whisper device: `cpu`, `cuda` (an NVIDIA GPU with CUDA 12 and cuDNN 9 libraries; with "
+        "`--asr-compute-type float16` or `int8_float16`) or `auto`")
     asr_beam_size: int = setting(1, "--asr-beam-size", "STS_ASR_BEAM_SIZE",
                                  "beam size (>= 1; > 1: only for a lone fragment on an idle ASR)", ge=1)
     asr_threads: int = setting(1, "--asr-threads", "STS_ASR_THREADS",
