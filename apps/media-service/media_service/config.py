@@ -1,7 +1,7 @@
 """media-service configuration: the service config (env/CLI) and a stream's request (REST/hooks).
 
 Each setting is declared once below (type, default, range, flag, variable, description); the
-command line, the checks at start and the README table (tests/unit/test_config_docs.py) follow
+command line, the checks at start and the table in docs/configuration.md (tests/unit/test_config_docs.py) follow
 from it. A stream's request takes its defaults and ranges from the same declarations.
 """
 
@@ -48,7 +48,7 @@ class MediaConfig(Settings):
         "http://127.0.0.1:8000", "--sts-url", "STS_URL",
         "sts-service base URL (http/https); several comma-separated, or a DNS name with several addresses, make a "
         "pool: each stream uses the least-loaded replica and moves on failure or drain "
-        "([STS pool](specs/media-service.md#sts-pool-sts_poolpy))")
+        "([STS pool](../specs/media-service.md#sts-pool-sts_poolpy))")
     sts_token: str | None = setting(
         None, None, "STS_AUTH_TOKEN", "token sent to sts-service; the service refuses to start without it",
         secret=True)
@@ -69,7 +69,7 @@ class MediaConfig(Settings):
     max_fragment_ms: float = setting(
         5000.0, "--max-fragment-ms", "MEDIA_MAX_FRAGMENT_MS",
         "cap on the speech fragment length; the limit in force is derived from D and the measured service "
-        "time ([Output delay D](#output-delay-d-and-fragment-limits))")
+        "time ([Output delay D](operations.md#output-delay-d-and-fragment-limits))")
     min_fragment_ms: float = setting(500.0, "--min-fragment-ms", "MEDIA_MIN_FRAGMENT_MS",
                                      "speech spans shorter than this (padded) are not sent")
     min_silence_ms: float = setting(
