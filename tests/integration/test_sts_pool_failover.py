@@ -45,6 +45,12 @@ def events_since(media: MediaProcess, seq: int) -> list[dict]:
     return [e for e in media.api("GET", f"/v1/events?since=0&stream={SID}")[1]["events"] if e["seq"] > seq]
 
 
+def dubbed_after(events: list[dict], kind: str, **data) -> bool:
+    """A `dubbed` event after the first event of `kind` whose data has `data`."""
+    marks = [e["seq"] for e in events if e["type"] == kind and all(e["data"].get(k) == v for k, v in data.items())]
+    return bool(marks) and any(e["type"] == "dubbed" and e["seq"] > min(marks) for e in events)
+
+
 def last_seq(media: MediaProcess) -> int:
     return media.api("GET", "/v1/events?since=0&wait=0")[1]["last_seq"]
 
@@ -111,8 +117,9 @@ def scenario(short_media, tmp_path_factory):
         back = wait("dubbing through the other replica", media,
                     lambda s: s["sts"]["state"] == "connected" and s["sts"]["url"] == y.url
                     and s["counters"]["dubs_placed"] > first["counters"]["dubs_placed"], timeout=60, poll=0.2)
-        wait("dubbed after the kill", media,
-             lambda s: any(e["type"] == "dubbed" for e in events_since(media, killed_at)), timeout=60, poll=0.5)
+        wait("dubbed after the reconnect", media,
+             lambda s: dubbed_after(events_since(media, killed_at), "sts_state", state="connected"), timeout=60,
+             poll=0.5)
         found["after_kill"] = events_since(media, killed_at)
         found["back"] = back
 
@@ -125,8 +132,8 @@ def scenario(short_media, tmp_path_factory):
         moved = wait("moved to the restarted replica", media,
                      lambda s: s["sts"]["url"] == restarted.url and s["sts"]["moves"] >= 1, timeout=30, poll=0.2)
         found["exit"] = y.proc.wait(60)
-        wait("dubbed after the move", media,
-             lambda s: any(e["type"] == "dubbed" for e in events_since(media, term_at)), timeout=60, poll=0.5)
+        wait("dubbed after the move", media, lambda s: dubbed_after(events_since(media, term_at), "sts_moved"),
+             timeout=60, poll=0.5)
         found["after_term"] = events_since(media, term_at)
         found["moved"] = moved
         found["y_log"] = y.logs(200)
