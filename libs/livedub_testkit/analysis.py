@@ -28,7 +28,6 @@ __all__ = [
     "av_offsets",
     "first_pts",
     "video_packets",
-    "coded_pictures",
     "packet_times",
     "max_gap",
     "decode_audio",
@@ -121,27 +120,21 @@ def video_packets(path) -> list[tuple[float | None, bytes]]:
     return out
 
 
-PARAMETER_NALS = frozenset({7, 8, 9})  # H.264 SPS, PPS, access unit delimiter
+H264_SETUP_NALS = frozenset({6, 7, 8, 9})  # SEI, SPS, PPS, access unit delimiter
 
 
-def coded_pictures(path) -> list[tuple[float | None, bytes]]:
-    """Like :func:`video_packets`, each payload without its parameter-set and delimiter NAL units.
-
-    What a passthrough must keep bit-exact are the coded pictures: a media server may add SPS/PPS
-    in front of every keyframe (MediaMTX does when it serves RTMP) without touching a slice.
-    Payloads are AVCC (4-byte NAL lengths), as in MP4 and FLV.
-    """
-    out = []
-    for pts, payload in video_packets(path):
-        kept, i = [], 0
-        while i + 4 <= len(payload):
-            n = int.from_bytes(payload[i:i + 4], "big")
-            nal = payload[i:i + 4 + n]
-            if n and nal[4] & 0x1F not in PARAMETER_NALS:
-                kept.append(nal)
-            i += 4 + n
-        out.append((pts, b"".join(kept)))
-    return out
+def h264_slices(payload: bytes) -> bytes:
+    """An AVCC (length-prefixed) H.264 packet without its SEI, SPS, PPS and AUD units: the coded
+    picture alone. MediaMTX re-packs what it relays (parameter sets put before every IDR, SEI
+    dropped); comparing this part still shows that every picture went through untouched."""
+    out, i = bytearray(), 0
+    while i + 4 <= len(payload):
+        n = int.from_bytes(payload[i:i + 4], "big")
+        unit = payload[i:i + 4 + n]
+        if n and (payload[i + 4] & 0x1F) not in H264_SETUP_NALS:
+            out += unit
+        i += 4 + n
+    return bytes(out)
 
 
 def packet_times(path, kind: str = "audio") -> np.ndarray:
