@@ -18,8 +18,10 @@ Measured numbers (image sizes, build and start times) are printed in pytest's su
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -94,26 +96,43 @@ def workdir():
 
 
 @pytest.fixture(scope="module")
-def env_file(workdir) -> tuple[Path, dict[str, str]]:
-    """A generated .env (fresh secrets) and the broadcaster's MediaMTX credentials, made by the
-    operator's tool (deploy/mediamtx/publishers.py)."""
-    publishers = workdir / "publishers.env"
+def env_file(workdir):
+    """A generated .env (fresh secrets) and the broadcaster's MediaMTX user, made by the operator's
+    tool (deploy/mediamtx/publishers.py). Where that tool renders MediaMTX's configuration into
+    deploy/mediamtx (it does when it has `--out`), a file already there is put back afterwards."""
+    tool = ROOT / "deploy/mediamtx/publishers.py"
+    store = workdir / "publishers.env"
     password = secrets.token_hex(16)
-    proc = subprocess.run([sys.executable, str(ROOT / "deploy/mediamtx/publishers.py"), "--file", str(publishers),
-                           "add", BROADCASTER, "--password", password], capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 0, proc.stderr
     values = {
         "STS_AUTH_TOKEN": secrets.token_hex(24),
         "MEDIA_API_TOKEN": secrets.token_hex(24),
+        "MEDIA_HOOK_TOKEN": secrets.token_hex(24),
         "MEDIAMTX_MEDIA_PASS": secrets.token_hex(16),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(16),
-        "MEDIAMTX_PUBLISHERS_FILE": str(publishers),
-        "BROADCASTER_PASS": password,  # not read by compose: kept here for the publisher
+        "MEDIAMTX_PUBLISHERS_FILE": str(store),
     }
     path = workdir / ".env"
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     path.chmod(0o600)
-    return path, values
+    usage = subprocess.run([sys.executable, str(tool), "--help"], capture_output=True, text=True, timeout=30).stdout
+    cmd = [sys.executable, str(tool), "--file", str(store)]
+    rendered = saved = None
+    if "--out" in usage:
+        rendered = ROOT / "deploy/mediamtx/mediamtx.rendered.yml"
+        if rendered.exists():
+            saved = workdir / "mediamtx.rendered.yml.saved"
+            shutil.copy2(rendered, saved)
+        cmd += ["--out", str(rendered), "--env-file", str(path)]
+    proc = subprocess.run([*cmd, "add", BROADCASTER, "--password", password], capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "MEDIAMTX_MEDIA_PASS": values["MEDIAMTX_MEDIA_PASS"]})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    try:
+        yield path, {**values, "BROADCASTER_PASS": password}
+    finally:
+        if saved is not None:
+            shutil.copy2(saved, rendered)
+        elif rendered is not None:
+            rendered.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
