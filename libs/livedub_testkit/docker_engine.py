@@ -39,6 +39,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LIVEDUB_DOCKER_CACHE") or Path.home() / ".cache" / "livedub-docker")
 
 
+def unmount_under(root: Path) -> None:
+    """Unmount every filesystem mounted inside `root`, deepest first, before anything deletes it."""
+    prefix = str(root.resolve()) + "/"
+    with open("/proc/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
 def _client(base_url: str | None, timeout: float = 600):
     import docker
 
@@ -93,6 +102,7 @@ class Engine:
             if self.log_path is not None:
                 (self.log_path.parent / "engine.pid").unlink(missing_ok=True)
         if self.run_dir is not None:
+            unmount_under(self.run_dir)  # dockerd leaves its exec root's netns/default mounted
             shutil.rmtree(self.run_dir, ignore_errors=True)
             self.run_dir = None
         if self._lock is not None:

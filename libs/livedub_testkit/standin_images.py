@@ -28,6 +28,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from .docker_engine import unmount_under
+
 LABEL = "org.livedub.standin"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUSYBOX = "/bin/busybox"  # Debian busybox-static
@@ -113,15 +115,6 @@ def _debian_mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
-def _unmount_under(root: Path) -> None:
-    """Unmount every filesystem mounted inside `root`, deepest first, before anything deletes it."""
-    prefix = str(root.resolve()) + "/"
-    with open("/proc/mounts") as mounts:
-        points = [line.split()[1] for line in mounts]
-    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-
-
 def python_base_recipe() -> str:
     return _digest("python-bookworm-2", DEBIAN_PACKAGES, Path(HOST_CA_BUNDLE), _debian_mirror())
 
@@ -140,7 +133,7 @@ def make_python_base(tmp: Path, cache: Path) -> Path:
              "bookworm", str(rootfs), _debian_mirror()],
             capture_output=True, text=True, timeout=900)
     finally:
-        _unmount_under(rootfs)  # debootstrap mounts /proc (and /sys) inside; a failed run leaves them
+        unmount_under(rootfs)  # debootstrap mounts /proc (and /sys) inside; a failed run leaves them
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
         raise StandinUnavailable("debootstrap bookworm failed: " + " | ".join(tail))
