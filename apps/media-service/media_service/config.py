@@ -235,7 +235,7 @@ class OutputSpec(BaseModel):
 
     @model_validator(mode="after")
     def _url(self) -> OutputSpec:
-        check_url_syntax(self.url, output=True, kind=self.kind, what="url")
+        self.url = check_url_syntax(self.url, output=True, kind=self.kind, what="url")  # the URL to open
         return self
 
 
