@@ -24,10 +24,11 @@ from ..events import EventLog
 from ..media_io.captions import render_webvtt
 from ..media_io.hls import servable
 from ..metrics import MediaMetrics
+from ..redaction import viewer_view
 from ..states import Mode
 from ..stream.budget import DelayTooShort, check_delay
 from ..targets import TargetRefused
-from .auth import auth_middleware
+from .auth import VIEWER, auth_middleware
 from .bodies import MAX_BODY_BYTES, json_body, json_error
 from .dashboard import DASHBOARD_HTML
 from .hooks import PublishHooks
@@ -92,11 +93,12 @@ class Api:
             resp.headers["Retry-After"] = "5"
         return resp
 
-    def _snapshot(self, worker) -> dict:
-        return {**worker.snapshot(), "preview": self.previews.stats(worker.id)}
+    def _snapshot(self, worker, request=None) -> dict:
+        snap = {**worker.snapshot(), "preview": self.previews.stats(worker.id)}
+        return viewer_view(snap) if request is not None and request.get(VIEWER) else snap
 
     async def list(self, request):
-        return web.json_response({"streams": [self._snapshot(w) for w in self.registry.all()]})
+        return web.json_response({"streams": [self._snapshot(w, request) for w in self.registry.all()]})
 
     def _worker(self, request):
         worker = self.registry.get(request.match_info["id"])
@@ -107,7 +109,7 @@ class Api:
         return worker
 
     async def get(self, request):
-        return web.json_response(self._snapshot(self._worker(request)))
+        return web.json_response(self._snapshot(self._worker(request), request))
 
     async def patch(self, request):
         worker = self._worker(request)
@@ -144,6 +146,8 @@ class Api:
             return json_error(400, "invalid_request", "since must be an integer and wait a number of seconds")
         stream = request.match_info.get("id") or request.query.get("stream")
         events = await self.events.wait_since(since, stream, wait)
+        if request.get(VIEWER):
+            events = [{**e, "data": viewer_view(e["data"])} for e in events]
         return web.json_response({"events": events, "last_seq": self.events.last_seq})
 
     # ---------------------------------------------------------------- preview and dashboard

@@ -12,7 +12,8 @@ a URL that a browser keeps. Browser requests from another site (a foreign `Origi
 A second, read-only token (MEDIA_VIEWER_TOKEN) is for people who watch (a player, a monitoring
 page, the dashboard of someone who must not change a stream): `viewer_may` says what it may do,
 which is reading and asking for signed read links; anything else is 403 `forbidden` (not 401:
-the token is valid, the request is not one it allows).
+the token is valid, the request is not one it allows). What it reads has every URL reduced to
+`scheme://host` (`redaction.viewer_view`): no stream keys, passphrases or paths.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aiohttp import web
 from .bodies import json_error
 
 OPEN_PATHS = ("/health", "/metrics")
+VIEWER = web.RequestKey("viewer", bool)  # set on a request made with the viewer token
 
 
 # RTMP servers' hooks cannot send a header and may carry the token in the query string; <img>
@@ -91,6 +93,7 @@ async def auth_middleware(request: web.Request, handler):
         if not viewer_may(request.method, request.path):
             return json_error(403, "forbidden", f"the viewer token (MEDIA_VIEWER_TOKEN) is read-only: "
                               f"{request.method} {request.path} needs the API token (MEDIA_API_TOKEN)")
+        request[VIEWER] = True  # answers show it URLs as scheme://host only (redaction.viewer_view)
     if (request.method in BODY_METHODS and request.can_read_body and not request.path.startswith(HOOK_PREFIX)
             and request.content_type != "application/json"):
         return json_error(415, "unsupported_media_type",

@@ -28,6 +28,7 @@ from ..config import MediaConfig, StreamRequest
 from ..events import EventLog
 from ..media_io.captions import CaptionStore
 from ..metrics import MediaMetrics
+from ..redaction import redact_url
 from ..states import FallbackReason
 from .budget import DEADLINE_MARGIN_S, fragment_limits
 from .sts_client import Fallback, StsClient
@@ -206,7 +207,7 @@ class Dubbing:
             self._loop.call_soon_threadsafe(self.fallback, FallbackReason.LATE, result.start_ms, "arrived after its deadline")
 
     def snapshot(self) -> dict:
-        return {"sts": {"state": self.sts.state, "url": self.cfg.sts_url, "connects": self.sts.connects,
+        return {"sts": {"state": self.sts.state, "url": redact_url(self.cfg.sts_url), "connects": self.sts.connects,
                         "inflight": self.sts.inflight, "last_error": self.sts.last_error},
                 "fragment_limits": {"max_fragment_ms": round(self.limits.max_fragment_ms),
                                     "min_silence_ms": round(self.limits.min_silence_ms)},

@@ -36,6 +36,7 @@ from livedub_protocol import (
     parse_ack,
 )
 
+from ..redaction import redact
 from ..states import FallbackReason
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class StsClient:
 
     async def _on_connect_error(self, data) -> None:
         message = data.get("message") if isinstance(data, dict) else data
-        self.last_error = f"connect refused: {message}"
+        self.last_error = redact(f"connect refused: {message}")
 
     # ------------------------------------------------------------ state machine
 
@@ -118,7 +119,7 @@ class StsClient:
                 raise
             except Exception as exc:
                 refused = self.last_error if self.last_error.startswith("connect refused") else ""
-                self.last_error = refused or str(exc) or type(exc).__name__
+                self.last_error = refused or redact(str(exc)) or type(exc).__name__
                 unauthorized = "unauthorized" in self.last_error.lower()
                 log.warning("sts[%s]: %s", self.init.stream_id, self.last_error)
                 if unauthorized:
