@@ -108,6 +108,15 @@ class MediaConfig(Settings):
         "preview viewers per stream (1–1000); more: 503 `limit_reached`", ge=1, le=1000)
     max_preview_viewers_total: int = setting(32, "--max-preview-viewers-total", "MEDIA_MAX_PREVIEW_VIEWERS_TOTAL",
                                              "preview viewers over all streams (1–10000)", ge=1, le=10000)
+    max_caption_feeds: int = setting(
+        16, "--max-caption-feeds", "MEDIA_MAX_CAPTION_FEEDS",
+        "open caption feeds (SSE) per stream (1–1000); more: 503 `limit_reached`", ge=1, le=1000)
+    max_caption_feeds_per_client: int = setting(
+        16, "--max-caption-feeds-per-client", "MEDIA_MAX_CAPTION_FEEDS_PER_CLIENT",
+        "open caption feeds per client address over all streams (1–1000; a dashboard opens one per stream; "
+        "behind a reverse proxy every client has the proxy's address)", ge=1, le=1000)
+    max_caption_feeds_total: int = setting(64, "--max-caption-feeds-total", "MEDIA_MAX_CAPTION_FEEDS_TOTAL",
+                                           "open caption feeds over all streams (1–10000)", ge=1, le=10000)
     mediamtx_api: str | None = setting(
         None, "--mediamtx-api", "MEDIA_MEDIAMTX_API",
         "MediaMTX control API: at start and every `--reconcile-interval`, every published `<app>/<name>/in` "

@@ -5,7 +5,7 @@ start). Two kinds of caller cannot send a header: the publish hooks (nginx-rtmp,
 `?token=`, and the dashboard's `<img>` preview and caption `EventSource` (or a `<track>`) use a
 short-lived signed link from `POST /v1/streams/{id}/preview-link` or
 `POST /v1/streams/{id}/captions/{lang}/link` (`signed_links.py`), so the token itself never sits in
-a URL that a browser keeps. Browser requests from another site (a foreign `Origin`) and, when
+a URL that a browser keeps; a caption feed opened by a link ends when the link expires. Browser requests from another site (a foreign `Origin`) and, when
 `--allowed-hosts` is set, other Host names are refused before the token is looked at. /health,
 /metrics and the dashboard page (which holds no data) are open.
 
@@ -27,6 +27,7 @@ from .bodies import json_error
 
 OPEN_PATHS = ("/health", "/metrics")
 VIEWER = web.RequestKey("viewer", bool)  # set on a request made with the viewer token
+LINK_EXPIRES = web.RequestKey("link_expires", int)  # unix s: set on a request opened by a signed link
 
 
 # RTMP servers' hooks cannot send a header and may carry the token in the query string; <img>
@@ -81,9 +82,11 @@ async def auth_middleware(request: web.Request, handler):
     elif request.path.startswith(HOOK_PREFIX):
         supplied = request.query.get("token", "")
     elif SIGNED_LINK_PATH.match(request.path) and "sig" in request.query:
-        if not request.app["links"].verify(request.path, request.query.get("exp", ""), request.query["sig"]):
+        if not request.app["links"].verify(request.path, request.query.get("exp", ""), request.query["sig"],
+                                           params=request.query.items()):
             return json_error(401, "unauthorized", "link expired or not valid; ask POST "
                               "/v1/streams/{id}/preview-link (or .../captions/{lang}/link) for a new one")
+        request[LINK_EXPIRES] = int(request.query["exp"])  # a caption feed ends then
         return await handler(request)
     else:
         supplied = ""
