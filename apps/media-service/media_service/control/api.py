@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from ..config import MediaConfig, StreamPatch, StreamRequest
 from ..events import EventLog
 from ..media_io.captions import render_webvtt
-from ..media_io.hls import servable
+from ..media_io.hls import read_servable, servable
 from ..metrics import MediaMetrics
 from ..redaction import viewer_view
 from ..states import Mode
@@ -337,10 +337,13 @@ class Api:
             return json_error(404, "not_found", f"stream {worker.id!r} has no HLS file {request.match_info['path']!r}")
         path, content_type = found
         try:  # small files (playlists, 2 s segments); a segment may leave the window meanwhile
-            body = await asyncio.get_running_loop().run_in_executor(None, _read_file, path)
+            body = await asyncio.get_running_loop().run_in_executor(None, read_servable, path)
         except FileNotFoundError:
             return json_error(404, "not_found", "that segment has left the live window")
-        cache = "no-cache, no-store" if path.endswith(".m3u8") else "max-age=60"
+        except OSError:  # replaced by a symlink or something other than a file since the check
+            return json_error(404, "not_found", f"stream {worker.id!r} has no HLS file {request.match_info['path']!r}")
+        # Segments are for the bearer of a token: a shared cache (a proxy) must not keep them.
+        cache = "no-cache, no-store" if path.endswith(".m3u8") else "private, max-age=60"
         return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": cache})
 
     async def hls_js(self, request):
