@@ -91,7 +91,8 @@ class MediaConfig(Settings):
         "comma-separated targets of hook-started streams without `?lang=`", min_length=1)
     allowed_hosts: HostList = setting(
         (), "--allowed-hosts", "MEDIA_ALLOWED_HOSTS",
-        "comma-separated Host names the API answers to (DNS-rebinding guard)")
+        "comma-separated Host names the service answers to, on every route (`/metrics` and `/health` too: "
+        "DNS-rebinding guard)")
     input_retry_s: float = setting(1.0, None, None, "pause before an input is opened again", gt=0)
     input_wait_timeout_s: float = setting(
         300.0, "--input-wait-timeout", "MEDIA_INPUT_WAIT_TIMEOUT",

@@ -5,9 +5,10 @@ start). Two kinds of caller cannot send a header: the publish hooks (nginx-rtmp,
 `?token=`, and the dashboard's `<img>` preview and caption `EventSource` (or a `<track>`) use a
 short-lived signed link from `POST /v1/streams/{id}/preview-link` or
 `POST /v1/streams/{id}/captions/{lang}/link` (`signed_links.py`), so the token itself never sits in
-a URL that a browser keeps; a caption feed opened by a link ends when the link expires. Browser requests from another site (a foreign `Origin`) and, when
-`--allowed-hosts` is set, other Host names are refused before the token is looked at. /health,
-/metrics and the dashboard page (which holds no data) are open.
+a URL that a browser keeps; a caption feed opened by a link ends when the link expires. When
+`--allowed-hosts` is set, other Host names are refused on every route (DNS rebinding); browser
+requests from another site (a foreign `Origin`) are refused before the token is looked at.
+/health, /metrics and the dashboard page (which holds no data) need no token.
 
 A second, read-only token (MEDIA_VIEWER_TOKEN) is for people who watch (a player, a monitoring
 page, the dashboard of someone who must not change a stream): `viewer_may` says what it may do,
@@ -68,13 +69,15 @@ def _origin_is_foreign(request: web.Request) -> bool:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler):
-    if request.path in OPEN_PATHS or not request.path.startswith("/v1/"):
-        return await handler(request)
     cfg = request.app["config"]
-    if _origin_is_foreign(request):
-        return json_error(403, "forbidden", "cross-origin requests are refused (Origin does not match Host)")
+    # Every route, the open ones too: a page whose name was rebound to this address sends that
+    # name as Host, and /metrics is worth reading.
     if cfg.allowed_hosts and (request.host or "").rsplit(":", 1)[0].strip("[]").lower() not in cfg.allowed_hosts:
         return json_error(403, "forbidden", "Host is not one of --allowed-hosts")
+    if request.path in OPEN_PATHS or not request.path.startswith("/v1/"):
+        return await handler(request)
+    if _origin_is_foreign(request):
+        return json_error(403, "forbidden", "cross-origin requests are refused (Origin does not match Host)")
     token: str = cfg.api_token
     supplied = request.headers.get("Authorization", "")
     if supplied.startswith("Bearer "):
