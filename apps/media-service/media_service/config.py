@@ -1,7 +1,7 @@
 """media-service configuration: the service config (env/CLI) and a stream's request (REST/hooks).
 
 Each setting is declared once below (type, default, range, flag, variable, description); the
-command line, the checks at start and the README table (tests/unit/test_config_docs.py) follow
+command line, the checks at start and the table in docs/configuration.md (tests/unit/test_config_docs.py) follow
 from it. A stream's request takes its defaults and ranges from the same declarations.
 """
 
@@ -65,7 +65,7 @@ class MediaConfig(Settings):
     max_fragment_ms: float = setting(
         5000.0, "--max-fragment-ms", "MEDIA_MAX_FRAGMENT_MS",
         "cap on the speech fragment length; the limit in force is derived from D and the measured service "
-        "time ([Output delay D](#output-delay-d-and-fragment-limits))")
+        "time ([Output delay D](operations.md#output-delay-d-and-fragment-limits))")
     min_fragment_ms: float = setting(500.0, "--min-fragment-ms", "MEDIA_MIN_FRAGMENT_MS",
                                      "speech spans shorter than this (padded) are not sent")
     min_silence_ms: float = setting(
