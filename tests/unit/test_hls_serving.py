@@ -61,6 +61,13 @@ def test_the_file_opened_is_the_file_checked(hls_dir):
     os.mkfifo(path)  # nor anything but a regular file (a FIFO would block the read)
     with pytest.raises(OSError):
         read_servable(path)
+    os.rename(root / "video", root / "moved")
+    os.symlink(root / "moved", root / "video")  # a directory on the way swapped for a link
+    (root / "moved" / "seg00001.ts").unlink()
+    (root / "moved" / "seg00001.ts").write_bytes(b"TS")
+    with pytest.raises(OSError):
+        read_servable(str(root / "video" / "seg00001.ts"))
+    assert read_servable(str(root / "moved" / "seg00001.ts")) == b"TS"
 
 
 async def test_the_api_serves_segments_privately_and_refuses_links(hls_dir):

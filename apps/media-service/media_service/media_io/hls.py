@@ -49,6 +49,7 @@ MASTER = "master.m3u8"
 # whole name must match (`fullmatch`).
 SERVABLE = re.compile(r"^(master\.m3u8|(video|audio-[A-Za-z0-9-]+|subs-[A-Za-z0-9-]+)/"
                       r"(index\.m3u8|seg\d{1,9}\.(ts|vtt)))$")
+_O_PATH = getattr(os, "O_PATH", os.O_RDONLY)  # Linux: a directory handle that needs no read permission
 CONTENT_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t", ".vtt": "text/vtt; charset=utf-8"}
 
 
@@ -250,10 +251,11 @@ def read_servable(path: str) -> bytes:
     check) fails with OSError, so the file read is the one checked. O_NONBLOCK: opening a FIFO put
     there must not block; it is refused as not a regular file."""
     parts = path.strip("/").split("/")
-    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    walk = _O_PATH | os.O_DIRECTORY  # directories are only passed through: search permission is enough
+    fd = os.open("/", walk)
     try:
         for part in parts[:-1]:
-            below = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            below = os.open(part, walk | os.O_NOFOLLOW, dir_fd=fd)
             os.close(fd)
             fd = below
         file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
