@@ -6,7 +6,14 @@ version), ``models`` (payloads, parse/dump), ``errors`` (codes, refusals), ``aud
 ``settings`` (how both services declare their config; import it from the submodule).
 """
 
-from .audio import float_to_pcm16, pcm16_duration_ms, pcm16_to_float
+from .audio import (
+    DEFAULT_SAMPLE_RATE_HZ,
+    MAX_SAMPLE_RATE_HZ,
+    MIN_SAMPLE_RATE_HZ,
+    float_to_pcm16,
+    pcm16_duration_ms,
+    pcm16_to_float,
+)
 from .errors import RETRYABLE_CODES, ErrorCode, ProtocolError, error_ack, reject_ack
 from .events import (
     ERROR,
@@ -48,6 +55,7 @@ from .models import (
 from .tokens import MIN_TOKEN_CHARS, weak_token_reason
 
 __all__ = [
+    "DEFAULT_SAMPLE_RATE_HZ", "MAX_SAMPLE_RATE_HZ", "MIN_SAMPLE_RATE_HZ",
     "MIN_TOKEN_CHARS",
     "weak_token_reason",
     "ERROR", "FRAGMENT_DATA", "FRAGMENT_PROCESSED", "NAMESPACE", "PROTOCOL_MINOR", "PROTOCOL_VERSION",

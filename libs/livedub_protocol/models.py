@@ -10,6 +10,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .audio import DEFAULT_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
 from .errors import ErrorCode, ProtocolError
 from .events import PROTOCOL_MINOR, PROTOCOL_VERSION
 
@@ -31,7 +32,7 @@ class _Model(BaseModel):
 
 class AudioFormat(_Model):
     encoding: Literal["pcm_s16le"] = "pcm_s16le"
-    sample_rate_hz: int = Field(16000, ge=8000, le=48000)
+    sample_rate_hz: int = Field(DEFAULT_SAMPLE_RATE_HZ, ge=MIN_SAMPLE_RATE_HZ, le=MAX_SAMPLE_RATE_HZ)
     channels: Literal[1] = 1
 
 

@@ -6,8 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from sts_service.cost_model import CostModel, Ewma
 from sts_service.metrics import StsMetrics
-from sts_service.scheduler import AsrScheduler, CostModel, DeadlineExceeded, Ewma
+from sts_service.scheduler import AsrScheduler, DeadlineExceeded
 
 
 class FakeAsr:

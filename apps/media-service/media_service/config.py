@@ -260,8 +260,8 @@ class Track:
 
 @dataclass(frozen=True)
 class PlannedOutput:
-    """One writer the playout keeps open: `key` names it in snapshots and events (a language code
-    for `output_url`, as before `outputs` existed)."""
+    """One writer the playout keeps open: `key` names it in snapshots and events (for `output_url`,
+    the language code it carries)."""
 
     key: str
     kind: str

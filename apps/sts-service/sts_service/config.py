@@ -12,6 +12,7 @@ from livedub_protocol.settings import build_parser as _build_parser
 from livedub_protocol.settings import parse as _parse
 from pydantic import model_validator
 
+from .asr import whisper
 from .models.store import ModelStore, default_models_dir
 from .tts.voices import VoiceSpec, parse_voice_specs
 
@@ -41,13 +42,14 @@ class StsConfig(Settings):
         None, "--asr-model", "STS_ASR_MODEL",
         "faster-whisper CTranslate2 model directory, or a size name already in the local cache (never "
         "downloaded)")
-    asr_compute_type: str = setting("int8", "--asr-compute-type", "STS_ASR_COMPUTE_TYPE", "CTranslate2 compute type")
-    asr_beam_size: int = setting(1, "--asr-beam-size", "STS_ASR_BEAM_SIZE",
+    asr_compute_type: str = setting(whisper.COMPUTE_TYPE, "--asr-compute-type", "STS_ASR_COMPUTE_TYPE",
+                                    "CTranslate2 compute type")
+    asr_beam_size: int = setting(whisper.BEAM_SIZE, "--asr-beam-size", "STS_ASR_BEAM_SIZE",
                                  "beam size (>= 1; > 1: only for a lone fragment on an idle ASR)", ge=1)
-    asr_threads: int = setting(1, "--asr-threads", "STS_ASR_THREADS",
+    asr_threads: int = setting(whisper.CPU_THREADS, "--asr-threads", "STS_ASR_THREADS",
                                "CTranslate2 CPU threads per ASR worker (>= 1)", ge=1)
     asr_min_window: int = setting(
-        1000, "--asr-min-window", "STS_ASR_MIN_WINDOW",
+        whisper.MIN_WINDOW, "--asr-min-window", "STS_ASR_MIN_WINDOW",
         "shortest encoder window in 10 ms frames (100–3000); a fragment gets its length + 2 s, 3000 is "
         "Whisper's full 30 s window", ge=100, le=3000)
     asr_workers: int = setting(

@@ -16,6 +16,8 @@ from aiohttp import web
 from livedub_protocol import (
     FRAGMENT_DATA,
     FRAGMENT_PROCESSED,
+    MAX_SAMPLE_RATE_HZ,
+    MIN_SAMPLE_RATE_HZ,
     NAMESPACE,
     PROTOCOL_VERSION,
     STREAM_BACKPRESSURE,
@@ -53,12 +55,12 @@ log = logging.getLogger(__name__)
 
 # A fragment's duration_ms may differ from its audio length by this much (rounding on the client).
 DURATION_TOLERANCE_MS = 50.0
-# Largest Socket.IO message: the longest legal fragment at 48 kHz pcm16, plus room for the fields.
+# Largest Socket.IO message: the longest legal fragment at the highest legal rate, plus room for the fields.
 MESSAGE_SLACK_BYTES = 64 * 1024
 
 
 def max_message_bytes(cfg: StsConfig) -> int:
-    return int(cfg.max_fragment_ms / 1000.0 * 48000 * 2) + MESSAGE_SLACK_BYTES
+    return int(cfg.max_fragment_ms / 1000.0 * MAX_SAMPLE_RATE_HZ * 2) + MESSAGE_SLACK_BYTES
 
 
 RETURN_MARGIN_S = 0.05  # a result must be sent this long before the client's deadline
@@ -216,7 +218,7 @@ class StsServer:
                 except ValidationError as exc:
                     raise ProtocolError(ErrorCode.UNSUPPORTED_AUDIO,
                                         f"audio: {describe_validation_error(exc)} (supported: pcm_s16le, "
-                                        "mono, 8000-48000 Hz)") from None
+                                        f"mono, {MIN_SAMPLE_RATE_HZ}-{MAX_SAMPLE_RATE_HZ} Hz)") from None
             init = parse(StreamInit, data)
             if not self.ready:
                 failure = self._load_failure()

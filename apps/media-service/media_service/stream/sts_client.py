@@ -37,11 +37,10 @@ from livedub_protocol import (
 )
 
 from ..redaction import redact
-from ..states import FallbackReason
+from ..states import FallbackReason, StsState
 
 log = logging.getLogger(__name__)
 
-STATES = ("disconnected", "connecting", "connected", "reconnecting", "unauthorized", "closed")
 # One connection attempt (TCP, websocket handshake, Engine.IO open, namespace) ends after this.
 # Without a bound, an sts-service whose port accepts but never answers (a black-holed network, a
 # wedged process) held the attempt for aiohttp's 300 s default, and the stream stayed
@@ -60,14 +59,14 @@ class Fallback(Exception):
 
 class StsClient:
     def __init__(self, url: str, token: str, init: StreamInit, *,
-                 on_state: Callable[[str], None] | None = None,
+                 on_state: Callable[[StsState], None] | None = None,
                  retry_min_s: float = 0.5, retry_max_s: float = 5.0):
         self.url = url
         self.token = token
         self.init = init
         self.on_state = on_state or (lambda s: None)
         self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
-        self.state = "disconnected"
+        self.state = StsState.DISCONNECTED
         self.max_inflight = 1
         self.capabilities: dict = {}
         self.last_error = ""
@@ -93,7 +92,7 @@ class StsClient:
 
     # ------------------------------------------------------------ state machine
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: StsState) -> None:
         if state != self.state:
             log.info("sts[%s]: %s -> %s", self.init.stream_id, self.state, state)
             self.state = state
@@ -110,7 +109,7 @@ class StsClient:
         delay = self.retry_min_s
         first = True
         while True:
-            self._set_state("connecting" if first else "reconnecting")
+            self._set_state(StsState.CONNECTING if first else StsState.RECONNECTING)
             try:
                 await self._connect_once()
                 delay = self.retry_min_s
@@ -123,15 +122,15 @@ class StsClient:
                 unauthorized = "unauthorized" in self.last_error.lower()
                 log.warning("sts[%s]: %s", self.init.stream_id, self.last_error)
                 if unauthorized:
-                    self._set_state("unauthorized")
+                    self._set_state(StsState.UNAUTHORIZED)
                     delay = self.retry_max_s
             self._ready.clear()
             self._fail_pending(FallbackReason.STS_DISCONNECTED, self.last_error or "connection lost")
             with contextlib.suppress(Exception):
                 await self._sio.disconnect()
             first = False
-            if self.state != "unauthorized":
-                self._set_state("reconnecting")
+            if self.state != StsState.UNAUTHORIZED:
+                self._set_state(StsState.RECONNECTING)
             await asyncio.sleep(delay)
             delay = min(self.retry_max_s, delay * 2)
 
@@ -156,7 +155,7 @@ class StsClient:
         self.last_error = ""
         self._slow_down = False
         self._ready.set()
-        self._set_state("connected")
+        self._set_state(StsState.CONNECTED)
 
     async def _on_disconnect(self, *args) -> None:
         self._ready.clear()
@@ -178,7 +177,7 @@ class StsClient:
         self._fail_pending(FallbackReason.CLOSED, "stream stopped")
         with contextlib.suppress(Exception):
             await self._sio.disconnect()
-        self._set_state("closed")
+        self._set_state(StsState.CLOSED)
 
     # ------------------------------------------------------------ fragments
 
