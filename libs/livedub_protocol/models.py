@@ -182,6 +182,13 @@ class FragmentProcessed(_Model):
     start_offset_ms: float = Field(0.0, ge=0)
 
 
+class ServerDraining(_Model):
+    """v1.4: sent to every connection when the server starts shutting down. The server keeps
+    serving the streams it has for up to `drain_s`; a client moves them to another replica."""
+
+    drain_s: float = Field(ge=0)
+
+
 class StreamBackpressure(_Model):
     stream_id: str
     inflight: int

@@ -41,7 +41,7 @@ def test_stream_keys_in_paths_and_fragments_are_redacted():
     assert KEY not in redact(f"[rtmp @ 0x1] Cannot open rtmp://h:1935/live2/{KEY}: refused")
 
 
-def test_snapshot_events_and_preview_name_show_no_stream_key():
+def test_snapshot_events_and_preview_name_show_no_stream_key(monkeypatch):
     from media_service.config import PlannedOutput, Track
     from media_service.control.preview import PreviewBroadcaster
 
@@ -50,6 +50,8 @@ def test_snapshot_events_and_preview_name_show_no_stream_key():
     cfg = MediaConfig(sts_token="t", sts_url=f"http://127.0.0.1:9/sts/{KEY}")
     w = StreamWorker("x", req, cfg, MediaMetrics(), events)
     assert KEY not in repr(w.snapshot()), w.snapshot()
+    monkeypatch.setattr(type(w.dubbing.sts), "url", property(lambda self: cfg.sts_url))  # as if connected there
+    assert w.snapshot()["sts"]["url"] == "http://127.0.0.1:9/sts/***"
     w.playout.make_writer = lambda out: object()  # the open itself is not what is checked here
     w.playout.plan = [PlannedOutput("es", "rtmp", req.output_url, (Track("es", "es"),))]
     w.playout._open_outputs()

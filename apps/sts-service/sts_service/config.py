@@ -44,6 +44,10 @@ class StsConfig(Settings):
         "downloaded)")
     asr_compute_type: str = setting(whisper.COMPUTE_TYPE, "--asr-compute-type", "STS_ASR_COMPUTE_TYPE",
                                     "CTranslate2 compute type")
+    asr_device: Literal["cpu", "cuda", "auto"] = setting(
+        "cpu", "--asr-device", "STS_ASR_DEVICE",
+        "faster-whisper device: `cpu`, `cuda` (an NVIDIA GPU with CUDA 12 and cuDNN 9 libraries; with "
+        "`--asr-compute-type float16` or `int8_float16`) or `auto`")
     asr_beam_size: int = setting(whisper.BEAM_SIZE, "--asr-beam-size", "STS_ASR_BEAM_SIZE",
                                  "beam size (>= 1; > 1: only for a lone fragment on an idle ASR)", ge=1)
     asr_threads: int = setting(whisper.CPU_THREADS, "--asr-threads", "STS_ASR_THREADS",
@@ -145,6 +149,11 @@ class StsConfig(Settings):
         "stream sessions one connection may open (>= 1; `overloaded` at init)", ge=1)
     max_connections: int = setting(64, "--max-connections", "STS_MAX_CONNECTIONS",
                                    "Socket.IO connections (>= 1; refused with `overloaded`)", ge=1)
+    drain_timeout_s: float = setting(
+        30.0, "--drain-timeout", "STS_DRAIN_TIMEOUT",
+        "on SIGTERM/SIGINT new streams are refused (`draining`) and the open ones served until their clients have "
+        "moved them or nothing has been in flight for 2 s, at most this long; then in-flight fragments get 10 s "
+        "(0–600 s)", ge=0, le=600)
     asr_prompt: bool = setting(False, "--asr-prompt", "STS_ASR_PROMPT",
                                "the stream's previous transcript as the Whisper prompt (variable: 1, true or yes)")
     cors_origins: str = setting(

@@ -91,6 +91,19 @@ class AsrScheduler:
     def queued(self) -> int:
         return len(self._heap)
 
+    def estimated_wait_s(self, now: float) -> float:
+        """How long a fragment arriving now would wait for an ASR worker, by the cost model: the
+        running batches' expected ends, then what waits, batched, each on the first free worker.
+        The load a client compares replicas by (`GET /load`)."""
+        free_at = sorted([max(0.0, end - now) for end in self._busy_until.values()]
+                         + [0.0] * max(0, self.workers - len(self._busy_until)))
+        live = sorted(self._live())
+        while live:
+            batch, live = live[:self._max_batch], live[self._max_batch:]
+            free_at[0] += self.cost.asr(batch[0].window, len(batch), True)
+            free_at.sort()
+        return free_at[0]
+
     def start(self) -> None:
         self._runner = asyncio.create_task(self._run(), name="asr-scheduler")
 

@@ -8,7 +8,7 @@ short-lived signed link from `POST /v1/streams/{id}/preview-link` or
 a URL that a browser keeps; a caption feed opened by a link ends when the link expires. When
 `--allowed-hosts` is set, other Host names are refused on every route (DNS rebinding); browser
 requests from another site (a foreign `Origin`) are refused before the token is looked at.
-/health, /metrics and the dashboard page (which holds no data) need no token.
+/health, /ready, /metrics and the dashboard page (which holds no data) need no token.
 
 A second, read-only token (MEDIA_VIEWER_TOKEN) is for people who watch (a player, a monitoring
 page, the dashboard of someone who must not change a stream): `viewer_may` says what it may do,
@@ -26,7 +26,7 @@ from aiohttp import web
 
 from .bodies import json_error
 
-OPEN_PATHS = ("/health", "/metrics")
+OPEN_PATHS = ("/health", "/ready", "/metrics")
 VIEWER = web.RequestKey("viewer", bool)  # set on a request made with the viewer token
 LINK_EXPIRES = web.RequestKey("link_expires", int)  # unix s: set on a request opened by a signed link
 

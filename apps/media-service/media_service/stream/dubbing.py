@@ -33,6 +33,7 @@ from .budget import DEADLINE_MARGIN_S, FragmentLimits, fragment_limits
 from .counters import Counters
 from .handoff import Handoff
 from .sts_client import Fallback, StsClient
+from .sts_pool import StsPool
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class Dubbing:
 
     def __init__(self, stream_id: str, request: StreamRequest, cfg: MediaConfig, delay_s: float, *,
                  metrics: MediaMetrics, events: EventLog, counters: Counters, tracks: DubTracks,
-                 stop: threading.Event, captions: CaptionStore | None = None):
+                 stop: threading.Event, captions: CaptionStore | None = None, sts_pool: StsPool | None = None):
         self.id, self.cfg, self.delay_s = stream_id, cfg, delay_s
         self.metrics, self.events, self.counters = metrics, events, counters
         self.tracks = tracks
@@ -66,16 +67,19 @@ class Dubbing:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seq = 0
         self.sts = StsClient(
-            cfg.sts_url, cfg.sts_token or "",
+            sts_pool or StsPool(cfg.sts_url), cfg.sts_token or "",
             StreamInit(stream_id=stream_id, source_language=request.source_language,
                        target_languages=list(request.target_languages),
                        audio=AudioFormat(sample_rate_hz=VAD_RATE),  # fragments are the segmenter's audio
                        max_fragment_ms=cfg.max_fragment_ms + 1000),
-            on_state=self._on_sts_state)
+            on_state=self._on_sts_state, on_move=self._on_sts_move)
 
     def _on_sts_state(self, state: StsState) -> None:
         self.metrics.set_sts_state(self.id, state)
         self.events.publish(self.id, "sts_state", {"state": state.value, "error": self.sts.last_error})
+
+    def _on_sts_move(self, old: str, new: str) -> None:
+        self.events.publish(self.id, "sts_moved", {"from": old, "to": new, "reason": "draining"})
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -217,7 +221,8 @@ class Dubbing:
             self.fallback(FallbackReason.LATE, result.start_ms, "arrived after its deadline")
 
     def snapshot(self) -> dict:
-        return {"sts": {"state": self.sts.state.value, "url": redact_url(self.cfg.sts_url), "connects": self.sts.connects,
+        return {"sts": {"state": self.sts.state.value, "url": redact_url(self.sts.url), "connects": self.sts.connects,
+                        "moves": self.sts.moves,
                         "inflight": self.sts.inflight, "last_error": self.sts.last_error},
                 "fragment_limits": {"max_fragment_ms": round(self.limits.max_fragment_ms),
                                     "min_silence_ms": round(self.limits.min_silence_ms)},

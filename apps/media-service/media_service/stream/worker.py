@@ -42,6 +42,7 @@ from .capture import Capture
 from .counters import Counters
 from .dubbing import Dubbing
 from .playout import Playout
+from .sts_pool import StsPool
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ UNDECODABLE_EVENT_S = 10.0  # at most one input_undecodable event this often whi
 
 class StreamWorker:
     def __init__(self, stream_id: str, request: StreamRequest, cfg: MediaConfig, metrics: MediaMetrics,
-                 events: EventLog):
+                 events: EventLog, sts_pool: StsPool | None = None):
         self.id = stream_id
         self.request = request
         self.cfg = cfg
@@ -80,7 +81,8 @@ class StreamWorker:
         # Timed text of every language on the output timeline (the API serves it; captions.py).
         self.captions = CaptionStore(request.source_language, list(request.target_languages), self.delay_s * 1000.0)
         self.dubbing = Dubbing(stream_id, request, cfg, self.delay_s, metrics=metrics, events=events,
-                               counters=self.counters, tracks=self.tracks, stop=self._stop, captions=self.captions)
+                               counters=self.counters, tracks=self.tracks, stop=self._stop, captions=self.captions,
+                               sts_pool=sts_pool)
         # The dubbing stage sets the segmenter's limits from D and the measured service time.
         self.capture = Capture(stream_id, cfg, events, self.counters, on_segment=self.dubbing.submit_threadsafe,
                                segment_limits=self.dubbing.segment_limits)
