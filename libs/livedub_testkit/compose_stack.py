@@ -75,7 +75,11 @@ class ComposeStack:
         return found[0]
 
     def health(self, service: str) -> str:
+        """`healthy`, `starting`, `unhealthy`, or the container's state when that says more
+        (`restarting`: a crash loop under the restart policy; `exited`, `dead`)."""
         state = self.container(service).attrs["State"]
+        if state["Status"] in ("restarting", "exited", "dead"):
+            return state["Status"]
         return state.get("Health", {}).get("Status") or state["Status"]
 
     def wait_healthy(self, services: Iterable[str], timeout: float) -> dict[str, float]:
@@ -88,7 +92,7 @@ class ComposeStack:
                 if state == "healthy":
                     took[service] = time.monotonic() - started
                     waiting.discard(service)
-                elif state in ("exited", "dead", "unhealthy"):
+                elif state in ("exited", "dead", "restarting", "unhealthy"):
                     raise ComposeError(f"{service} is {state}:\n{self.logs(service)}")
             if waiting and time.monotonic() - started > timeout:
                 states = {s: self.health(s) for s in waiting}
