@@ -1,7 +1,10 @@
-"""End to end: a 60 s 720p30 broadcast through nginx-rtmp, media-service and the real sts-service.
+"""End to end: a 60 s 720p30 broadcast through the RTMP server, media-service and the real sts-service.
 
-The stream is published the way a broadcaster would (ffmpeg -> RTMP); nothing is started by
-hand: the publish hook starts the dubbing worker. Every claim is checked on the recorded output.
+The RTMP server is the real MediaMTX with the deployment's configuration when ../shared/bin/mediamtx
+is there (the broadcaster's own user, the hook script, media-service with its own credentials),
+else nginx-rtmp. The stream is published the way a broadcaster would (ffmpeg -> RTMP); nothing is
+started by hand: the publish hook starts the dubbing worker. Every claim is checked on the
+recorded output.
 """
 
 from __future__ import annotations
@@ -35,10 +38,10 @@ def metric(text: str, name: str, **labels: str) -> float:
 @pytest.fixture(scope="module")
 def run(demo_media, tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
-    with LocalStack(workdir=work) as stack:
+    with LocalStack(workdir=work, rtmp="auto", publishers=(STREAM,)) as stack:
         out = work / "out.flv"
-        rec = analysis.record_stream(stack.url(f"{STREAM}/out"), out)
-        pub = analysis.publish(demo_media.path, stack.url(f"{STREAM}/in"))
+        rec = stack.record(f"{STREAM}/out", out)
+        pub = analysis.publish(demo_media.path, stack.publish_url(f"{STREAM}/in"))
         started = time.monotonic()
         worker_seen = None
         while pub.poll() is None:
@@ -54,9 +57,13 @@ def run(demo_media, tmp_path_factory):
         _, events = stack.media.api("GET", f"/v1/events?stream={STREAM}")
         _, media_metrics = http_json(stack.media.url + "/metrics")
         _, sts_metrics = http_json(stack.sts.url + "/metrics")
-        secrets = {"STS token": stack.sts_token, "API token": stack.api_token}
-    # Every log line of the run: both services, nginx (error and access logs, stdout), the ffmpeg
-    # publisher and recorder. (nginx.conf holds the hook URLs' ?token= by necessity: not a log.)
+        secrets = {"STS token": stack.sts_token, "API token": stack.api_token, "hook token": stack.hook_token}
+        if stack.rtmp_kind == "mediamtx":
+            secrets |= {"media-service's MediaMTX password": stack.rtmp.media_pass,
+                        "the broadcaster's password": stack.rtmp.publishers[STREAM]}
+    # Every log line of the run: both services, the RTMP server (nginx's error and access logs and
+    # stdout, or MediaMTX's), the ffmpeg publisher and recorder. (nginx.conf holds the hook URLs'
+    # ?token= by necessity: not a log.)
     logs = {p.relative_to(work): p.read_text(errors="replace") for p in work.rglob("*.log") if p.is_file()}
     return {"info": demo_media, "out": out, "snap": snap, "events": events["events"],
             "media_metrics": media_metrics, "sts_metrics": sts_metrics, "worker_seen": worker_seen,
