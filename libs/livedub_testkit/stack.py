@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import tempfile
 import threading
 import time
@@ -105,13 +106,12 @@ class LocalStack:
         """Where a broadcaster publishes `<stream>/in`: on MediaMTX with that stream's own user."""
         return self.rtmp.publish_url(name) if self.rtmp_kind == "mediamtx" else self.rtmp.url(name)
 
-    def record(self, name: str, out_path, **kwargs) -> DeferredRecorder | object:
+    def record(self, name: str, out_path, **kwargs):
         """`analysis.record_stream` of `name`, started once there is something to read: nginx-rtmp
         keeps a player waiting for a publisher, MediaMTX refuses a read of an unpublished path."""
         if self.rtmp_kind == "nginx":
             return analysis.record_stream(self.url(name), out_path, **kwargs)
-        return DeferredRecorder(lambda: self.rtmp.wait_ready_path(name, timeout=120),
-                                lambda: analysis.record_stream(self.url(name), out_path, **kwargs))
+        return RetryingRecorder(lambda: analysis.record_stream(self.url(name), out_path, **kwargs))
 
     def wait_stream(self, stream_id: str, predicate, timeout: float = 30.0, poll: float = 0.25) -> dict:
         """Poll GET /v1/streams/{id} until `predicate(snapshot)` holds; returns the snapshot."""
@@ -126,52 +126,60 @@ class LocalStack:
                            f"{self.media.logs(30)}")
 
 
-class DeferredRecorder:
-    """A recorder process started by a thread once `wait()` returns; stands in for its Popen
-    (`poll`, `send_signal`, `wait`, `kill`, `returncode`, `log_path`) for `analysis.stop_process`."""
+class RetryingRecorder:
+    """A recorder started again until the server lets it read (MediaMTX refuses a read of a path
+    nobody publishes yet, at once): it stands in for its Popen (`poll`, `send_signal`, `wait`,
+    `kill`, `returncode`, `log_path`) for `analysis.stop_process`. Retrying from before the publish
+    joins at the output's first keyframes, as nginx-rtmp's waiting player does."""
 
-    def __init__(self, wait, spawn):
+    CONNECTED_AFTER_S = 3.0  # a refused read ends well within this
+
+    def __init__(self, spawn, give_up_s: float = 180.0):
         self._proc = None
-        self._cancelled = threading.Event()
+        self._stopped = threading.Event()
         self._lock = threading.Lock()
-        self.error: BaseException | None = None
 
         def run():
-            try:
-                wait()
-            except BaseException as exc:  # reported by returncode/poll, never lost
-                self.error = exc
-                return
-            with self._lock:
-                if not self._cancelled.is_set():
+            deadline = time.monotonic() + give_up_s
+            while not self._stopped.is_set() and time.monotonic() < deadline:
+                with self._lock:
+                    if self._stopped.is_set():
+                        return
                     self._proc = spawn()
+                try:
+                    self._proc.wait(self.CONNECTED_AFTER_S)
+                except subprocess.TimeoutExpired:
+                    return  # reading: it runs until stopped
+                self._stopped.wait(0.05)
 
-        self._thread = threading.Thread(target=run, name="deferred-recorder", daemon=True)
+        self._thread = threading.Thread(target=run, name="retrying-recorder", daemon=True)
         self._thread.start()
 
     @property
     def returncode(self):
-        return self._proc.returncode if self._proc is not None else (1 if self.error else None)
+        return self._proc.returncode if self._proc is not None else None
 
     @property
     def log_path(self):
         return getattr(self._proc, "log_path", None)
 
     def poll(self):
-        return self._proc.poll() if self._proc is not None else self.returncode
+        if self._thread.is_alive() or self._proc is None:
+            return None  # still trying to connect
+        return self._proc.poll()
 
     def send_signal(self, sig) -> None:
         with self._lock:
-            self._cancelled.set()
-            if self._proc is not None:
+            self._stopped.set()
+            if self._proc is not None and self._proc.poll() is None:
                 self._proc.send_signal(sig)
 
     def wait(self, timeout=None):
         self._thread.join(timeout)
-        return self._proc.wait(timeout) if self._proc is not None else self.returncode
+        return self._proc.wait(timeout) if self._proc is not None else None
 
     def kill(self) -> None:
         with self._lock:
-            self._cancelled.set()
-            if self._proc is not None:
+            self._stopped.set()
+            if self._proc is not None and self._proc.poll() is None:
                 self._proc.kill()
