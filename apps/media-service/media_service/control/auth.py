@@ -7,7 +7,7 @@ short-lived signed link from `POST /v1/streams/{id}/preview-link` or
 `POST /v1/streams/{id}/captions/{lang}/link` (`signed_links.py`), so the token itself never sits in
 a URL that a browser keeps. Browser requests from another site (a foreign `Origin`) and, when
 `--allowed-hosts` is set, other Host names are refused before the token is looked at. /health,
-/metrics and the dashboard page (which holds no data) are open.
+/ready, /metrics and the dashboard page (which holds no data) are open.
 
 A hook-only token (MEDIA_HOOK_TOKEN) is what the RTMP server holds: its hook processes (and anyone
 who can read their environment or command line) see it, so it may start and stop dubbing through
@@ -28,7 +28,7 @@ from aiohttp import web
 
 from .bodies import json_error
 
-OPEN_PATHS = ("/health", "/metrics")
+OPEN_PATHS = ("/health", "/ready", "/metrics")
 
 
 # RTMP servers' hooks cannot send a header and may carry the token in the query string; <img>
