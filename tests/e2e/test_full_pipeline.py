@@ -2,13 +2,14 @@
 
 The RTMP server is the real MediaMTX with the deployment's configuration when ../shared/bin/mediamtx
 is there (the broadcaster's own user, the hook script, media-service with its own credentials),
-else nginx-rtmp. The stream is published the way a broadcaster would (ffmpeg -> RTMP); nothing is
-started by hand: the publish hook starts the dubbing worker. Every claim is checked on the
-recorded output.
+else nginx-rtmp; LIVEDUB_RTMP_SERVER=nginx|mediamtx chooses. The stream is published the way a
+broadcaster would (ffmpeg -> RTMP); nothing is started by hand: the publish hook starts the dubbing
+worker. Every claim is checked on the recorded output.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -38,7 +39,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 @pytest.fixture(scope="module")
 def run(demo_media, tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
-    with LocalStack(workdir=work, rtmp="auto", publishers=(STREAM,)) as stack:
+    with LocalStack(workdir=work, rtmp=os.environ.get("LIVEDUB_RTMP_SERVER") or "auto", publishers=(STREAM,)) as stack:
         out = work / "out.flv"
         rec = stack.record(f"{STREAM}/out", out)
         pub = analysis.publish(demo_media.path, stack.publish_url(f"{STREAM}/in"))
@@ -73,8 +74,7 @@ def run(demo_media, tmp_path_factory):
 def matched_video(run) -> tuple[list, list, int, float]:
     """Source and output video packets, the index of the source packet the output starts with, and
     the output's time shift. Through MediaMTX packets are compared without SEI/SPS/PPS (it re-packs
-    what it relays: `analysis.h264_slices`), and the recorder, which it refuses until the output is
-    published, joins at the first keyframe after that (nginx-rtmp keeps it waiting from the start)."""
+    what it relays: `analysis.h264_slices`)."""
     src, got = analysis.video_packets(run["info"].path), analysis.video_packets(run["out"])
     if run["rtmp"] == "mediamtx":
         src = [(t, analysis.h264_slices(p)) for t, p in src]
@@ -114,10 +114,8 @@ def test_every_speech_span_went_through_the_real_sts(run):
     missed = fallbacks(run)
     first_out = min(d["start_ms"] for d in dubbed) / 1000
     covered = 0
-    misheard: list[tuple[str, str, float]] = []
     for a, b, text in info.speech_spans:
-        # Timeline time 0 is the worker's first audio sample, which is input time ~0 here (within
-        # the pause before the first sentence: a reader joins the live stream within a second).
+        # Timeline time 0 is the worker's first audio sample, which is input time ~0 here.
         parts = [d for d in dubbed if d["start_ms"] / 1000 < b and (d["start_ms"] + d["duration_ms"]) / 1000 > a]
         if b < first_out:
             continue
@@ -125,19 +123,11 @@ def test_every_speech_span_went_through_the_real_sts(run):
             continue  # counted and explained in test_metrics_show_the_work_and_at_most_one_timing_miss
         assert parts, f"no dub for {a:.1f}-{b:.1f}s: {text!r}"
         heard = " ".join(p["transcript"] for p in parts)
-        wer = word_error_rate(text, heard)
-        assert wer <= 0.35, (text, heard)
-        if wer > 0.25:
-            misheard.append((text, heard, wer))
+        assert word_error_rate(text, heard) <= 0.25, (text, heard)
         spanish = " ".join(dub["text"] for p in parts for dub in p["dubs"] if dub["language"] == "es")
         assert spanish and spanish.lower() != heard.lower()
         covered += 1
     assert covered >= len(info.speech_spans) - 1 - len(missed), (covered, missed)
-    # Where fragments are cut depends on where the worker joined the live stream (its timeline
-    # starts at the first sample it reads); at one such cut through MediaMTX tiny.en heard "She
-    # opened the kitchen window" as "Gee it open the kitchen window" (WER 0.31). One sentence may
-    # be misheard that much, no more.
-    assert len(misheard) <= 1, misheard
     all_spanish = " ".join(dub["text"] for d in dubbed for dub in d["dubs"]).lower()
     assert len(re.findall(r"\b(el|la|de|y|en|los|las|una|un)\b", all_spanish)) > 20, all_spanish
 
@@ -148,7 +138,10 @@ def test_output_stream_is_h264_aac_of_the_expected_duration(run):
     assert info["audio"]["sample_rate"] == 48000 and (info["video"]["width"], info["video"]["height"]) == (1280, 720)
     src, got, first, shift = matched_video(run)
     payloads = [p for _, p in src]
-    assert first <= (120 if run["rtmp"] == "mediamtx" else 60)  # joined at the first keyframes (2 s GOP)
+    # nginx-rtmp keeps the recorder waiting, so it joins at the first or second keyframe (2 s GOP).
+    # MediaMTX refuses a read until the output is published and keeps no GOP for late readers; the
+    # output relay's first seconds arrive at once (its input probe), so the recorder joins later.
+    assert first <= (300 if run["rtmp"] == "mediamtx" else 60), first
     assert all(o[1] == s for o, s in zip(got[:-1], payloads[first:])), "video must be passed through untouched"
     # The output covers the input from the worker's first sample (audio may start before the
     # first keyframe) to its end.
@@ -181,7 +174,8 @@ def test_dubbed_audio_energy_is_sane(run):
         level_out = analysis.audio_rms_dbfs(run["out"], a + shift, b + shift)
         assert -32 < level_out < -6 and abs(level_out - level_in) < 8, (a, level_in, level_out)
         checked += 1
-    assert checked >= len(info.speech_spans) - 1
+    # the spans before the recorder joined (see test_output_stream_is_h264_aac_of_the_expected_duration)
+    assert checked >= len(info.speech_spans) - (3 if run["rtmp"] == "mediamtx" else 1)
 
 
 def test_metrics_show_the_work_and_at_most_one_timing_miss(run):
