@@ -61,9 +61,22 @@ class MediaConfig(Settings):
         "read-only bearer token (>= 16 characters, not the API token): GET/HEAD of `/v1/*` (stream list and "
         "snapshots, events, HLS playlists and segments, captions, preview) and the signed-link POSTs; anything "
         "else is refused with 403 `forbidden`; unset = no viewer token", secret=True)
+    hook_token: str | None = setting(
+        None, None, "MEDIA_HOOK_TOKEN",
+        "token for the publish hooks only (>= 16 characters, not the API or viewer token): accepted on "
+        "`/v1/hooks/*` and refused with 403 `forbidden` everywhere else, so the RTMP server (whose hook "
+        "processes see it) never holds the API token; unset = hooks take the API token", secret=True)
     rtmp_base_url: str = setting(
         "rtmp://127.0.0.1:1935", "--rtmp-base-url", "MEDIA_RTMP_BASE_URL",
         "RTMP server that hook-started streams read from and publish to")
+    rtmp_user: str | None = setting(
+        None, "--rtmp-user", "MEDIA_RTMP_USER",
+        "this service's user on the RTMP server (MediaMTX `authInternalUsers`): hook-started and reconciled "
+        "streams add `?user=...&pass=...` to their input and output URLs, and `--mediamtx-api` gets it as "
+        "HTTP basic auth; unset = no credentials", pattern=r"^[A-Za-z0-9._~-]{1,64}$")
+    rtmp_pass: str | None = setting(
+        None, None, "MEDIA_RTMP_PASS", "password of `--rtmp-user` (URL-safe: A-Z a-z 0-9 . _ ~ -); unused without it",
+        secret=True, pattern=r"^[A-Za-z0-9._~-]{1,256}$")
     output_delay_s: float = setting(3.5, "--output-delay", "MEDIA_OUTPUT_DELAY",
                                     "constant output delay D (1–60 s)", **DELAY_S)
     max_fragment_ms: float = setting(
@@ -180,7 +193,7 @@ class MediaConfig(Settings):
             raise ValueError(f"is not usable: {weak} (or leave it unset to have one generated)")
         return v
 
-    @field_validator("viewer_token")
+    @field_validator("viewer_token", "hook_token")
     @classmethod
     def _viewer_token(cls, v: str | None) -> str | None:
         if v is not None and (weak := weak_token_reason(v)):
@@ -211,6 +224,9 @@ class MediaConfig(Settings):
             raise ConfigError(f"{self.label('output_delay_s')}: {exc}") from None
         if self.viewer_token and self.viewer_token == self.api_token:
             raise ConfigError("MEDIA_VIEWER_TOKEN must differ from MEDIA_API_TOKEN (the viewer token is read-only)")
+        if self.hook_token and self.hook_token in (self.api_token, self.viewer_token):
+            raise ConfigError("MEDIA_HOOK_TOKEN must differ from MEDIA_API_TOKEN and MEDIA_VIEWER_TOKEN "
+                              "(the hook token is good for /v1/hooks/* only)")
         if not (0 < self.min_fragment_ms < self.max_fragment_ms):
             raise ConfigError(f"{self.label('min_fragment_ms')} must be above 0 and below "
                               f"{self.label('max_fragment_ms')}, got {self.min_fragment_ms:g}")

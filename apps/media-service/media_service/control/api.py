@@ -382,7 +382,9 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
     if cfg.mediamtx_api:
         api.reconciler = hooks.reconciler = Reconciler(cfg.mediamtx_api, registry, events,
                                                        lambda path: hooks.request_for(path, ""),
-                                                       interval_s=cfg.reconcile_interval_s)
+                                                       interval_s=cfg.reconcile_interval_s,
+                                                       credentials=(cfg.rtmp_user, cfg.rtmp_pass or "")
+                                                       if cfg.rtmp_user else None)
     for name, value in (("streams", cfg.max_streams), ("languages", cfg.max_languages),
                         ("preview_viewers", cfg.max_preview_viewers),
                         ("preview_viewers_total", cfg.max_preview_viewers_total), ("body_bytes", MAX_BODY_BYTES),

@@ -10,6 +10,10 @@ a URL that a browser keeps; a caption feed opened by a link ends when the link e
 requests from another site (a foreign `Origin`) are refused before the token is looked at.
 /health, /ready, /metrics and the dashboard page (which holds no data) need no token.
 
+A hook-only token (MEDIA_HOOK_TOKEN) is what the RTMP server holds: its hook processes (and anyone
+who can read their environment or command line) see it, so it may start and stop dubbing through
+`/v1/hooks/*` and nothing else (403 `forbidden` anywhere else).
+
 A second, read-only token (MEDIA_VIEWER_TOKEN) is for people who watch (a player, a monitoring
 page, the dashboard of someone who must not change a stream): `viewer_may` says what it may do,
 which is reading and asking for signed read links; anything else is 403 `forbidden` (not 401:
@@ -93,12 +97,18 @@ async def auth_middleware(request: web.Request, handler):
         return await handler(request)
     else:
         supplied = ""
-    if not _matches(supplied, token):
-        if not _matches(supplied, cfg.viewer_token):
-            return json_error(401, "unauthorized", "missing or wrong bearer token (MEDIA_API_TOKEN)")
-        if not viewer_may(request.method, request.path):
-            return json_error(403, "forbidden", f"the viewer token (MEDIA_VIEWER_TOKEN) is read-only: "
-                              f"{request.method} {request.path} needs the API token (MEDIA_API_TOKEN)")
+    if _matches(supplied, token):
+        pass
+    elif _matches(supplied, cfg.hook_token):
+        if not request.path.startswith(HOOK_PREFIX):
+            return json_error(403, "forbidden", f"the hook token (MEDIA_HOOK_TOKEN) is good for {HOOK_PREFIX}* "
+                              f"only: {request.method} {request.path} needs the API token (MEDIA_API_TOKEN)")
+    elif not _matches(supplied, cfg.viewer_token):
+        return json_error(401, "unauthorized", "missing or wrong bearer token (MEDIA_API_TOKEN)")
+    elif not viewer_may(request.method, request.path):
+        return json_error(403, "forbidden", f"the viewer token (MEDIA_VIEWER_TOKEN) is read-only: "
+                          f"{request.method} {request.path} needs the API token (MEDIA_API_TOKEN)")
+    else:
         request[VIEWER] = True  # answers show it URLs as scheme://host only (redaction.viewer_view)
     if (request.method in BODY_METHODS and request.can_read_body and not request.path.startswith(HOOK_PREFIX)
             and request.content_type != "application/json"):

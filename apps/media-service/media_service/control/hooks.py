@@ -9,7 +9,7 @@ languages, source and mix. A publish is never refused for a path that is not an 
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, unquote_plus, urlencode
 
 from aiohttp import web
 from livedub_protocol import describe_validation_error
@@ -35,6 +35,25 @@ def stream_id_of(name: str) -> str:
     return name.replace("/", "-")
 
 
+def mediamtx_query(body: str) -> str:
+    """The publisher's query from what a MediaMTX hook posted as `$MTX_QUERY`.
+
+    MediaMTX up to 1.18.0 passes the raw query (`lang=es&user=...`); from 1.18.1 on it passes it
+    URL-escaped as a whole (`lang%3Des%26user%3D...`: no `=` and no `&` left), which is decoded once
+    here. A raw query without `=` or `&` holds no parameter either way.
+    """
+    if "=" in body or "&" in body:
+        return body
+    return unquote_plus(body)
+
+
+def with_credentials(url: str, user: str | None, password: str | None) -> str:
+    """`url` with MediaMTX's `?user=...&pass=...` (how an RTMP client passes credentials to it)."""
+    if user is None:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}{urlencode({'user': user, 'pass': password or ''})}"
+
+
 class PublishHooks:
     def __init__(self, cfg: MediaConfig, registry: StreamRegistry, events: EventLog):
         self.cfg, self.registry, self.events = cfg, registry, events
@@ -55,7 +74,9 @@ class PublishHooks:
             or list(self.cfg.default_target_languages)
         base = f"{self.cfg.rtmp_base_url.rstrip('/')}/{app}/{'_definst_/' if nginx else ''}{name}"
         output = f"{base}/out" if len(langs) == 1 else f"{base}/{{lang}}"
-        return StreamRequest(id=stream_id_of(name), input_url=f"{base}/in", output_url=output,
+        user, password = self.cfg.rtmp_user, self.cfg.rtmp_pass
+        return StreamRequest(id=stream_id_of(name), input_url=with_credentials(f"{base}/in", user, password),
+                             output_url=with_credentials(output, user, password),
                              source_language=q.get("source", [self.cfg.default_source_language])[0],
                              target_languages=langs, mix=q.get("mix", [self.cfg.default_mix])[0])
 
@@ -93,15 +114,15 @@ class PublishHooks:
     async def _mediamtx_hook_args(request) -> tuple[str, str]:
         """The path and the publisher's raw query of a MediaMTX hook.
 
-        The shipped hook posts the raw query as the body and names the path in the URL
-        (`?path=$MTX_PATH`): nothing is pasted into a JSON template, so a query holding `"` cannot
-        add or replace a field. The JSON body `{"path", "query"}` of older configs is still read,
-        with duplicate keys refused.
+        The shipped hook script (deploy/mediamtx/livedub-hook.sh) posts `$MTX_QUERY` as the body
+        and names the path in the URL (`?path=...`): nothing is pasted into a JSON template, so a
+        query holding `"` cannot add or replace a field. The JSON body `{"path", "query"}` of older
+        configs is still read, with duplicate keys refused.
         """
         if request.content_type == "application/json":
             body = await json_body(request)
             return str(body.get("path", "")), str(body.get("query", ""))
-        return request.query.get("path", ""), await request.text()
+        return request.query.get("path", ""), mediamtx_query(await request.text())
 
     async def mediamtx_ready(self, request):
         return await self._hook_start(*await self._mediamtx_hook_args(request))

@@ -6,7 +6,8 @@ publisher reconnected. With `--mediamtx-api` set, the `Reconciler` lists MediaMT
 start and every `RECONCILE_INTERVAL_S`, and starts a stream for each `<app>/<name>/in` that has
 none, exactly as the hook would have (the publisher's `?lang=` is not in the list: service
 defaults apply). A stream an operator stopped over the API is not brought back while its path
-stays published.
+stays published. With `--rtmp-user` the list is read as that MediaMTX user (HTTP basic auth: the
+deployed config grants it the `api` action; nothing is granted by address).
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ class Reconciler:
     """Owns one polling task (started and cancelled with the app)."""
 
     def __init__(self, api_url: str, registry: StreamRegistry, events: EventLog,
-                 request_for_path: Callable[[str], StreamRequest | None], interval_s: float = RECONCILE_INTERVAL_S):
+                 request_for_path: Callable[[str], StreamRequest | None], interval_s: float = RECONCILE_INTERVAL_S,
+                 credentials: tuple[str, str] | None = None):
         self.api_url, self.registry, self.events = api_url, registry, events
+        self.auth = aiohttp.BasicAuth(*credentials) if credentials else None
         self.request_for_path = request_for_path
         self.interval_s = interval_s
         self._stopped_by_operator: set[str] = set()  # ids not to restart while their path is published
@@ -96,7 +99,7 @@ class Reconciler:
         return started
 
     async def _run(self) -> None:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(auth=self.auth) as session:
             while True:
                 try:
                     await self.run_once(session)

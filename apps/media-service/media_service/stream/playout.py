@@ -25,7 +25,7 @@ from ..config import PlannedOutput, StreamRequest
 from ..events import EventLog
 from ..media_io.output import FRAME, OutputError, OutputWriter
 from ..metrics import MediaMetrics
-from ..redaction import redact_url
+from ..redaction import redact, redact_url
 from ..states import Mode, OutputState
 from .budget import BATCH_S
 from .capture import VideoQueue
@@ -202,7 +202,7 @@ class Playout:
             writer.close()
         self.state = OutputState.ERROR
         self.metrics.output_up.labels(self.id).set(0)
-        self.events.publish(self.id, "output_lost", {**self._describe(out), "error": str(exc)})
+        self.events.publish(self.id, "output_lost", {**self._describe(out), "error": redact(str(exc))})
 
     def _close_outputs(self, reason: str) -> None:
         for out in self.plan:
