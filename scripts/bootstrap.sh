@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(ffmpeg nginx libnginx-mod-rtmp apertium apertium-eng-spa apertium-eng-cat
-              espeak-ng rubberband-cli sox docker-compose prometheus wget chromium)
+              espeak-ng rubberband-cli sox docker-compose prometheus wget chromium redis-server)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

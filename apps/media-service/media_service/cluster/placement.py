@@ -1,0 +1,57 @@
+"""Which replica a stream starts on: the one with the most headroom.
+
+Headroom is the share of `--max-streams` still free, less the share of the machine's CPU the
+replica already uses, less a penalty for input lag (a replica whose streams read behind their
+live input is past what its host can carry). Loads are published every HEARTBEAT_S, so streams
+placed meanwhile are counted by the placer itself (`pending`) until the replica reports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .replicas import ReplicaLoad
+
+LAG_FULL_S = 2.0  # input lag at which a replica counts as having no headroom left
+
+
+def headroom(load: ReplicaLoad, extra: int = 0) -> float:
+    """In [-inf, 1]: < 0 means the replica must not take another stream."""
+    running = len(load.streams) + extra
+    if load.draining or running >= load.max_streams:
+        return float("-inf")
+    free = (load.max_streams - running) / load.max_streams
+    return free - load.cpu_share - min(load.input_lag_s, LAG_FULL_S) / LAG_FULL_S
+
+
+def choose(loads: Iterable[ReplicaLoad], pending: dict[str, int] | None = None,
+           exclude: Iterable[str] = ()) -> ReplicaLoad | None:
+    """The replica with the most headroom (ties: fewer streams, then id), or None when all are full."""
+    pending, excluded = pending or {}, set(exclude)
+    best, best_key = None, None
+    for load in loads:
+        if load.id in excluded:
+            continue
+        extra = pending.get(load.id, 0)
+        room = headroom(load, extra)
+        if room == float("-inf"):
+            continue
+        key = (room, -(len(load.streams) + extra), load.id)
+        if best_key is None or key > best_key:
+            best, best_key = load, key
+    return best
+
+
+def assign(orphans: list[str], loads: list[ReplicaLoad], exclude_of: dict[str, str]) -> dict[str, str]:
+    """Spread orphaned streams over the replicas, one at a time to the one with the most headroom
+    (each assignment counts against its replica for the next): {stream id: replica id}. Every
+    replica computes the same assignment from the same board and takes its own share."""
+    pending: dict[str, int] = {}
+    out = {}
+    for stream_id in sorted(orphans):
+        target = choose(loads, pending, exclude=[exclude_of[stream_id]] if stream_id in exclude_of else [])
+        if target is None:
+            continue
+        out[stream_id] = target.id
+        pending[target.id] = pending.get(target.id, 0) + 1
+    return out
