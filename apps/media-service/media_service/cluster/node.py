@@ -94,6 +94,7 @@ class ClusterNode:
         self.held: dict[str, Lease] = {}
         self.draining = False
         self._cpu = CpuMeter()
+        self._cpu_share = 0.0
         self._tasks: list[asyncio.Task] = []
         self._redis_error: str | None = None
         self.session = None  # aiohttp.ClientSession for forwarding, made at start
@@ -198,7 +199,7 @@ class ClusterNode:
     def load(self) -> ReplicaLoad:
         workers = [w for w in self.registry.all() if not w.done]
         return ReplicaLoad(id=self.id, url=self.url, streams=sorted(w.id for w in workers),
-                           max_streams=self.cfg.max_streams, cpu_share=self._cpu.share(),
+                           max_streams=self.cfg.max_streams, cpu_share=self._cpu_share,
                            input_lag_s=round(max((w.input_lag_s for w in workers), default=0.0), 3),
                            draining=self.draining)
 
@@ -233,6 +234,7 @@ class ClusterNode:
 
     async def _heartbeat(self) -> None:
         while True:
+            self._cpu_share = self._cpu.share()  # over one heartbeat period
             try:
                 await self.board.publish(self.load())
                 self._redis_back()

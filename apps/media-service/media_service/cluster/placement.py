@@ -1,9 +1,10 @@
 """Which replica a stream starts on: the one with the most headroom.
 
-Headroom is the share of `--max-streams` still free, less the share of the machine's CPU the
-replica already uses, less a penalty for input lag (a replica whose streams read behind their
-live input is past what its host can carry). Loads are published every HEARTBEAT_S, so streams
-placed meanwhile are counted by the placer itself (`pending`) until the replica reports them.
+Headroom is counted in streams: the slots `--max-streams` leaves, or fewer when the replica's
+CPU says so (its CPU share per stream, extrapolated to CPU_BUDGET of the machine), scaled down
+by its streams' input lag (a replica whose streams read behind their live input is past what
+its host carries: none at LAG_FULL_S). Loads are published every HEARTBEAT_S, so streams placed
+meanwhile are counted by the placer itself (`pending`) until the replica reports them.
 """
 
 from __future__ import annotations
@@ -12,16 +13,18 @@ from collections.abc import Iterable
 
 from .replicas import ReplicaLoad
 
-LAG_FULL_S = 2.0  # input lag at which a replica counts as having no headroom left
+CPU_BUDGET = 0.9  # share of the machine a replica may fill
+LAG_FULL_S = 2.0
 
 
 def headroom(load: ReplicaLoad, extra: int = 0) -> float:
-    """In [-inf, 1]: < 0 means the replica must not take another stream."""
+    """Streams the replica can still take (-inf: none)."""
     running = len(load.streams) + extra
-    if load.draining or running >= load.max_streams:
-        return float("-inf")
-    free = (load.max_streams - running) / load.max_streams
-    return free - load.cpu_share - min(load.input_lag_s, LAG_FULL_S) / LAG_FULL_S
+    room = float(load.max_streams - running)
+    if load.streams and load.cpu_share > 0:  # what its streams cost so far, per stream
+        room = min(room, (CPU_BUDGET - load.cpu_share) / (load.cpu_share / len(load.streams)) - extra)
+    room *= 1 - min(load.input_lag_s, LAG_FULL_S) / LAG_FULL_S
+    return room if room > 0 and not load.draining else float("-inf")
 
 
 def choose(loads: Iterable[ReplicaLoad], pending: dict[str, int] | None = None,

@@ -62,8 +62,13 @@ class Placer:
                 if best is None:
                     return await start_here(request)  # every replica full: this one answers why
                 target_id, url = best.id, best.url
+            # Reserved before it starts: placements running meanwhile (hooks come in bursts) count it.
+            self._placed[stream_id] = (target_id, time.monotonic())
             if target_id == node.id:
-                return await start_here(request)
+                status, body = await start_here(request)
+                if status != 201:
+                    self._placed.pop(stream_id, None)
+                return status, {**body, "replica": node.id} if status < 300 else body
             try:
                 status, data, _ = await call(node.session, "POST", f"{url}/v1/streams",
                                              authorization=f"Bearer {node.cfg.api_token}",
@@ -72,11 +77,12 @@ class Placer:
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                 log.warning("cluster: replica %s at %s does not answer (%s): placing %s elsewhere", target_id, url,
                             redact(str(exc) or type(exc).__name__), stream_id)
+                self._placed.pop(stream_id, None)
                 tried.add(target_id)
                 holder = None
                 continue
-            if status == 201:
-                self._placed[stream_id] = (target_id, time.monotonic())
+            if status != 201:
+                self._placed.pop(stream_id, None)
             body = json_of(data)
             body.setdefault("replica", target_id)
             return status, body
