@@ -258,3 +258,34 @@ def test_redis_restarted_empty_streams_go_on_and_leases_come_back(cluster):
     where = owners(media)
     assert all(len(v) == 1 for v in where.values()), where
     assert http_json(media[0].url + "/health")[0] == 200
+
+
+def test_sigterm_hands_streams_over_after_playing_out(cluster):
+    media = cluster["media"]
+    where = owners(media)
+    leaving = max(media, key=lambda r: sum(1 for v in where.values() if v == [str(r.port)]))
+    moving = sorted(s for s, v in where.items() if v == [str(leaving.port)])
+    assert moving
+    stayers = [r for r in media if r is not leaving]
+    before = sum(metric_value(r.api("GET", "/metrics")[1], "media_stream_takeovers_total", reason="handover")
+                 for r in stayers)
+    sent_at = time.monotonic()
+    leaving.proc.send_signal(signal.SIGTERM)
+    back: dict[str, float] = {}
+
+    def all_moved():
+        for r in stayers:
+            for stream_id, snap in local_streams(r).items():
+                if stream_id in moving and stream_id not in back and writing(snap):
+                    back[stream_id] = time.monotonic() - sent_at
+        return len(back) == len(moving)
+
+    wait_for(f"{moving} writing on the other replicas", all_moved, 60, poll=0.1)
+    assert leaving.proc.wait(30) == 0
+    print(f"\nSIGTERM of a replica with {len(moving)} streams: writing on their successors after "
+          + ", ".join(f"{s} {t:.1f} s" for s, t in sorted(back.items())))
+    where = owners(stayers)
+    assert sorted(where) == STREAMS and all(len(v) == 1 for v in where.values()), where
+    after = sum(metric_value(r.api("GET", "/metrics")[1], "media_stream_takeovers_total", reason="handover")
+                for r in stayers)
+    assert after - before == len(moving)

@@ -114,14 +114,16 @@ class Leases:
     def ttl_ms(self) -> int:
         return int(self.ttl_s * 1000)
 
-    async def acquire(self, stream_id: str, known_fence: int = 0) -> tuple[Lease | None, tuple[str, int] | None]:
-        """(the lease, None) when it was free; (None, (holder, fence)) when someone holds it."""
+    async def acquire(self, stream_id: str, known_fence: int = 0,
+                      clock: LeaseClock | None = None) -> tuple[Lease | None, tuple[str, int] | None]:
+        """(the lease, None) when it was free; (None, (holder, fence)) when someone holds it.
+        `clock`: the one a waiting worker's gate already reads (hand-over)."""
         sent_at = time.monotonic()
         ok, value = await self._acquire(keys=[self.lease_key(stream_id), self.fence_key(stream_id)],
                                         args=[self.replica_id, self.ttl_ms, known_fence])
         if not int(ok):
             return None, parse_holder(_text(value))
-        lease = Lease(stream_id, int(value), LeaseClock(self.ttl_s))
+        lease = Lease(stream_id, int(value), clock or LeaseClock(self.ttl_s))
         lease.clock.confirmed(sent_at)
         return lease, None
 
@@ -132,22 +134,13 @@ class Leases:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for lease in leases:
-            await self._renew(keys=[self.lease_key(lease.stream_id), self.fence_key(lease.stream_id)],
-                              args=[self.replica_id, self.ttl_ms, lease.fence], client=pipe)
+            await self._renew(**self._renew_call(lease), client=pipe)
         sent_at = time.monotonic()
-        replies = await pipe.execute()
-        out = []
-        for lease, (code, value) in zip(leases, replies):
-            code = int(code)
-            if code == 0:
-                lease.clock.revoke()
-                out.append((Renewal.LOST, parse_holder(_text(value))))
-                continue
-            if code == 2:
-                lease.fence = int(value)
-            lease.clock.confirmed(sent_at)
-            out.append((Renewal.RENEWED if code == 1 else Renewal.REACQUIRED, None))
-        return out
+        return apply_renewals(leases, await pipe.execute(), sent_at)
+
+    def _renew_call(self, lease: Lease) -> dict:
+        return {"keys": [self.lease_key(lease.stream_id), self.fence_key(lease.stream_id)],
+                "args": [self.replica_id, self.ttl_ms, lease.fence]}
 
     async def release(self, lease: Lease) -> bool:
         """Give the lease up (only if it is still this one: same replica and fence)."""
@@ -160,6 +153,35 @@ class Leases:
             return {}
         values = await self.redis.mget([self.lease_key(s) for s in stream_ids])
         return {s: parse_holder(_text(v)) for s, v in zip(stream_ids, values)}
+
+
+class BlockingRenewer(Leases):
+    """`renew_all` on a blocking redis client, for a thread of its own (node.LeaseKeeper): a busy
+    event loop must not be what lets a lease lapse."""
+
+    def renew_all(self, leases: list[Lease]) -> list[tuple[Renewal, tuple[str, int] | None]]:  # type: ignore[override]
+        if not leases:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for lease in leases:
+            self._renew(**self._renew_call(lease), client=pipe)
+        sent_at = time.monotonic()
+        return apply_renewals(leases, pipe.execute(), sent_at)
+
+
+def apply_renewals(leases: list[Lease], replies: list, sent_at: float) -> list[tuple[Renewal, tuple[str, int] | None]]:
+    out = []
+    for lease, (code, value) in zip(leases, replies):
+        code = int(code)
+        if code == 0:
+            lease.clock.revoke()
+            out.append((Renewal.LOST, parse_holder(_text(value))))
+            continue
+        if code == 2:
+            lease.fence = int(value)
+        lease.clock.confirmed(sent_at)
+        out.append((Renewal.RENEWED if code == 1 else Renewal.REACQUIRED, None))
+    return out
 
 
 def _text(value) -> str | None:

@@ -5,6 +5,11 @@ Redis keys (prefix `livedub`): `lease:<id>` (owner `<replica>|<fence>`, TTL), `f
 hash `specs` (id -> the StreamRequest JSON), hash `owners` (id -> `<replica>|<fence>|<how>`, the last
 owner, kept when it leaves without a clean stop so that the next one can name it), set `stopped`
 (ids an operator stopped: reconcile leaves them), `replica:<id>` (load, TTL).
+
+Hand-over (SIGTERM): the leaving owner marks its streams `handover` at once, then plays out what
+it has buffered. Meanwhile a successor starts each one in standby: it reads and dubs the input,
+its outputs gated shut, and takes the lease the moment the leaving owner releases it, with D of
+input already buffered, so its output starts at once instead of D after it started reading.
 """
 
 from __future__ import annotations
@@ -14,18 +19,19 @@ import logging
 import os
 import secrets
 import socket
-import time
 
 from ..config import MediaConfig, StreamRequest
 from ..events import EventLog
 from ..metrics import MediaMetrics
 from ..redaction import redact
-from .lease import Lease, Leases, Renewal
+from .keeper import LeaseKeeper
+from .lease import Lease, LeaseClock, Leases, Renewal
 from .replicas import HEARTBEAT_S, CpuMeter, LoadBoard, ReplicaLoad
 
 log = logging.getLogger(__name__)
 
 PREFIX = "livedub"
+STANDBY_POLL_S = 0.2  # how soon a standby successor notices the lease it waits for was released
 # The last owner's entry is only removed if it is still this owner's (a stale owner's clean-up
 # must never remove its successor's spec).
 FORGET_SPEC = """
@@ -37,6 +43,10 @@ if cur and string.sub(cur, 1, string.len(ARGV[2])) == ARGV[2] then
 end
 return 0
 """
+
+
+class ClusterUnavailable(Exception):
+    """Redis does not answer: no stream can be claimed (started) now."""
 
 
 class OwnedElsewhere(Exception):
@@ -74,17 +84,17 @@ def parse_owner(value: str | None) -> tuple[str, int, str] | None:
 
 
 class ClusterNode:
-    """Owns the Redis client and three tasks (lease keeper, heartbeat, failover scan); `registry`
-    calls `claim` / `released` around every stream it runs."""
+    """Owns the Redis clients, the lease keeper's thread and three tasks (heartbeat, hand-overs,
+    failover scan); `registry` calls `claim` / `released` around every stream it runs."""
 
-    def __init__(self, cfg: MediaConfig, registry, metrics: MediaMetrics, events: EventLog, redis=None):
+    def __init__(self, cfg: MediaConfig, registry, metrics: MediaMetrics, events: EventLog):
         import redis.asyncio as aioredis
 
         self.cfg, self.registry, self.metrics, self.events = cfg, registry, metrics, events
         self.ttl_s = cfg.lease_ttl_s
         # Every Redis call gives up well inside a lease: a hung call must not outlive it.
         timeout = self.ttl_s / 3
-        self.redis = redis or aioredis.from_url(cfg.redis_url, decode_responses=True, socket_timeout=timeout,
+        self.redis = aioredis.from_url(cfg.redis_url, decode_responses=True, socket_timeout=timeout,
                                                 socket_connect_timeout=timeout)
         self.id = replica_id()
         self.url = advertised_url(cfg)
@@ -92,10 +102,16 @@ class ClusterNode:
         self.board = LoadBoard(self.redis, PREFIX)
         self._forget_spec = self.redis.register_script(FORGET_SPEC)
         self.held: dict[str, Lease] = {}
+        # Started here, waiting for the lease of the replica (id) that is handing them over.
+        self.standby: dict[str, tuple[LeaseClock, str]] = {}
         self.draining = False
         self._cpu = CpuMeter()
         self._cpu_share = 0.0
         self._tasks: list[asyncio.Task] = []
+        self._chores: set[asyncio.Task] = set()  # give-ups and records that the keeper's outcomes start
+        # A renewal reads `held` from the keeper's thread: a copy made in one C call is consistent.
+        self.keeper = LeaseKeeper(cfg.redis_url, self.id, self.ttl_s, PREFIX, held=lambda: list(self.held.values()),
+                                  on_outcomes=self._renewed, on_error=self._redis_state)
         self._redis_error: str | None = None
         self.session = None  # aiohttp.ClientSession for forwarding, made at start
 
@@ -108,13 +124,28 @@ class ClusterNode:
     async def claim(self, request: StreamRequest):
         """Take the stream's lease and record its spec; returns the output gate (a callable that
         says whether this replica may still write). Raises OwnedElsewhere."""
+        from redis.exceptions import RedisError
+
         stream_id = request.stream_id()
-        previous = parse_owner(await self.redis.hget(self.key_owners, stream_id))
-        lease, holder = await self.leases.acquire(stream_id, known_fence=previous[1] if previous else 0)
+        try:
+            previous = parse_owner(await self.redis.hget(self.key_owners, stream_id))
+            lease, holder = await self.leases.acquire(stream_id, known_fence=previous[1] if previous else 0)
+        except RedisError as exc:
+            raise ClusterUnavailable(f"the cluster's Redis does not answer ({redact(str(exc))}): no stream "
+                                     "can start now") from None
         if lease is None:
             if holder and holder[0] == self.id and stream_id in self.held:
                 return self.held[stream_id].clock.valid
+            if holder and previous and previous[2] == "handover" and previous[0] == holder[0] != self.id:
+                clock = self.standby.setdefault(stream_id, (LeaseClock(self.ttl_s), holder[0]))[0]  # shut till then
+                log.info("stream %s: replica %s is handing it over: started here in standby", stream_id, holder[0])
+                return clock.valid
             raise OwnedElsewhere(stream_id, holder)
+        await self._owned(stream_id, request, lease, previous)
+        return lease.clock.valid
+
+    async def _owned(self, stream_id: str, request: StreamRequest, lease: Lease,
+                     previous: tuple[str, int, str] | None) -> None:
         self.held[stream_id] = lease
         await self._record(stream_id, request, lease)
         if previous and previous[0] != self.id:
@@ -122,7 +153,6 @@ class ClusterNode:
             self.metrics.takeovers.labels(how).inc()
             self.events.publish(stream_id, "taken_over", {"from": previous[0], "reason": how, "fence": lease.fence})
             log.info("stream %s: taken over from replica %s (%s), fence %d", stream_id, previous[0], how, lease.fence)
-        return lease.clock.valid
 
     async def _record(self, stream_id: str, request: StreamRequest, lease: Lease) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -139,6 +169,7 @@ class ClusterNode:
     async def released(self, stream_id: str, handover: bool = False) -> None:
         """The stream stopped here. Without `handover` it is gone from the cluster (its spec too,
         if this replica still owns it); with it (SIGTERM), another replica takes it up."""
+        self.standby.pop(stream_id, None)
         lease = self.held.pop(stream_id, None)
         if lease is None:
             return
@@ -203,34 +234,76 @@ class ClusterNode:
                            input_lag_s=round(max((w.input_lag_s for w in workers), default=0.0), 3),
                            draining=self.draining)
 
-    async def _keep_leases(self) -> None:
-        """Renew every held lease each third of the TTL. A lost lease (another replica holds it)
+    def _renewed(self, changed) -> None:
+        """Outcomes of the keeper's renewals (event loop). A lost lease (another replica holds it)
         means this replica was cut off or paused: the stream is given up at once, its outputs
-        already closed by their gate. A lease found gone (Redis restarted empty) is taken again."""
+        already shut by their gate. A lease found gone (Redis restarted empty) was taken again."""
+        for lease, outcome, holder in changed:
+            if self.held.get(lease.stream_id) is not lease:
+                continue
+            if outcome == Renewal.LOST:
+                log.warning("stream %s: lease lost to replica %s: giving the stream up", lease.stream_id,
+                            holder[0] if holder else "?")
+                self.events.publish(lease.stream_id, "lease_lost", {"holder": holder[0] if holder else None})
+                self.held.pop(lease.stream_id, None)
+                self._spawn(self.registry.stop(lease.stream_id, drain=False))
+            elif outcome == Renewal.REACQUIRED:
+                self.events.publish(lease.stream_id, "lease_reacquired", {"fence": lease.fence})
+                log.info("stream %s: lease was gone from Redis: taken again (fence %d)", lease.stream_id, lease.fence)
+                worker = self.registry.get(lease.stream_id)
+                if worker is not None:
+                    self._spawn(self._record(lease.stream_id, current_request(worker), lease))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._chores.add(task)
+        task.add_done_callback(self._chore_done)
+
+    def _chore_done(self, task: asyncio.Task) -> None:
+        self._chores.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("cluster: %s", redact(str(task.exception())))
+
+    async def _take_handovers(self) -> None:
+        """Standby streams: take each lease as soon as its leaving owner releases it (or it lapses);
+        a stream the leaving owner ended instead (its spec gone) stops here too."""
         while True:
-            started = time.monotonic()
-            leases = list(self.held.values())
-            try:
-                results = await self.leases.renew_all(leases)
-                self._redis_back()
-            except Exception as exc:
-                self._redis_down(exc)
-                results = []
-            for lease, (outcome, holder) in zip(leases, results):
-                if outcome == Renewal.LOST and self.held.get(lease.stream_id) is lease:
-                    log.warning("stream %s: lease lost to replica %s: giving the stream up", lease.stream_id,
-                                holder[0] if holder else "?")
-                    self.events.publish(lease.stream_id, "lease_lost", {"holder": holder[0] if holder else None})
-                    self.held.pop(lease.stream_id, None)
-                    await self.registry.stop(lease.stream_id, drain=False)
-                elif outcome == Renewal.REACQUIRED:
-                    worker = self.registry.get(lease.stream_id)
-                    if worker is not None:
-                        await self._record(lease.stream_id, current_request(worker), lease)
-                    self.events.publish(lease.stream_id, "lease_reacquired", {"fence": lease.fence})
-                    log.info("stream %s: lease was gone from Redis: taken again (fence %d)", lease.stream_id,
-                             lease.fence)
-            await asyncio.sleep(max(0.05, self.ttl_s / 3 - (time.monotonic() - started)))
+            await asyncio.sleep(STANDBY_POLL_S)
+            for stream_id, (clock, leaving) in list(self.standby.items()):
+                try:
+                    previous = parse_owner(await self.redis.hget(self.key_owners, stream_id))
+                    if previous is None:
+                        self.standby.pop(stream_id, None)
+                        await self.registry.stop(stream_id, drain=False)
+                        continue
+                    lease, holder = await self.leases.acquire(stream_id, known_fence=previous[1], clock=clock)
+                except Exception as exc:  # Redis away: try again next time
+                    self._redis_down(exc)
+                    continue
+                if lease is None and holder is not None and holder[0] != leaving:
+                    log.info("stream %s: replica %s took it over: standby here ends", stream_id, holder[0])
+                    self.standby.pop(stream_id, None)
+                    await self.registry.stop(stream_id, drain=False)
+                    continue
+                worker = self.registry.get(stream_id)
+                if lease is None or self.standby.pop(stream_id, None) is None or worker is None:
+                    if lease is not None:  # stopped meanwhile
+                        await self.leases.release(lease)
+                    continue
+                await self._owned(stream_id, current_request(worker), lease, previous)
+
+    async def hand_over(self) -> None:
+        """SIGTERM: no new streams here; every stream is marked for a successor to start in standby
+        while this replica plays out what it has buffered."""
+        self.draining = True
+        try:
+            await self.board.publish(self.load())
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream_id, lease in self.held.items():
+                    pipe.hset(self.key_owners, stream_id, f"{self.id}|{lease.fence}|handover")
+                await pipe.execute()
+        except Exception as exc:  # Redis away: the leases lapse instead, and are taken over then
+            log.warning("cluster: could not announce the hand-over: %s", redact(str(exc)))
 
     async def _heartbeat(self) -> None:
         while True:
@@ -241,6 +314,9 @@ class ClusterNode:
             except Exception as exc:
                 self._redis_down(exc)
             await asyncio.sleep(HEARTBEAT_S)
+
+    def _redis_state(self, exc: Exception | None) -> None:
+        self._redis_back() if exc is None else self._redis_down(exc)
 
     def _redis_down(self, exc: Exception) -> None:
         error = redact(str(exc) or type(exc).__name__)
@@ -257,20 +333,22 @@ class ClusterNode:
         import aiohttp
 
         self.session = aiohttp.ClientSession()
-        for name, coro in (("lease-keeper", self._keep_leases()), ("heartbeat", self._heartbeat()),
-                           ("failover", failover.run())):
+        self.keeper.start()
+        for name, coro in (("heartbeat", self._heartbeat()),
+                           ("handovers", self._take_handovers()), ("failover", failover.run())):
             self._tasks.append(asyncio.create_task(coro, name=f"cluster-{name}"))
         log.info("cluster: replica %s at %s, Redis %s, lease TTL %.1f s", self.id, self.url,
                  redact(self.cfg.redis_url), self.ttl_s)
 
     def drain(self) -> None:
-        """SIGTERM: no new streams here; the board says so at the next heartbeat."""
+        """Shutting down: no new streams or takeovers here (the board says so at the next heartbeat)."""
         self.draining = True
 
     async def close(self) -> None:
-        for task in self._tasks:
+        await self.keeper.stop()
+        for task in self._tasks + list(self._chores):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._chores, return_exceptions=True)
         self._tasks.clear()
         try:
             await self.board.withdraw(self.id)

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from ..cluster.forward import forwarded
-from ..cluster.node import OwnedElsewhere, current_request
+from ..cluster.node import ClusterUnavailable, OwnedElsewhere, current_request
 from ..config import MediaConfig, StreamPatch, StreamRequest
 from ..events import EventLog
 from ..media_io.captions import render_webvtt
@@ -91,6 +91,10 @@ class Api:
             worker, created = await self.registry.start(req)
         except (StreamExists, OwnedElsewhere) as exc:
             return json_error(409, "conflict", str(exc))
+        except ClusterUnavailable as exc:
+            resp = json_error(503, "unavailable", str(exc))
+            resp.headers["Retry-After"] = "2"
+            return resp
         except TargetRefused as exc:
             return json_error(400, "invalid_request", str(exc))
         except LimitReached as exc:

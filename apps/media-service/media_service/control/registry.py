@@ -124,7 +124,7 @@ class StreamRegistry:
         drain_s = self.cfg.shutdown_drain_s
         handover = self.ownership is not None
         if handover:
-            self.ownership.drain()
+            await self.ownership.hand_over()
         live = [w for w in self.all() if not w.done]
         if live:
             log.info("shutting down: %d streams play out what is buffered (at most %.0f s)", len(live), drain_s)
