@@ -120,9 +120,10 @@ def cluster(tmp_path_factory, short_media):
                            prefix=work / "nginx", keep_prefix=True)
     sts_token = "cluster-sts-token-5d8e2f9a7b"
     sts = [StsProcess(token=sts_token, log_dir=work / f"sts{i}") for i in range(2)]
+    # The default shutdown drain (the testkit's is 2 s): a hand-over plays out what is buffered.
     media = [MediaProcess("--rtmp-base-url", f"rtmp://127.0.0.1:{rtmp.rtmp_port}", "--redis-url", redis.url,
                           sts_url=sts[i % 2].url, sts_token=sts_token, api_token=api_token, port=ports[i],
-                          log_dir=work / f"media{i}") for i in range(3)]
+                          env={"MEDIA_SHUTDOWN_DRAIN": ""}, log_dir=work / f"media{i}") for i in range(3)]
     publishers = []
     try:
         rtmp.start()
@@ -139,10 +140,11 @@ def cluster(tmp_path_factory, short_media):
     finally:
         for p in publishers:
             stop_process(p, timeout=3)
+        for m in alive(media):
+            os.kill(m.proc.pid, signal.SIGCONT)  # a paused replica must be able to stop
+            m.proc.send_signal(signal.SIGTERM)  # all at once: their drains overlap
         for m in media:
-            if m.proc is not None and m.proc.poll() is None:
-                os.kill(m.proc.pid, signal.SIGCONT)  # a paused replica must be able to stop
-            m.stop()
+            m.stop(timeout=20)
         for s in sts:
             s.stop()
         rtmp.stop()

@@ -148,6 +148,7 @@ class ClusterNode:
                      previous: tuple[str, int, str] | None) -> None:
         self.held[stream_id] = lease
         await self._record(stream_id, request, lease)
+        self._spawn(self.board.publish(self.load()))  # at once: the others place and fail over by it
         if previous and previous[0] != self.id:
             how = "handover" if previous[2] == "handover" else "lease_expired"
             self.metrics.takeovers.labels(how).inc()
@@ -229,7 +230,8 @@ class ClusterNode:
 
     def load(self) -> ReplicaLoad:
         workers = [w for w in self.registry.all() if not w.done]
-        return ReplicaLoad(id=self.id, url=self.url, streams=sorted(w.id for w in workers),
+        streams = {w.id for w in workers} | set(self.held) | set(self.standby)  # a claim comes before its worker
+        return ReplicaLoad(id=self.id, url=self.url, streams=sorted(streams),
                            max_streams=self.cfg.max_streams, cpu_share=self._cpu_share,
                            input_lag_s=round(max((w.input_lag_s for w in workers), default=0.0), 3),
                            draining=self.draining)
