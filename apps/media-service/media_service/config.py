@@ -1,7 +1,7 @@
 """media-service configuration: the service config (env/CLI) and a stream's request (REST/hooks).
 
 Each setting is declared once below (type, default, range, flag, variable, description); the
-command line, the checks at start and the README table (tests/unit/test_config_docs.py) follow
+command line, the checks at start and the table in docs/configuration.md (tests/unit/test_config_docs.py) follow
 from it. A stream's request takes its defaults and ranges from the same declarations.
 """
 
@@ -65,7 +65,7 @@ class MediaConfig(Settings):
     max_fragment_ms: float = setting(
         5000.0, "--max-fragment-ms", "MEDIA_MAX_FRAGMENT_MS",
         "cap on the speech fragment length; the limit in force is derived from D and the measured service "
-        "time ([Output delay D](#output-delay-d-and-fragment-limits))")
+        "time ([Output delay D](operations.md#output-delay-d-and-fragment-limits))")
     min_fragment_ms: float = setting(500.0, "--min-fragment-ms", "MEDIA_MIN_FRAGMENT_MS",
                                      "speech spans shorter than this (padded) are not sent")
     min_silence_ms: float = setting(
@@ -119,7 +119,7 @@ class MediaConfig(Settings):
         None, "--redis-url", "MEDIA_REDIS_URL",
         "Redis of a cluster of media-service replicas (`redis://host:6379/0`): each stream has one owner "
         "(a lease), any replica answers the API and the hooks, a dead replica's streams restart elsewhere "
-        "([docs/scale-out.md](docs/scale-out.md)); unset = this process runs alone", secret=True)
+        "([scale-out.md](scale-out.md)); unset = this process runs alone", secret=True)
     lease_ttl_s: float = setting(3.0, "--lease-ttl", "MEDIA_LEASE_TTL",
                                  "stream lease TTL with `--redis-url`: an owner that cannot renew stops writing "
                                  "within it, a dead owner's streams restart elsewhere after it (1–30 s)", ge=1, le=30)

@@ -1,5 +1,5 @@
 """sts-service configuration: each setting declared once (type, default, range, flag, variable,
-description); the command line, the checks at start and the README table follow from it."""
+description); the command line, the checks at start and the table in docs/configuration.md follow from it."""
 
 from __future__ import annotations
 
