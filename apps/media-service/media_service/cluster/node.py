@@ -15,6 +15,7 @@ input already buffered, so its output starts at once instead of D after it start
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import secrets
@@ -65,7 +66,7 @@ def advertised_url(cfg: MediaConfig) -> str:
     if cfg.advertise_url:
         return cfg.advertise_url.rstrip("/")
     host = cfg.host
-    if host in ("0.0.0.0", "::", ""):  # nosec B104  # a wildcard bind is reached at the host's own address
+    if not host or _unspecified(host):  # a wildcard bind is reached at the host's own address
         host = socket.gethostbyname(socket.gethostname())
     return f"http://{host}:{cfg.port}"
 
@@ -73,6 +74,13 @@ def advertised_url(cfg: MediaConfig) -> str:
 def current_request(worker) -> StreamRequest:
     """The worker's request as it runs now (a PATCH may have changed mix and gain)."""
     return worker.request.model_copy(update={"mix": worker.mode, "duck_gain_db": worker.duck_gain_db})
+
+
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a host name
+        return False
 
 
 def parse_owner(value: str | None) -> tuple[str, int, str] | None:
