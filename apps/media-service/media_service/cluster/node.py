@@ -4,7 +4,8 @@ Redis (so another replica can start them), and its load on the board.
 Redis keys (prefix `livedub`): `lease:<id>` (owner `<replica>|<fence>`, TTL), `fence:<id>` (INCR),
 hash `specs` (id -> the StreamRequest JSON), hash `owners` (id -> `<replica>|<fence>|<how>`, the last
 owner, kept when it leaves without a clean stop so that the next one can name it), set `stopped`
-(ids an operator stopped: reconcile leaves them), `replica:<id>` (load, TTL).
+(ids an operator stopped: reconcile leaves them), `standby:<id>` (the one successor standing by
+for a hand-over, TTL), `replica:<id>` (load, TTL).
 
 Hand-over (SIGTERM): the leaving owner marks its streams `handover` at once, then plays out what
 it has buffered. Meanwhile a successor starts each one in standby: it reads and dubs the input,
@@ -145,6 +146,8 @@ class ClusterNode:
             if holder and holder[0] == self.id and stream_id in self.held:
                 return self.held[stream_id].clock.valid
             if holder and previous and previous[2] == "handover" and previous[0] == holder[0] != self.id:
+                if not await self._reserve_standby(stream_id):
+                    raise OwnedElsewhere(stream_id, holder)  # another replica stands by for it
                 clock = self.standby.setdefault(stream_id, (LeaseClock(self.ttl_s), holder[0]))[0]  # shut till then
                 log.info("stream %s: replica %s is handing it over: started here in standby", stream_id, holder[0])
                 return clock.valid
@@ -178,7 +181,11 @@ class ClusterNode:
     async def released(self, stream_id: str, handover: bool = False) -> None:
         """The stream stopped here. Without `handover` it is gone from the cluster (its spec too,
         if this replica still owns it); with it (SIGTERM), another replica takes it up."""
-        self.standby.pop(stream_id, None)
+        if self.standby.pop(stream_id, None) is not None:
+            try:
+                await self.redis.delete(self.standby_key(stream_id))
+            except Exception:  # nosec B110  # Redis away: the reservation expires by itself
+                pass
         lease = self.held.pop(stream_id, None)
         if lease is None:
             return
@@ -274,6 +281,16 @@ class ClusterNode:
         if not task.cancelled() and task.exception() is not None:
             log.warning("cluster: %s", redact(str(task.exception())))
 
+    def standby_key(self, stream_id: str) -> str:
+        return f"{PREFIX}:standby:{stream_id}"
+
+    async def _reserve_standby(self, stream_id: str) -> bool:
+        """One successor per hand-over: the reservation lives while its holder renews it."""
+        key, ttl_ms = self.standby_key(stream_id), int(self.ttl_s * 1000)
+        if await self.redis.set(key, self.id, nx=True, px=ttl_ms):
+            return True
+        return await self.redis.get(key) == self.id
+
     async def _take_handovers(self) -> None:
         """Standby streams: take each lease as soon as its leaving owner releases it (or it lapses);
         a stream the leaving owner ended instead (its spec gone) stops here too."""
@@ -281,6 +298,7 @@ class ClusterNode:
             await asyncio.sleep(STANDBY_POLL_S)
             for stream_id, (clock, leaving) in list(self.standby.items()):
                 try:
+                    await self.redis.pexpire(self.standby_key(stream_id), int(self.ttl_s * 1000))
                     previous = parse_owner(await self.redis.hget(self.key_owners, stream_id))
                     if previous is None:
                         self.standby.pop(stream_id, None)
@@ -300,6 +318,7 @@ class ClusterNode:
                     if lease is not None:  # stopped meanwhile
                         await self.leases.release(lease)
                     continue
+                await self.redis.delete(self.standby_key(stream_id))
                 await self._owned(stream_id, current_request(worker), lease, previous)
 
     async def hand_over(self) -> None:
