@@ -128,3 +128,36 @@ def test_placement_prefers_headroom_and_spreads_orphans():
     plan = assign(["s1", "s2", "s3", "s4"], [ReplicaLoad("a", ""), ReplicaLoad("b", ""), ReplicaLoad("dead", "")],
                   exclude_of={s: "dead" for s in ("s1", "s2", "s3", "s4")})
     assert sorted(plan.values()) == ["a", "a", "b", "b"]
+
+
+def test_the_output_gate_refuses_writes_and_kills_the_relay_once_the_lease_runs_out():
+    from media_service.cluster.gate import LEASE_LOST, GatedWriter
+    from media_service.media_io.output import OutputError
+
+    class Relay:
+        killed = False
+
+        def kill(self):
+            self.killed = True
+
+    class Writer:
+        def __init__(self):
+            self.relay, self.frames = Relay(), 0
+
+        def write_audio(self, *args):
+            self.frames += 1
+
+        def write_video(self, *args):
+            self.frames += 1
+
+    clock = LeaseClock(ttl_s=3.0)
+    clock.confirmed(sent_at=__import__("time").monotonic())
+    inner = Writer()
+    writer = GatedWriter(inner, clock.valid)
+    writer.write_audio(None, 0)
+    writer.write_video(None, 0)
+    assert inner.frames == 2 and writer.relay is inner.relay  # everything else reaches the writer
+    clock.revoke()
+    with pytest.raises(OutputError) as refused:
+        writer.write_audio(None, 0)
+    assert refused.value.kind == LEASE_LOST and inner.frames == 2 and inner.relay.killed
