@@ -161,3 +161,24 @@ def test_the_output_gate_refuses_writes_and_kills_the_relay_once_the_lease_runs_
     with pytest.raises(OutputError) as refused:
         writer.write_audio(None, 0)
     assert refused.value.kind == LEASE_LOST and inner.frames == 2 and inner.relay.killed
+
+
+def test_cluster_settings_are_checked_and_a_token_is_required(capsys, monkeypatch):
+    from livedub_protocol.settings import ConfigError
+    from media_service.__main__ import main
+    from media_service.config import parse_args
+
+    env = {"STS_AUTH_TOKEN": "Zq7-test-token-4821-xk"}
+    cfg = parse_args(["--redis-url", "redis://:pw-4821@127.0.0.1:6379/0", "--lease-ttl", "2"], env)
+    assert cfg.redis_url.startswith("redis://") and cfg.lease_ttl_s == 2.0 and cfg.advertise_url is None
+    with pytest.raises(ConfigError, match="--redis-url") as err:
+        parse_args(["--redis-url", "http://:pw-4821@127.0.0.1:6379"], env)
+    assert "pw-4821" not in str(err.value)  # a Redis password never appears in messages
+    with pytest.raises(ConfigError, match="--lease-ttl"):
+        parse_args(["--lease-ttl", "0.5"], env)
+    # Replicas forward requests with the API token: a generated one would differ per replica.
+    monkeypatch.setenv("STS_AUTH_TOKEN", env["STS_AUTH_TOKEN"])
+    monkeypatch.delenv("MEDIA_API_TOKEN", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--redis-url", "redis://127.0.0.1:6379/0"])
+    assert exit_.value.code == 2 and "MEDIA_API_TOKEN" in capsys.readouterr().err
