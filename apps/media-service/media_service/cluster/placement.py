@@ -1,7 +1,9 @@
 """Which replica a stream starts on: the one with the most headroom.
 
 Headroom is counted in streams: the slots `--max-streams` leaves, or fewer when the replica's
-CPU says so (its CPU share per stream, extrapolated to CPU_BUDGET of the machine), scaled down
+CPU says so (once it uses more than half of CPU_BUDGET: its CPU share per stream, extrapolated to
+CPU_BUDGET of the machine; below that, streams that are starting make the share too noisy to
+extrapolate from), scaled down
 by its streams' input lag (a replica whose streams read behind their live input is past what
 its host carries: none at LAG_FULL_S). Loads are published every HEARTBEAT_S, so streams placed
 meanwhile are counted by the placer itself (`pending`) until the replica reports them.
@@ -21,7 +23,7 @@ def headroom(load: ReplicaLoad, extra: int = 0) -> float:
     """Streams the replica can still take (-inf: none)."""
     running = len(load.streams) + extra
     room = float(load.max_streams - running)
-    if load.streams and load.cpu_share > 0:  # what its streams cost so far, per stream
+    if load.streams and load.cpu_share > CPU_BUDGET / 2:  # what its streams cost so far, per stream
         room = min(room, (CPU_BUDGET - load.cpu_share) / (load.cpu_share / len(load.streams)) - extra)
     room *= 1 - min(load.input_lag_s, LAG_FULL_S) / LAG_FULL_S
     return room if room > 0 and not load.draining else float("-inf")
