@@ -44,7 +44,11 @@ class MediaConfig(Settings):
 
     host: str = setting("127.0.0.1", "--host", "MEDIA_HOST", "listen address of the control API")
     port: int = setting(8080, "--port", "MEDIA_PORT", "listen port (0–65535)", ge=0, le=65535)
-    sts_url: str = setting("http://127.0.0.1:8000", "--sts-url", "STS_URL", "sts-service base URL (http/https)")
+    sts_url: str = setting(
+        "http://127.0.0.1:8000", "--sts-url", "STS_URL",
+        "sts-service base URL (http/https); several comma-separated, or a DNS name with several addresses, make a "
+        "pool: each stream uses the least-loaded replica and moves on failure or drain "
+        "([STS pool](../specs/media-service.md#sts-pool-sts_poolpy))")
     sts_token: str | None = setting(
         None, None, "STS_AUTH_TOKEN", "token sent to sts-service; the service refuses to start without it",
         secret=True)
@@ -148,7 +152,7 @@ class MediaConfig(Settings):
     def target_policy(self) -> TargetPolicy:
         return TargetPolicy(media_root=self.media_root, hosts=self.media_hosts)
 
-    @field_validator("sts_url", "mediamtx_api", "advertise_url")
+    @field_validator("mediamtx_api", "advertise_url")
     @classmethod
     def _http(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("http://", "https://")):
@@ -161,6 +165,15 @@ class MediaConfig(Settings):
         if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {redact_url(v)!r}")
         return v
+
+    @field_validator("sts_url")
+    @classmethod
+    def _sts_urls(cls, v: str) -> str:
+        urls = [u.strip() for u in v.split(",")]
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"must be http(s):// URLs (comma-separated), got {redact_url(url)!r}")
+        return ",".join(urls)
 
     @field_validator("rtmp_base_url")
     @classmethod
@@ -269,8 +282,8 @@ class Track:
 
 @dataclass(frozen=True)
 class PlannedOutput:
-    """One writer the playout keeps open: `key` names it in snapshots and events (a language code
-    for `output_url`, as before `outputs` existed)."""
+    """One writer the playout keeps open: `key` names it in snapshots and events (for `output_url`,
+    the language code it carries)."""
 
     key: str
     kind: str

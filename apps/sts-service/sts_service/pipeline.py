@@ -29,6 +29,7 @@ from livedub_protocol import (
     pcm16_to_float,
 )
 
+from .asr import ASR_RATE
 from .config import StsConfig
 from .context import StreamContext
 from .engines import Engines
@@ -42,7 +43,6 @@ from .tts.voices import Voice
 
 log = logging.getLogger(__name__)
 
-ASR_RATE = 16000
 # A remote engine's call budget inside a fragment's deadline: translation may take this share of
 # the time left, speech all of it but this much (the fit after it is local and fast).
 MT_SHARE = 0.5
@@ -87,7 +87,7 @@ def source_features(audio: np.ndarray, rate: int, want_pitch: bool) -> tuple[flo
 
 
 def asr_input(audio: bytes, rate: int) -> np.ndarray:
-    """pcm_s16le -> float32 at 16 kHz (linear resampling for the rare non-16k client)."""
+    """pcm_s16le at the stream's rate -> float32 at ASR_RATE (linear resampling for a client at another rate)."""
     x = pcm16_to_float(audio)
     if rate != ASR_RATE and len(x):
         n_out = int(round(len(x) * ASR_RATE / rate))
