@@ -124,9 +124,10 @@ def test_placement_prefers_headroom_and_spreads_orphans():
     assert choose([a, b, c], pending={"b": 3}).id == "a"
     assert choose([a, b], exclude=["b"]).id == "a"
     assert headroom(ReplicaLoad("d", "", streams=["1"], max_streams=1)) == float("-inf")
-    busy = ReplicaLoad("f", "", streams=["1", "2", "3", "4"], max_streams=16, cpu_share=0.6)
-    assert headroom(busy) == pytest.approx(2.0)  # 0.15 of the machine per stream, 0.9 at most
-    assert headroom(ReplicaLoad("g", "", streams=["1", "2", "3", "4"], max_streams=16, cpu_share=0.2)) == 12
+    busy = ReplicaLoad("f", "", streams=["1", "2", "3", "4"], max_streams=16, cpu_share=0.95)
+    assert headroom(busy) == float("-inf")  # its one core is used up
+    assert headroom(ReplicaLoad("g", "", streams=["1", "2", "3", "4"], max_streams=16, cpu_share=0.6)) == 12
+    assert choose([ReplicaLoad("h", "", cpu_share=0.3), ReplicaLoad("i", "", cpu_share=0.1)]).id == "i"
     assert headroom(ReplicaLoad("e", "", draining=True)) == float("-inf")
     plan = assign(["s1", "s2", "s3", "s4"], [ReplicaLoad("a", ""), ReplicaLoad("b", ""), ReplicaLoad("dead", "")],
                   exclude_of={s: "dead" for s in ("s1", "s2", "s3", "s4")})

@@ -1,12 +1,12 @@
 """Which replica a stream starts on: the one with the most headroom.
 
-Headroom is counted in streams: the slots `--max-streams` leaves, or fewer when the replica's
-CPU says so (once it uses more than half of CPU_BUDGET: its CPU share per stream, extrapolated to
-CPU_BUDGET of the machine; below that, streams that are starting make the share too noisy to
-extrapolate from), scaled down
-by its streams' input lag (a replica whose streams read behind their live input is past what
-its host carries: none at LAG_FULL_S). Loads are published every HEARTBEAT_S, so streams placed
-meanwhile are counted by the placer itself (`pending`) until the replica reports them.
+Headroom is counted in streams: the slots `--max-streams` leaves, scaled down by the replica's
+streams' input lag (a replica whose streams read behind their live input is past what its host
+carries: none left at LAG_FULL_S), and none at all once its CPU share (of one core, smoothed: the
+media threads of one process share one GIL, so about one core is all a replica can use) reaches
+CPU_BUDGET. Equal headroom: fewer streams, then less CPU. Loads are published every HEARTBEAT_S,
+so streams placed meanwhile are counted by the placer itself (`pending`) until the replica
+reports them.
 """
 
 from __future__ import annotations
@@ -15,18 +15,15 @@ from collections.abc import Iterable
 
 from .replicas import ReplicaLoad
 
-CPU_BUDGET = 0.9  # share of the machine a replica may fill
+CPU_BUDGET = 0.9  # of one core
 LAG_FULL_S = 2.0
 
 
 def headroom(load: ReplicaLoad, extra: int = 0) -> float:
     """Streams the replica can still take (-inf: none)."""
-    running = len(load.streams) + extra
-    room = float(load.max_streams - running)
-    if load.streams and load.cpu_share > CPU_BUDGET / 2:  # what its streams cost so far, per stream
-        room = min(room, (CPU_BUDGET - load.cpu_share) / (load.cpu_share / len(load.streams)) - extra)
+    room = float(load.max_streams - len(load.streams) - extra)
     room *= 1 - min(load.input_lag_s, LAG_FULL_S) / LAG_FULL_S
-    return room if room > 0 and not load.draining else float("-inf")
+    return room if room > 0 and not load.draining and load.cpu_share < CPU_BUDGET else float("-inf")
 
 
 def choose(loads: Iterable[ReplicaLoad], pending: dict[str, int] | None = None,
@@ -41,7 +38,7 @@ def choose(loads: Iterable[ReplicaLoad], pending: dict[str, int] | None = None,
         room = headroom(load, extra)
         if room == float("-inf"):
             continue
-        key = (room, -(len(load.streams) + extra), load.id)
+        key = (room, -(len(load.streams) + extra), -load.cpu_share, load.id)
         if best_key is None or key > best_key:
             best, best_key = load, key
     return best

@@ -2,13 +2,12 @@
 replica that dies drops off the board by itself (stale after LOAD_TTL_S).
 
 A load names the replica's API URL (where streams are forwarded), its streams, `--max-streams`,
-its CPU share (of the machine, since the last heartbeat), the worst input lag of its streams,
+its CPU share (of one core, smoothed), the worst input lag of its streams,
 and whether it is draining (SIGTERM: no new streams)."""
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -22,7 +21,7 @@ class ReplicaLoad:
     url: str
     streams: list[str] = field(default_factory=list)
     max_streams: int = 16
-    cpu_share: float = 0.0  # of the whole machine (1.0: every core busy with this process)
+    cpu_share: float = 0.0  # of one core, smoothed (a replica's media threads share one GIL)
     input_lag_s: float = 0.0
     draining: bool = False
 
@@ -36,16 +35,21 @@ class ReplicaLoad:
 
 
 class CpuMeter:
-    """This process's CPU time over wall time since the last reading, as a share of every core."""
+    """This process's CPU time over wall time, as a share of one core, averaged over a few
+    readings (a stream starting costs a burst that says little about what it will cost)."""
+
+    SMOOTHING = 0.5  # weight of the newest reading
 
     def __init__(self):
         self._cpu, self._wall = time.process_time(), time.monotonic()
+        self.value = 0.0
 
     def share(self) -> float:
         cpu, wall = time.process_time(), time.monotonic()
-        used = (cpu - self._cpu) / max(1e-3, wall - self._wall) / (os.cpu_count() or 1)
+        used = max(0.0, (cpu - self._cpu) / max(1e-3, wall - self._wall))
         self._cpu, self._wall = cpu, wall
-        return round(min(1.0, max(0.0, used)), 3)
+        self.value = round(self.SMOOTHING * used + (1 - self.SMOOTHING) * self.value, 3)
+        return self.value
 
 
 class LoadBoard:
