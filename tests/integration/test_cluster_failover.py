@@ -7,7 +7,8 @@ One cluster serves the module's tests, in order: six hook-started streams run ex
 spread over the replicas; the replica with the most streams is SIGKILLed and its streams come
 back elsewhere, each once, counted as takeovers; a replica paused (SIGSTOP) past its lease gives
 its streams up when it wakes (SIGCONT) and never opens an output again; Redis restarted empty:
-the streams go on and their leases come back; SIGTERM hands a replica's streams over. Times are
+the streams go on and their leases come back; Redis away for longer than a lease: every output
+stops, and starts again when it is back; SIGTERM hands a replica's streams over. Times are
 printed (`-s`), not asserted.
 """
 
@@ -156,6 +157,30 @@ def test_redis_restarted_empty_streams_go_on_and_leases_come_back(cluster):
         writing(s) and s["counters"]["audio_frames_out"] > before[s["id"]] for s in cluster_streams(cluster.media[0])),
         10)
     once_each(cluster)
+
+
+def test_redis_away_longer_than_a_lease_stops_outputs_until_it_is_back(cluster):
+    def snaps() -> dict[str, dict]:
+        return {k: v for r in cluster.alive() for k, v in cluster.local_streams(r).items()}
+
+    seqs = {r.port: r.api("GET", "/v1/events?since=0")[1]["last_seq"] for r in cluster.alive()}
+    cluster.redis.stop()
+    down_at = time.monotonic()
+    try:
+        wait_for("every output stopped (no replica can prove it still owns its streams)",
+                 lambda: not any(writing(s) for s in snaps().values()), 20)
+        stopped_after = time.monotonic() - down_at
+    finally:
+        cluster.redis.start()
+    back_at = time.monotonic()
+    wait_for("every stream writing again, once", lambda: sorted(snaps()) == STREAMS and all(
+        writing(s) for s in snaps().values()), 30)
+    print(f"\nRedis away: outputs stopped {stopped_after:.1f} s after it went, written again "
+          f"{time.monotonic() - back_at:.1f} s after it came back")
+    once_each(cluster)
+    lost = {e["stream"] for r in cluster.alive() for e in r.api("GET", f"/v1/events?since={seqs[r.port]}")[1]["events"]
+            if e["type"] == "output_lost" and "lease" in e["data"].get("error", "")}
+    assert lost == set(STREAMS)
 
 
 def test_sigterm_hands_streams_over_after_playing_out(cluster):
