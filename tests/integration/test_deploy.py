@@ -44,6 +44,7 @@ DASHBOARD = GRAFANA / "dashboards" / "livedub.json"
 METRICS_TXT = GRAFANA / "metrics.txt"
 ENV_EXAMPLE = DEPLOY / ".env.example"
 PUBLISHERS_PY = DEPLOY / "mediamtx" / "publishers.py"
+GRAFANA_CHECK = GRAFANA / "check-password.sh"
 DOCKERFILE = ROOT / "Dockerfile"  # one build target per service, on a shared base stage
 SERVICE_PORTS = {"sts-service": 8000, "media-service": 8080}
 PROTOCOL_DIR = "libs/livedub_protocol"
@@ -221,6 +222,61 @@ def test_compose_resolved_services(tmp_path):
         str(p["target"]) if isinstance(p, dict) else p.split(":")[-1].split("/")[0] for p in mtx["ports"]
     }
     assert {"1935", "9997", "9998"} <= published
+
+
+def test_compose_guards_are_on_by_default(tmp_path):
+    """Issue 24 #8: an empty MEDIA_HOSTS turned the SSRF guard off; without MEDIA_ALLOWED_HOSTS a
+    page rebound to 127.0.0.1 could read /metrics; Grafana took the example's password."""
+    proc = _docker_compose(["config"], _compose_env(**DUMMY_ENV, MEDIA_HOSTS="", MEDIA_ALLOWED_HOSTS=""), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    services = _load_yaml_text(proc.stdout)["services"]
+    media_env = services["media-service"]["environment"]
+    assert media_env["MEDIA_HOSTS"] == "mediamtx"  # empty gives the compose RTMP server, never "any"
+    assert media_env["MEDIA_RTMP_BASE_URL"].split("://", 1)[1].split(":")[0] in media_env["MEDIA_HOSTS"].split(",")
+    allowed = media_env["MEDIA_ALLOWED_HOSTS"].split(",")
+    # every Host the service is called by: the MediaMTX hooks, Prometheus, its healthcheck
+    hooks = re.findall(r"http://([^:/]+):8080/v1/hooks/", MEDIAMTX_YML.read_text())
+    scraped = [t.split(":")[0] for job in _load_yaml(PROM_YML)["scrape_configs"]
+               for sc in job.get("static_configs", []) for t in sc["targets"] if t.endswith(":8080")]
+    health = re.findall(r"http://([^:/]+):8080/health", " ".join(services["media-service"]["healthcheck"]["test"]))
+    assert hooks and scraped and health
+    assert set(hooks + scraped + health) <= set(allowed), allowed
+    grafana = services["grafana"]
+    assert grafana["entrypoint"][-1] == "/run.sh", "the image's own entrypoint runs after the check"
+    script = grafana["entrypoint"][1]
+    assert any(v.endswith(f":{script}:ro") and "deploy/grafana/check-password.sh" in v for v in grafana["volumes"])
+
+
+def _load_yaml_text(text: str):
+    if yaml is None:
+        pytest.skip("PyYAML is not installed in the venv")
+    return yaml.safe_load(text)
+
+
+GRAFANA_SAMPLES = ["change-me-grafana", "0123456789abcdef", "0123456789abcde", "aaaaabbbbbcccccddddd",
+                   "my-EXAMPLE-password-0123", "dummy-grafana-pass", "b3f1c2d9e8a7b6c5d4e3f2a1"]
+
+
+@pytest.mark.parametrize("shell", ["sh", "busybox"])  # busybox: the shell of the Grafana (Alpine) image
+def test_grafana_refuses_passwords_the_services_refuse_as_tokens(shell):
+    from livedub_protocol import weak_token_reason
+    from livedub_protocol.tokens import _PLACEHOLDERS, MIN_TOKEN_CHARS
+
+    text = GRAFANA_CHECK.read_text()
+    assert f"for word in {' '.join(_PLACEHOLDERS)}; do" in text and f"-ge {MIN_TOKEN_CHARS} ]" in text
+    argv = {"sh": ["sh"], "busybox": ["busybox", "sh"]}[shell]
+    if shutil.which(argv[0]) is None:
+        pytest.skip(f"{argv[0]} not installed")
+    for password in GRAFANA_SAMPLES + [f"x{w}-0123456789abcdef" for w in _PLACEHOLDERS]:
+        proc = subprocess.run([*argv, str(GRAFANA_CHECK), "echo", "grafana started"], capture_output=True, text=True,
+                              env={"PATH": os.environ["PATH"], "GF_SECURITY_ADMIN_PASSWORD": password}, timeout=10)
+        weak = weak_token_reason(password)
+        assert (proc.returncode != 0) == bool(weak), (password, weak, proc.stderr)
+        assert proc.stdout == ("" if weak else "grafana started\n"), proc
+        if weak:
+            assert f"GRAFANA_ADMIN_PASSWORD is not usable: {weak.split(' (')[0]}" in proc.stderr, (weak, proc.stderr)
+    example = re.search(r"^GRAFANA_ADMIN_PASSWORD=(.*)$", ENV_EXAMPLE.read_text(), re.M)[1]
+    assert weak_token_reason(example), "the example's placeholder must be refused"
 
 
 def test_compose_requires_secrets(tmp_path):

@@ -7,6 +7,7 @@ import secrets
 import sys
 
 from .config import ConfigError, parse_args
+from .redaction import redact_url
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     app = make_app(cfg, registry, metrics, events)
     logging.getLogger("media_service").info(
         "media-service on http://%s:%d, sts=%s, output delay %.1fs, max fragment %.0f ms, API %s",
-        cfg.host, cfg.port, cfg.sts_url, cfg.output_delay_s, cfg.max_fragment_ms,
+        cfg.host, cfg.port, redact_url(cfg.sts_url), cfg.output_delay_s, cfg.max_fragment_ms,
         "bearer token")
     web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None)
 

@@ -95,7 +95,8 @@ class MediaConfig(Settings):
         "comma-separated targets of hook-started streams without `?lang=`", min_length=1)
     allowed_hosts: HostList = setting(
         (), "--allowed-hosts", "MEDIA_ALLOWED_HOSTS",
-        "comma-separated Host names the API answers to (DNS-rebinding guard)")
+        "comma-separated Host names the service answers to, on every route (`/metrics` and `/health` too: "
+        "DNS-rebinding guard)")
     input_retry_s: float = setting(1.0, None, None, "pause before an input is opened again", gt=0)
     input_wait_timeout_s: float = setting(
         300.0, "--input-wait-timeout", "MEDIA_INPUT_WAIT_TIMEOUT",
@@ -112,6 +113,15 @@ class MediaConfig(Settings):
         "preview viewers per stream (1–1000); more: 503 `limit_reached`", ge=1, le=1000)
     max_preview_viewers_total: int = setting(32, "--max-preview-viewers-total", "MEDIA_MAX_PREVIEW_VIEWERS_TOTAL",
                                              "preview viewers over all streams (1–10000)", ge=1, le=10000)
+    max_caption_feeds: int = setting(
+        16, "--max-caption-feeds", "MEDIA_MAX_CAPTION_FEEDS",
+        "open caption feeds (SSE) per stream (1–1000); more: 503 `limit_reached`", ge=1, le=1000)
+    max_caption_feeds_per_client: int = setting(
+        16, "--max-caption-feeds-per-client", "MEDIA_MAX_CAPTION_FEEDS_PER_CLIENT",
+        "open caption feeds per client address over all streams (1–1000; a dashboard opens one per stream; "
+        "behind a reverse proxy every client has the proxy's address)", ge=1, le=1000)
+    max_caption_feeds_total: int = setting(64, "--max-caption-feeds-total", "MEDIA_MAX_CAPTION_FEEDS_TOTAL",
+                                           "open caption feeds over all streams (1–10000)", ge=1, le=10000)
     mediamtx_api: str | None = setting(
         None, "--mediamtx-api", "MEDIA_MEDIAMTX_API",
         "MediaMTX control API: at start and every `--reconcile-interval`, every published `<app>/<name>/in` "
@@ -267,7 +277,7 @@ class OutputSpec(BaseModel):
 
     @model_validator(mode="after")
     def _url(self) -> OutputSpec:
-        check_url_syntax(self.url, output=True, kind=self.kind, what="url")
+        self.url = check_url_syntax(self.url, output=True, kind=self.kind, what="url")  # the URL to open
         return self
 
 

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from urllib.parse import urlencode
+from collections import Counter
 
 from aiohttp import web
 from livedub_protocol import describe_validation_error
@@ -24,12 +24,13 @@ from ..cluster.node import ClusterUnavailable, OwnedElsewhere, current_request
 from ..config import MediaConfig, StreamPatch, StreamRequest
 from ..events import EventLog
 from ..media_io.captions import render_webvtt
-from ..media_io.hls import servable
+from ..media_io.hls import read_servable, servable
 from ..metrics import MediaMetrics
+from ..redaction import viewer_view
 from ..states import Mode
 from ..stream.budget import DelayTooShort, check_delay
 from ..targets import TargetRefused
-from .auth import auth_middleware
+from .auth import LINK_EXPIRES, VIEWER, auth_middleware
 from .bodies import MAX_BODY_BYTES, json_body, json_error
 from .dashboard import DASHBOARD_HTML
 from .hooks import PublishHooks
@@ -40,9 +41,46 @@ from .signed_links import LinkSigner
 
 log = logging.getLogger(__name__)
 
-MAX_CAPTION_FEEDS = 64  # open caption SSE feeds over all streams; one more: 503 limit_reached
 CAPTION_CLOCK_S = 2.0  # a feed sends the output clock (and a keep-alive) at least this often
 CAPTION_POLL_S = 1.0  # a feed notices a closed connection, a removed stream or shutdown within this
+
+
+class FeedSlots:
+    """Open caption feeds per stream, per client address and in all: one client (one viewer token
+    shared by many pages, or one page opening feeds in a loop) cannot take every slot."""
+
+    def __init__(self, cfg: MediaConfig):
+        self.cfg = cfg
+        self.total = 0
+        self.by_stream: Counter[str] = Counter()
+        self.by_client: Counter[str] = Counter()
+
+    def refusal(self, stream_id: str, client: str) -> LimitReached | None:
+        cfg = self.cfg
+        if self.by_stream[stream_id] >= cfg.max_caption_feeds:
+            return LimitReached("caption_feeds", f"stream {stream_id!r} has {cfg.max_caption_feeds} caption feeds "
+                                                 "open (--max-caption-feeds)")
+        if self.by_client[client] >= cfg.max_caption_feeds_per_client:
+            return LimitReached("caption_feeds_per_client", f"{client} has {cfg.max_caption_feeds_per_client} caption "
+                                                            "feeds open (--max-caption-feeds-per-client)")
+        if self.total >= cfg.max_caption_feeds_total:
+            return LimitReached("caption_feeds_total", f"{cfg.max_caption_feeds_total} caption feeds are open "
+                                                       "(--max-caption-feeds-total)")
+        return None
+
+    @contextlib.contextmanager
+    def hold(self, stream_id: str, client: str):
+        self.total += 1
+        self.by_stream[stream_id] += 1
+        self.by_client[client] += 1
+        try:
+            yield
+        finally:
+            self.total -= 1
+            for counts, key in ((self.by_stream, stream_id), (self.by_client, client)):
+                counts[key] -= 1
+                if counts[key] <= 0:
+                    del counts[key]
 
 
 class Api:
@@ -53,7 +91,7 @@ class Api:
         self.reconciler: Reconciler | None = None  # with --mediamtx-api
         self.cluster = None  # with --redis-url: cluster.node.ClusterNode
         self.placer = None  # with --redis-url: cluster.routing.Placer
-        self.caption_feeds = 0
+        self.caption_feeds = FeedSlots(cfg)
         self.closing = False  # set on shutdown: open caption feeds end
 
     # ---------------------------------------------------------------- basics
@@ -114,11 +152,12 @@ class Api:
             resp.headers["Retry-After"] = "5"
         return resp
 
-    def _snapshot(self, worker) -> dict:
-        return {**worker.snapshot(), "preview": self.previews.stats(worker.id)}
+    def _snapshot(self, worker, request=None) -> dict:
+        snap = {**worker.snapshot(), "preview": self.previews.stats(worker.id)}
+        return viewer_view(snap) if request is not None and request.get(VIEWER) else snap
 
     async def list(self, request):
-        return web.json_response({"streams": [self._snapshot(w) for w in self.registry.all()]})
+        return web.json_response({"streams": [self._snapshot(w, request) for w in self.registry.all()]})
 
     def _worker(self, request):
         worker = self.registry.get(request.match_info["id"])
@@ -129,7 +168,7 @@ class Api:
         return worker
 
     async def get(self, request):
-        return web.json_response(self._snapshot(self._worker(request)))
+        return web.json_response(self._snapshot(self._worker(request), request))
 
     async def patch(self, request):
         worker = self._worker(request)
@@ -175,6 +214,8 @@ class Api:
             return json_error(400, "invalid_request", "since must be an integer and wait a number of seconds")
         stream = request.match_info.get("id") or request.query.get("stream")
         events = await self.events.wait_since(since, stream, wait)
+        if request.get(VIEWER):
+            events = [{**e, "data": viewer_view(e["data"])} for e in events]
         return web.json_response({"events": events, "last_seq": self.events.last_seq})
 
     # ---------------------------------------------------------------- preview and dashboard
@@ -223,12 +264,10 @@ class Api:
         """A signed preview URL for viewers that cannot send the token (an `<img>`), valid for minutes."""
         worker = self._worker(request)
         path = f"/v1/streams/{worker.id}/preview.mjpg"
-        query, expires = request.app["links"].sign(path)
         lang = request.query.get("lang")
-        if lang:
-            if lang not in worker.request.target_languages:
-                return json_error(404, "not_found", f"stream {worker.id!r} has no output language {lang!r}")
-            query += "&" + urlencode({"lang": lang})
+        if lang and lang not in worker.request.target_languages:
+            return json_error(404, "not_found", f"stream {worker.id!r} has no output language {lang!r}")
+        query, expires = request.app["links"].sign(path, params={"lang": lang} if lang else None)  # lang is signed
         return web.json_response({"url": f"{path}?{query}", "expires_at": expires})
 
     # ---------------------------------------------------------------- captions
@@ -256,21 +295,28 @@ class Api:
     async def captions_events(self, request):
         """Server-Sent Events: each cue of one language as it is added (`event: cue`, `id:` = its seq,
         resumable with `Last-Event-ID` or `?since=`), the output clock (`event: clock`) every few
-        seconds and as soon as the output starts or stops playing, `event: end` when the stream goes."""
+        seconds and as soon as the output starts or stops playing, `event: end` when the stream goes,
+        `event: expired` when the signed link that opened the feed expires."""
         worker, track = self._caption_track(request, request.match_info["lang"])
         try:
             seq = int(request.headers.get("Last-Event-ID") or request.query.get("since", "0"))
         except ValueError:
             return json_error(400, "invalid_request", "since / Last-Event-ID must be an integer (a cue seq)")
-        if self.caption_feeds >= MAX_CAPTION_FEEDS:
-            return self._refuse(LimitReached("caption_feeds", f"{MAX_CAPTION_FEEDS} caption feeds are open"))
+        client = request.remote or "unknown"
+        refused = self.caption_feeds.refusal(worker.id, client)
+        if refused is not None:
+            return self._refuse(refused)
+        expires = request.get(LINK_EXPIRES)  # opened by a signed link: the feed ends with it
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                            "Cache-Control": "no-cache, no-store", "X-Accel-Buffering": "no"})
+
+        def left_s() -> float:  # until the next look at alive(): a poll, or less before the link expires
+            return CAPTION_POLL_S if expires is None else min(CAPTION_POLL_S, expires - time.time())
 
         def alive() -> bool:
             transport = request.transport
             return (transport is not None and not transport.is_closing() and not self.closing
-                    and self.registry.get(worker.id) is worker and not worker.done)
+                    and self.registry.get(worker.id) is worker and not worker.done and left_s() > 0)
 
         def clock() -> bytes:
             clock_ms, sent["playing"] = worker.output_clock()
@@ -279,28 +325,28 @@ class Api:
 
         sent = {"playing": False}
 
-        self.caption_feeds += 1
-        try:
-            await resp.prepare(request)
-            await resp.write(b"retry: 3000\n\n" + clock())
-            last_clock = time.monotonic()
-            while alive():
-                cues = await track.wait_since(seq, CAPTION_POLL_S)
-                out = b""
-                for cue in cues:
-                    seq = max(seq, cue.seq)
-                    out += b"id: %d\nevent: cue\ndata: %s\n\n" % (cue.seq, json.dumps(cue.as_json(track.language)).encode())
-                if time.monotonic() - last_clock >= CAPTION_CLOCK_S or worker.output_clock()[1] != sent["playing"]:
-                    out += clock()
-                    last_clock = time.monotonic()
-                if out:
-                    await resp.write(out)
-            if request.transport is not None and not request.transport.is_closing():
-                await resp.write(b"event: end\ndata: {}\n\n")
-        except (ConnectionError, RuntimeError) as exc:  # the reader went away mid-write
-            log.debug("caption feed of %s left: %r", worker.id, exc)
-        finally:
-            self.caption_feeds -= 1
+        with self.caption_feeds.hold(worker.id, client):
+            try:
+                await resp.prepare(request)
+                await resp.write(b"retry: 3000\n\n" + clock())
+                last_clock = time.monotonic()
+                while alive():
+                    cues = await track.wait_since(seq, left_s())
+                    out = b""
+                    for cue in cues:
+                        seq = max(seq, cue.seq)
+                        out += b"id: %d\nevent: cue\ndata: %s\n\n" % (
+                            cue.seq, json.dumps(cue.as_json(track.language)).encode())
+                    if time.monotonic() - last_clock >= CAPTION_CLOCK_S or worker.output_clock()[1] != sent["playing"]:
+                        out += clock()
+                        last_clock = time.monotonic()
+                    if out:
+                        await resp.write(out)
+                if request.transport is not None and not request.transport.is_closing():
+                    expired = expires is not None and left_s() <= 0
+                    await resp.write(b"event: expired\ndata: {}\n\n" if expired else b"event: end\ndata: {}\n\n")
+            except (ConnectionError, RuntimeError) as exc:  # the reader went away mid-write
+                log.debug("caption feed of %s left: %r", worker.id, exc)
         return resp
 
     async def captions_link(self, request):
@@ -322,10 +368,13 @@ class Api:
             return json_error(404, "not_found", f"stream {worker.id!r} has no HLS file {request.match_info['path']!r}")
         path, content_type = found
         try:  # small files (playlists, 2 s segments); a segment may leave the window meanwhile
-            body = await asyncio.get_running_loop().run_in_executor(None, _read_file, path)
+            body = await asyncio.get_running_loop().run_in_executor(None, read_servable, path)
         except FileNotFoundError:
             return json_error(404, "not_found", "that segment has left the live window")
-        cache = "no-cache, no-store" if path.endswith(".m3u8") else "max-age=60"
+        except OSError:  # replaced by a symlink or something other than a file since the check
+            return json_error(404, "not_found", f"stream {worker.id!r} has no HLS file {request.match_info['path']!r}")
+        # Segments are for the bearer of a token: a shared cache (a proxy) must not keep them.
+        cache = "no-cache, no-store" if path.endswith(".m3u8") else "private, max-age=60"
         return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": cache})
 
     async def hls_js(self, request):
@@ -376,7 +425,9 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
     for name, value in (("streams", cfg.max_streams), ("languages", cfg.max_languages),
                         ("preview_viewers", cfg.max_preview_viewers),
                         ("preview_viewers_total", cfg.max_preview_viewers_total), ("body_bytes", MAX_BODY_BYTES),
-                        ("caption_feeds", MAX_CAPTION_FEEDS),
+                        ("caption_feeds", cfg.max_caption_feeds),
+                        ("caption_feeds_per_client", cfg.max_caption_feeds_per_client),
+                        ("caption_feeds_total", cfg.max_caption_feeds_total),
                         ("events_kept", events.maxlen)):
         metrics.limit.labels(name).set(value)
     r = app.router
