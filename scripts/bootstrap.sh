@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 # docker.io, debootstrap, busybox-static: the deployment test (tests/deploy) starts its own engine
 # and makes the base images that cannot be pulled here (livedub_testkit.standin_images).
 DEB_PACKAGES=(ffmpeg nginx libnginx-mod-rtmp apertium apertium-eng-spa apertium-eng-cat
-              espeak-ng rubberband-cli sox docker-compose prometheus wget chromium
+              espeak-ng rubberband-cli sox docker-compose prometheus wget chromium redis-server
               docker.io debootstrap busybox-static)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

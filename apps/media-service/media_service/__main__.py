@@ -17,6 +17,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"media-service: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if cfg.redis_url and not cfg.api_token:
+        # Replicas forward requests to each other with it: a generated one would differ per replica.
+        print("media-service: configuration error: with --redis-url, set MEDIA_API_TOKEN (the same on every "
+              "replica)", file=sys.stderr)
+        raise SystemExit(2)
     if not cfg.api_token:
         # Never an open API: a web page in the operator's browser could otherwise drive it.
         cfg.api_token = secrets.token_urlsafe(24)

@@ -142,6 +142,18 @@ class MediaConfig(Settings):
         "while its path stays published")
     reconcile_interval_s: float = setting(10.0, "--reconcile-interval", "MEDIA_RECONCILE_INTERVAL",
                                           "how often the MediaMTX path list is read (0.2–3600)", ge=0.2, le=3600)
+    redis_url: str | None = setting(
+        None, "--redis-url", "MEDIA_REDIS_URL",
+        "Redis of a cluster of media-service replicas (`redis://host:6379/0`): each stream has one owner "
+        "(a lease), any replica answers the API and the hooks, a dead replica's streams restart elsewhere "
+        "([scale-out.md](scale-out.md)); unset = this process runs alone", secret=True)
+    lease_ttl_s: float = setting(3.0, "--lease-ttl", "MEDIA_LEASE_TTL",
+                                 "stream lease TTL with `--redis-url`: an owner that cannot renew stops writing "
+                                 "within it, a dead owner's streams restart elsewhere after it (1–30 s)", ge=1, le=30)
+    advertise_url: str | None = setting(
+        None, "--advertise-url", "MEDIA_ADVERTISE_URL",
+        "with `--redis-url`: the URL other replicas reach this one's API at; unset = `http://<host>:<port>` "
+        "(a wildcard host: this machine's address)")
     media_root: str | None = setting(
         None, "--media-root", "MEDIA_ROOT",
         "directory that file inputs and outputs must be under (`..` and symlinks resolved); unset = file URLs "
@@ -163,11 +175,18 @@ class MediaConfig(Settings):
     def target_policy(self) -> TargetPolicy:
         return TargetPolicy(media_root=self.media_root, hosts=self.media_hosts)
 
-    @field_validator("mediamtx_api")
+    @field_validator("mediamtx_api", "advertise_url")
     @classmethod
     def _http(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError(f"must be an http(s):// URL, got {redact_url(v)!r}")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {redact_url(v)!r}")
         return v
 
     @field_validator("sts_url")

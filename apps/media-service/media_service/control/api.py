@@ -19,6 +19,8 @@ from livedub_protocol import describe_validation_error
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from ..cluster.forward import forwarded
+from ..cluster.node import ClusterUnavailable, OwnedElsewhere, current_request
 from ..config import MediaConfig, StreamPatch, StreamRequest
 from ..events import EventLog
 from ..media_io.captions import render_webvtt
@@ -87,6 +89,8 @@ class Api:
         self.cfg, self.registry, self.metrics, self.events = cfg, registry, metrics, events
         self.previews = previews
         self.reconciler: Reconciler | None = None  # with --mediamtx-api
+        self.cluster = None  # with --redis-url: cluster.node.ClusterNode
+        self.placer = None  # with --redis-url: cluster.routing.Placer
         self.caption_feeds = FeedSlots(cfg)
         self.closing = False  # set on shutdown: open caption feeds end
 
@@ -112,7 +116,15 @@ class Api:
             req = StreamRequest.model_validate(body)
         except ValidationError as exc:
             return json_error(400, "invalid_request", describe_validation_error(exc))
+        if self.placer is not None and not forwarded(request):  # cluster: the emptiest replica starts it
+            status, body = await self.placer.place(req, self.start_here)
+            return web.json_response(body, status=status)
         return await self._start(req)
+
+    async def start_here(self, req: StreamRequest) -> tuple[int, dict]:
+        """(status, body) of starting `req` on this replica (the placer's local start)."""
+        resp = await self._start(req)
+        return resp.status, json.loads(resp.text)
 
     async def _start(self, req: StreamRequest) -> web.Response:
         try:
@@ -121,8 +133,12 @@ class Api:
             return json_error(400, "invalid_request", str(exc))
         try:
             worker, created = await self.registry.start(req)
-        except StreamExists as exc:
+        except (StreamExists, OwnedElsewhere) as exc:
             return json_error(409, "conflict", str(exc))
+        except ClusterUnavailable as exc:
+            resp = json_error(503, "unavailable", str(exc))
+            resp.headers["Retry-After"] = "2"
+            return resp
         except TargetRefused as exc:
             return json_error(400, "invalid_request", str(exc))
         except LimitReached as exc:
@@ -165,12 +181,19 @@ class Api:
             worker.set_mode(change.mix)
         if change.duck_gain_db is not None:
             worker.duck_gain_db = change.duck_gain_db
+        await self._save_spec(worker)
         return web.json_response(self._snapshot(worker))
+
+    async def _save_spec(self, worker) -> None:
+        """Cluster mode: a replica that takes the stream over starts it as it runs now."""
+        if self.cluster is not None:
+            await self.cluster.save_spec(worker.id, current_request(worker))
 
     async def bypass(self, request):
         """Emergency switch to the original audio, effective on the next output frame."""
         worker = self._worker(request)
         worker.set_mode(Mode.PASSTHROUGH)
+        await self._save_spec(worker)
         return web.json_response(self._snapshot(worker))
 
     async def delete(self, request):
@@ -178,6 +201,8 @@ class Api:
         worker = self._worker(request)
         if self.reconciler is not None:
             self.reconciler.operator_stopped(worker.id)  # not brought back while still published
+            if self.cluster is not None:
+                await self.cluster.operator_stopped(worker.id)  # by any replica's reconcile
         await self.registry.stop(worker.id, drain=request.query.get("drain", "false").lower() == "true")
         return web.json_response(self._snapshot(worker))
 
@@ -371,7 +396,15 @@ def _read_file(path: str) -> bytes:
 
 def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, events: EventLog,
              previews: PreviewRegistry | None = None) -> web.Application:
-    app = web.Application(middlewares=[auth_middleware], client_max_size=MAX_BODY_BYTES)
+    node = None
+    if cfg.redis_url:  # several replicas: leases, placement, forwarding, failover (cluster/)
+        from ..cluster.failover import Failover
+        from ..cluster.node import ClusterNode
+        from ..cluster.routing import Placer, cluster_middleware
+        node = ClusterNode(cfg, registry, metrics, events)
+        registry.ownership = node
+    middlewares = [auth_middleware] + ([cluster_middleware(node, registry)] if node else [])
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app["config"] = cfg
     app["links"] = LinkSigner()
     previews = previews or PreviewRegistry()
@@ -385,6 +418,12 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
                                                        interval_s=cfg.reconcile_interval_s,
                                                        credentials=(cfg.rtmp_user, cfg.rtmp_pass or "")
                                                        if cfg.rtmp_user else None)
+    if node is not None:
+        api.cluster, api.placer = node, Placer(node)
+        hooks.cluster = node
+        hooks.place = lambda req: api.placer.place(req, api.start_here)
+        if api.reconciler is not None:
+            api.reconciler.cluster, api.reconciler.place = node, hooks.place
     for name, value in (("streams", cfg.max_streams), ("languages", cfg.max_languages),
                         ("preview_viewers", cfg.max_preview_viewers),
                         ("preview_viewers_total", cfg.max_preview_viewers_total), ("body_bytes", MAX_BODY_BYTES),
@@ -420,10 +459,14 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
     r.add_post("/v1/hooks/nginx/on_publish_done", hooks.nginx_on_publish_done)
 
     async def _startup(app):
+        if node is not None:
+            await node.start(Failover(node))
         if api.reconciler is not None:
             api.reconciler.start()
 
     async def _shutdown(app):
+        if node is not None:
+            node.drain()  # no new streams or takeovers here from now on
         api.closing = True  # open caption feeds end within CAPTION_POLL_S
         if api.reconciler is not None:
             await api.reconciler.close()
@@ -431,7 +474,9 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
 
     async def _cleanup(app):
         await previews.close()
-        await registry.close()
+        await registry.close()  # cluster mode: hands every stream over (the leases are renewed until then)
+        if node is not None:
+            await node.close()
 
     app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)

@@ -58,6 +58,8 @@ class PublishHooks:
     def __init__(self, cfg: MediaConfig, registry: StreamRegistry, events: EventLog):
         self.cfg, self.registry, self.events = cfg, registry, events
         self.reconciler = None  # with --mediamtx-api: told when a stream is published again
+        self.cluster = None  # with --redis-url: cluster.node.ClusterNode
+        self.place = None  # with --redis-url: request -> (status, body), started on the emptiest replica
 
     def request_for(self, path: str, query: str, nginx: bool = False) -> StreamRequest | None:
         """`live/<name>/in` -> a request that dubs it to `live/<name>/out` on the same server.
@@ -87,6 +89,8 @@ class PublishHooks:
             return json_error(400, "invalid_request", describe_validation_error(exc))
         if req is None:
             return web.json_response({"ignored": path})  # e.g. our own outputs: never refuse a publish
+        if self.place is not None:
+            return await self._hook_start_cluster(path, req)
         try:
             worker, created = await self.registry.start(req)
         except StreamExists as exc:
@@ -97,6 +101,20 @@ class PublishHooks:
             self.reconciler.published_again(worker.id)
         self.events.publish(worker.id, "hook_publish", {"path": path, "created": created})
         return web.json_response({"id": worker.id, "created": created})
+
+    async def _hook_start_cluster(self, path: str, req: StreamRequest) -> web.Response:
+        """Cluster mode: the stream starts on the replica with the most headroom (or is found
+        where it runs); a conflict never refuses the publish, as above."""
+        status, body = await self.place(req)
+        if status not in (200, 201, 409):
+            return web.json_response(body, status=status)
+        stream_id, created = req.stream_id(), status == 201
+        if self.reconciler is not None:
+            self.reconciler.published_again(stream_id)
+            await self.cluster.published_again(stream_id)
+        self.events.publish(stream_id, "hook_publish", {"path": path, "created": created,
+                                                        "replica": body.get("replica")})
+        return web.json_response({"id": stream_id, "created": created, "replica": body.get("replica")})
 
     async def _hook_stop(self, path: str) -> web.Response:
         parsed = input_path(path)

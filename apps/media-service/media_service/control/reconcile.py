@@ -61,6 +61,10 @@ class Reconciler:
         self._stopped_by_operator: set[str] = set()  # ids not to restart while their path is published
         self._task: asyncio.Task | None = None
         self._last_error: str | None = None
+        # Cluster mode (--redis-url): streams any replica runs or will take over are left alone,
+        # operator stops are shared, and `place` starts a stream on the emptiest replica.
+        self.cluster = None
+        self.place = None
 
     def operator_stopped(self, stream_id: str) -> None:
         self._stopped_by_operator.add(stream_id)
@@ -73,6 +77,10 @@ class Reconciler:
         ready = await list_ready_paths(session, self.api_url)
         started: list[str] = []
         wanted: set[str] = set()
+        stopped, known = set(self._stopped_by_operator), set()
+        if self.cluster is not None:
+            stopped |= await self.cluster.stopped_ids()
+            known = set(await self.cluster.specs())
         for path in ready:
             try:
                 req = self.request_for_path(path)
@@ -84,7 +92,13 @@ class Reconciler:
             stream_id = req.stream_id()
             wanted.add(stream_id)
             existing = self.registry.get(stream_id)
-            if stream_id in self._stopped_by_operator or (existing is not None and not existing.done):
+            if stream_id in stopped or stream_id in known or (existing is not None and not existing.done):
+                continue
+            if self.place is not None:
+                status, _ = await self.place(req)
+                if status == 201:
+                    started.append(stream_id)
+                    self.events.publish(stream_id, "reconciled", {"path": path})
                 continue
             try:
                 worker, created = await self.registry.start(req)
@@ -96,6 +110,8 @@ class Reconciler:
                 self.events.publish(worker.id, "reconciled", {"path": path})
                 log.info("reconcile: %s is published on MediaMTX and had no stream: started", path)
         self._stopped_by_operator &= wanted  # a path that went away may start normally next time
+        if self.cluster is not None:
+            await self.cluster.forget_stopped(wanted)
         return started
 
     async def _run(self) -> None:
