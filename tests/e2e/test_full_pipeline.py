@@ -113,7 +113,7 @@ def test_every_speech_span_went_through_the_real_sts(run):
     dubbed = [e["data"] for e in events if e["type"] == "dubbed"]
     missed = fallbacks(run)
     first_out = min(d["start_ms"] for d in dubbed) / 1000
-    covered = 0
+    covered, words, errors = 0, 0, 0.0
     for a, b, text in info.speech_spans:
         # Timeline time 0 is the worker's first audio sample, which is input time ~0 here.
         parts = [d for d in dubbed if d["start_ms"] / 1000 < b and (d["start_ms"] + d["duration_ms"]) / 1000 > a]
@@ -123,11 +123,19 @@ def test_every_speech_span_went_through_the_real_sts(run):
             continue  # counted and explained in test_metrics_show_the_work_and_at_most_one_timing_miss
         assert parts, f"no dub for {a:.1f}-{b:.1f}s: {text!r}"
         heard = " ".join(p["transcript"] for p in parts)
-        assert word_error_rate(text, heard) <= 0.25, (text, heard)
+        # A sentence longer than the fragment limit at this D is cut and each piece heard alone, so
+        # the first word of a piece can be misheard ("She opened" as "Gee open": issue 25). One
+        # sentence may lose a third of its words that way; the run as a whole must stay close to
+        # what the model does on whole sentences.
+        wer = word_error_rate(text, heard)
+        assert wer <= 0.35, (text, heard)
+        n = len(text.split())
+        words, errors = words + n, errors + wer * n
         spanish = " ".join(dub["text"] for p in parts for dub in p["dubs"] if dub["language"] == "es")
         assert spanish and spanish.lower() != heard.lower()
         covered += 1
     assert covered >= len(info.speech_spans) - 1 - len(missed), (covered, missed)
+    assert errors / words <= 0.10, f"WER over every dubbed sentence {errors / words:.3f}"
     all_spanish = " ".join(dub["text"] for d in dubbed for dub in d["dubs"]).lower()
     assert len(re.findall(r"\b(el|la|de|y|en|los|las|una|un)\b", all_spanish)) > 20, all_spanish
 
