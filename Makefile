@@ -2,13 +2,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup test test-unit test-integration test-e2e lint audit demo bench bench-load bench-quick bench-soak clean
+.PHONY: setup test test-fast test-unit test-integration test-e2e lint audit demo bench bench-load bench-quick bench-soak clean
 
 setup:
 	@bash scripts/bootstrap.sh
 
 test: setup
 	$(PY) -m pytest -q -ra --durations=15
+
+# The edit loop: everything but the tests marked slow (real-time media through both services).
+test-fast: setup
+	$(PY) -m pytest -q -ra --durations=10 -m "not slow"
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -17,7 +17,7 @@ import av
 import pytest
 from livedub_testkit import analysis
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 NAME = "preview"
 
