@@ -16,6 +16,9 @@ import pytest
 from sts_service.metrics import StsMetrics
 from sts_service.scheduler import AsrScheduler, CostModel, DeadlineExceeded, Ewma
 
+# With the clock frozen, a scheduler that waits where it should not waits for ever: fail, not hang.
+pytestmark = pytest.mark.timeout(30)
+
 
 class Clock:
     """The scheduler's clock: real time (the gathering waits are real) or frozen, plus whatever
@@ -330,17 +333,20 @@ async def test_fragment_does_not_wait_for_a_busy_worker(two_workers):
 
 
 async def test_burst_a_few_ms_apart_is_gathered_into_one_batch(sched):
-    """Fragments arriving 20 ms apart (streams started together) end up in one batch, not two:
+    """Fragments arriving 30 ms apart (streams started together) end up in one batch, not two:
     the burst is over when nothing has arrived for a while since the last one, not the first."""
     s, asr, clock = sched
     clock.freeze()
     now = clock()
-    tasks = []
-    for t in (1, 2, 3):
-        tasks.append(asyncio.create_task(s.transcribe(clip(t), None, now + 5, True)))
-        if t < 3:
-            await until(gathering(s, t))
-            clock.skip(0.02)
+    tasks = [asyncio.create_task(s.transcribe(clip(1), None, now + 5, True))]
+    await until(gathering(s, 1))
+    clock.skip(0.03)
+    tasks.append(asyncio.create_task(s.transcribe(clip(2), None, now + 5, True)))
+    await until(gathering(s, 2))
+    clock.skip(0.02)  # past QUIET_S since the first arrival, not since the second
+    s._wake.set()  # the runner looks again, as it does at every arrival
+    await until(gathering(s, 2))
+    tasks.append(asyncio.create_task(s.transcribe(clip(3), None, now + 5, True)))
     await asyncio.gather(*tasks)
     assert asr.calls == [[1.0, 2.0, 3.0]]
 
