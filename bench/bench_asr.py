@@ -24,7 +24,8 @@ import numpy as np
 from _common import fmt, log, pct
 from livedub_testkit.dense import SENTENCES, VOICES, _synth, split_clauses
 from livedub_testkit.speech import word_error_rate
-from sts_service.asr.whisper import FULL_WINDOW, SAMPLE_RATE, WhisperASR
+from sts_service.asr import ASR_RATE
+from sts_service.asr.whisper import FULL_WINDOW, WhisperASR
 
 
 def corpus(n: int) -> list[tuple[str, np.ndarray]]:
@@ -55,7 +56,7 @@ def run(asr: WhisperASR, items, mode: str, prompt: bool) -> dict:
                 if k.startswith("full_window_rerun") and v != reruns0.get(k, 0))
             errors.append({"clause": len(times) - 1, "wer": wers[-1], "ref": text, "hyp": hyp, "rerun": guard})
         prev = hyp
-    audio_s = sum(len(a) for _, a in items) / SAMPLE_RATE
+    audio_s = sum(len(a) for _, a in items) / ASR_RATE
     reruns = sum(v for k, v in asr.stats.items() if k.startswith("full_window_rerun")) - before
     return {"mode": mode, "prompt": prompt, "ms_p50": pct(times, 50), "ms_p95": pct(times, 95),
             "rtf": sum(times) / 1000.0 / audio_s, "wer": float(np.mean(wers)), "reruns": reruns,
@@ -64,7 +65,7 @@ def run(asr: WhisperASR, items, mode: str, prompt: bool) -> dict:
 
 def batches(asr: WhisperASR, items) -> list[dict]:
     rows = []
-    audios = [a for _, a in items if len(a) <= 8 * SAMPLE_RATE]
+    audios = [a for _, a in items if len(a) <= 8 * ASR_RATE]
     for b in (1, 2, 4):
         n = (len(audios) // b) * b
         t0 = time.perf_counter()
@@ -87,7 +88,7 @@ def main() -> None:
     args = ap.parse_args()
     log("synthesising the corpus ...")
     items = corpus(args.clauses)
-    durs = [len(a) / SAMPLE_RATE for _, a in items]
+    durs = [len(a) / ASR_RATE for _, a in items]
     log(f"{len(items)} clauses, {min(durs):.1f}-{max(durs):.1f} s, {sum(durs):.0f} s in all")
     kw = {} if args.min_window is None else {"min_window": args.min_window}
     if args.margin is not None:

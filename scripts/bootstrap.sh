@@ -11,6 +11,8 @@ for p in "${DEB_PACKAGES[@]}"; do
 done
 # node and npm (for the npm packages below): the machine's own from any source, else Debian's.
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+# kubectl (its `kustomize` renders deploy/k8s in the manifest test): the machine's own, else Debian's.
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -6,7 +6,14 @@ version), ``models`` (payloads, parse/dump), ``errors`` (codes, refusals), ``aud
 ``settings`` (how both services declare their config; import it from the submodule).
 """
 
-from .audio import float_to_pcm16, pcm16_duration_ms, pcm16_to_float
+from .audio import (
+    DEFAULT_SAMPLE_RATE_HZ,
+    MAX_SAMPLE_RATE_HZ,
+    MIN_SAMPLE_RATE_HZ,
+    float_to_pcm16,
+    pcm16_duration_ms,
+    pcm16_to_float,
+)
 from .errors import RETRYABLE_CODES, ErrorCode, ProtocolError, error_ack, reject_ack
 from .events import (
     ERROR,
@@ -15,6 +22,7 @@ from .events import (
     NAMESPACE,
     PROTOCOL_MINOR,
     PROTOCOL_VERSION,
+    SERVER_DRAINING,
     STREAM_BACKPRESSURE,
     STREAM_END,
     STREAM_INIT,
@@ -31,6 +39,7 @@ from .models import (
     FragmentProcessed,
     FragmentStatus,
     Refusal,
+    ServerDraining,
     Stage,
     StageTimings,
     StreamBackpressure,
@@ -48,14 +57,15 @@ from .models import (
 from .tokens import MIN_TOKEN_CHARS, weak_token_reason
 
 __all__ = [
+    "DEFAULT_SAMPLE_RATE_HZ", "MAX_SAMPLE_RATE_HZ", "MIN_SAMPLE_RATE_HZ",
     "MIN_TOKEN_CHARS",
     "weak_token_reason",
     "ERROR", "FRAGMENT_DATA", "FRAGMENT_PROCESSED", "NAMESPACE", "PROTOCOL_MINOR", "PROTOCOL_VERSION",
-    "RETRYABLE_CODES", "STREAM_BACKPRESSURE", "STREAM_END", "LANGUAGE_PATTERN", "STREAM_ID_PATTERN", "STREAM_INIT",
+    "RETRYABLE_CODES", "SERVER_DRAINING", "STREAM_BACKPRESSURE", "STREAM_END", "LANGUAGE_PATTERN", "STREAM_ID_PATTERN", "STREAM_INIT",
     "AudioFormat", "Capabilities", "DubResult", "ErrorCode", "FragmentAck", "FragmentData",
     "FragmentError", "FragmentProcessed", "FragmentStatus", "ProtocolError", "Stage", "StageTimings",
     "StreamBackpressure", "StreamEnd", "StreamEndAck", "StreamInit", "StreamInitAck",
-    "Refusal", "VoiceInfo", "WireError",
+    "Refusal", "ServerDraining", "VoiceInfo", "WireError",
     "describe_validation_error", "dump", "error_ack", "float_to_pcm16", "parse", "parse_ack", "pcm16_duration_ms",
     "pcm16_to_float", "reject_ack",
 ]

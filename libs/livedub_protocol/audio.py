@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+# What `stream:init`'s `audio.sample_rate_hz` may say, and what a client that leaves it out sends.
+MIN_SAMPLE_RATE_HZ = 8000
+MAX_SAMPLE_RATE_HZ = 48000
+DEFAULT_SAMPLE_RATE_HZ = 16000
+
 
 def float_to_pcm16(x: np.ndarray) -> bytes:
     """float32 in [-1, 1] -> pcm_s16le bytes (clipped)."""

@@ -20,9 +20,10 @@ class ErrorCode(str, Enum):
     TRANSLATION_FAILED = "translation_failed"
     TTS_FAILED = "tts_failed"
     INTERNAL = "internal"
+    DRAINING = "draining"  # v1.4: the server is shutting down; open the stream on another replica
 
 
-RETRYABLE_CODES = frozenset({ErrorCode.OVERLOADED, ErrorCode.TIMEOUT, ErrorCode.INTERNAL})
+RETRYABLE_CODES = frozenset({ErrorCode.OVERLOADED, ErrorCode.TIMEOUT, ErrorCode.INTERNAL, ErrorCode.DRAINING})
 
 
 class ProtocolError(Exception):

@@ -8,7 +8,9 @@ PROTOCOL_VERSION = 1
 #      (the MT engine of each target language).
 # 1.3: fragment:data `late_start_ms`, fragment:processed `start_offset_ms` (a dub that starts late
 #      instead of a fallback).
-PROTOCOL_MINOR = 3
+# 1.4: server event `server:draining` and error code `draining` (a replica that is shutting down
+#      refuses new streams and asks its clients to move theirs to another replica).
+PROTOCOL_MINOR = 4
 NAMESPACE = "/sts"
 
 # Events, client -> server (all acknowledged).
@@ -18,4 +20,5 @@ STREAM_END = "stream:end"
 # Events, server -> client.
 FRAGMENT_PROCESSED = "fragment:processed"
 STREAM_BACKPRESSURE = "stream:backpressure"
+SERVER_DRAINING = "server:draining"  # v1.4
 ERROR = "error"

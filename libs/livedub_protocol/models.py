@@ -10,6 +10,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .audio import DEFAULT_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
 from .errors import ErrorCode, ProtocolError
 from .events import PROTOCOL_MINOR, PROTOCOL_VERSION
 
@@ -31,7 +32,7 @@ class _Model(BaseModel):
 
 class AudioFormat(_Model):
     encoding: Literal["pcm_s16le"] = "pcm_s16le"
-    sample_rate_hz: int = Field(16000, ge=8000, le=48000)
+    sample_rate_hz: int = Field(DEFAULT_SAMPLE_RATE_HZ, ge=MIN_SAMPLE_RATE_HZ, le=MAX_SAMPLE_RATE_HZ)
     channels: Literal[1] = 1
 
 
@@ -179,6 +180,13 @@ class FragmentProcessed(_Model):
     # v1.3: the dubs start this long after `start_ms` and are as much shorter than the span (a
     # late start the fragment's `late_start_ms` allowed). 0: they start with the span.
     start_offset_ms: float = Field(0.0, ge=0)
+
+
+class ServerDraining(_Model):
+    """v1.4: sent to every connection when the server starts shutting down. The server keeps
+    serving the streams it has for up to `drain_s`; a client moves them to another replica."""
+
+    drain_s: float = Field(ge=0)
 
 
 class StreamBackpressure(_Model):

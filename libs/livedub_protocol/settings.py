@@ -4,7 +4,7 @@ A service's config is a pydantic model whose fields are made with ``setting()``:
 range, CLI flag, environment variable and a one-line description in one place. The argparse
 parser (each flag's default read from its variable), the env-only values and the start-up error
 messages (each naming the flag and variable) are derived from it, so they cannot drift apart,
-and the README tables are checked against the same fields (tests/unit/test_config_docs.py).
+and the tables of docs/configuration.md are checked against the same fields (tests/unit/test_config_docs.py).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def setting(default: Any, flag: str | None, env: str | None, description: str, *
             repeat: bool = False, **constraints: Any) -> Any:
     """A config field: `default` (a callable: computed at start, e.g. from the CPU count), its CLI
     `flag` and `env` variable (None: not settable that way; both None: fixed in code), the
-    README's description (markdown) and pydantic constraints (ge, le, pattern...). `secret`
+    docs/configuration.md description (markdown) and pydantic constraints (ge, le, pattern...). `secret`
     values never appear in messages; a `repeat` flag may be given several times (each adds items
     to a list setting; the variable holds them comma-separated)."""
     extra = {"flag": flag, "env": env, "secret": secret}

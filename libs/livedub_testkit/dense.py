@@ -133,9 +133,6 @@ class DenseFixtureInfo(FixtureInfo):
     voices: dict = field(default_factory=dict)
     reference: list[dict] = field(default_factory=list)  # per clause: start, end, text, sentence, voice, words
 
-    def reference_text(self) -> str:
-        return " ".join(r["text"] for r in self.reference)
-
 
 def split_clauses(sentence: str) -> list[str]:
     """A sentence cut after each comma/semicolon (the punctuation stays with its clause)."""

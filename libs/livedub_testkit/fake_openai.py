@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
+import struct
 import threading
 import wave
 from collections.abc import Callable
@@ -22,6 +24,14 @@ from typing import Any
 
 import numpy as np
 from aiohttp import web
+
+
+def chat_speech(body: dict) -> str:
+    """The speech a chat request asks to translate: what is between <speech> and </speech> in its
+    last message (the LLM engine's delimiters), else that message whole."""
+    content = body["messages"][-1]["content"]
+    found = re.search(r"<speech>(.*?)</speech>", content, re.DOTALL)
+    return found.group(1) if found else content
 
 
 def tone_wav(seconds: float, rate: int = 22050, amplitude: float = 0.3) -> bytes:
@@ -35,6 +45,16 @@ def tone_wav(seconds: float, rate: int = 22050, amplitude: float = 0.3) -> bytes
         w.setframerate(rate)
         w.writeframes(pcm.tobytes())
     return buf.getvalue()
+
+
+def raw_wav(rate: int, channels: int = 1, width: int = 2, frames: int = 1600, fmt: int = 1) -> bytes:
+    """A PCM WAV whose header says whatever it is told (the wave module refuses to write most of
+    these): what a broken or hostile speech server can send."""
+    data = b"\x00\x10" * (frames * channels * width // 2)
+    block = channels * width
+    fmt_chunk = struct.pack("<HHIIHH", fmt, channels, rate, (rate * block) & 0xFFFFFFFF, block, 8 * width)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt_chunk + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def wav_seconds(blob: bytes) -> float:

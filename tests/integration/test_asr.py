@@ -46,7 +46,8 @@ def resample(audio: np.ndarray, sr: int, to: int = SR) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def asr() -> WhisperASR:
-    return WhisperASR()
+    # Wider than the service's greedy default, so that the beam paths (warm-up, decoding) run too.
+    return WhisperASR(beam_size=5, cpu_threads=2)
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +223,7 @@ def test_prompt_is_accepted(asr: WhisperASR, piper_speech: list[np.ndarray]) -> 
 
 def test_warm_up_times_every_way_the_scheduler_calls(asr: WhisperASR) -> None:
     """The service primes its cost model from these: one entry per (decoding, batch size)."""
-    from sts_service.scheduler import CostModel
+    from sts_service.cost_model import CostModel
 
     timed = asr.warm_up(seconds=2.0)
     assert [(greedy, batch) for _, greedy, batch, _ in timed] == [(True, 1), (asr.beam_size == 1, 1), (True, 2)]

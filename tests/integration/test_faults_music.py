@@ -29,7 +29,7 @@ from media_service.config import MediaConfig
 from media_service.events import EventLog
 from media_service.stream.budget import fragment_limits
 from media_service.stream.capture import Capture
-from media_service.stream.worker import Counters
+from media_service.stream.counters import Counters
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -90,7 +90,7 @@ def cut_fragments(seconds: float, seed: int = 7):
     limits in force and one probe window (16 kHz mono, the longest fragment) of every part."""
     cfg = MediaConfig(sts_token="unused")
     segments = []
-    capture = Capture("music", cfg, EventLog(), Counters(), on_segment=segments.append)
+    capture = Capture("music", cfg, EventLog(), Counters(), on_segment=lambda seg, arrival: segments.append(seg))
     limits = fragment_limits(cfg.output_delay_s, None, cap_ms=cfg.max_fragment_ms, min_silence_cap_ms=cfg.min_silence_ms)
     capture.segmenter.set_limits(limits.max_fragment_ms, limits.min_silence_ms)
     rng = np.random.default_rng(seed)

@@ -11,7 +11,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from livedub_testkit.fake_openai import FakeOpenAI, wav_seconds
+from livedub_testkit.fake_openai import FakeOpenAI, chat_speech, raw_wav, tone_wav, wav_seconds
 from livedub_testkit.services import StsProcess, http_json
 from livedub_testkit.sts_client import StsTestClient
 
@@ -36,7 +36,7 @@ def servers(tmp_path_factory):
     marian = tiny_mt.build_marian(tmp_path_factory.mktemp("mt"))
     fake = FakeOpenAI(api_key=KEY, slow_s=3.0)
     fake.transcribe = lambda form: {"text": HEARD.get(round(wav_seconds(form["file"]), 1), "Hello.")}
-    fake.chat = lambda body: SPANISH.get(body["messages"][-1]["content"], "Hola.")
+    fake.chat = lambda body: SPANISH.get(chat_speech(body), "Hola.")
     fake.start()
     env = {"STS_ASR_API_KEY": KEY, "STS_LLM_API_KEY": KEY, "STS_TTS_API_KEY": KEY}
     sts = StsProcess("--asr-engine", "openai", "--asr-url", fake.url, "--asr-server-model", "large-v3",
@@ -89,11 +89,11 @@ async def test_a_sentence_cut_in_two_is_translated_with_its_first_half(servers, 
         assert es.sample_rate_hz == 22050 and len(es.audio) > 0
         assert ca.text.split()[0] == "hola"  # the tiny CTranslate2 model's only word
     assert [first.results[0].text, second.results[0].text] == ["Tenemos mucho de qué hablar", "esta noche."]
-    chats = [r.body for r in fake.of("chat/completions") if r.body["messages"][-1]["content"] == "about tonight."]
+    chats = [r.body for r in fake.of("chat/completions") if chat_speech(r.body) == "about tonight."]
     messages = chats[-1]["messages"]
-    assert messages[1:] == [{"role": "user", "content": "We have a lot to talk"},
+    assert messages[1:] == [{"role": "user", "content": "<speech>We have a lot to talk</speech>"},
                             {"role": "assistant", "content": "Tenemos mucho de qué hablar"},
-                            {"role": "user", "content": "about tonight."}]
+                            {"role": "user", "content": "<speech>about tonight.</speech>"}]
     asr = fake.of("audio/transcriptions")[-1]
     assert asr.headers["Authorization"] == f"Bearer {KEY}" and asr.body["model"] == "large-v3"
     speech_req = fake.of("audio/speech")[-1].body
@@ -108,7 +108,7 @@ async def test_a_chatty_llm_answer_fails_the_fragment(servers, client):
         await client.send("chatty", 0, speech(2.0))
         (res,) = await client.wait_for(["chatty-0"])
     finally:
-        fake.chat = lambda body: SPANISH.get(body["messages"][-1]["content"], "Hola.")
+        fake.chat = lambda body: SPANISH.get(chat_speech(body), "Hola.")
     assert res.status == "failed" and res.error.code == "translation_failed" and res.error.stage == "translation"
     assert "refused" in res.error.message and res.transcript == ""
 
@@ -144,3 +144,25 @@ async def test_the_key_is_never_logged(servers, client):
     await asyncio.sleep(0.2)
     log = sts.log_path.read_text(errors="replace")
     assert "fragment failed" in log and KEY not in log
+
+
+async def test_a_speech_server_wav_header_is_not_trusted(servers, client):
+    """A sample rate of 0 used to reach the fit (ZeroDivisionError, an `internal` failure); one of
+    4e9 would have allocated gigabytes there. Both are the speech server's fault, named as such."""
+    fake, _ = servers
+    try:
+        fake.speech = lambda body: raw_wav(0)
+        await client.init("badwav", ["es"])
+        await client.send("badwav", 0, speech(2.0))
+        (res,) = await client.wait_for(["badwav-0"])
+        assert res.status == "failed" and res.error.code == "tts_failed" and res.error.stage == "tts", res.error
+        assert "sample rate 0 Hz" in res.error.message
+        # a server that answers a 2 s span with 10 minutes of speech: no more than the span can use is kept
+        fake.speech = lambda body: tone_wav(600.0, rate=8000)
+        await client.send("badwav", 1, speech(2.0), start_ms=2000.0)
+        (res,) = await client.wait_for(["badwav-1"])
+        assert res.status == "ok", res.error
+        (es,) = res.results
+        assert es.sample_rate_hz == 8000 and es.duration_ms == pytest.approx(2000.0, abs=1) and es.speed_factor == 1.5
+    finally:
+        fake.speech = FakeOpenAI.speech

@@ -286,7 +286,8 @@ async def test_seeded_fuzz_of_every_event_is_answered_and_the_connection_survive
 @pytest.mark.slow
 async def test_sigterm_answers_every_fragment_in_flight(tmp_path):
     """Issue 9 #7: at SIGTERM the fragments in flight still get their fragment:processed (a result,
-    or `failed` with a code) before the connection goes, and the process exits cleanly."""
+    or `failed` with a code) before the connection goes, and the process exits cleanly; a client
+    that does not move its stream (protocol < 1.4) is not waited for once nothing is in flight."""
     import signal
 
     proc = StsProcess(log_dir=tmp_path)
@@ -302,7 +303,8 @@ async def test_sigterm_answers_every_fragment_in_flight(tmp_path):
         for r in results:
             assert r.status == "ok" or (r.status == "failed" and r.error and r.error.code), r
         assert await asyncio.to_thread(proc.proc.wait, 30) == 0
-        assert "shutting down: " in proc.logs()
+        # They finish while the server drains (issue 23: new streams refused, open ones served).
+        assert "draining: " in proc.logs() and "drained after" in proc.logs()
     finally:
         proc.stop()
 

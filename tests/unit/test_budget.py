@@ -39,3 +39,13 @@ def test_impossible_delay_is_refused_with_the_arithmetic():
     check_delay(3.5, min_silence_cap_ms=300)
     with pytest.raises(DelayTooShort, match=r"output_delay_s: 2 s is too short.*at least 2\.\d\d s"):
         check_delay(2.0, min_silence_cap_ms=300)
+
+
+def test_the_slack_covers_the_capture_stages_own_wait():
+    """A span's fragment can leave no sooner than the capture's VAD block and one VAD window after
+    its last sample arrived."""
+    from media_service.audio.segmenter import VAD_WINDOW
+    from media_service.audio.timeline import RATE, VAD_RATE
+    from media_service.stream.capture import VAD_BLOCK
+
+    assert SLACK_S > VAD_BLOCK / RATE + VAD_WINDOW / VAD_RATE

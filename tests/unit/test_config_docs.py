@@ -1,4 +1,4 @@
-"""The README's configuration tables are the settings' documentation: this fails when they drift.
+"""The configuration tables in docs/configuration.md are the settings' documentation: this fails when they drift.
 
 Checked against the settings models (each setting declared once, the command line derived from
 it): every setting with a flag or a variable has exactly one row, with that flag and variable;
@@ -16,23 +16,23 @@ from livedub_protocol.settings import Settings, build_parser, cli_default, env_v
 from media_service.config import MediaConfig
 from sts_service.config import StsConfig
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 SERVICES: dict[str, type[Settings]] = {"sts-service": StsConfig, "media-service": MediaConfig}
 TOKEN = "Zq7-test-token-4821-xk"
 BASE_ENV = {"STS_AUTH_TOKEN": TOKEN}  # enough for either service to start
 
 
 def table(service: str) -> list[dict[str, str]]:
-    """Rows `| flag | env | default | meaning |` under `### <service>` in the Configuration section."""
-    text = README.read_text()
-    section = text.split(f"### {service}\n", 1)[1].split("\n#", 1)[0]
+    """Rows `| flag | env | default | meaning |` under `## <service>`."""
+    text = DOCS.read_text()
+    section = text.split(f"## {service}\n", 1)[1].split("\n#", 1)[0]
     rows = []
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 4 and (cells[0].startswith("`--") or cells[0] == "—"):
             rows.append({"flag": cells[0].strip("`"), "env": cells[1].strip("`"), "default": cells[2],
                          "meaning": cells[3]})
-    assert rows, f"no configuration table for {service} in README.md"
+    assert rows, f"no configuration table for {service} in docs/configuration.md"
     return rows
 
 
@@ -57,8 +57,8 @@ def test_every_setting_has_one_row_with_its_flag_and_variable(service):
     keys = [(r["flag"], r["env"]) for r in table(service)]
     assert len(keys) == len(set(keys)), f"{service}: a setting listed twice"
     settings = set(documented(SERVICES[service]))
-    assert settings - set(keys) == set(), f"{service} settings missing from README (or with another flag/env)"
-    assert set(keys) - settings == set(), f"README lists {service} settings that do not exist"
+    assert settings - set(keys) == set(), f"{service} settings missing from docs/configuration.md (or with another flag/env)"
+    assert set(keys) - settings == set(), f"docs/configuration.md lists {service} settings that do not exist"
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -81,7 +81,7 @@ def test_defaults_match_the_code(service):
     for row, name in rows_by_setting(service):
         field = model.model_fields[name]
         code, doc = cli_default(model, name), literal(row["default"])
-        where = f"{service} {row['flag']} {row['env']}: README says {row['default']!r}, code {code!r}"
+        where = f"{service} {row['flag']} {row['env']}: docs/configuration.md says {row['default']!r}, code {code!r}"
         if isinstance(code, bool):
             assert row["default"] == ("on" if code else "off"), where
         elif doc is not None:

@@ -4,14 +4,23 @@ Speed is measured by bench/bench_media.py, not asserted here."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
-from media_service.audio.dsp import db_to_gain, resample, resample_to_48k, rms_dbfs
+from media_service.audio.dsp import db_to_gain, resample
 from media_service.audio.mixer import DEFAULT_RAMP, DubTrack, Mode
 from media_service.audio.timeline import RATE as TIMELINE_RATE
 
 SR = TIMELINE_RATE
 R = DEFAULT_RAMP  # 480 samples = 10 ms
+
+
+def rms_dbfs(x: np.ndarray, floor_db: float = -120.0) -> float:
+    """RMS level in dBFS (RMS 1.0 = 0 dBFS), floored at floor_db (also for empty or silent input)."""
+    a = np.asarray(x, dtype=np.float64)
+    ms = float(np.mean(a * a)) if a.size else 0.0
+    return max(10.0 * math.log10(ms), floor_db) if ms > 0.0 else floor_db
 
 
 def sine(n: int, freq: float, amp: float, channels: int = 1, start: int = 0) -> np.ndarray:
@@ -304,12 +313,12 @@ def test_stereo_clip_into_mono_output_and_bad_shapes():
 def test_resample_alignment_length_and_quality(sr):
     x = np.zeros(sr, np.float32)
     x[sr // 2] = 1.0
-    y = resample_to_48k(x, sr)
+    y = resample(x, sr, SR)
     assert y.dtype == np.float32 and y.shape == (48_000,)
     assert int(np.argmax(np.abs(y))) == 24_000  # no delay introduced
     t = np.arange(2 * sr) / sr
     tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
-    y = resample_to_48k(tone, sr)
+    y = resample(tone, sr, SR)
     ref = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(len(y)) / SR)
     err = y[2000:-2000] - ref[2000:-2000]
     snr = 10 * np.log10(np.mean(ref[2000:-2000] ** 2) / np.mean(err**2))
@@ -322,6 +331,6 @@ def test_resample_stereo_identity_and_empty():
     assert y.shape == (48_000, 2)
     assert rms_dbfs(y[:, 0]) == pytest.approx(rms_dbfs(st[:, 0]), abs=0.1)
     x = sine(1000, 300.0, 0.5)
-    assert np.array_equal(resample_to_48k(x, 48_000), x)
-    assert resample_to_48k(np.zeros(0, np.float32), 16_000).shape == (0,)
+    assert np.array_equal(resample(x, 48_000, SR), x)
+    assert resample(np.zeros(0, np.float32), 16_000, SR).shape == (0,)
     assert resample(np.zeros((3, 2), np.float32), 48_000, 16_000).shape == (1, 2)

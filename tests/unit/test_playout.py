@@ -18,8 +18,8 @@ from media_service.events import EventLog
 from media_service.media_io.output import FRAME, OutputError
 from media_service.metrics import MediaMetrics
 from media_service.stream.capture import Capture
+from media_service.stream.counters import Counters
 from media_service.stream.playout import BATCH_S, IDLE_WAIT_S, Playout
-from media_service.stream.worker import Counters
 
 D = 0.15
 
@@ -46,16 +46,17 @@ class Rig:
     def __init__(self, fail_opens: int = 0):
         self.req = StreamRequest(input_url="rtmp://127.0.0.1:1/live/x/in", output_url="rtmp://127.0.0.1:1/live/x/out")
         self.events, self.counters = EventLog(), Counters()
-        self.capture = Capture("x", MediaConfig(sts_token="t"), self.events, self.counters, on_segment=lambda s: None)
-        self.capture.info = object()  # an input session is open
+        self.capture = Capture("x", MediaConfig(sts_token="t"), self.events, self.counters,
+                               on_segment=lambda seg, arrival: None)
+        self.counters.input_sessions = 1  # an input session is open
         self.writers: list[FakeWriter] = []
         self.errors: list[str] = []
         self.fail_opens = fail_opens
         self.reading = True
         self.stop, self.drain = threading.Event(), threading.Event()
-        self.playout = Playout("x", self.req, D, capture=self.capture, tracks=DubTracks(["es"]),
-                               metrics=MediaMetrics(), events=self.events, counters=self.counters,
-                               mix=lambda: (Mode.PASSTHROUGH, -12.0), make_writer=self.make_writer,
+        self.playout = Playout("x", self.req, D, store=self.capture.store, video=self.capture.video,
+                               timeline=self.capture.timeline, tracks=DubTracks(["es"]), metrics=MediaMetrics(),
+                               events=self.events, counters=self.counters, mix=lambda: (Mode.PASSTHROUGH, -12.0), make_writer=self.make_writer,
                                input_reading=lambda: self.reading, on_error=self.errors.append,
                                stop=self.stop, drain=self.drain)
         self.thread = threading.Thread(target=self.playout.run, daemon=True)

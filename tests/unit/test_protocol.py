@@ -9,6 +9,7 @@ from livedub_protocol import (
     FragmentProcessed,
     ProtocolError,
     StreamInitAck,
+    dump,
     float_to_pcm16,
     parse,
     pcm16_duration_ms,
@@ -49,3 +50,19 @@ def test_pcm16_round_trip():
     pcm = float_to_pcm16(x)
     assert pcm16_duration_ms(pcm, 1000) == 5.0
     np.testing.assert_allclose(pcm16_to_float(pcm), np.clip(x, -1, 1), atol=1e-4)
+
+
+def test_the_media_service_says_its_audio_rate_at_init():
+    """The fragments are the segmenter's audio: stream:init names its rate instead of relying on
+    the protocol's default."""
+    from media_service.audio.timeline import VAD_RATE
+    from media_service.config import MediaConfig, StreamRequest
+    from media_service.events import EventLog
+    from media_service.metrics import MediaMetrics
+    from media_service.stream.worker import StreamWorker
+
+    req = StreamRequest(input_url="rtmp://127.0.0.1:1/live/x/in", output_url="rtmp://127.0.0.1:1/live/x/out")
+    worker = StreamWorker("x", req, MediaConfig(sts_token="t"), MediaMetrics(), EventLog())
+    init = worker.dubbing.sts.init
+    assert "audio" in init.model_fields_set  # set from the segmenter's rate, not left to the default
+    assert dump(init)["audio"] == {"encoding": "pcm_s16le", "sample_rate_hz": VAD_RATE, "channels": 1}

@@ -13,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from sts_service.cost_model import CostModel, Ewma
 from sts_service.metrics import StsMetrics
-from sts_service.scheduler import AsrScheduler, CostModel, DeadlineExceeded, Ewma
+from sts_service.scheduler import AsrScheduler, DeadlineExceeded
 
 # With the clock frozen, a scheduler that waits where it should not waits for ever: fail, not hang.
 pytestmark = pytest.mark.timeout(30)
@@ -434,3 +435,34 @@ async def test_behind_a_busy_worker_the_free_one_takes_what_finishes_the_last_so
         asr.released.set()
         await s.close()
         pool.shutdown()
+
+
+def test_estimated_wait_counts_running_batches_and_what_waits():
+    """GET /load's estimated_wait_ms: a new fragment waits for the first worker to be free after
+    the running batches and the queue (batched as the scheduler would) are done."""
+    import asyncio as _asyncio
+
+    from sts_service.scheduler import AsrScheduler, _Job
+
+    class Asr:
+        max_batch = 2
+
+    class Metrics:
+        pass
+
+    loop = _asyncio.new_event_loop()
+    try:
+        s = AsrScheduler(Asr(), executor=None, metrics=Metrics(), workers=2)
+        s.cost.prime(1000, True, 1, 0.3)
+        s.cost.prime(1000, True, 2, 0.5)
+        assert s.estimated_wait_s(0.0) == 0.0  # idle: a worker is free
+        busy = [object(), object()]
+        s._busy_until = {busy[0]: 10.4, busy[1]: 10.1}
+        assert abs(s.estimated_wait_s(10.0) - 0.1) < 1e-9  # both busy: the earlier end
+        for i in range(3):
+            s._heap.append(_Job(20.0 + i, i, None, None, 1000, True, 10.0, loop.create_future()))
+        # the queue: a batch of 2 (0.5 s) on the worker free at 0.1, then 1 (0.3 s) on the one free
+        # at 0.4; a new fragment waits for the first free after that: min(0.6, 0.7)
+        assert abs(s.estimated_wait_s(10.0) - 0.6) < 1e-9
+    finally:
+        loop.close()

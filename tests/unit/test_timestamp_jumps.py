@@ -13,7 +13,7 @@ from media_service.audio.timeline import RATE
 from media_service.config import MediaConfig
 from media_service.events import EventLog
 from media_service.stream.capture import VAD_BLOCK, Capture
-from media_service.stream.worker import Counters
+from media_service.stream.counters import Counters
 
 CHUNK = 1024
 
@@ -21,7 +21,7 @@ CHUNK = 1024
 @pytest.fixture
 def worker():
     """The capture stage of stream "x"; its closed segments are collected, not sent."""
-    c = Capture("x", MediaConfig(sts_token="t"), EventLog(), Counters(), on_segment=lambda seg: None)
+    c = Capture("x", MediaConfig(sts_token="t"), EventLog(), Counters(), on_segment=lambda seg, arrival: None)
     return c
 
 
@@ -99,7 +99,7 @@ def test_audio_only_stretch_then_video_is_not_a_jump(worker):
     feed(worker, 10.0 + worker.timeline.end / RATE, 4.0)  # the picture is away for 4 s
     video(worker, 10.0 + worker.timeline.end / RATE)  # and comes back where the sound is
     assert worker.counters.timestamp_jumps == 0
-    assert worker.timeline.shift_s == 0.0 and worker.video_shift_ticks == 0
+    assert worker.timeline.shift_s == 0.0 and worker.video.shift_ticks == 0
 
 
 def test_both_jumping_is_still_a_jump(worker):

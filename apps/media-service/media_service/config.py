@@ -1,7 +1,7 @@
 """media-service configuration: the service config (env/CLI) and a stream's request (REST/hooks).
 
 Each setting is declared once below (type, default, range, flag, variable, description); the
-command line, the checks at start and the README table (tests/unit/test_config_docs.py) follow
+command line, the checks at start and the table in docs/configuration.md (tests/unit/test_config_docs.py) follow
 from it. A stream's request takes its defaults and ranges from the same declarations.
 """
 
@@ -44,7 +44,11 @@ class MediaConfig(Settings):
 
     host: str = setting("127.0.0.1", "--host", "MEDIA_HOST", "listen address of the control API")
     port: int = setting(8080, "--port", "MEDIA_PORT", "listen port (0–65535)", ge=0, le=65535)
-    sts_url: str = setting("http://127.0.0.1:8000", "--sts-url", "STS_URL", "sts-service base URL (http/https)")
+    sts_url: str = setting(
+        "http://127.0.0.1:8000", "--sts-url", "STS_URL",
+        "sts-service base URL (http/https); several comma-separated, or a DNS name with several addresses, make a "
+        "pool: each stream uses the least-loaded replica and moves on failure or drain "
+        "([STS pool](../specs/media-service.md#sts-pool-sts_poolpy))")
     sts_token: str | None = setting(
         None, None, "STS_AUTH_TOKEN", "token sent to sts-service; the service refuses to start without it",
         secret=True)
@@ -65,7 +69,7 @@ class MediaConfig(Settings):
     max_fragment_ms: float = setting(
         5000.0, "--max-fragment-ms", "MEDIA_MAX_FRAGMENT_MS",
         "cap on the speech fragment length; the limit in force is derived from D and the measured service "
-        "time ([Output delay D](#output-delay-d-and-fragment-limits))")
+        "time ([Output delay D](operations.md#output-delay-d-and-fragment-limits))")
     min_fragment_ms: float = setting(500.0, "--min-fragment-ms", "MEDIA_MIN_FRAGMENT_MS",
                                      "speech spans shorter than this (padded) are not sent")
     min_silence_ms: float = setting(
@@ -136,12 +140,21 @@ class MediaConfig(Settings):
     def target_policy(self) -> TargetPolicy:
         return TargetPolicy(media_root=self.media_root, hosts=self.media_hosts)
 
-    @field_validator("sts_url", "mediamtx_api")
+    @field_validator("mediamtx_api")
     @classmethod
     def _http(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError(f"must be an http(s):// URL, got {redact_url(v)!r}")
         return v
+
+    @field_validator("sts_url")
+    @classmethod
+    def _sts_urls(cls, v: str) -> str:
+        urls = [u.strip() for u in v.split(",")]
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"must be http(s):// URLs (comma-separated), got {redact_url(url)!r}")
+        return ",".join(urls)
 
     @field_validator("rtmp_base_url")
     @classmethod
@@ -250,8 +263,8 @@ class Track:
 
 @dataclass(frozen=True)
 class PlannedOutput:
-    """One writer the playout keeps open: `key` names it in snapshots and events (a language code
-    for `output_url`, as before `outputs` existed)."""
+    """One writer the playout keeps open: `key` names it in snapshots and events (for `output_url`,
+    the language code it carries)."""
 
     key: str
     kind: str

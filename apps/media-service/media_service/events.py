@@ -6,10 +6,11 @@ backlog with `since`, then long-poll for more. Published from any thread.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import deque
+
+from .waiters import Waiters
 
 
 class EventLog:
@@ -18,17 +19,14 @@ class EventLog:
         self._events: deque[dict] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self._seq = 0
-        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._waiters = Waiters()
 
     def publish(self, stream: str, kind: str, data: dict | None = None) -> dict:
         with self._lock:
             self._seq += 1
             event = {"seq": self._seq, "time": time.time(), "stream": stream, "type": kind, "data": data or {}}
             self._events.append(event)
-            waiters = list(self._waiters)
-        for loop, ev in waiters:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(ev.set)
+        self._waiters.wake()
         return event
 
     @property
@@ -42,22 +40,4 @@ class EventLog:
 
     async def wait_since(self, seq: int, stream: str | None, timeout: float) -> list[dict]:
         """Events after `seq`, waiting up to `timeout` seconds for the first one."""
-        found = self.since(seq, stream)
-        if found or timeout <= 0:
-            return found
-        entry = (asyncio.get_running_loop(), asyncio.Event())
-        with self._lock:
-            self._waiters.add(entry)
-        try:
-            deadline = time.monotonic() + timeout
-            while not found and time.monotonic() < deadline:
-                entry[1].clear()
-                try:
-                    await asyncio.wait_for(entry[1].wait(), deadline - time.monotonic())
-                except asyncio.TimeoutError:
-                    break
-                found = self.since(seq, stream)
-            return found
-        finally:
-            with self._lock:
-                self._waiters.discard(entry)
+        return await self._waiters.wait_for(lambda: self.since(seq, stream), timeout)

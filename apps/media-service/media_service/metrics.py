@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .states import StsState
+
 _RTT_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0)
-STS_STATES = ("disconnected", "connecting", "connected", "reconnecting", "unauthorized", "closed")
 
 
 class MediaMetrics:
@@ -47,10 +48,10 @@ class MediaMetrics:
         self.limit_refusals = Counter("media_limit_refusals", "Requests refused at a limit, by name", ["limit"],
                                       registry=r)
 
-    def set_sts_state(self, stream: str, state: str) -> None:
-        for s in STS_STATES:
-            self.sts_state.labels(stream, s).set(1 if s == state else 0)
-        self.sts_connected.labels(stream).set(1 if state == "connected" else 0)
+    def set_sts_state(self, stream: str, state: StsState) -> None:
+        for s in StsState:
+            self.sts_state.labels(stream, s.value).set(1 if s == state else 0)
+        self.sts_connected.labels(stream).set(1 if state == StsState.CONNECTED else 0)
 
     def forget(self, stream: str) -> None:
         """Drop every series of a stopped stream (gauges, counters, histograms, all label

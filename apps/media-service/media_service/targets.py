@@ -24,7 +24,7 @@ from .redaction import redact_url
 MAX_URL_LENGTH = 2048
 INPUT_SCHEMES = ("rtmp", "rtmps", "srt", "file")
 OUTPUT_SCHEMES = ("rtmp", "rtmps", "file")  # `output_url`, and `outputs` of kind rtmp (FLV, one language each)
-# What each kind of `outputs` entry may point at (README "outputs"): srt = MPEG-TS over srt/udp,
+# What each kind of `outputs` entry may point at (docs/api.md, "Outputs"): srt = MPEG-TS over srt/udp,
 # file = MPEG-TS file, hls = `hls://` (served by this service) or a directory.
 KIND_SCHEMES = {"rtmp": OUTPUT_SCHEMES, "srt": ("srt", "udp"), "file": ("file",), "hls": ("hls", "file")}
 HLS_SERVED = "hls://"  # an hls output kept in a temporary directory, served under /v1/streams/{id}/hls/

@@ -1,5 +1,5 @@
 """sts-service configuration: each setting declared once (type, default, range, flag, variable,
-description); the command line, the checks at start and the README table follow from it."""
+description); the command line, the checks at start and the table in docs/configuration.md follow from it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from livedub_protocol.settings import build_parser as _build_parser
 from livedub_protocol.settings import parse as _parse
 from pydantic import model_validator
 
+from .asr import whisper
 from .models.store import ModelStore, default_models_dir
 from .tts.voices import VoiceSpec, parse_voice_specs
 
@@ -41,13 +42,18 @@ class StsConfig(Settings):
         None, "--asr-model", "STS_ASR_MODEL",
         "faster-whisper CTranslate2 model directory, or a size name already in the local cache (never "
         "downloaded)")
-    asr_compute_type: str = setting("int8", "--asr-compute-type", "STS_ASR_COMPUTE_TYPE", "CTranslate2 compute type")
-    asr_beam_size: int = setting(1, "--asr-beam-size", "STS_ASR_BEAM_SIZE",
+    asr_compute_type: str = setting(whisper.COMPUTE_TYPE, "--asr-compute-type", "STS_ASR_COMPUTE_TYPE",
+                                    "CTranslate2 compute type")
+    asr_device: Literal["cpu", "cuda", "auto"] = setting(
+        "cpu", "--asr-device", "STS_ASR_DEVICE",
+        "faster-whisper device: `cpu`, `cuda` (an NVIDIA GPU with CUDA 12 and cuDNN 9 libraries; with "
+        "`--asr-compute-type float16` or `int8_float16`) or `auto`")
+    asr_beam_size: int = setting(whisper.BEAM_SIZE, "--asr-beam-size", "STS_ASR_BEAM_SIZE",
                                  "beam size (>= 1; > 1: only for a lone fragment on an idle ASR)", ge=1)
-    asr_threads: int = setting(1, "--asr-threads", "STS_ASR_THREADS",
+    asr_threads: int = setting(whisper.CPU_THREADS, "--asr-threads", "STS_ASR_THREADS",
                                "CTranslate2 CPU threads per ASR worker (>= 1)", ge=1)
     asr_min_window: int = setting(
-        1000, "--asr-min-window", "STS_ASR_MIN_WINDOW",
+        whisper.MIN_WINDOW, "--asr-min-window", "STS_ASR_MIN_WINDOW",
         "shortest encoder window in 10 ms frames (100–3000); a fragment gets its length + 2 s, 3000 is "
         "Whisper's full 30 s window", ge=100, le=3000)
     asr_workers: int = setting(
@@ -143,6 +149,11 @@ class StsConfig(Settings):
         "stream sessions one connection may open (>= 1; `overloaded` at init)", ge=1)
     max_connections: int = setting(64, "--max-connections", "STS_MAX_CONNECTIONS",
                                    "Socket.IO connections (>= 1; refused with `overloaded`)", ge=1)
+    drain_timeout_s: float = setting(
+        30.0, "--drain-timeout", "STS_DRAIN_TIMEOUT",
+        "on SIGTERM/SIGINT new streams are refused (`draining`) and the open ones served until their clients have "
+        "moved them or nothing has been in flight for 2 s, at most this long; then in-flight fragments get 10 s "
+        "(0–600 s)", ge=0, le=600)
     asr_prompt: bool = setting(False, "--asr-prompt", "STS_ASR_PROMPT",
                                "the stream's previous transcript as the Whisper prompt (variable: 1, true or yes)")
     cors_origins: str = setting(

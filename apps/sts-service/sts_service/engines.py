@@ -57,7 +57,8 @@ def _asr(cfg: StsConfig):
 
         return OpenAITranscriber(cfg.asr_url or "", cfg.asr_server_model, cfg.asr_api_key,
                                  timeout=cfg.asr_timeout_s, use_prompt=cfg.asr_prompt)
-    return WhisperASR(cfg.asr_model_path(), compute_type=cfg.asr_compute_type, beam_size=cfg.asr_beam_size,
+    return WhisperASR(cfg.asr_model_path(), device=cfg.asr_device, compute_type=cfg.asr_compute_type,
+                      beam_size=cfg.asr_beam_size,
                       cpu_threads=cfg.asr_threads, num_workers=cfg.asr_workers,
                       use_prompt=cfg.asr_prompt, min_window=cfg.asr_min_window)
 

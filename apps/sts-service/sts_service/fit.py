@@ -4,7 +4,9 @@ The media timeline has exactly ``span_ms`` for the dub, so the output must never
 ``floor(span_ms * sr / 1000)`` samples (never longer than the span). We trim the TTS engine's leading/trailing silence, speed
 speech up (pitch kept) by rubberband (Debian ``rubberband-cli``) or ffmpeg ``atempo`` if it is
 missing, capped at ``max_speed`` so it stays intelligible, then cut what still overflows with a
-short fade-out (no click) and pad the rest with silence. Last, the dub is level-matched to the
+short fade-out (no click) and pad the rest with silence. Input past what the span can use at
+``max_speed`` (``input_limit_ms``) is dropped first, so an engine that returns far too much audio
+costs no more than one that returns enough. Last, the dub is level-matched to the
 original span's loudness when it is given (``loudness.py``).
 
 Measured here (2 cores): 4.3 s of 22.05 kHz Piper speech sped up 1.27x in ~26 ms with rubberband's
@@ -30,6 +32,9 @@ from .loudness import match_loudness
 log = logging.getLogger(__name__)
 
 FADE_MS = 10.0
+# Leading silence a TTS engine may put before the speech (the trim removes it): input kept beyond
+# what the span uses at max speed, so the cap never cuts speech that would have been played.
+LEAD_SLACK_MS = 1000.0
 # Scratch files for the stretch tools live in RAM when it can: a private TemporaryDirectory (mode
 # 0700, random name) under /dev/shm, so the shared location is not a predictable-name risk.
 _TMP_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None  # nosec B108
@@ -58,6 +63,11 @@ def find_ffmpeg() -> str | None:
 
 def span_samples(span_ms: float, sample_rate: int) -> int:
     return max(0, int(math.floor(span_ms * sample_rate / 1000.0 + 1e-9)))
+
+
+def input_limit_ms(span_ms: float, max_speed: float) -> float:
+    """The most input `fit_to_span` uses for `span_ms`: at `max_speed` the rest is cut anyway."""
+    return max(0.0, span_ms) * max_speed + LEAD_SLACK_MS
 
 
 def trim_silence(
@@ -114,8 +124,10 @@ def fit_to_span(
     """
     if max_speed < 1.0 or min_speed <= 0 or min_speed > max_speed:
         raise ValueError(f"need 0 < min_speed <= max_speed and max_speed >= 1 (got {min_speed}, {max_speed})")
+    if sample_rate <= 0:
+        raise ValueError(f"sample rate {sample_rate} Hz: the audio cannot be placed on the span")
     target = span_samples(span_ms, sample_rate)
-    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)[: span_samples(input_limit_ms(span_ms, max_speed), sample_rate)]
     if trim_silence:
         audio = _trim(audio, sample_rate)
     speed = 1.0

@@ -48,6 +48,8 @@ class StsMetrics:
             "sts_dub_gain_db", "Gain that level-matched a dub to its original span (BS.1770 loudness)",
             buckets=(-24, -18, -12, -9, -6, -3, 0, 3, 6, 9, 12, 18, 24), registry=self.registry)
         self.ready = Gauge("sts_ready", "1 once the models are loaded", registry=self.registry)
+        self.draining = Gauge("sts_draining", "1 while shutting down: new streams are refused",
+                              registry=self.registry)
         for status in ("ok", "no_speech", "failed"):
             self.fragments.labels(status)
         for stage in STAGES:

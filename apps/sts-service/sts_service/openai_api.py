@@ -3,7 +3,9 @@ faster-whisper-server/speaches, Kokoro-FastAPI, LocalAI, ...), shared by the ASR
 
 Why not urllib: a call must end within the fragment's deadline, and urllib's timeout bounds each
 socket operation, not the call (a server that trickles bytes would hold a worker for minutes).
-Here every read gets what is left of the call's own budget. No proxy variables are read (a model
+Here the socket http.client sees gives every send and every read (status line and headers too)
+what is left of the call's one budget, and the call fails and closes the socket once it is spent.
+Response bodies are capped (``limit``); http.client caps the header lines. No proxy variables are read (a model
 server is addressed directly), the key goes in ``Authorization: Bearer`` only and is replaced by
 ``***`` in every message, and the base URL is shown without userinfo or query.
 """
@@ -11,7 +13,9 @@ server is addressed directly), the key goes in ``Authorization: Bearer`` only an
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import socket
 import ssl
 import time
 import uuid
@@ -59,7 +63,8 @@ class OpenAIClient:
     def post(self, path: str, body: bytes, content_type: str, *, timeout: float | None = None,
              limit: int = MAX_JSON_BYTES) -> tuple[bytes, str]:
         """(response body, its content type); any failure -> the engine's error. `timeout` (s)
-        bounds the whole call: connect, send, every read."""
+        bounds the whole call: connect, every send, every read (headers included); the body is
+        refused past `limit` bytes."""
         budget = self.timeout if timeout is None else min(self.timeout, timeout)
         if budget <= 0:
             raise self._fail("no time left for the request", timed_out=True)
@@ -71,12 +76,12 @@ class OpenAIClient:
         kwargs = {"context": ssl.create_default_context()} if self._https else {}
         conn = conn_cls(self._host, self._port, timeout=budget, **kwargs)
         try:
+            conn.connect()
+            conn.sock = _DeadlineSocket(conn.sock, end)
             conn.request("POST", f"{self._path}/{path.lstrip('/')}", body=body, headers=headers)
-            _left(conn, end)
             resp = conn.getresponse()
             data = bytearray()
             while True:
-                _left(conn, end)
                 chunk = resp.read1(65536)  # what has arrived: read() would wait for all 64 KiB
                 if not chunk:
                     break
@@ -122,10 +127,47 @@ class OpenAIClient:
         return data
 
 
-def _left(conn: http.client.HTTPConnection, end: float) -> None:
-    """Give the socket what is left of the call's budget (TimeoutError when nothing is)."""
-    left = end - time.monotonic()
-    if left <= 0:
-        raise TimeoutError
-    if conn.sock is not None:
-        conn.sock.settimeout(left)
+class _DeadlineSocket:
+    """The connection's socket as http.client uses it (``sendall``, ``makefile``, ``close``):
+    every send and every receive gets what is left until `end` as its timeout, and TimeoutError
+    once nothing is, so no sequence of slow but not idle operations outlives the call."""
+
+    def __init__(self, sock: socket.socket, end: float) -> None:
+        self._sock, self._end = sock, end
+
+    def _arm(self) -> None:
+        left = self._end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        self._sock.settimeout(left)
+
+    def sendall(self, data) -> None:
+        self._arm()
+        self._sock.sendall(data)
+
+    def recv_into(self, buffer, nbytes: int = 0) -> int:
+        self._arm()
+        return self._sock.recv_into(buffer, nbytes)
+
+    def makefile(self, mode: str = "rb", *args, **kwargs) -> io.BufferedReader:
+        return io.BufferedReader(_Receiver(self))
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __getattr__(self, name: str):  # anything else http.client may ask of a socket
+        return getattr(self._sock, name)
+
+
+class _Receiver(io.RawIOBase):
+    """The raw stream under the response's buffered reader: reads through the deadline."""
+
+    def __init__(self, sock: _DeadlineSocket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._sock.recv_into(buffer)

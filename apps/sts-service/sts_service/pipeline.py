@@ -29,10 +29,11 @@ from livedub_protocol import (
     pcm16_to_float,
 )
 
+from .asr import ASR_RATE
 from .config import StsConfig
 from .context import StreamContext
 from .engines import Engines
-from .fit import fit_to_span
+from .fit import fit_to_span, input_limit_ms
 from .loudness import integrated_lufs
 from .metrics import StsMetrics
 from .pitch import median_pitch_hz
@@ -42,7 +43,6 @@ from .tts.voices import Voice
 
 log = logging.getLogger(__name__)
 
-ASR_RATE = 16000
 # A remote engine's call budget inside a fragment's deadline: translation may take this share of
 # the time left, speech all of it but this much (the fit after it is local and fast).
 MT_SHARE = 0.5
@@ -87,7 +87,7 @@ def source_features(audio: np.ndarray, rate: int, want_pitch: bool) -> tuple[flo
 
 
 def asr_input(audio: bytes, rate: int) -> np.ndarray:
-    """pcm_s16le -> float32 at 16 kHz (linear resampling for the rare non-16k client)."""
+    """pcm_s16le at the stream's rate -> float32 at ASR_RATE (linear resampling for a client at another rate)."""
     x = pcm16_to_float(audio)
     if rate != ASR_RATE and len(x):
         n_out = int(round(len(x) * ASR_RATE / rate))
@@ -190,15 +190,18 @@ class DubbingPipeline:
             return translator.translate(text, source, target, **kwargs)
         return call
 
-    def _synthesize(self, voice: Voice, text: str, target: str, voice_id: str | None, deadline: float | None):
-        """The speech call of the voice chosen for this fragment; a model server gets what is left of the budget."""
+    def _synthesize(self, voice: Voice, text: str, target: str, voice_id: str | None, deadline: float | None,
+                    span_ms: float):
+        """The speech call of the voice chosen for this fragment; a model server gets what is left of the
+        budget, and decodes no more audio than the span can use."""
         synthesizer = voice.synthesizer
         remote = deadline is not None and getattr(synthesizer, "remote", False)
 
         def call():
             if remote:
                 return synthesizer.synthesize(text, target, voice_id or voice.voice_id,
-                                              timeout=max(0.05, deadline - time.monotonic() - FIT_RESERVE_S))
+                                              timeout=max(0.05, deadline - time.monotonic() - FIT_RESERVE_S),
+                                              max_seconds=input_limit_ms(span_ms, self.cfg.max_speed) / 1000.0)
             return voice.synthesize(text, target, voice_id)
         return call
 
@@ -218,7 +221,7 @@ class DubbingPipeline:
         voice = self.engines.synthesizer.select(target, pitch_hz)  # the high voice for a high speaker
         (samples, rate), t_tts = await self._stage(
             self._post_pool, cfg.tts_timeout_s, "tts", ErrorCode.TTS_FAILED,
-            self._synthesize(voice, translated, target, spec.voices.get(target), mono), deadline=deadline)
+            self._synthesize(voice, translated, target, spec.voices.get(target), mono, span_ms), deadline=deadline)
         fitted, t_fit = await self._stage(
             self._post_pool, cfg.fit_timeout_s, "fit", ErrorCode.INTERNAL,
             lambda: fit_to_span(samples, rate, span_ms, max_speed=cfg.max_speed, target_lufs=source_lufs))

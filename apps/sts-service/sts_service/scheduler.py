@@ -1,24 +1,24 @@
 """One ASR queue for every connection: earliest deadline first, batched, never late on purpose.
 
-Under load the old server transcribed fragments in arrival order, spending the machine on work
-whose deadline had already passed, so every later fragment was late too. Here:
+Served in arrival order under load, fragments whose deadline has passed would take the machine and
+make every later fragment late too. Here:
 
 - every fragment waits in one queue ordered by deadline (a fragment sent without one gets the
   ASR timeout as its deadline, and fails as `timeout` instead of `deadline_exceeded`);
 - whenever one of ``workers`` ASR workers is free, the runner takes the earliest deadline and the
   waiting fragments of the same encoder window (up to ``asr.max_batch``, spread over the workers,
   ``_share``) and transcribes them in one batched call in the ASR executor. Several single-threaded
-  workers beat one multi-threaded call on a shared machine: measured on 2 cores with another
-  process taking 60 % of one, a batch of 4 on 2 threads cost 187 ms a fragment, two workers of
-  1 thread 118 ms (one straggling OpenMP thread stalls the whole multi-threaded call), and a burst
-  no longer waits for the whole of the batch before it;
+  workers beat one multi-threaded call on a shared machine (one straggling OpenMP thread stalls
+  the whole multi-threaded call; bench/README.md), and a burst does not wait for the whole of the
+  batch before it;
 - the first fragment of a burst waits until the burst is over (nothing new for 40 ms, at most
   80 ms, a quarter of its slack at most): streams started together send equal fragments a few ms
   apart, which then share batches;
 - the configured beam search runs only for a lone fragment on an otherwise idle ASR (nothing
-  running, nothing waiting) that finishes with its run time to spare; otherwise the batch is decoded greedily (faster, slightly less accurate: quality gives way
-  before any fragment is dropped);
-- a learned cost model (``CostModel``) says how long that call and the stages after it will take;
+  running, nothing waiting) that finishes with its run time to spare; otherwise the batch is
+  decoded greedily (faster, slightly less accurate: quality gives way before any fragment is
+  dropped);
+- a learned cost model (``cost_model.CostModel``) says how long that call and the stages after it will take;
   a fragment that cannot finish by its deadline is never started: it is answered at once.
 
 One runner task owns the queue and the batch tasks it starts; ``close()`` cancels and awaits
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .cost_model import CostModel
 from .metrics import StsMetrics
 
 log = logging.getLogger(__name__)
@@ -50,87 +51,6 @@ class DeadlineExceeded(Exception):
     def __init__(self, stage: str, message: str, hard: bool = True):
         super().__init__(message)
         self.stage, self.message, self.hard = stage, message, hard
-
-
-class Ewma:
-    """A run time estimate: exponentially weighted, and forgetting what it has not seen lately.
-
-    Between observations the excess over the best time observed halves every ``half_life_s``.
-    Without that, a burst of contention (another process on the cores) raised the estimates until
-    every fragment looked infeasible; refused fragments are never run, so nothing was observed to
-    bring them down, and the service refused everything from then on (measured: a soak on a busy
-    machine went from 30 % to 100 % `deadline_exceeded` at the ASR stage, and stayed there with
-    the machine idle). Decaying, a refused fragment is tried again within a few half-lives, and
-    what it measures sets the estimate. The half-life is long on purpose: with 5 s, keys observed
-    only now and then (batch sizes, the beam) looked cheaper than they were, and at k = 8 dense
-    streams 84 fragments were transcribed and then refused before translation (62 % fallbacks;
-    30 s: 45 and 55 %, one run each).
-    """
-
-    HALF_LIFE_S = 30.0
-
-    def __init__(self, initial: float, alpha: float = 0.3, *, half_life_s: float | None = None,
-                 clock=time.monotonic):
-        self.alpha, self._clock = alpha, clock
-        self.half_life_s = self.HALF_LIFE_S if half_life_s is None else half_life_s
-        self._value = self.best = initial
-        self._at = clock()
-
-    @property
-    def value(self) -> float:
-        idle = self._clock() - self._at
-        return self.best + (self._value - self.best) * 0.5 ** (idle / self.half_life_s)
-
-    def update(self, x: float) -> None:
-        value = self.value
-        self._value, self._at = value + self.alpha * (x - value), self._clock()
-        self.best = min(self.best, x)
-
-
-class CostModel:
-    """Expected run time (s) of an ASR call and of the stages that follow one fragment.
-
-    Learned per (encoder window, greedy or beam search, batch size): what batching saves is
-    measured, not assumed (bench_asr: a batch of 4 costs ~0.75 of four single calls on two cores).
-    An unseen key is seeded from the nearest learned one, scaled linearly in window and in batch
-    size with a modest batching gain (``BATCH_SEED``; bench_asr measured 0.81-0.94 per item); with
-    nothing learned, pessimistically. The gain must not be seeded at zero: streams started together
-    send equal fragments with equal deadlines, and a batch of two seeded at twice the cost of one
-    was never tried, so the second always missed its deadline behind the first.
-    """
-
-    BEAM_OVER_GREEDY = 1.5  # seed ratio when only the other decoding mode has been measured
-    BATCH_SEED = 0.85  # seeded cost per item of a batch relative to a batch of one
-
-    def __init__(self, post_seed_s: float = 0.25, *, clock: Callable[[], float] = time.monotonic):
-        self._asr: dict[tuple[int, bool, int], Ewma] = {}
-        self._clock = clock
-        self.post = Ewma(post_seed_s, clock=clock)
-
-    def _entry(self, window: int, greedy: bool, batch: int) -> Ewma:
-        key = (window, greedy, batch)
-        if key not in self._asr:
-            self._asr[key] = Ewma(self._seed(window, greedy, batch), clock=self._clock)
-        return self._asr[key]
-
-    def _seed(self, window: int, greedy: bool, batch: int) -> float:
-        if not self._asr:
-            return (0.1 + 0.00045 * window) * batch
-        (w, g, b), e = min(self._asr.items(), key=lambda kv: (kv[0][1] != greedy, abs(kv[0][0] - window),
-                                                               abs(kv[0][2] - batch)))
-        mode = 1.0 if g == greedy else (self.BEAM_OVER_GREEDY if g else 1.0 / self.BEAM_OVER_GREEDY)
-        per_item = e.value / b / (self.BATCH_SEED if b > 1 else 1.0)
-        return per_item * window / w * batch * (self.BATCH_SEED if batch > 1 else 1.0) * mode
-
-    def prime(self, window: int, greedy: bool, batch: int, seconds: float) -> None:
-        """Start a key from a measured time (the ASR's warm-up) instead of a seed."""
-        self._asr[(window, greedy, batch)] = Ewma(seconds, clock=self._clock)
-
-    def asr(self, window: int, batch: int = 1, greedy: bool = False) -> float:
-        return self._entry(window, greedy, batch).value
-
-    def observe_asr(self, window: int, batch: int, seconds: float, greedy: bool = False) -> None:
-        self._entry(window, greedy, batch).update(seconds)
 
 
 @dataclass(order=True)
@@ -174,6 +94,19 @@ class AsrScheduler:
     @property
     def queued(self) -> int:
         return len(self._heap)
+
+    def estimated_wait_s(self, now: float) -> float:
+        """How long a fragment arriving now would wait for an ASR worker, by the cost model: the
+        running batches' expected ends, then what waits, batched, each on the first free worker.
+        The load a client compares replicas by (`GET /load`)."""
+        free_at = sorted([max(0.0, end - now) for end in self._busy_until.values()]
+                         + [0.0] * max(0, self.workers - len(self._busy_until)))
+        live = sorted(self._live())
+        while live:
+            batch, live = live[:self._max_batch], live[self._max_batch:]
+            free_at[0] += self.cost.asr(batch[0].window, len(batch), True)
+            free_at.sort()
+        return free_at[0]
 
     def start(self) -> None:
         self._runner = asyncio.create_task(self._run(), name="asr-scheduler")

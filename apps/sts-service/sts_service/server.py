@@ -1,7 +1,9 @@
-"""The Socket.IO /sts server on aiohttp: protocol handlers, health, readiness and metrics.
+"""The Socket.IO /sts server on aiohttp: protocol handlers, health, readiness, load and metrics.
 
 Handlers only validate, account and schedule: every fragment becomes a task owned by its
 Session, and the blocking model work runs in the pipeline's executors, so acks stay fast.
+At SIGTERM the server drains (`StsServer.drain`): it refuses new streams and tells its clients
+to move theirs to another replica, serving them until they have, before it shuts down.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from typing import Any
 
 import socketio
@@ -16,8 +19,11 @@ from aiohttp import web
 from livedub_protocol import (
     FRAGMENT_DATA,
     FRAGMENT_PROCESSED,
+    MAX_SAMPLE_RATE_HZ,
+    MIN_SAMPLE_RATE_HZ,
     NAMESPACE,
     PROTOCOL_VERSION,
+    SERVER_DRAINING,
     STREAM_BACKPRESSURE,
     STREAM_END,
     STREAM_INIT,
@@ -28,6 +34,7 @@ from livedub_protocol import (
     FragmentError,
     FragmentProcessed,
     ProtocolError,
+    ServerDraining,
     StreamBackpressure,
     StreamEnd,
     StreamInit,
@@ -53,16 +60,19 @@ log = logging.getLogger(__name__)
 
 # A fragment's duration_ms may differ from its audio length by this much (rounding on the client).
 DURATION_TOLERANCE_MS = 50.0
-# Largest Socket.IO message: the longest legal fragment at 48 kHz pcm16, plus room for the fields.
+# Largest Socket.IO message: the longest legal fragment at the highest legal rate, plus room for the fields.
 MESSAGE_SLACK_BYTES = 64 * 1024
 
 
 def max_message_bytes(cfg: StsConfig) -> int:
-    return int(cfg.max_fragment_ms / 1000.0 * 48000 * 2) + MESSAGE_SLACK_BYTES
+    return int(cfg.max_fragment_ms / 1000.0 * MAX_SAMPLE_RATE_HZ * 2) + MESSAGE_SLACK_BYTES
 
 
 RETURN_MARGIN_S = 0.05  # a result must be sent this long before the client's deadline
 SHUTDOWN_DRAIN_S = 10.0  # at SIGTERM, fragments in flight get this long to finish; the rest are answered failed
+# A drain ends early once nothing has been in flight for this long: a client that does not move its
+# streams (protocol < 1.4) is not waited for, and a silent stream loses nothing by the disconnect.
+DRAIN_IDLE_S = 2.0
 
 
 class StsServer:
@@ -84,12 +94,15 @@ class StsServer:
         self.sio.attach(self.app)
         self.app.router.add_get("/health", self._health)
         self.app.router.add_get("/ready", self._ready)
+        self.app.router.add_get("/load", self._load)
         self.app.router.add_get("/metrics", self._metrics)
         self.app.on_startup.append(self._on_startup)
         self.app.on_shutdown.append(self._on_shutdown)
         self.app.on_cleanup.append(self._on_cleanup)
         self._load_task: asyncio.Task | None = None
         self._closers: set[asyncio.Task] = set()
+        self.draining = False
+        self._last_accept = 0.0  # loop time of the last accepted fragment (drain idleness)
         ns = NAMESPACE
         self.sio.on("connect", self._connect, namespace=ns)
         self.sio.on("disconnect", self._disconnect, namespace=ns)
@@ -135,6 +148,31 @@ class StsServer:
     def ready(self) -> bool:
         return self.pipeline is not None
 
+    async def drain(self, timeout: float, interrupted: asyncio.Event | None = None) -> None:
+        """Stop taking streams and let the clients move theirs: refuse connects and `stream:init`
+        (`draining`), tell every connection (`server:draining`), and keep serving until no session
+        is left, nothing has been in flight for DRAIN_IDLE_S, `timeout` passes or `interrupted`
+        is set (a second signal). Readiness turns 503 so orchestrators stop routing here."""
+        loop = asyncio.get_running_loop()
+        self.draining = True
+        self.metrics.draining.set(1)
+        log.info("draining: %d sessions; new streams are refused, open ones served up to %.0f s",
+                 len(self.sessions), timeout)
+        with contextlib.suppress(Exception):
+            await self.sio.emit(SERVER_DRAINING, dump(ServerDraining(drain_s=timeout)), namespace=NAMESPACE)
+        start = idle_since = loop.time()
+        while loop.time() - start < timeout and not (interrupted and interrupted.is_set()):
+            now = loop.time()
+            if self._inflight() or now - self._last_accept < DRAIN_IDLE_S:
+                idle_since = now
+            if not len(self.sessions) or now - idle_since >= DRAIN_IDLE_S:
+                break
+            await asyncio.sleep(0.1)
+        log.info("drained after %.1f s: %d sessions left", loop.time() - start, len(self.sessions))
+
+    def _inflight(self) -> int:
+        return sum(s.inflight for s in self.sessions.all())
+
     # ------------------------------------------------------------ HTTP
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -149,10 +187,25 @@ class StsServer:
     async def _ready(self, request: web.Request) -> web.Response:
         if self._load_failure():
             return web.json_response({"ready": False, "error": self._load_failure()}, status=500)
+        if self.draining:
+            return web.json_response({"ready": False, "draining": True}, status=503)
         body = {"ready": self.ready}
         if self.ready:
             body["capabilities"] = self.engines.capabilities()
         return web.json_response(body, status=200 if self.ready else 503)
+
+    def load(self) -> dict:
+        """What a client picks a replica by (specs/sts-service.md, Load)."""
+        scheduler = self.pipeline.scheduler if self.pipeline is not None else None
+        wait_s = scheduler.estimated_wait_s(asyncio.get_running_loop().time()) if scheduler else 0.0
+        return {"ready": self.ready, "draining": self.draining, "sessions": len(self.sessions),
+                "connections": int(self.metrics.connections._value.get()), "inflight": self._inflight(),
+                "asr_queue": scheduler.queued if scheduler else 0,
+                "asr_workers": scheduler.workers if scheduler else self.cfg.asr_workers,
+                "estimated_wait_ms": round(wait_s * 1000.0, 1)}
+
+    async def _load(self, request: web.Request) -> web.Response:
+        return web.json_response(self.load())
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry),
@@ -167,6 +220,10 @@ class StsServer:
             log.warning("refused connection %s: unauthorized", sid)
             self._close_transport_soon(sid)
             raise socketio.exceptions.ConnectionRefusedError("unauthorized: missing or wrong token")
+        if self.draining:
+            self.metrics.errors.labels(ErrorCode.DRAINING.value).inc()
+            self._close_transport_soon(sid)
+            raise socketio.exceptions.ConnectionRefusedError("draining: shutting down; use another replica")
         if self.metrics.connections._value.get() >= self.cfg.max_connections:
             self.metrics.errors.labels(ErrorCode.OVERLOADED.value).inc()
             self._close_transport_soon(sid)
@@ -216,8 +273,10 @@ class StsServer:
                 except ValidationError as exc:
                     raise ProtocolError(ErrorCode.UNSUPPORTED_AUDIO,
                                         f"audio: {describe_validation_error(exc)} (supported: pcm_s16le, "
-                                        "mono, 8000-48000 Hz)") from None
+                                        f"mono, {MIN_SAMPLE_RATE_HZ}-{MAX_SAMPLE_RATE_HZ} Hz)") from None
             init = parse(StreamInit, data)
+            if self.draining:
+                raise ProtocolError(ErrorCode.DRAINING, "shutting down: open the stream on another replica")
             if not self.ready:
                 failure = self._load_failure()
                 if failure:
@@ -284,6 +343,7 @@ class StsServer:
             await self._refused(sid, exc, FRAGMENT_DATA)
             return reject_ack(exc.code, exc.message)
         session.fragments += 1
+        self._last_accept = asyncio.get_running_loop().time()
         # Aim to finish a little before the client's deadline: the answer still has to travel
         # back and be placed (RETURN_MARGIN_S).
         deadline = (asyncio.get_running_loop().time() + frag.deadline_ms / 1000.0 - RETURN_MARGIN_S
@@ -358,8 +418,31 @@ class StsServer:
         return session.stats()
 
 
-def run(cfg: StsConfig) -> None:
+async def serve(cfg: StsConfig) -> None:
+    """Listen until SIGTERM/SIGINT, drain (a second signal cuts the drain short), then shut down
+    (fragments in flight get SHUTDOWN_DRAIN_S). The listener stays open while draining, so
+    `/ready`, `/load` and `/metrics` keep answering and refusals are explicit."""
     server = StsServer(cfg)
+    runner = web.AppRunner(server.app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port)
+    await site.start()
     log.info("sts-service listening on http://%s:%d (namespace %s, auth %s)", cfg.host, cfg.port, NAMESPACE,
              "off" if cfg.no_auth else "token")
-    web.run_app(server.app, host=cfg.host, port=cfg.port, print=None, access_log=None)
+    loop = asyncio.get_running_loop()
+    signals = [asyncio.Event(), asyncio.Event()]  # first signal, second signal
+
+    def on_signal() -> None:
+        (signals[1] if signals[0].is_set() else signals[0]).set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await signals[0].wait()
+        await server.drain(cfg.drain_timeout_s, interrupted=signals[1])
+    finally:
+        await runner.cleanup()
+
+
+def run(cfg: StsConfig) -> None:
+    asyncio.run(serve(cfg))

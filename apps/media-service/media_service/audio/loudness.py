@@ -6,9 +6,9 @@ reports what each language's output measures: momentary (400 ms), short-term (3 
 
 K-weighting is BS.1770's two biquads at 48 kHz (the timeline rate), applied as their impulse
 response (4096 taps: the RLB high-pass decays to -180 dB by ~3300 samples, so truncation is below
-any audible or measurable level) by FFT overlap-save, 4096 samples per FFT: numpy only, about 5 ms per second of
-audio per language here (0.5 % of a core). Mean squares are kept per 100 ms sub-block; a 400 ms gating block (75 %
-overlap) ends every 100 ms. Integrated loudness keeps bounded memory: block energies are summed
+any audible or measurable level) by FFT overlap-save, 4096 samples per FFT: numpy only, cheap
+next to the AAC encoder of the same output. Mean squares are kept per 100 ms sub-block; a 400 ms
+gating block (75 % overlap) ends every 100 ms. Integrated loudness keeps bounded memory: block energies are summed
 into 0.1 LU histogram bins (as libebur128 does), so the relative gate is exact to one bin.
 """
 
@@ -19,7 +19,8 @@ from collections import deque
 
 import numpy as np
 
-RATE = 48000
+from .timeline import RATE  # the K-weighting coefficients below are BS.1770's for 48 kHz: this rate
+
 SUB_BLOCK = RATE // 10  # 100 ms
 TAPS = 4096
 ABSOLUTE_GATE = -70.0

@@ -309,10 +309,6 @@ class SpeechSegmenter:
                 del self._probs[:drop]
             self._probs_base = wkeep
 
-    @staticmethod
-    def samples_to_ms(n: int) -> float:
-        return n * 1000.0 / SAMPLE_RATE
-
 
 def span_to_48k(span: Span) -> tuple[int, int]:
     """Map a 16 kHz span to 48 kHz timeline indices ``(start, end)``."""

@@ -74,10 +74,9 @@ class Timeline:
         """A reconnected input whose first timestamp is `first_pts_s` continues at `resume_out_s`.
 
         The session's first audio is placed at its own time, not laid end to end within the
-        tolerance: video is shifted exactly, so snapping the audio by up to 15 ms put the whole
-        new session that far off (a CI run: A/V -4.6 to -5.1 ms at every marker after an input
-        server restart, against 0.1-0.5 ms before it). A few ms of silence, or of overlap
-        dropped, at the splice instead.
+        tolerance: video is shifted exactly, so snapping the audio by up to the tolerance would put
+        the whole new session that far out of sync. The splice gets a few ms of silence, or of
+        overlap dropped, instead.
         """
         self.shift_s = resume_out_s - first_pts_s
         self._exact = True
@@ -99,7 +98,6 @@ class AudioStore:
     def __init__(self, channels: int = 2):
         self.channels = channels
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
         self._chunks: deque[tuple[int, np.ndarray]] = deque()  # (start, samples (n, ch))
         self._arrivals: deque[tuple[int, float]] = deque()  # (end index, monotonic arrival)
         self.end = 0
@@ -107,17 +105,15 @@ class AudioStore:
 
     def write(self, start: int, samples: np.ndarray, arrival: float | None = None) -> None:
         arrival = time.monotonic() if arrival is None else arrival
-        with self._cond:
+        with self._lock:
             if len(samples):
                 self._chunks.append((start, samples))
             self.end = max(self.end, start + len(samples))
             self._arrivals.append((self.end, arrival))
-            self._cond.notify_all()
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self.closed = True
-            self._cond.notify_all()
 
     def arrival_of(self, index: int) -> float | None:
         """When the sample at `index` arrived; None if it has not."""
@@ -148,7 +144,3 @@ class AudioStore:
                 self._chunks.popleft()
             while len(self._arrivals) > 1 and self._arrivals[0][0] <= index:
                 self._arrivals.popleft()
-
-    def wait(self, timeout: float) -> None:
-        with self._cond:
-            self._cond.wait(timeout)

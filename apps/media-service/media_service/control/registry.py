@@ -9,6 +9,7 @@ from ..config import MediaConfig, StreamRequest
 from ..events import EventLog
 from ..metrics import MediaMetrics
 from ..states import StreamState
+from ..stream.sts_pool import StsPool
 from ..stream.worker import StreamWorker
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class StreamRegistry:
         self._workers: dict[str, StreamWorker] = {}
         self._lock = asyncio.Lock()
         self._reaper: asyncio.Task | None = None
+        self.sts_pool = StsPool(cfg.sts_url)  # one replica choice for all the process's streams
         # Called (awaited) with the id of every stream removed: per-stream state elsewhere
         # (the preview registry) goes with it.
         self.on_removed: list = []
@@ -71,7 +73,7 @@ class StreamRegistry:
             if running >= self.cfg.max_streams:
                 raise LimitReached("streams", f"{running} streams are running, the limit is {self.cfg.max_streams} "
                                               "(--max-streams / MEDIA_MAX_STREAMS); stop one or raise the limit")
-            worker = StreamWorker(stream_id, request, self.cfg, self.metrics, self.events)
+            worker = StreamWorker(stream_id, request, self.cfg, self.metrics, self.events, sts_pool=self.sts_pool)
             self._workers[stream_id] = worker
             await worker.start()
             self.metrics.streams_active.set(len([w for w in self._workers.values() if not w.done]))

@@ -17,10 +17,11 @@ text for WebVTT; cue text is stored unescaped (JSON consumers show it as text).
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import threading
 from dataclasses import dataclass, field
+
+from ..waiters import Waiters
 
 MAX_LINE_CHARS = 42
 MAX_LINES = 2
@@ -141,7 +142,7 @@ class CaptionTrack:
         self._lock = threading.Lock()
         self._seq = 0
         self.added = 0  # cues ever added (the kept ones are the last of them)
-        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._waiters = Waiters()
 
     @property
     def last_seq(self) -> int:
@@ -162,10 +163,7 @@ class CaptionTrack:
                 new.append(cue)
             self.added += len(new)
             self._trim()
-            waiters = list(self._waiters)
-        for loop, ev in waiters:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(ev.set)
+        self._waiters.wake()
         return new
 
     def _trim(self) -> None:
@@ -191,24 +189,7 @@ class CaptionTrack:
 
     async def wait_since(self, seq: int, timeout: float) -> list[Cue]:
         """Cues added after `seq`, waiting up to `timeout` s for the first one ([] if none came)."""
-        found = self.since(seq)
-        if found or timeout <= 0:
-            return found
-        entry = (asyncio.get_running_loop(), asyncio.Event())
-        with self._lock:
-            self._waiters.add(entry)
-        try:
-            found = self.since(seq)  # added between the first look and the registration
-            if not found:
-                try:
-                    await asyncio.wait_for(entry[1].wait(), timeout)
-                except asyncio.TimeoutError:
-                    return []
-                found = self.since(seq)
-            return found
-        finally:
-            with self._lock:
-                self._waiters.discard(entry)
+        return await self._waiters.wait_for(lambda: self.since(seq), timeout)
 
 
 @dataclass

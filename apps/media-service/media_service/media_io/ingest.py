@@ -21,21 +21,18 @@ from ..targets import file_path, protocol_whitelist
 
 log = logging.getLogger(__name__)
 
-# Reading packet by packet as they arrive woke the thread ~80 times a second per stream, and code
-# that runs right after a sleep runs from cold caches (one Silero window: 1.1 ms instead of
-# 0.23 ms). Reading in 100 ms bursts, with the playout writing in rounds of the same size, took one
-# 720p30 stream from 16 % to ~11 % of a core (bench/bench_media_cpu.py). Packets taken in a burst
-# are stamped with when they arrived, not when they were taken (ArrivalClock): stamped when taken,
-# each was played up to 100 ms late (glass-to-glass 3.61 s at D = 3.5 s instead of 3.56 s).
+# The reader takes what has arrived in bursts, not packet by packet: code that runs right after a
+# sleep runs from cold caches, so every wake-up costs, and the playout writes in rounds of the same
+# size. A packet taken from a burst is dated when it arrived, not when it was taken (ArrivalClock),
+# so it still plays D after its arrival. Measurements: bench/README.md, "Measurements behind the code".
 BURST_S = 0.1
 CAUGHT_UP_S = 0.002  # a read that took longer waited for the source: nothing more is buffered
 # ... unless the reader is this far behind the live source (IngestLag): then the read waited for the
 # GIL or a core with data buffered. Behind, the reader takes CATCH_UP_CHUNK_S of stream time, then
 # yields CATCH_UP_WAIT_S, so it reads several times faster than real time and still lets the playout
-# threads run (reading flat out starved them until nginx dropped the outputs as idle). A yield after
-# every slow read instead (as before) caps the reader at ~45 packets a second when contention makes
-# every read slow, below a 720p30 stream's ~77 (tests/unit/test_arrival_clock.py). It is not what
-# limits 16 dense streams on 2 cores (they fall ~19 s behind either way: one process at a core).
+# threads run (reading flat out starves them until the RTMP server drops the outputs as idle). A
+# yield after every slow read would cap the reader below a 720p30 stream's packet rate whenever
+# contention makes every read slow (tests/unit/test_arrival_clock.py simulates it).
 CATCH_UP_S = 0.25
 CATCH_UP_CHUNK_S = 0.2
 CATCH_UP_WAIT_S = 0.02

@@ -37,6 +37,7 @@ import numpy as np
 from ..audio.timeline import RATE as AUDIO_RATE  # AAC at the timeline rate: no resampling on the way out
 from ..languages import iso639_2
 from ..redaction import redact
+from ..states import OutputState
 from .recording import SegmentFile
 from .relay import Relay, RelaySettings, RelayStartError
 
@@ -61,9 +62,9 @@ class OutputError(RuntimeError):
         self.retry_in = retry_in
 
     @property
-    def state(self) -> str:
+    def state(self) -> OutputState:
         """The output state a snapshot should show for this error."""
-        return "disk_full" if self.kind == "disk_full" else "error"
+        return OutputState.DISK_FULL if self.kind == "disk_full" else OutputState.ERROR
 
 
 class Backoff:
@@ -160,8 +161,8 @@ class OutputWriter:
             self.container = self._open_container(relay_settings)
             self.video = self.container.add_stream_from_template(video_template) if video_template else None
             for lang in languages if audio else ():
-                # ffmpeg's default AAC search ("twoloop") costs ~2.5x the "fast" coder for no
-                # audible gain at 128 kb/s on broadcast speech (4.6 % vs 1.9 % of a core per output).
+                # ffmpeg's default AAC search ("twoloop") costs over twice the "fast" coder for no
+                # audible gain at 128 kb/s on broadcast speech (bench/README.md).
                 stream = self.container.add_stream("aac", rate=AUDIO_RATE, layout="stereo",
                                                    options={"aac_coder": "fast"})
                 stream.bit_rate = bit_rate
@@ -218,7 +219,7 @@ class OutputWriter:
         self._mux(packet)
 
     def write_audio(self, samples: np.ndarray, pts: int, track: int = 0) -> None:
-        """Encode one frame of stereo float32 samples (n, 2) whose first sample is at `pts`/48000 s
+        """Encode one frame of stereo float32 samples (n, 2) whose first sample is at `pts` / AUDIO_RATE s
         on audio track `track`."""
         if track >= len(self.tracks):
             return

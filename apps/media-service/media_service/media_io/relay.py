@@ -140,10 +140,6 @@ class Relay:
         self.bytes_written += n
         return n
 
-    @property
-    def queued_bytes(self) -> int:
-        return self._queued
-
     def stderr_tail(self) -> str:
         return " | ".join(self._stderr)
 

@@ -7,20 +7,26 @@ by a silence run, or is cut at the maximum), and its dub must be placed by t + D
     max_fragment = D - margin - min_silence - slack - round_trip
 
 with the round trip the stream has measured (p95 of recent fragments; RTT_START_S until then).
+The playout's round, one of the terms, is declared here and used by the playout.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEADLINE_MARGIN_S = 0.15  # the dub must be placed this long before its first sample's nominal render time:
-# frames are rendered at arrival + D, up to one playout round (playout.BATCH_S, 100 ms) early, and
-# placing a dub takes a few ms in the default executor, so 50 ms are left in the worst case
-SLACK_S = 0.15  # VAD block (capture.VAD_BLOCK, 85 ms), VAD window and event-loop hops between arrival and sending
+BATCH_S = 0.1  # the playout writes what is due within this much each round: ~20 wake-ups a second, not ~80
+PLACE_S = 0.05  # placing a dub (decode and resample in the default executor), with room to spare
+# The dub must be placed this long before its first sample's nominal render time (arrival + D): a
+# frame is rendered up to one playout round early.
+DEADLINE_MARGIN_S = BATCH_S + PLACE_S
+# From a span's last sample to its fragment being sent: the capture's VAD block (capture.VAD_BLOCK),
+# one VAD window, and the hops to the event loop (test_budget checks it covers the first two).
+SLACK_S = 0.15
 RTT_SEED_S = 0.70  # the shortest round trip D must allow for (an idle sts-service): what check_delay assumes
-RTT_START_S = 1.0  # assumed until the stream has measured 3 answers: streams started together share one
-# sts-service, whose first bursts queue (bench_load, 4 dense streams at D = 3.5 s: with 0.7 s the second
-# fragment of every stream, cut to 2.3 s, failed; the round trips measured next were 0.9-1.4 s)
+# Assumed until the stream has measured 3 answers: streams started together share one sts-service,
+# whose first bursts queue, so the round trip of an idle service would cut their first fragments too
+# long (bench/README.md, "Measurements behind the code").
+RTT_START_S = 1.0
 MIN_USEFUL_FRAGMENT_S = 1.0  # below this a dub is rarely worth it: D must leave room for it
 
 

@@ -19,11 +19,14 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from ..audio.segmenter import Segment, SegmenterConfig, SpeechSegmenter
+from ..audio.segmenter import Segment, SegmenterConfig, SpeechSegmenter, span_to_48k
 from ..audio.timeline import JUMP_S, RATE, VAD_RATE, VAD_STEP, AudioStore, Timeline
 from ..config import MediaConfig
 from ..events import EventLog
 from ..media_io.ingest import InputInfo
+from .budget import FragmentLimits
+from .counters import Counters
+from .handoff import Handoff
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +41,14 @@ class VideoItem:
 
 
 class VideoQueue:
-    """Video packets in arrival order, shared by the ingest thread (push) and the output thread."""
+    """Video packets in arrival order, shared by the ingest thread (push) and the output thread,
+    with where the current input session's video goes on the output clock."""
 
     def __init__(self):
         self._q: deque[VideoItem] = deque()
         self._lock = threading.Lock()
+        self.shift_ticks = 0  # added to input video timestamps (video time base)
+        self.first_out_s: float | None = None  # output time of the first video packet
 
     def push(self, packet: av.Packet, arrival: float) -> None:
         with self._lock:
@@ -64,14 +70,21 @@ class VideoQueue:
 
 
 class Capture:
-    """Timeline, audio store, video queue and VAD feed of one stream (written by its ingest thread)."""
+    """Timeline, audio store, video queue and VAD feed of one stream (written by its ingest thread).
 
-    def __init__(self, stream_id: str, cfg: MediaConfig, events: EventLog, counters,
-                 on_segment: Callable[[Segment], None]):
+    Each closed speech segment goes to `on_segment` with the monotonic time its first sample
+    arrived (None if that is no longer known). The segmenter's limits are changed through
+    `segment_limits`: posted by the dubbing stage, applied here before the next audio is fed.
+    """
+
+    def __init__(self, stream_id: str, cfg: MediaConfig, events: EventLog, counters: Counters,
+                 on_segment: Callable[[Segment, float | None], None],
+                 segment_limits: Handoff[FragmentLimits] | None = None):
         self.id = stream_id
         self.events = events
-        self.counters = counters  # the worker's: video_packets_in, timestamp_jumps
+        self.counters = counters
         self.on_segment = on_segment
+        self.segment_limits = segment_limits
         self.timeline = Timeline(RATE)
         self.store = AudioStore(channels=2)
         self.video = VideoQueue()
@@ -80,24 +93,28 @@ class Capture:
             max_fragment_ms=cfg.max_fragment_ms, padding_ms=cfg.speech_padding_ms,
             min_fragment_ms=cfg.min_fragment_ms))
         self.info: InputInfo | None = None  # the current input session's streams
-        self.video_shift_ticks = 0  # added to input video timestamps (video time base)
         self.last_video_out_s: float | None = None  # latest ingested video time, output clock
-        self.first_video_out_s: float | None = None
-        self.new_session = False  # the next packet starts a session (set on a reconnect)
+        self._new_session = False  # the next packet starts a session (a reconnect or a jump)
         self._resampler: av.AudioResampler | None = None
         self._vad_pending: list[np.ndarray] = []  # 48 kHz stereo waiting for the VAD (< VAD_BLOCK samples)
         self._vad_pending_n = 0
 
     # ------------------------------------------------------------ sessions
 
+    def input_opened(self, info: InputInfo, resumed: bool) -> None:
+        """An input session opened with these streams; a `resumed` one (not the stream's first)
+        continues the output where it stopped, from its first packet on."""
+        self.info = info
+        self._new_session = resumed
+
     def begin_session_at(self, pts_s: float) -> None:
         """First packet of a new session: continue the output timestamps where they stopped."""
-        self.new_session = False
+        self._new_session = False
         resume = max(self.timeline.to_out_seconds_of_index(self.timeline.end) if self.timeline.origin_s
                      is not None else 0.0, (self.last_video_out_s or 0.0) + RESUME_GAP_S)
         self.timeline.new_session(pts_s, resume)
         if self.info and self.info.video is not None:
-            self.video_shift_ticks = int(round(self.timeline.shift_s / float(self.info.video.time_base)))
+            self.video.shift_ticks = int(round(self.timeline.shift_s / float(self.info.video.time_base)))
 
     def jumped(self, pts_s: float, kind: str) -> bool:
         """A timestamp jump beyond JUMP_S: continue as a new session (see timeline.JUMP_S).
@@ -106,7 +123,7 @@ class Capture:
         stream that comes back where the other one is was away, not jumping: audio after a
         video-only stretch (the timeline keeps the hole as silence) or video after an audio-only
         stretch (the output's video has the same hole as the input's)."""
-        if self.new_session:
+        if self._new_session:
             return False
         out_s = pts_s + self.timeline.shift_s
         audio_end = (self.timeline.to_out_seconds_of_index(self.timeline.end) if self.timeline.origin_s is not None
@@ -134,21 +151,22 @@ class Capture:
 
     def on_video(self, packet: av.Packet, arrival: float | None = None) -> None:
         if packet.pts is not None and self.jumped(float(packet.pts * packet.time_base), "video"):
-            self.new_session = True
-        if self.new_session and packet.pts is not None:
+            self._new_session = True
+        if self._new_session and packet.pts is not None:
             self.begin_session_at(float(packet.pts * packet.time_base))
         if packet.pts is not None:
-            out_s = float((packet.pts + self.video_shift_ticks) * packet.time_base)
+            out_s = float((packet.pts + self.video.shift_ticks) * packet.time_base)
             self.last_video_out_s = max(self.last_video_out_s or out_s, out_s)
-            if self.first_video_out_s is None:
-                self.first_video_out_s = out_s
+            if self.video.first_out_s is None:
+                self.video.first_out_s = out_s
         self.counters.video_packets_in += 1
         self.video.push(packet, time.monotonic() if arrival is None else arrival)
 
     def on_audio(self, samples: np.ndarray, pts_s: float, arrival: float | None = None) -> None:
+        self._apply_limits()
         if self.jumped(pts_s, "audio"):
-            self.new_session = True
-        if self.new_session:
+            self._new_session = True
+        if self._new_session:
             self.begin_session_at(pts_s)
         placed = self.timeline.place(pts_s, len(samples))
         samples = samples[placed.dropped:]
@@ -158,8 +176,7 @@ class Capture:
             # input's audio was away.
             self._feed_segmenter(np.zeros((placed.gap % VAD_STEP, 2), np.float32))
             self._run_vad()
-            for seg in self.segmenter.skip(placed.gap // VAD_STEP):
-                self.on_segment(seg)
+            self._hand_on(self.segmenter.skip(placed.gap // VAD_STEP))
         self.store.write(placed.start, samples, arrival)
         self._feed_segmenter(samples)
 
@@ -185,8 +202,17 @@ class Capture:
         frame.sample_rate = RATE
         parts = [f.to_ndarray()[0] for f in self._resampler.resample(frame)]
         if parts:
-            for seg in self.segmenter.feed(np.concatenate(parts)):
-                self.on_segment(seg)
+            self._hand_on(self.segmenter.feed(np.concatenate(parts)))
+
+    def _apply_limits(self) -> None:
+        """The limits the dubbing stage posted since the last feed, if any."""
+        limits = self.segment_limits.take() if self.segment_limits is not None else None
+        if limits is not None:
+            self.segmenter.set_limits(limits.max_fragment_ms, limits.min_silence_ms)
+
+    def _hand_on(self, segments: list[Segment]) -> None:
+        for seg in segments:
+            self.on_segment(seg, self.store.arrival_of(span_to_48k(seg.span)[0]))
 
     def close(self) -> None:
         """The stream stopped: native resources go now, not whenever the garbage collector breaks
@@ -195,6 +221,6 @@ class Capture:
 
     def flush_segments(self) -> None:
         """The input session ended: the open segment is closed and handed on."""
+        self._apply_limits()
         self._run_vad()
-        for seg in self.segmenter.flush():
-            self.on_segment(seg)
+        self._hand_on(self.segmenter.flush())

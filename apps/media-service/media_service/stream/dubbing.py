@@ -15,22 +15,24 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 
 import numpy as np
-from livedub_protocol import FragmentData, StreamInit, float_to_pcm16, pcm16_to_float
+from livedub_protocol import AudioFormat, FragmentData, StreamInit, float_to_pcm16, pcm16_to_float
 
 from ..audio.dsp import resample
 from ..audio.mixer import DubTracks
-from ..audio.segmenter import Segment, SpeechSegmenter, span_to_48k
-from ..audio.timeline import RATE, VAD_RATE, AudioStore
+from ..audio.segmenter import Segment, span_to_48k
+from ..audio.timeline import RATE, VAD_RATE
 from ..config import MediaConfig, StreamRequest
 from ..events import EventLog
 from ..media_io.captions import CaptionStore
 from ..metrics import MediaMetrics
-from ..states import FallbackReason
-from .budget import DEADLINE_MARGIN_S, fragment_limits
+from ..states import FallbackReason, StsState
+from .budget import DEADLINE_MARGIN_S, FragmentLimits, fragment_limits
+from .counters import Counters
+from .handoff import Handoff
 from .sts_client import Fallback, StsClient
+from .sts_pool import StsPool
 
 log = logging.getLogger(__name__)
 
@@ -44,36 +46,39 @@ def late_allowance_ms(late_start_ms: float, duration_ms: float) -> float:
 
 
 class Dubbing:
+    """The fragment limits it sets go to the capture stage through `segment_limits` (the ingest
+    thread applies them before its next feed)."""
+
     def __init__(self, stream_id: str, request: StreamRequest, cfg: MediaConfig, delay_s: float, *,
-                 metrics: MediaMetrics, events: EventLog, counters, store: AudioStore, tracks: DubTracks,
-                 segmenter: SpeechSegmenter, stop: threading.Event, captions: CaptionStore | None = None,
-                 on_sts_state: Callable[[str], None] | None = None):
+                 metrics: MediaMetrics, events: EventLog, counters: Counters, tracks: DubTracks,
+                 stop: threading.Event, captions: CaptionStore | None = None, sts_pool: StsPool | None = None):
         self.id, self.cfg, self.delay_s = stream_id, cfg, delay_s
         self.metrics, self.events, self.counters = metrics, events, counters
-        self.store, self.tracks, self.segmenter = store, tracks, segmenter
+        self.tracks = tracks
         self._stop = stop
         self.captions = captions
         self.transcripts: deque = deque(maxlen=50)
-        self.limits = fragment_limits(delay_s, None, cap_ms=cfg.max_fragment_ms,
-                                      min_silence_cap_ms=cfg.min_silence_ms)
-        segmenter.set_limits(self.limits.max_fragment_ms, self.limits.min_silence_ms)
+        self.segment_limits: Handoff[FragmentLimits] = Handoff()
+        self._set_limits(fragment_limits(delay_s, None, cap_ms=cfg.max_fragment_ms,
+                                         min_silence_cap_ms=cfg.min_silence_ms))
         self._service_ms: deque = deque(maxlen=RTT_WINDOW)  # round trip minus STS queueing
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seq = 0
-        self._on_sts_state_cb = on_sts_state
         self.sts = StsClient(
-            cfg.sts_url, cfg.sts_token or "",
+            sts_pool or StsPool(cfg.sts_url), cfg.sts_token or "",
             StreamInit(stream_id=stream_id, source_language=request.source_language,
                        target_languages=list(request.target_languages),
+                       audio=AudioFormat(sample_rate_hz=VAD_RATE),  # fragments are the segmenter's audio
                        max_fragment_ms=cfg.max_fragment_ms + 1000),
-            on_state=self._on_sts_state)
+            on_state=self._on_sts_state, on_move=self._on_sts_move)
 
-    def _on_sts_state(self, state: str) -> None:
+    def _on_sts_state(self, state: StsState) -> None:
         self.metrics.set_sts_state(self.id, state)
-        self.events.publish(self.id, "sts_state", {"state": state, "error": self.sts.last_error})
-        if self._on_sts_state_cb:
-            self._on_sts_state_cb(state)
+        self.events.publish(self.id, "sts_state", {"state": state.value, "error": self.sts.last_error})
+
+    def _on_sts_move(self, old: str, new: str) -> None:
+        self.events.publish(self.id, "sts_moved", {"from": old, "to": new, "reason": "draining"})
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -88,15 +93,16 @@ class Dubbing:
                 await task
         await self.sts.close()
 
-    def submit_threadsafe(self, seg: Segment) -> None:
-        """Hand a closed speech segment over from the ingest thread."""
+    def submit_threadsafe(self, seg: Segment, arrival: float | None) -> None:
+        """Hand a closed speech segment over from the ingest thread, with when its first sample
+        arrived (its deadline is counted from then)."""
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._spawn, seg)
+            self._loop.call_soon_threadsafe(self._spawn, seg, arrival)
 
-    def _spawn(self, seg: Segment) -> None:
+    def _spawn(self, seg: Segment, arrival: float | None) -> None:
         if self._stop.is_set():
             return
-        task = asyncio.create_task(self._dub_fragment(seg), name=f"fragment:{self.id}:{self._seq}")
+        task = asyncio.create_task(self._dub_fragment(seg, arrival), name=f"fragment:{self.id}:{self._seq}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -106,11 +112,10 @@ class Dubbing:
         self.metrics.fallbacks.labels(self.id, reason).inc()
         self.events.publish(self.id, "fallback", {"reason": reason, "start_ms": seg_ms, "detail": detail})
 
-    async def _dub_fragment(self, seg: Segment) -> None:
+    async def _dub_fragment(self, seg: Segment, arrival: float | None) -> None:
         start48, end48 = span_to_48k(seg.span)
         start_ms = start48 * 1000.0 / RATE
         seq, self._seq = self._seq, self._seq + 1
-        arrival = self.store.arrival_of(start48)
         if arrival is None:
             arrival = time.monotonic()
         deadline = arrival + self.delay_s - DEADLINE_MARGIN_S
@@ -153,8 +158,9 @@ class Dubbing:
             # (a late dub's span plays the original, which its transcript and translations caption).
             self.captions.add_span(start_ms, frag.duration_ms, result.transcript,
                                    {dub.target_language: dub.text for dub in result.results})
-        await asyncio.get_running_loop().run_in_executor(None, self._place_dubs, result, start48, end48,
-                                                         round(late_ms * RATE / 1000.0))
+        placed, late_s = await asyncio.get_running_loop().run_in_executor(
+            None, self._place_dubs, result, start48, end48, round(late_ms * RATE / 1000.0))
+        self._count_placed(result, placed, late_s)
 
     def _adapt_limits(self) -> None:
         """Fragments as long as D and the measured service time allow (see budget.py).
@@ -167,12 +173,16 @@ class Dubbing:
         if len(recent) < 3:
             return
         rtt_s = float(np.percentile(recent, 95)) / 1000.0
-        self.limits = fragment_limits(self.delay_s, rtt_s, cap_ms=self.cfg.max_fragment_ms,
-                                      min_silence_cap_ms=self.cfg.min_silence_ms)
-        self.segmenter.set_limits(self.limits.max_fragment_ms, self.limits.min_silence_ms)
+        self._set_limits(fragment_limits(self.delay_s, rtt_s, cap_ms=self.cfg.max_fragment_ms,
+                                         min_silence_cap_ms=self.cfg.min_silence_ms))
 
-    def _place_dubs(self, result, start48: int, end48: int, late48: int = 0) -> None:
-        """Executor thread: decode each language's dub onto its track.
+    def _set_limits(self, limits: FragmentLimits) -> None:
+        self.limits = limits
+        self.segment_limits.post(limits)
+
+    def _place_dubs(self, result, start48: int, end48: int, late48: int = 0) -> tuple[list[dict], float]:
+        """Executor thread: decode each language's dub onto its track; returns what was placed and
+        how late, which the event loop counts (the counters are the loop's, not this thread's).
 
         A dub starts at its span's start plus the STS's `start_offset_ms` (a late start it was
         fitted for). If that part of the output is already rendered, it starts at the first sample
@@ -191,6 +201,10 @@ class Dubbing:
             if at is not None:
                 placed.append({"language": dub.target_language, "text": dub.text})
                 late_s = max(late_s, (at - start48) / RATE)
+        return placed, late_s
+
+    def _count_placed(self, result, placed: list[dict], late_s: float) -> None:
+        """Event loop: count and announce the dubs `_place_dubs` placed, or the late fallback."""
         if placed:
             self.counters.dubs_placed += 1
             self.transcripts.append({"start_ms": result.start_ms, "duration_ms": result.duration_ms,
@@ -203,10 +217,11 @@ class Dubbing:
                 extra = {"late_start_ms": round(late_s * 1000.0, 1)}
             self.events.publish(self.id, "dubbed", {**self.transcripts[-1], "timings_ms": timings, **extra})
         elif result.results:
-            self._loop.call_soon_threadsafe(self.fallback, FallbackReason.LATE, result.start_ms, "arrived after its deadline")
+            self.fallback(FallbackReason.LATE, result.start_ms, "arrived after its deadline")
 
     def snapshot(self) -> dict:
-        return {"sts": {"state": self.sts.state, "url": self.cfg.sts_url, "connects": self.sts.connects,
+        return {"sts": {"state": self.sts.state.value, "url": self.sts.url, "connects": self.sts.connects,
+                        "moves": self.sts.moves,
                         "inflight": self.sts.inflight, "last_error": self.sts.last_error},
                 "fragment_limits": {"max_fragment_ms": round(self.limits.max_fragment_ms),
                                     "min_silence_ms": round(self.limits.min_silence_ms)},

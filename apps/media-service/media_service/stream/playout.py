@@ -20,33 +20,37 @@ import av
 
 from ..audio.loudness import ProgrammeLoudness
 from ..audio.mixer import DubTracks
-from ..audio.timeline import RATE
+from ..audio.timeline import RATE, AudioStore, Timeline
 from ..config import PlannedOutput, StreamRequest
 from ..events import EventLog
 from ..media_io.output import FRAME, OutputError, OutputWriter
 from ..metrics import MediaMetrics
-from ..states import Mode
-from .capture import Capture
+from ..states import Mode, OutputState
+from .budget import BATCH_S
+from .capture import VideoQueue
+from .counters import Counters
 
 log = logging.getLogger(__name__)
 
 OUTPUT_OPEN_LEAD_S = 1.0  # outputs open this long before their first packet is due
 OUTPUT_REOPEN_S = 1.0  # a failed output is tried again at most this often
 IDLE_WAIT_S = 0.1  # longest sleep between rounds (a frame arriving meanwhile is due D later)
-BATCH_S = 0.1  # each round writes what is due within this much: ~20 wake-ups a second, not ~80
 
 
 class Playout:
-    def __init__(self, stream_id: str, request: StreamRequest, delay_s: float, *, capture: Capture,
-                 tracks: DubTracks, metrics: MediaMetrics, events: EventLog, counters,
-                 mix: Callable[[], tuple[Mode, float]],
+    """Reads what the capture stage writes: the audio `store` (placed on `timeline`) and the
+    `video` queue; no other part of it."""
+
+    def __init__(self, stream_id: str, request: StreamRequest, delay_s: float, *, store: AudioStore,
+                 video: VideoQueue, timeline: Timeline, tracks: DubTracks, metrics: MediaMetrics,
+                 events: EventLog, counters: Counters, mix: Callable[[], tuple[Mode, float]],
                  make_writer: Callable[[PlannedOutput], OutputWriter | None],
                  input_reading: Callable[[], bool], on_error: Callable[[str], None],
                  stop: threading.Event, drain: threading.Event):
         self.id = stream_id
         self.request = request
         self.delay_s = delay_s
-        self.capture, self.tracks = capture, tracks
+        self.store, self.video, self.timeline, self.tracks = store, video, timeline, tracks
         self.metrics, self.events, self.counters = metrics, events, counters
         self.mix = mix  # (mode, duck gain dB), read per frame: a PATCH takes effect on the next one
         self.make_writer = make_writer  # None while there is no input to copy the streams from
@@ -55,7 +59,7 @@ class Playout:
         self._stop, self._drain = stop, drain
         self.plan = request.output_plan()
         self.outputs: dict[str, OutputWriter] = {}  # by PlannedOutput.key
-        self.state = "waiting"
+        self.state = OutputState.WAITING
         self.beat: float | None = None  # monotonic time of the loop's last round (watchdog)
         self.av_offset_s = 0.0
         self.output_delay_measured_s = 0.0
@@ -67,14 +71,14 @@ class Playout:
     # ------------------------------------------------------------ the loop
 
     def run(self) -> None:
-        store, video = self.capture.store, self.capture.video
+        store, video = self.store, self.video
         next_index = 0
         last_open_try = 0.0
         try:
             while not self._stop.is_set():
                 now = self.beat = time.monotonic()
                 horizon = now + BATCH_S
-                if self.capture.info is None:
+                if not self.counters.input_sessions:  # no input yet: nothing to copy the outputs from
                     self._stop.wait(IDLE_WAIT_S)
                     continue
                 if (len(self.outputs) < len(self.plan) and now - last_open_try > OUTPUT_REOPEN_S
@@ -119,7 +123,7 @@ class Playout:
                 writer.close()
             self.outputs.clear()
             self.metrics.output_up.labels(self.id).set(0)
-            self.state = "closed"
+            self.state = OutputState.CLOSED
 
     # ------------------------------------------------------------ scheduling
 
@@ -128,25 +132,24 @@ class Playout:
 
     def _frame_arrival(self, next_index: int) -> float | None:
         """When the last sample of the frame at `next_index` arrived (None: not all there yet)."""
-        store = self.capture.store
-        return store.arrival_of(next_index + FRAME - 1) if store.end >= next_index + FRAME else None
+        return self.store.arrival_of(next_index + FRAME - 1) if self.store.end >= next_index + FRAME else None
 
     def _idle_wait(self, next_index: int) -> float:
         """Sleep until the next audio frame or video packet is due, at most IDLE_WAIT_S. Polling
         every 5 ms cost each stream 200 wake-ups a second, all contending for the GIL."""
         now = time.monotonic()
         due = now + IDLE_WAIT_S
-        for arrival in (self._frame_arrival(next_index), self.capture.video.first_arrival()):
+        for arrival in (self._frame_arrival(next_index), self.video.first_arrival()):
             if arrival is not None:
                 due = min(due, arrival + self.delay_s)
         return max(0.001, due - now)
 
     def _anything_due(self, next_index: int, now: float) -> bool:
-        return self._due(self._frame_arrival(next_index), now) or self._due(self.capture.video.first_arrival(), now)
+        return self._due(self._frame_arrival(next_index), now) or self._due(self.video.first_arrival(), now)
 
     def _played_out(self, next_index: int, now: float) -> bool:
-        store = self.capture.store
-        if len(self.capture.video) or store.end >= next_index + FRAME:
+        store = self.store
+        if len(self.video) or store.end >= next_index + FRAME:
             return False
         arrival = store.arrival_of(store.end - 1) if store.end > next_index else None
         return arrival is None or self._due(arrival, now)
@@ -154,17 +157,17 @@ class Playout:
     def _before_first_picture(self, index: int) -> bool:
         """Audio that ends before the first video packet is not sent: a viewer joining a live
         stream gets picture and sound from the first keyframe on, not sound alone."""
-        first = self.capture.first_video_out_s
+        first = self.video.first_out_s
         if first is None or self.counters.video_packets_out:
             return False
-        return self.capture.timeline.to_out_seconds_of_index(index + FRAME) <= first
+        return self.timeline.to_out_seconds_of_index(index + FRAME) <= first
 
     # ------------------------------------------------------------ writers
 
     @staticmethod
     def _describe(out: PlannedOutput) -> dict:
-        """Event data naming an output: `language` for a one-language output (as before
-        `outputs` existed), else `output`, `kind` and its track languages."""
+        """Event data naming an output: `language` for an output keyed by its language (those of
+        `output_url`), else `output`, `kind` and its track languages."""
         if out.key == out.tracks[0].mix:
             return {"language": out.key}
         return {"output": out.key, "kind": out.kind, "languages": [t.language for t in out.tracks]}
@@ -182,12 +185,12 @@ class Playout:
                 self.events.publish(self.id, "output_open", {**self._describe(out), "url": out.url})
             except OutputError as exc:
                 ok = False
-                if self.state != "error":
+                if self.state != OutputState.ERROR:
                     log.warning("stream %s: %s", self.id, exc)
-                self.state = "error"
+                self.state = OutputState.ERROR
                 self.on_error(str(exc))
         if ok:
-            self.state = "writing"
+            self.state = OutputState.WRITING
             self.metrics.output_up.labels(self.id).set(1)
         return ok
 
@@ -196,7 +199,7 @@ class Playout:
         writer = self.outputs.pop(out.key, None)
         if writer:
             writer.close()
-        self.state = "error"
+        self.state = OutputState.ERROR
         self.metrics.output_up.labels(self.id).set(0)
         self.events.publish(self.id, "output_lost", {**self._describe(out), "error": str(exc)})
 
@@ -208,14 +211,14 @@ class Playout:
             writer.close()
             self.events.publish(self.id, "output_closed", {**self._describe(out), "reason": reason})
         self.outputs.clear()
-        self.state = "idle"
+        self.state = OutputState.IDLE
         self.metrics.output_up.labels(self.id).set(0)
 
     def _write_audio_frame(self, index: int) -> None:
-        original = self.capture.store.read(index, FRAME)
+        original = self.store.read(index, FRAME)
         mode, duck_gain_db = self.mix()
         mixes = self.tracks.render(index, FRAME, original, mode, duck_gain_db)
-        pts = self.capture.timeline.out_index_pts(index)
+        pts = self.timeline.out_index_pts(index)
         for out in self.plan:
             writer = self.outputs.get(out.key)
             if writer is None:
@@ -252,7 +255,7 @@ class Playout:
             copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
             copy.is_keyframe = packet.is_keyframe
             try:
-                writer.write_video(copy, self.capture.video_shift_ticks)
+                writer.write_video(copy, self.video.shift_ticks)
             except OutputError as exc:
                 self._output_failed(out, exc)
         self.counters.video_packets_out += 1

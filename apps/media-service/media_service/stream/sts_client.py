@@ -1,9 +1,14 @@
 """Socket.IO client of one stream to the sts-service, with an explicit connection state machine.
 
 States: disconnected -> connecting -> connected -> (drop) -> reconnecting -> connecting -> ...
-`stream:init` is sent after every (re)connect. A fragment is sent only while connected and while
-the server's in-flight limit allows; `process()` answers by the fragment's deadline or raises
+Each (re)connect goes to the replica the pool chooses (`sts_pool.py`: least loaded, failed and
+draining ones left out) and sends `stream:init`. A fragment is sent only while connected and
+while the server's in-flight limit allows; `process()` answers by the fragment's deadline or raises
 `Fallback` with the reason, so the caller always knows what to play.
+
+A replica that drains (`server:draining`, protocol 1.4) is left without a gap: the stream opens a
+session on another replica, sends its next fragments there, and ends the old session once the
+fragments sent to it are answered.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from livedub_protocol import (
     FRAGMENT_DATA,
     FRAGMENT_PROCESSED,
     NAMESPACE,
+    SERVER_DRAINING,
     STREAM_BACKPRESSURE,
     STREAM_END,
     STREAM_INIT,
+    ErrorCode,
     FragmentAck,
     FragmentData,
     FragmentProcessed,
@@ -36,16 +43,19 @@ from livedub_protocol import (
     parse_ack,
 )
 
-from ..states import FallbackReason
+from ..states import FallbackReason, StsState
+from .sts_pool import StsPool
 
 log = logging.getLogger(__name__)
 
-STATES = ("disconnected", "connecting", "connected", "reconnecting", "unauthorized", "closed")
 # One connection attempt (TCP, websocket handshake, Engine.IO open, namespace) ends after this.
 # Without a bound, an sts-service whose port accepts but never answers (a black-holed network, a
 # wedged process) held the attempt for aiohttp's 300 s default, and the stream stayed
 # `connecting` long after the network was back.
 CONNECT_TIMEOUT_S = 10.0
+# A session left on a draining replica is ended once its fragments are answered, at most this late
+# (a fragment's own deadline is shorter: the stream has given up on it by then).
+RETIRE_MAX_S = 30.0
 
 
 class Fallback(Exception):
@@ -57,42 +67,56 @@ class Fallback(Exception):
         self.detail = detail
 
 
-class StsClient:
-    def __init__(self, url: str, token: str, init: StreamInit, *,
-                 on_state: Callable[[str], None] | None = None,
-                 retry_min_s: float = 0.5, retry_max_s: float = 5.0):
+class _Link:
+    """One Socket.IO connection to one replica, carrying this stream's session."""
+
+    def __init__(self, url: str):
         self.url = url
+        self.sio = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
+        self.lost = asyncio.Event()  # the connection is gone
+        self.draining = asyncio.Event()  # the replica asked its clients to move
+        self.refusal = ""  # the server's connect refusal, if any
+        self.slow_down = False
+        self.max_inflight = 1
+        self.capabilities: dict = {}
+        self.sent: set[str] = set()  # fragments sent on this link and not answered yet
+        self.answered = asyncio.Event()  # set while `sent` is empty
+        self.answered.set()
+
+    def add(self, fragment_id: str) -> None:
+        self.sent.add(fragment_id)
+        self.answered.clear()
+
+    def discard(self, fragment_id: str) -> None:
+        self.sent.discard(fragment_id)
+        if not self.sent:
+            self.answered.set()
+
+
+class StsClient:
+    def __init__(self, pool: StsPool | str, token: str, init: StreamInit, *,
+                 on_state: Callable[[StsState], None] | None = None,
+                 on_move: Callable[[str, str], None] | None = None,
+                 retry_min_s: float = 0.5, retry_max_s: float = 5.0):
+        self.pool = StsPool(pool) if isinstance(pool, str) else pool
         self.token = token
         self.init = init
         self.on_state = on_state or (lambda s: None)
+        self.on_move = on_move or (lambda old, new: None)
         self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
-        self.state = "disconnected"
-        self.max_inflight = 1
-        self.capabilities: dict = {}
+        self.state = StsState.DISCONNECTED
         self.last_error = ""
         self.connects = 0
-        self._slow_down = False
+        self.moves = 0  # sessions moved off a draining replica without a gap
+        self._link: _Link | None = None
         self._pending: dict[str, asyncio.Future] = {}
         self._ready = asyncio.Event()  # connected and initialised
-        self._dropped = asyncio.Event()
         self._supervisor: asyncio.Task | None = None
-        self._sio = self._make_client()
-
-    def _make_client(self) -> socketio.AsyncClient:
-        sio = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
-        sio.on(FRAGMENT_PROCESSED, self._on_processed, namespace=NAMESPACE)
-        sio.on(STREAM_BACKPRESSURE, self._on_backpressure, namespace=NAMESPACE)
-        sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
-        sio.on("connect_error", self._on_connect_error, namespace=NAMESPACE)
-        return sio
-
-    async def _on_connect_error(self, data) -> None:
-        message = data.get("message") if isinstance(data, dict) else data
-        self.last_error = f"connect refused: {message}"
+        self._retiring: set[asyncio.Task] = set()  # sessions being ended on draining replicas
 
     # ------------------------------------------------------------ state machine
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: StsState) -> None:
         if state != self.state:
             log.info("sts[%s]: %s -> %s", self.init.stream_id, self.state, state)
             self.state = state
@@ -102,6 +126,19 @@ class StsClient:
     def connected(self) -> bool:
         return self._ready.is_set()
 
+    @property
+    def url(self) -> str:
+        """The replica the stream's fragments go to ("" while not connected)."""
+        return self._link.url if self._link is not None and self._ready.is_set() else ""
+
+    @property
+    def max_inflight(self) -> int:
+        return self._link.max_inflight if self._link is not None else 1
+
+    @property
+    def capabilities(self) -> dict:
+        return self._link.capabilities if self._link is not None else {}
+
     def start(self) -> None:
         self._supervisor = asyncio.create_task(self._supervise(), name=f"sts:{self.init.stream_id}")
 
@@ -109,75 +146,165 @@ class StsClient:
         delay = self.retry_min_s
         first = True
         while True:
-            self._set_state("connecting" if first else "reconnecting")
+            self._set_state(StsState.CONNECTING if first else StsState.RECONNECTING)
+            url = ""
             try:
-                await self._connect_once()
+                url = await self.pool.choose()
+                self._link = await self._open(url)
+                self.connects += 1
+                self.last_error = ""
+                self._ready.set()
+                self._set_state(StsState.CONNECTED)
                 delay = self.retry_min_s
-                await self._dropped.wait()
+                await self._serve()
+                url = self._link.url  # the replica the session ended on (after any moves)
+                self.last_error = "connection lost"
+                self.pool.mark_failed(url)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                refused = self.last_error if self.last_error.startswith("connect refused") else ""
-                self.last_error = refused or str(exc) or type(exc).__name__
-                unauthorized = "unauthorized" in self.last_error.lower()
+                self.last_error = str(exc) or type(exc).__name__
                 log.warning("sts[%s]: %s", self.init.stream_id, self.last_error)
-                if unauthorized:
-                    self._set_state("unauthorized")
+                if "unauthorized" in self.last_error.lower():
+                    self._set_state(StsState.UNAUTHORIZED)
                     delay = self.retry_max_s
+                elif url and _draining(exc):
+                    self.pool.mark_draining(url)
+                elif url:
+                    self.pool.mark_failed(url)
             self._ready.clear()
-            self._fail_pending(FallbackReason.STS_DISCONNECTED, self.last_error or "connection lost")
-            with contextlib.suppress(Exception):
-                await self._sio.disconnect()
+            link, self._link = self._link, None
+            if link is not None:
+                self._fail_sent(link, FallbackReason.STS_DISCONNECTED, self.last_error)
+                with contextlib.suppress(Exception):
+                    await link.sio.disconnect()
             first = False
-            if self.state != "unauthorized":
-                self._set_state("reconnecting")
+            if self.state != StsState.UNAUTHORIZED:
+                self._set_state(StsState.RECONNECTING)
+            if self.state != StsState.UNAUTHORIZED and url and self.pool.others_usable(url):
+                await asyncio.sleep(self.retry_min_s)  # another replica is there: no back-off
+                continue
             await asyncio.sleep(delay)
             delay = min(self.retry_max_s, delay * 2)
 
-    async def _connect_once(self) -> None:
-        self._dropped.clear()
-        self.last_error = ""
-        self._sio = self._make_client()
+    async def _open(self, url: str) -> _Link:
+        """Connect to `url` and initialise the stream's session there; raises on any failure."""
+        link = _Link(url)
+        sio = link.sio
+        for event, handler in ((FRAGMENT_PROCESSED, self._on_processed), (STREAM_BACKPRESSURE, self._on_backpressure),
+                               (SERVER_DRAINING, self._on_draining), ("disconnect", self._on_disconnect),
+                               ("connect_error", self._on_connect_error)):
+            sio.on(event, _bound(handler, link), namespace=NAMESPACE)
         try:
-            await asyncio.wait_for(self._sio.connect(self.url, namespaces=[NAMESPACE], transports=["websocket"],
-                                                     auth={"token": self.token}, wait_timeout=5),
-                                   CONNECT_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise ConnectionError(f"no answer from {self.url} within {CONNECT_TIMEOUT_S:g} s") from None
-        try:
-            ack = parse_ack(StreamInitAck, await self._sio.call(STREAM_INIT, dump(self.init), namespace=NAMESPACE,
-                                                                timeout=10))
-        except ProtocolError as exc:
-            raise ProtocolError(exc.code, f"stream:init refused: {exc.code.value}: {exc.message}") from None
-        self.max_inflight = ack.max_inflight
-        self.capabilities = ack.capabilities.model_dump()
-        self.connects += 1
-        self.last_error = ""
-        self._slow_down = False
-        self._ready.set()
-        self._set_state("connected")
+            try:
+                await asyncio.wait_for(sio.connect(url, namespaces=[NAMESPACE], transports=["websocket"],
+                                                   auth={"token": self.token}, wait_timeout=5),
+                                       CONNECT_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                raise ConnectionError(f"no answer from {url} within {CONNECT_TIMEOUT_S:g} s") from None
+            except socketio.exceptions.ConnectionError as exc:
+                raise ConnectionError(link.refusal or f"{url}: {exc}") from None
+            try:
+                ack = parse_ack(StreamInitAck, await sio.call(STREAM_INIT, dump(self.init), namespace=NAMESPACE,
+                                                              timeout=10))
+            except ProtocolError as exc:
+                raise ProtocolError(exc.code, f"stream:init refused: {exc.code.value}: {exc.message}") from None
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await sio.disconnect()
+            raise
+        link.max_inflight = ack.max_inflight
+        link.capabilities = ack.capabilities.model_dump()
+        return link
 
-    async def _on_disconnect(self, *args) -> None:
-        self._ready.clear()
-        self._dropped.set()
+    async def _serve(self) -> None:
+        """Returns when the current link is lost; a draining replica's session moves first."""
+        while True:
+            link = self._link
+            lost = asyncio.ensure_future(link.lost.wait())
+            drain = asyncio.ensure_future(link.draining.wait())
+            try:
+                await asyncio.wait({lost, drain}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                lost.cancel()
+                drain.cancel()
+            if link.lost.is_set():
+                return
+            self.pool.mark_draining(link.url)
+            try:
+                url = await self.pool.choose(exclude=frozenset({link.url}))
+                if url == link.url:
+                    raise ConnectionError("no other replica")
+                new = await self._open(url)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("sts[%s]: %s is draining and the stream cannot move (%s); it stays until the "
+                            "replica closes", self.init.stream_id, link.url, exc)
+                await link.lost.wait()
+                return
+            self._link = new
+            self.connects += 1
+            self.moves += 1
+            log.info("sts[%s]: moved from %s (draining) to %s", self.init.stream_id, link.url, new.url)
+            self.on_move(link.url, new.url)
+            task = asyncio.create_task(self._retire(link), name=f"sts-retire:{self.init.stream_id}")
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, link: _Link) -> None:
+        """End the session on a replica the stream has moved off, once its fragments are answered."""
+        waits = {asyncio.ensure_future(link.answered.wait()), asyncio.ensure_future(link.lost.wait())}
+        try:
+            await asyncio.wait(waits, timeout=RETIRE_MAX_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        try:
+            if not link.lost.is_set():
+                with contextlib.suppress(Exception):
+                    await link.sio.call(STREAM_END, dump(StreamEnd(stream_id=self.init.stream_id)),
+                                        namespace=NAMESPACE, timeout=2)
+        finally:
+            self._fail_sent(link, FallbackReason.STS_DISCONNECTED, "replica drained")
+            with contextlib.suppress(Exception):
+                await link.sio.disconnect()
+
+    async def _on_connect_error(self, link: _Link, data=None) -> None:
+        message = data.get("message") if isinstance(data, dict) else data
+        link.refusal = f"connect refused: {message}"
+
+    async def _on_disconnect(self, link: _Link, *args) -> None:
+        if link is self._link:
+            self._ready.clear()
+        link.lost.set()
+
+    async def _on_draining(self, link: _Link, data=None) -> None:
+        log.info("sts[%s]: %s is draining", self.init.stream_id, link.url)
+        link.draining.set()
 
     async def close(self) -> None:
         if self._supervisor:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
-        if self._ready.is_set():
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        link = self._link
+        if link is not None and self._ready.is_set():
             with contextlib.suppress(Exception):
-                summary = parse_ack(StreamEndAck, await self._sio.call(
+                summary = parse_ack(StreamEndAck, await link.sio.call(
                     STREAM_END, dump(StreamEnd(stream_id=self.init.stream_id)), namespace=NAMESPACE, timeout=2))
                 log.info("sts[%s]: ended: %d fragments (%d ok, %d no speech, %d failed), p95 %.0f ms",
                          self.init.stream_id, summary.fragments, summary.succeeded, summary.no_speech,
                          summary.failed, summary.p95_ms)
         self._ready.clear()
         self._fail_pending(FallbackReason.CLOSED, "stream stopped")
-        with contextlib.suppress(Exception):
-            await self._sio.disconnect()
-        self._set_state("closed")
+        if link is not None:
+            with contextlib.suppress(Exception):
+                await link.sio.disconnect()
+        self._set_state(StsState.CLOSED)
 
     # ------------------------------------------------------------ fragments
 
@@ -187,19 +314,28 @@ class StsClient:
                 fut.set_exception(Fallback(reason, detail))
         self._pending.clear()
 
-    async def _on_processed(self, data) -> None:
+    def _fail_sent(self, link: _Link, reason: FallbackReason, detail: str) -> None:
+        """The fragments sent on `link` will not be answered: their spans fall back."""
+        for fragment_id in list(link.sent):
+            fut = self._pending.pop(fragment_id, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(Fallback(reason, detail))
+            link.discard(fragment_id)
+
+    async def _on_processed(self, link: _Link, data) -> None:
         try:
             msg = parse(FragmentProcessed, data)
         except ProtocolError as exc:
             log.warning("sts[%s]: bad fragment:processed: %s", self.init.stream_id, exc.message)
             return
+        link.discard(msg.fragment_id)
         fut = self._pending.pop(msg.fragment_id, None)
         if fut is not None and not fut.done():
             fut.set_result(msg)
 
-    async def _on_backpressure(self, data) -> None:
+    async def _on_backpressure(self, link: _Link, data) -> None:
         try:
-            self._slow_down = parse(StreamBackpressure, data).action == "slow_down"
+            link.slow_down = parse(StreamBackpressure, data).action == "slow_down"
         except ProtocolError as exc:
             log.warning("sts[%s]: bad stream:backpressure: %s", self.init.stream_id, exc.message)
 
@@ -211,8 +347,13 @@ class StsClient:
         """Send one fragment and wait for its result until `deadline` (time.monotonic())."""
         if not self._ready.is_set():
             raise Fallback(FallbackReason.STS_UNAVAILABLE, f"sts-service {self.state}")
-        limit = max(1, self.max_inflight // 2) if self._slow_down else self.max_inflight
-        while self.inflight >= limit:
+        while True:
+            link = self._link
+            if link is None or not self._ready.is_set():
+                raise Fallback(FallbackReason.STS_UNAVAILABLE, f"sts-service {self.state}")
+            limit = max(1, link.max_inflight // 2) if link.slow_down else link.max_inflight
+            if self.inflight < limit:
+                break
             if time.monotonic() >= deadline - 0.5:
                 raise Fallback(FallbackReason.BACKPRESSURE, f"{self.inflight} fragments in flight")
             await asyncio.sleep(0.05)
@@ -221,10 +362,11 @@ class StsClient:
             raise Fallback(FallbackReason.TIMEOUT, "deadline passed before sending")
         fut = asyncio.get_running_loop().create_future()
         self._pending[frag.fragment_id] = fut
+        link.add(frag.fragment_id)
         try:
             try:
-                parse_ack(FragmentAck, await self._sio.call(FRAGMENT_DATA, dump(frag), namespace=NAMESPACE,
-                                                            timeout=min(remaining, 5.0)))
+                parse_ack(FragmentAck, await link.sio.call(FRAGMENT_DATA, dump(frag), namespace=NAMESPACE,
+                                                           timeout=min(remaining, 5.0)))
             except ProtocolError as exc:
                 raise Fallback(FallbackReason.REJECTED, f"{exc.code.value}: {exc.message}") from None
             return await asyncio.wait_for(asyncio.shield(fut), deadline - time.monotonic())
@@ -234,3 +376,18 @@ class StsClient:
             raise Fallback(FallbackReason.STS_DISCONNECTED, str(exc)) from None
         finally:
             self._pending.pop(frag.fragment_id, None)
+            link.discard(frag.fragment_id)
+
+
+def _draining(exc: BaseException) -> bool:
+    """A refusal that says the replica is shutting down (connect or `stream:init`)."""
+    if isinstance(exc, ProtocolError):
+        return exc.code == ErrorCode.DRAINING
+    return "draining" in str(exc)
+
+
+def _bound(handler, link: _Link):
+    """A Socket.IO handler for one link (a coroutine function, which python-socketio awaits)."""
+    async def on_event(*args):
+        return await handler(link, *args)
+    return on_event

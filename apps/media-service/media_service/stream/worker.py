@@ -22,13 +22,10 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..audio.mixer import DubTracks
-from ..audio.segmenter import Segment
 from ..audio.timeline import RATE
 from ..config import MediaConfig, PlannedOutput, StreamRequest
 from ..events import EventLog
@@ -38,12 +35,14 @@ from ..media_io.ingest import BehindAlarm, InputError, InputInfo, InputReader
 from ..media_io.output import OutputWriter
 from ..metrics import MediaMetrics
 from ..redaction import redact, redact_url
-from ..states import Mode, StreamState
+from ..states import InputState, Mode, OutputState, StreamState, StsState
 from ..targets import HLS_SERVED, file_path
 from ..thread_names import name_native_thread
 from .capture import Capture
+from .counters import Counters
 from .dubbing import Dubbing
 from .playout import Playout
+from .sts_pool import StsPool
 
 log = logging.getLogger(__name__)
 
@@ -51,27 +50,9 @@ INPUT_LINGER_S = 30.0  # a worker whose publisher is gone this long drains and s
 UNDECODABLE_EVENT_S = 10.0  # at most one input_undecodable event this often while corrupt packets come
 
 
-@dataclass
-class Counters:
-    fragments_sent: int = 0
-    fragments_processed: dict[str, int] = field(default_factory=lambda: {"ok": 0, "no_speech": 0, "failed": 0})
-    fallbacks: dict[str, int] = field(default_factory=dict)
-    dubs_placed: int = 0
-    late_starts: int = 0  # dubs placed after their span's start (a late start instead of a fallback)
-    roundtrip_ms: deque = field(default_factory=lambda: deque(maxlen=500))
-    input_sessions: int = 0
-    timestamp_jumps: int = 0
-    video_packets_in: int = 0
-    video_packets_out: int = 0
-    audio_frames_out: int = 0
-    audio_packets_undecodable: int = 0
-    undecodable_session: int = 0  # the input session and time of the last input_undecodable event
-    undecodable_event_at: float = 0.0
-
-
 class StreamWorker:
     def __init__(self, stream_id: str, request: StreamRequest, cfg: MediaConfig, metrics: MediaMetrics,
-                 events: EventLog):
+                 events: EventLog, sts_pool: StsPool | None = None):
         self.id = stream_id
         self.request = request
         self.cfg = cfg
@@ -82,7 +63,7 @@ class StreamWorker:
         self.duck_gain_db = request.duck_gain_db if request.duck_gain_db is not None else cfg.duck_gain_db
         self.state = StreamState.STARTING
         self.state_reason = ""
-        self.input_state = "connecting"
+        self.input_state = InputState.CONNECTING
         self.input_warning = ""
         self.input_lag_s = 0.0
         self._behind = BehindAlarm()  # input_behind / input_caught_up events
@@ -96,22 +77,24 @@ class StreamWorker:
         self._threads: list[threading.Thread] = []
         self._container = None  # the input container whose streams are the output templates
         self._io_lock = threading.Lock()
-        self.capture = Capture(stream_id, cfg, events, self.counters, on_segment=self._dispatch)
         self.tracks = DubTracks(request.target_languages)
         # Timed text of every language on the output timeline (the API serves it; captions.py).
         self.captions = CaptionStore(request.source_language, list(request.target_languages), self.delay_s * 1000.0)
-        # The dubbing stage sets the segmenter's limits from D and the measured service time.
         self.dubbing = Dubbing(stream_id, request, cfg, self.delay_s, metrics=metrics, events=events,
-                               counters=self.counters, store=self.capture.store, tracks=self.tracks,
-                               segmenter=self.capture.segmenter, stop=self._stop, captions=self.captions)
+                               counters=self.counters, tracks=self.tracks, stop=self._stop, captions=self.captions,
+                               sts_pool=sts_pool)
+        # The dubbing stage sets the segmenter's limits from D and the measured service time.
+        self.capture = Capture(stream_id, cfg, events, self.counters, on_segment=self.dubbing.submit_threadsafe,
+                               segment_limits=self.dubbing.segment_limits)
         # The stream's HLS output, if it has one: its directory (served by the API) and subtitles.
         self.hls_dir: str | None = None
         self._hls_temporary = False
         self._subtitles: SubtitleRenditions | None = None
-        self.playout = Playout(stream_id, request, self.delay_s, capture=self.capture, tracks=self.tracks,
-                               metrics=metrics, events=events, counters=self.counters,
-                               mix=lambda: (self.mode, self.duck_gain_db), make_writer=self._make_writer,
-                               input_reading=lambda: self.input_state == "reading",
+        self.playout = Playout(stream_id, request, self.delay_s, store=self.capture.store, video=self.capture.video,
+                               timeline=self.capture.timeline, tracks=self.tracks, metrics=metrics, events=events,
+                               counters=self.counters, mix=lambda: (self.mode, self.duck_gain_db),
+                               make_writer=self._make_writer,
+                               input_reading=lambda: self.input_state == InputState.READING,
                                on_error=self._output_error, stop=self._stop, drain=self._drain)
 
     # ------------------------------------------------------------ lifecycle
@@ -123,7 +106,7 @@ class StreamWorker:
             log.info("stream %s: %s%s", self.id, state, f" ({reason})" if reason else "")
 
     async def start(self) -> None:
-        self.metrics.set_sts_state(self.id, "disconnected")
+        self.metrics.set_sts_state(self.id, StsState.DISCONNECTED)
         self.metrics.output_delay.labels(self.id).set(0)
         self.metrics.av_offset.labels(self.id).set(0)
         # Published first: the threads may report their own events at once.
@@ -212,12 +195,12 @@ class StreamWorker:
         while not self._ending.is_set():
             sessions_before = self.counters.input_sessions
             try:
-                self.input_state = "connecting"
+                self.input_state = InputState.CONNECTING
                 reason = reader.read_session(self._on_input_open)
-                self.input_state = "ended"
+                self.input_state = InputState.ENDED
             except InputError as exc:
                 reason = str(exc)
-                self.input_state = "error"
+                self.input_state = InputState.ERROR
                 if self.state in (StreamState.STARTING, StreamState.RECONNECTING_INPUT):
                     self._set_state(StreamState.WAITING_INPUT if self.counters.input_sessions == 0 else
                                     StreamState.RECONNECTING_INPUT, reason)
@@ -256,14 +239,15 @@ class StreamWorker:
                 self._container = None
 
     def _on_input_open(self, info: InputInfo, container) -> None:
+        resumed = self.counters.input_sessions > 0
         with self._io_lock:
             # The previous session's container can go once nothing can make outputs from it.
             if self._container is not None:
                 self._container.close()
-            self._container, self.capture.info = container, info
+            self._container = container
+            self.capture.input_opened(info, resumed)
         self.counters.input_sessions += 1
-        self.capture.new_session = self.counters.input_sessions > 1
-        self.input_state = "reading"
+        self.input_state = InputState.READING
         self.metrics.input_up.labels(self.id).set(1)
         if info.audio is None:
             self.input_warning = "input has no audio track: video passes through, nothing to dub"
@@ -271,7 +255,7 @@ class StreamWorker:
         else:
             self.input_warning = ""
             self._set_state(StreamState.RUNNING)
-        if self.capture.new_session:
+        if resumed:
             self.events.publish(self.id, "input_recovered", {"session": self.counters.input_sessions})
         self.events.publish(self.id, "input_open", {"video": info.video_codec, "audio": info.audio_codec,
                                                     "audio_rate": info.audio_rate})
@@ -303,9 +287,6 @@ class StreamWorker:
         if c.undecodable_session != c.input_sessions or now - c.undecodable_event_at >= UNDECODABLE_EVENT_S:
             c.undecodable_session, c.undecodable_event_at = c.input_sessions, now
             self.events.publish(self.id, "input_undecodable", {"count": c.audio_packets_undecodable, "error": error})
-
-    def _dispatch(self, seg: Segment) -> None:
-        self.dubbing.submit_threadsafe(seg)
 
     # ------------------------------------------------------------ what playout needs of the input
 
@@ -342,7 +323,7 @@ class StreamWorker:
         played + D (ms), and whether it is playing (audio written within the last half second;
         before the first frame, and once an ended input is played out, it stands still)."""
         at = self.playout.position_at
-        playing = at is not None and time.monotonic() - at < 0.5 and self.playout.state == "writing"
+        playing = at is not None and time.monotonic() - at < 0.5 and self.playout.state == OutputState.WRITING
         return self.playout.position * 1000.0 / RATE + self.delay_s * 1000.0, playing
 
     def _output_error(self, message: str) -> None:
@@ -363,11 +344,11 @@ class StreamWorker:
             "target_languages": list(self.request.target_languages),
             "mix": self.mode.value,
             "duck_gain_db": self.duck_gain_db,
-            "input": {"state": self.input_state, "sessions": c.input_sessions, "warning": self.input_warning,
+            "input": {"state": self.input_state.value, "sessions": c.input_sessions, "warning": self.input_warning,
                       "lag_s": round(self.input_lag_s, 3),
                       "video_codec": info.video_codec if info else None,
                       "audio_codec": info.audio_codec if info else None},
-            "output": {"state": self.playout.state},
+            "output": {"state": self.playout.state.value},
             "output_delay_s": self.delay_s,
             "output_delay_measured_s": round(self.playout.output_delay_measured_s, 4),
             "av_offset_ms": round(self.playout.av_offset_s * 1000.0, 3),

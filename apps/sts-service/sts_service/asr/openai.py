@@ -20,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..openai_api import OpenAIClient
-from .whisper import SAMPLE_RATE, ASRError, Transcription, energy_gate
+from . import ASR_RATE
+from .whisper import ASRError, Transcription, energy_gate
 
 
-def wav_bytes(audio: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
+def wav_bytes(audio: np.ndarray, rate: int = ASR_RATE) -> bytes:
     pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
@@ -59,7 +60,7 @@ class OpenAITranscriber:
         """One request with a second of low noise: the cost model starts from this server's round
         trip (window 3000, beam: the keys the scheduler uses for an engine without windows). A
         server that does not answer yet is not an error here: the fragments will say so."""
-        audio = (0.05 * np.random.default_rng(0).standard_normal(SAMPLE_RATE)).astype(np.float32)
+        audio = (0.05 * np.random.default_rng(0).standard_normal(ASR_RATE)).astype(np.float32)
         t0 = time.perf_counter()
         try:
             self._request(audio, None, None)

@@ -1,12 +1,12 @@
 """Speech recognition with faster-whisper, guarded against Whisper's hallucinations.
 
 Cost proportional to the audio: faster-whisper pads every fragment to a 30 s (3000-frame) encoder
-window, so a 2 s fragment cost as much as a 30 s one. Here the window is sized to the fragment
-(``window_frames``: at least ``min_window`` frames, 1000 by measurement: +0.6 WER points over the
-full one on the dense clauses with timestamps; 800 frames (+0.5 there) misheard whole sentences in
-the end-to-end test, "The weather today" -> "The water today"; see bench/bench_asr.py and the spec), fragments of one window are encoded and decoded in one
-batched CTranslate2 call, and a result that fails a truncation guard (``asr_guards``: token budget,
-repetition, restart, compression ratio) is decoded again with the full window. A sized window is
+window, so a 2 s fragment would cost as much as a 30 s one. Here the window is sized to the
+fragment (``window_frames``: at least ``min_window`` frames; shorter windows lose accuracy, and
+below the default whole sentences were misheard: bench/bench_asr.py, bench/README.md and the
+spec), fragments of one window are encoded and decoded in one batched CTranslate2 call, and a
+result that fails a truncation guard (``guards``: token budget, repetition, restart, compression
+ratio) is decoded again with the full window. A sized window is
 decoded with timestamps: without them tiny.en on a short window likes to begin the clause again
 after its full stop; with them it closes the segment and stops, and a segment it would still
 start after the end of the audio is dropped.
@@ -31,9 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import ASR_RATE
 from .guards import compression_ratio, suspect_reason, token_budget
 
-SAMPLE_RATE = 16000
+# The service's defaults (the sts-service config declares its settings with these).
+COMPUTE_TYPE = "int8"
+BEAM_SIZE = 1  # greedy: the scheduler decodes a wider beam only for a lone fragment on an idle ASR
+CPU_THREADS = 1  # per worker: several one-thread workers beat one multi-threaded call on shared cores
+MIN_WINDOW = 1000  # shortest encoder window (frames): shorter ones misheard whole sentences
 HOP = 160  # samples per encoder input frame (10 ms)
 FULL_WINDOW = 3000
 WINDOW_BUCKET = 100  # windows are rounded up to this many frames so that fragments batch together
@@ -89,9 +94,9 @@ class WhisperASR:
         self,
         model: str | None = None,
         *,
-        compute_type: str = "int8",
-        beam_size: int = 5,
-        cpu_threads: int = 2,
+        compute_type: str = COMPUTE_TYPE,
+        beam_size: int = BEAM_SIZE,
+        cpu_threads: int = CPU_THREADS,
         num_workers: int = 1,
         language: str = "en",
         device: str = "cpu",
@@ -101,7 +106,7 @@ class WhisperASR:
         logprob_threshold: float = -1.0,
         compression_ratio_threshold: float = 2.4,
         vad_filter: bool = False,
-        min_window: int = 1000,
+        min_window: int = MIN_WINDOW,
         window_margin: int = 200,
         max_batch: int = 4,
         use_prompt: bool = False,
@@ -167,7 +172,7 @@ class WhisperASR:
         recording ships with the service); it decodes few tokens, so these times are a floor that
         the cost model raises within a few fragments.
         """
-        audio = (0.05 * np.random.default_rng(0).standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32)
+        audio = (0.05 * np.random.default_rng(0).standard_normal(int(seconds * ASR_RATE))).astype(np.float32)
         window = self.window_frames(len(audio))
         self._decode([audio], [None], window, 1)  # lazy initialisation: not timed
         timed = []
@@ -193,7 +198,7 @@ class WhisperASR:
                 beam_size: int | None = None) -> list:
         """One batched encode + beam search; returns (tokens, text, avg_logprob, no_speech_prob, capped).
 
-        The full window decodes without timestamps (as before, the baseline). A sized window decodes
+        The full window decodes without timestamps (faster-whisper's own way, the baseline). A sized window decodes
         with them, and the segments that start past the end of the audio are dropped: ``tokens``
         and ``text`` are what is left, ``capped`` says the call stopped at its token budget.
         """
@@ -201,7 +206,7 @@ class WhisperASR:
         full = window >= FULL_WINDOW
         timestamps = not full
         token_prompts = [self._prompt(p, timestamps) for p in prompts]
-        budgets = [token_budget(len(a) / SAMPLE_RATE) for a in audios]
+        budgets = [token_budget(len(a) / ASR_RATE) for a in audios]
         max_new = 440 if full else max(budgets) + TIMESTAMP_TOKENS
         longest_prompt = max(len(p) for p in token_prompts)
         encoded = self._model.encode(feats)
@@ -215,7 +220,7 @@ class WhisperASR:
             avg_logprob = r.scores[0] * len(raw) / (len(raw) + 1)
             tokens = raw
             if timestamps:
-                tokens, dropped = self._before_end(raw, len(audio) / SAMPLE_RATE)
+                tokens, dropped = self._before_end(raw, len(audio) / ASR_RATE)
                 if dropped:
                     with self._stats_lock:
                         self.stats["past_end_segments_dropped"] += dropped
@@ -281,7 +286,7 @@ class WhisperASR:
             self.stats["items"] += len(todo)
         for i, (tokens, text, logprob, no_speech, capped) in zip(todo, decoded):
             reason = "" if window >= FULL_WINDOW else "token_budget" if capped else suspect_reason(
-                tokens, text, len(audios[i]) / SAMPLE_RATE, max_compression_ratio=self.compression_ratio_threshold)
+                tokens, text, len(audios[i]) / ASR_RATE, max_compression_ratio=self.compression_ratio_threshold)
             if reason:
                 with self._stats_lock:
                     self.stats[f"full_window_rerun:{reason}"] += 1

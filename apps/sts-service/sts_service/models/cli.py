@@ -16,8 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from .catalogue import ModelEntry, load_catalogue
-from .download import DownloadError, fetch, sha256_of
+from .catalogue import CatalogueError, ModelEntry, load_catalogue
+from .download import DownloadError, fetch, recorded_digest, sha256_of, written_files
 from .store import ENV, ModelStore, default_models_dir
 
 
@@ -25,8 +25,23 @@ def entry_dir(store: ModelStore, entry: ModelEntry) -> Path:
     return store.root / "piper" if entry.kind == "piper" else store.path(entry.kind, entry.name)
 
 
+def check_inside(store: ModelStore, dest: Path) -> None:
+    """Every file a pull of `dest` writes resolves (symlinks followed) into the models directory."""
+    root = store.root.resolve()
+    for path in written_files(dest):
+        if not path.resolve().is_relative_to(root):
+            raise DownloadError(f"{path} resolves to {path.resolve()}, outside the models directory {root}: "
+                                "not written")
+
+
+def expected_digest(dest: Path, pinned: str | None) -> str | None:
+    """What the file must hash to: the catalogue's sha256, else the one recorded when it was first pulled."""
+    return pinned.lower() if pinned else recorded_digest(dest)
+
+
 def status(store: ModelStore, entry: ModelEntry) -> str:
-    """installed (every file there, digests as pinned) / partial / missing / corrupt."""
+    """installed (every file there and hashing to its pinned or recorded sha256) / partial / missing /
+    corrupt."""
     base = entry_dir(store, entry)
     present = [base / f.path for f in entry.files if (base / f.path).is_file()]
     if not present:
@@ -35,9 +50,8 @@ def status(store: ModelStore, entry: ModelEntry) -> str:
     if len(present) < len(entry.files):
         return "partial (resumable)"
     for f in entry.files:
-        sidecar = base / (f.path + ".sha256")
-        recorded = sidecar.read_text().split()[0] if sidecar.is_file() else None
-        if f.sha256 and recorded != f.sha256.lower():
+        expected = expected_digest(base / f.path, f.sha256)
+        if expected is None or sha256_of(base / f.path) != expected:
             return "corrupt (pull again)"
     return "installed"
 
@@ -98,12 +112,17 @@ def engines_report(environ=None) -> list[str]:
 
 
 def cmd_list(args) -> int:
+    try:
+        catalogue = load_catalogue(args.catalogue)
+    except CatalogueError as exc:
+        print(f"livedub-models: {exc}", file=sys.stderr)
+        return 2
     print("engines (from the STS_* environment):")
     for line in engines_report({**os.environ, ENV: args.models_dir}):
         print(f"  {line}")
     store = ModelStore(args.models_dir)
     print(f"catalogue (into {store.root}):")
-    for entry in load_catalogue(args.catalogue).values():
+    for entry in catalogue.values():
         pin = "pinned" if entry.pinned else "unpinned: no sha256 known, needs --accept-unpinned"
         print(f"  {entry.name:<24} {entry.kind:<8} {_size(entry.size):<13} {status(store, entry):<20} "
               f"{entry.description} [{pin}]; use: {entry.usage()}")
@@ -112,23 +131,39 @@ def cmd_list(args) -> int:
 
 def pull(entry: ModelEntry, store: ModelStore, *, accept_unpinned: bool) -> None:
     if not entry.pinned and not accept_unpinned:
-        raise DownloadError(f"{entry.name}: no size/sha256 pinned in the catalogue ({entry.source}); "
+        raise DownloadError(f"{entry.name}: no sha256 pinned for every file in the catalogue ({entry.source}); "
                             "pull it with --accept-unpinned to trust what the server sends (its sha256 is printed "
                             "and kept), or pin it")
     base = entry_dir(store, entry)
     for f in entry.files:
+        check_inside(store, base / f.path)
+    for f in entry.files:
         dest = base / f.path
-        if dest.is_file() and (f.sha256 is None or sha256_of(dest) == f.sha256.lower()):
-            print(f"{entry.name}: {f.path} already there")
-            continue
-        digest = fetch(f.url, dest, size=f.size, sha256=f.sha256)
-        note = "" if f.sha256 else " (unpinned: this digest is what the server sent)"
+        expected = expected_digest(dest, f.sha256)
+        if dest.is_file():
+            if expected and sha256_of(dest) == expected:
+                print(f"{entry.name}: {f.path} already there")
+                continue
+            which = "pinned" if f.sha256 else "recorded" if expected else "no"
+            print(f"{entry.name}: {f.path} does not match its {which} sha256: fetching it again")
+        try:
+            digest = fetch(f.url, dest, size=f.size, sha256=expected)
+        except DownloadError as exc:
+            if expected and not f.sha256:
+                raise DownloadError(f"{exc}: the sha256 recorded in {dest.name}.sha256 when it was first pulled "
+                                    "(delete that file to take what the server sends now)") from None
+            raise
+        note = "" if expected else " (unpinned: this digest is what the server sent)"
         print(f"{entry.name}: {f.path} {dest.stat().st_size} bytes sha256 {digest}{note}")
     print(f"{entry.name}: installed in {base}; use {entry.usage()}")
 
 
 def cmd_pull(args) -> int:
-    catalogue = load_catalogue(args.catalogue)
+    try:
+        catalogue = load_catalogue(args.catalogue)
+    except CatalogueError as exc:
+        print(f"livedub-models: {exc}", file=sys.stderr)
+        return 2
     unknown = [n for n in args.names if n not in catalogue]
     if unknown:
         print(f"livedub-models: unknown model(s) {', '.join(unknown)}; see livedub-models list", file=sys.stderr)

@@ -1,14 +1,13 @@
 """Apertium rule-based MT: the default engine (Debian packages, offline, CPU-cheap).
 
 Apertium is a pipeline of ~12 small programs. Forking ``apertium -u eng-spa`` per sentence
-costs 130-220 ms here, almost all of it loading the transducers. Instead each language pair
-keeps warm pipelines started in *null-flush* mode (``-z``, the way apertium-apy serves): a
-request is written to the pipeline's stdin terminated by NUL and the translation comes back
-terminated by NUL. Measured on this machine (2 cores, bench/bench_engines.py, 2 threads):
-p50 1.9 ms per sentence en->es, 2.9 ms en->ca; a pipeline takes ~0.4 s to start, so the
-preloaded pairs start theirs at construction (~0.8 s for en->es + en->ca, 2 pipelines each,
-~12 small processes per pipeline). If a pipeline cannot start or stalls, the call falls back
-to a one-shot ``apertium -u`` subprocess.
+spends almost all its time loading the transducers, so each language pair keeps warm pipelines
+started in *null-flush* mode (``-z``, the way apertium-apy serves): a request is written to the
+pipeline's stdin terminated by NUL and the translation comes back terminated by NUL, in a few ms.
+Starting a pipeline takes a good part of a second, so the preloaded pairs start theirs at
+construction, not on the first fragment. If a pipeline cannot start or stalls, the call falls
+back to a one-shot ``apertium -u`` subprocess (bench/bench_engines.py measures both; numbers in
+bench/README.md).
 
 Thread-safe: each pair has a small pool of pipelines; a pipeline serves one call at a time.
 """
