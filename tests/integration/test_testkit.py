@@ -261,6 +261,7 @@ def test_stop_process_interrupts_a_blocked_recorder(rtmp_server, tmp_path):
     assert rec.returncode is not None
 
 
+@pytest.mark.slow
 def test_stalled_publisher_is_dropped_quickly(short_media):
     """A publisher that stops sending (SIGSTOP, socket left open) is dropped in ~5 s."""
     import signal
