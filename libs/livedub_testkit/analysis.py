@@ -120,6 +120,23 @@ def video_packets(path) -> list[tuple[float | None, bytes]]:
     return out
 
 
+H264_SETUP_NALS = frozenset({6, 7, 8, 9})  # SEI, SPS, PPS, access unit delimiter
+
+
+def h264_slices(payload: bytes) -> bytes:
+    """An AVCC (length-prefixed) H.264 packet without its SEI, SPS, PPS and AUD units: the coded
+    picture alone. MediaMTX re-packs what it relays (parameter sets put before every IDR, SEI
+    dropped); comparing this part still shows that every picture went through untouched."""
+    out, i = bytearray(), 0
+    while i + 4 <= len(payload):
+        n = int.from_bytes(payload[i:i + 4], "big")
+        unit = payload[i:i + 4 + n]
+        if n and (payload[i + 4] & 0x1F) not in H264_SETUP_NALS:
+            out += unit
+        i += 4 + n
+    return bytes(out)
+
+
 def packet_times(path, kind: str = "audio") -> np.ndarray:
     """pts (s) of every packet of the first ``kind`` ("audio" or "video") stream, in file order."""
     av = _av()

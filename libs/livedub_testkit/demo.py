@@ -1,8 +1,10 @@
 """`make demo`: the whole pipeline on this machine, watched live, summarised at the end.
 
-Starts nginx-rtmp (loopback, project-written config), sts-service and media-service with a
-generated token, publishes the demo media to live/demo/in (the publish hook starts the dubbing
-worker), records live/demo/out into out/, prints progress, and a summary when it stops.
+Starts the RTMP server (the real MediaMTX with the deployment's configuration when
+../shared/bin/mediamtx is there, else nginx-rtmp; LIVEDUB_RTMP_SERVER=nginx|mediamtx chooses),
+sts-service and media-service with generated tokens, publishes the demo media to live/demo/in as
+broadcaster `demo` (the publish hook starts the dubbing worker), records live/demo/out into out/,
+prints progress, and a summary when it stops.
 `DEMO_SECONDS=N` publishes N seconds then exits (0 if the pipeline worked); without it the demo
 loops until Ctrl-C. Every process it started is stopped on the way out.
 """
@@ -49,21 +51,24 @@ def main() -> int:
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.__setitem__("now", True))
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
-    stack = LocalStack(workdir=out_dir / "run")
+    stack = LocalStack(workdir=out_dir / "run", rtmp=os.environ.get("LIVEDUB_RTMP_SERVER") or "auto",
+                       publishers=(STREAM,))
     recording = out_dir / "demo-out.flv"
     failed = ""
     rec = pub = None
     printed: set[float] = set()
     snap: dict = {}
     try:
-        say("starting nginx-rtmp, sts-service (loading models) and media-service ...")
+        server = "MediaMTX (deploy/mediamtx/mediamtx.yml)" if stack.rtmp_kind == "mediamtx" else "nginx-rtmp"
+        say(f"starting {server}, sts-service (loading models) and media-service ...")
         stack.start()
         in_url, out_url = stack.url(f"{STREAM}/in"), stack.url(f"{STREAM}/out")
         say(f"sts-service {stack.sts.url}  media-service {stack.media.url}  rtmp {stack.rtmp.base_url}")
-        rec = analysis.record_stream(out_url, recording)
+        rec = stack.record(f"{STREAM}/out", recording)
         extra = ["-t", f"{seconds:.1f}"] if seconds else []
-        pub = analysis.publish(media.path, in_url, loop=True, extra_args=extra)
-        say(f"publishing {in_url}")
+        pub = analysis.publish(media.path, stack.publish_url(f"{STREAM}/in"), loop=True, extra_args=extra)
+        say(f"publishing {in_url}" + (" as broadcaster demo (its own MediaMTX user)" if stack.rtmp_kind == "mediamtx"
+                                      else ""))
         say(f"watch the dubbed stream: ffplay '{out_url}'   (or VLC: Media > Open Network Stream)")
         say(f"dashboard (state, transcripts, live preview, bypass): {stack.media.url}/  API token: {stack.api_token}")
         say("stop with Ctrl-C" if not seconds else f"running for {seconds:.0f} s + output delay")

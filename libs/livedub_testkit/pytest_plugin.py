@@ -7,6 +7,8 @@ installed, with no ``pytest_plugins`` line (``-p no:livedub_testkit`` turns it o
 * ``livedub_cache_dir`` (session): ``$LIVEDUB_CACHE`` or ``~/.cache/livedub``.
 * ``rtmp_server`` (function): a started :class:`~livedub_testkit.rtmp_server.NginxRtmpServer`
   (no hooks; build your own ``NginxRtmpServer(on_publish_url=...)`` for hook tests).
+* ``redis_server`` (function): a started :class:`~livedub_testkit.redis_server.RedisServer`
+  (Debian's redis-server, no persistence: ``.restart()`` brings it back empty).
 * ``demo_media`` (session): :class:`~livedub_testkit.fixtures.FixtureInfo` of the 60 s 1280x720
   demo MP4 (``.path``, ``.markers``, ``.speech_spans``, ...), generated once and cached on disk.
 * ``short_media`` (session): the same for a 20 s 640x360 MP4.
@@ -24,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from .fixtures import FixtureInfo, cached_demo_media, default_cache_dir
+from .redis_server import RedisServer
 from .rtmp_server import NginxRtmpServer
 from .stack import LocalStack
 
@@ -37,6 +40,16 @@ def livedub_cache_dir() -> Path:
 def rtmp_server():
     srv = NginxRtmpServer()
     srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def redis_server():
+    """A real redis-server on a loopback port, empty, without persistence (`.restart()` empties it)."""
+    srv = RedisServer().start()
     try:
         yield srv
     finally:

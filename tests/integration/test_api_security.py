@@ -8,7 +8,7 @@ import re
 import urllib.request
 
 import pytest
-from livedub_testkit.services import ServiceProcess, http_json
+from livedub_testkit.services import MediaProcess, ServiceProcess, http_json
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -88,3 +88,38 @@ def test_same_origin_dashboard_requests_are_served(media):
     host = media.url.split("://", 1)[1]
     assert raw(media.url + "/v1/streams", headers={"Authorization": f"Bearer {token}",
                                                    "Origin": f"http://{host}"}) == 200
+
+
+KEY = "abcd-efgh-ijkl-mnop-qrst"  # a stream key in a path, an srt passphrase, a secret STS path
+VIEWER = "viewer-token-for-this-test-7f3k"
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory):
+    """media-service with a read-only viewer token, as a monitoring page would use it."""
+    proc = MediaProcess(sts_url=f"http://127.0.0.1:9/sts/{KEY}", sts_token="sts-token-for-this-test",
+                        env={"MEDIA_VIEWER_TOKEN": VIEWER}, log_dir=tmp_path_factory.mktemp("watched"))
+    proc.start(wait=60)
+    yield proc
+    proc.stop()
+
+
+def test_the_viewer_token_sees_no_stream_key(watched):
+    """Issue 24 #2, reproduced from outside: the key in the input's path was in the viewer's answers."""
+    body = {"id": "keyed", "input_url": f"rtmp://127.0.0.1:1/live2/{KEY}",
+            "outputs": [{"kind": "rtmp", "url": f"rtmp://127.0.0.1:1/out/{KEY}"},
+                        {"kind": "srt", "url": f"srt://127.0.0.1:9000?passphrase={KEY}"}]}
+    status, snap = watched.api("POST", "/v1/streams", body)
+    assert status == 201, snap
+    try:
+        for path in ("/v1/streams", "/v1/streams/keyed", "/v1/events?since=0"):
+            status, answer = http_json(watched.url + path, token=VIEWER)
+            assert status == 200 and KEY not in json.dumps(answer), (path, answer)
+            status, answer = watched.api("GET", path)
+            assert status == 200 and KEY not in json.dumps(answer), (path, answer)
+        viewer = http_json(watched.url + "/v1/streams/keyed", token=VIEWER)[1]
+        assert viewer["input_url"] == "rtmp://127.0.0.1:1"  # sts.url names the replica in use ("" here); the log: below
+        assert viewer["outputs"] == {"rtmp.0.es": "rtmp://127.0.0.1:1", "srt.1": "srt://127.0.0.1:9000"}
+    finally:
+        assert watched.api("DELETE", "/v1/streams/keyed")[0] == 200
+    assert KEY not in watched.logs()

@@ -13,6 +13,7 @@ import copy
 import secrets
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -25,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 K8S_VERSION = "1.31.0"  # the oldest Kubernetes release the manifests are checked against
 KUBECTL = shutil.which("kubectl")
-SECRET_KEYS = ("STS_AUTH_TOKEN", "MEDIA_API_TOKEN", "MEDIAMTX_MEDIA_PASS", "REDIS_PASSWORD")
+SECRET_KEYS = ("STS_AUTH_TOKEN", "MEDIA_API_TOKEN", "MEDIA_HOOK_TOKEN", "MEDIAMTX_MEDIA_PASS", "REDIS_PASSWORD")
+PUBLISHERS_PY = ROOT / "deploy" / "mediamtx" / "publishers.py"
 
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is missing (make setup installs kubernetes-client)")
 
@@ -33,11 +35,17 @@ pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is missing (mak
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict:
     """{overlay: (documents, the secrets written)} for the base and each overlay, rendered from a
-    copy with a secrets.env of generated values (as a user's would be)."""
+    copy with a secrets.env of generated values and MediaMTX's configuration rendered by
+    publishers.py with one broadcaster (as a user's would be)."""
     work = tmp_path_factory.mktemp("k8s") / "k8s"
-    shutil.copytree(K8S, work, ignore=shutil.ignore_patterns("secrets.env"))
+    shutil.copytree(K8S, work, ignore=shutil.ignore_patterns("secrets.env", "mediamtx.rendered.yml"))
     values = {k: secrets.token_hex(16) for k in SECRET_KEYS}
     (work / "base" / "secrets.env").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    added = subprocess.run([sys.executable, str(PUBLISHERS_PY), "--file", str(work / "publishers.env"),
+                            "--out", str(work / "base" / "mediamtx.rendered.yml"), "add", "studio-a"],
+                           capture_output=True, text=True, timeout=30,
+                           env={"MEDIAMTX_MEDIA_PASS": values["MEDIAMTX_MEDIA_PASS"], "PATH": "/usr/bin:/bin"})
+    assert added.returncode == 0, added.stderr
     out = {}
     for name in ("base", "overlays/gpu"):
         proc = subprocess.run([KUBECTL, "kustomize", str(work / name)], capture_output=True, text=True, timeout=60)
@@ -103,21 +111,33 @@ def test_secrets_come_from_the_users_file_only(rendered):
 
 
 def test_mediamtx_runs_the_compose_configuration(rendered):
+    """The configuration publishers.py rendered from deploy/mediamtx/mediamtx.yml (users as hashes)
+    and the same hook script as compose; media-service has credentials, MediaMTX the hook token."""
     docs = rendered["docs"]["base"]
-    compose_config = (ROOT / "deploy" / "mediamtx" / "mediamtx.yml").read_text()
-    assert (K8S / "base" / "mediamtx.yml").read_text() == compose_config, \
-        "deploy/k8s/base/mediamtx.yml differs from deploy/mediamtx/mediamtx.yml: copy it over"
-    config = find(docs, "ConfigMap")
-    (mtx,) = [c for c in config if c["metadata"]["name"].startswith("mediamtx-config")]
-    assert mtx["data"]["mediamtx.yml"] == compose_config
-    volumes = find(docs, "Deployment", "mediamtx")["spec"]["template"]["spec"]["volumes"]
-    assert volumes[0]["configMap"]["name"] == mtx["metadata"]["name"]
+    (mtx,) = [c for c in find(docs, "ConfigMap") if c["metadata"]["name"].startswith("mediamtx-config")]
+    script = (ROOT / "deploy" / "mediamtx" / "livedub-hook.sh").read_text()
+    assert (K8S / "base" / "livedub-hook.sh").read_text() == script, \
+        "deploy/k8s/base/livedub-hook.sh differs from deploy/mediamtx/livedub-hook.sh: copy it over"
+    assert mtx["data"]["livedub-hook.sh"] == script
+    config = yaml.safe_load(mtx["data"]["mediamtx.rendered.yml"])
+    users = {u["user"]: u for u in config["authInternalUsers"]}
+    assert users["media-service"]["pass"].startswith("sha256:") and "@render" not in users["media-service"]["pass"]
+    assert users["studio-a"]["permissions"] == [{"action": "publish", "path": "live/studio-a/in"}]
+    assert rendered["secrets"]["MEDIAMTX_MEDIA_PASS"] not in mtx["data"]["mediamtx.rendered.yml"]
+    spec = find(docs, "Deployment", "mediamtx")["spec"]["template"]["spec"]
+    assert spec["volumes"][0]["configMap"]["name"] == mtx["metadata"]["name"]
+    assert spec["containers"][0]["volumeMounts"][0]["mountPath"] == "/livedub"
+    assert spec["containers"][0]["args"] == ["/livedub/mediamtx.rendered.yml"]
+    mtx_env = env_of(spec["containers"][0])
+    assert mtx_env["MEDIA_HOOK_URL"] == "http://media-service:8080/v1/hooks/mediamtx"
+    assert mtx_env["MEDIA_HOOK_TOKEN"]["secretKeyRef"]["key"] == "MEDIA_HOOK_TOKEN"
+    assert not [k for k in mtx_env if k.startswith("MTX_AUTHINTERNALUSERS") or k == "MEDIA_API_TOKEN"]
     rtmp = find(docs, "Service", "mediamtx-rtmp")
     assert rtmp["spec"]["type"] == "LoadBalancer" and rtmp["spec"]["ports"][0]["port"] == 1935
-    # Hooks name the media-service Service; media-service names MediaMTX's.
-    assert "http://media-service:8080/v1/hooks/mediamtx/ready" in compose_config
     find(docs, "Service", "media-service")
-    assert env_of(container(docs, "media-service"))["MEDIA_RTMP_BASE_URL"] == "rtmp://mediamtx:1935"
+    media_env = env_of(container(docs, "media-service"))
+    assert media_env["MEDIA_RTMP_BASE_URL"] == "rtmp://mediamtx:1935" and media_env["MEDIA_RTMP_USER"] == "media-service"
+    assert media_env["MEDIA_RTMP_PASS"]["secretKeyRef"]["key"] == "MEDIAMTX_MEDIA_PASS"
 
 
 def test_media_service_replicas_probes_drain_and_disruption_budget(rendered):

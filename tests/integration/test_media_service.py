@@ -289,7 +289,7 @@ def test_publish_query_selects_languages_and_each_gets_an_output(stack, short_me
             analysis.stop_process(rec)
         stack.media.api("DELETE", "/v1/streams/duo")
     assert snap["target_languages"] == ["es", "ca"]
-    assert snap["outputs"]["es"].endswith("/duo/es") and snap["outputs"]["ca"].endswith("/duo/ca")
+    assert set(snap["outputs"]) == {"es", "ca"}  # URLs redacted (…/live/***): the recordings of duo/es, duo/ca check them
     langs = {d["language"] for r in snap["recent"] for d in r["dubs"]}
     assert langs == {"es", "ca"}
     analysis.timing_misses(snap["counters"]["fallbacks"])
@@ -320,7 +320,7 @@ def test_nginx_hook_passes_publish_query_fields(stack):
         assert resp.status == 200
     status, snap = stack.media.api("GET", "/v1/streams/formcheck")
     assert status == 200 and snap["target_languages"] == ["ca"] and snap["mix"] == "replace"
-    assert snap["input_url"].endswith("/live/_definst_/formcheck/in")
+    assert snap["input_url"].endswith("/live/***")  # redacted; the mapping: test_config.py
     metrics = urllib.request.Request(stack.media.url + "/metrics",
                                      headers={"Authorization": f"Bearer {stack.api_token}"})
     with urllib.request.urlopen(metrics, timeout=5) as resp:

@@ -1,4 +1,4 @@
-"""Outputs under faults, with real processes: nginx-rtmp stopped (SIGSTOP) or absent, ffmpeg relays,
+"""Outputs under faults, with real processes: nginx-rtmp stopped (SIGSTOP) or absent, relay children,
 PyAV files, a full tmpfs.
 
 What must hold: a stalled destination never holds up the writer (nor the other outputs), its
@@ -85,8 +85,8 @@ def relay_threads(label: str = "") -> list[str]:
 
 def assert_reaped(writer: OutputWriter) -> None:
     proc = writer.relay.proc
-    assert proc.returncode is not None, "relay ffmpeg not reaped"
-    assert not os.path.exists(f"/proc/{proc.pid}") or _state(proc.pid) != "Z", "relay ffmpeg left a zombie"
+    assert proc.returncode is not None, "relay child not reaped"
+    assert not os.path.exists(f"/proc/{proc.pid}") or _state(proc.pid) != "Z", "relay child left a zombie"
     left = relay_threads(writer.relay.label)
     assert not writer.relay.alive and left == [], left
 
@@ -117,11 +117,11 @@ def write_until_error(writer, source, *, per_sleep=30, sleep_s=0.25, limit_s=90.
 # ------------------------------------------------------------ a stalled server
 
 STALLS = {
-    # The feeder sees ffmpeg take nothing for stall_s: kills it.
+    # The feeder sees the child take nothing for stall_s: kills it.
     "no_progress": (RelaySettings(rw_timeout_s=120, stall_s=2, queue_bytes=1 << 30), "stalled", "nothing taken"),
     # Our queue grows past its bound (written faster than ~2 MB can leave): killed at once.
     "queue_full": (RelaySettings(rw_timeout_s=120, stall_s=120, queue_bytes=2 << 20), "stalled", "bytes waiting"),
-    # ffmpeg's own -rw_timeout ends it (our bounds set out of reach).
+    # libavformat's own rw_timeout ends it (our bounds set out of reach).
     "rw_timeout": (RelaySettings(rw_timeout_s=2, stall_s=120, queue_bytes=1 << 30), "relay_exited", "timed out"),
 }
 

@@ -1,61 +1,24 @@
 """Streams come back after a media-service restart or a lost hook (issue 12 #5).
 
-Real media-service processes against a small fake of MediaMTX's control API on 127.0.0.1
-(`GET /v3/paths/list`, paginated like the real one). The streams' inputs are never published:
-what is checked is that the service starts (and does not restart) the right streams.
+Real media-service processes against the real MediaMTX (deploy/mediamtx/mediamtx.yml, media-service
+with its own MediaMTX user, no hook reaching it: a lost hook) and against a small fake of MediaMTX's
+control API on 127.0.0.1 (`GET /v3/paths/list`, paginated like the real one, failing on demand).
+With the fake, the streams' inputs are never published: what is checked is that the service starts
+(and does not restart) the right streams.
 """
 
 from __future__ import annotations
 
 import json
-import threading
+import subprocess
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from livedub_testkit.fake_mediamtx import FakeMediaMtxApi
+from livedub_testkit.mediamtx import MEDIA_USER, MISSING, MediaMtxServer, find_mediamtx
 from livedub_testkit.services import MediaProcess
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class FakeMediaMtxApi:
-    """Serves `items` (name -> ready) as MediaMTX does, two items per page; `status` can fail it."""
-
-    def __init__(self):
-        self.items: dict[str, bool] = {}
-        self.status = 200
-        self.requests = 0
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                fake.requests += 1
-                url = urlsplit(self.path)
-                if url.path != "/v3/paths/list" or fake.status != 200:
-                    self.send_response(404 if url.path != "/v3/paths/list" else fake.status)
-                    self.end_headers()
-                    return
-                page = int(parse_qs(url.query).get("page", ["0"])[0])
-                names = sorted(fake.items)
-                body = {"pageCount": max(1, (len(names) + 1) // 2),
-                        "items": [{"name": n, "ready": fake.items[n]} for n in names[page * 2:page * 2 + 2]]}
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
 
 
 @pytest.fixture
@@ -91,7 +54,7 @@ def test_published_inputs_get_streams_at_start_and_after_a_restart(mtx, tmp_path
     try:
         wait_for(lambda: ids(media) == {"alpha", "gamma"}, "ready input paths (second page too) get streams")
         snap = media.api("GET", "/v1/streams/alpha")[1]
-        assert snap["input_url"] == "rtmp://127.0.0.1:1/live/alpha/in"
+        assert snap["input_url"] == "rtmp://127.0.0.1:1/live/***"  # redacted: the stream key would be there
         events = media.api("GET", "/v1/events?since=0")[1]["events"]
         assert {e["stream"] for e in events if e["type"] == "reconciled"} == {"alpha", "gamma"}
     finally:
@@ -124,3 +87,39 @@ def test_a_late_publish_is_picked_up_and_an_operator_stop_is_respected(mtx, tmp_
         assert media.logs().count("MediaMTX API answered 500") == 1, "a failing API is logged once, not per poll"
     finally:
         media.stop()
+
+
+def test_a_publish_on_the_real_mediamtx_whose_hook_was_lost_is_dubbed(tmp_path):
+    """No hook reaches media-service; its reconcile reads the path list as its own MediaMTX user,
+    reads the input and publishes the output with its credentials (the original audio: no STS)."""
+    if find_mediamtx() is None:
+        pytest.skip(MISSING)
+    mtx = MediaMtxServer(publishers={"epsilon": "epsilon-password-0123456789"}, workdir=tmp_path / "mediamtx")
+    with mtx:
+        cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
+               "-f", "lavfi", "-i", "testsrc=size=160x120:rate=15", "-f", "lavfi", "-i", "sine=frequency=440",
+               "-t", "40", "-c:v", "libx264", "-preset", "ultrafast", "-g", "15", "-c:a", "aac", "-f", "flv",
+               mtx.publish_url("epsilon/in")]
+        publisher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            mtx.wait_ready_path("epsilon/in", timeout=20)
+            media = MediaProcess("--mediamtx-api", mtx.api_url, "--reconcile-interval", "0.5",
+                                 "--rtmp-base-url", mtx.base_url, "--output-delay", "2.5",
+                                 sts_url="http://127.0.0.1:9", sts_token="sts-token-for-this-test",
+                                 env={"MEDIA_RTMP_USER": MEDIA_USER, "MEDIA_RTMP_PASS": mtx.media_pass},
+                                 log_dir=tmp_path)
+            media.start(wait=60)
+            try:
+                wait_for(lambda: "epsilon" in ids(media), "the published input gets a stream")
+                snap = media.api("GET", "/v1/streams/epsilon")[1]
+                assert snap["input_url"].startswith(mtx.base_url) and "pass=***" in snap["input_url"], snap
+                assert mtx.media_pass not in json.dumps(snap)
+                mtx.wait_ready_path("epsilon/out", timeout=30)  # media-service published its output
+                kinds = [e["type"] for e in media.api("GET", "/v1/events?stream=epsilon")[1]["events"]]
+                assert "reconciled" in kinds and "input_open" in kinds and "hook_publish" not in kinds, kinds
+                assert mtx.media_pass not in media.logs(400)
+            finally:
+                media.stop()
+        finally:
+            publisher.kill()
+            publisher.wait()

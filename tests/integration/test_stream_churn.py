@@ -1,6 +1,6 @@
 """Leaks (issue 9 #6): 50 streams started and stopped one after another leave no thread, file
 descriptor or child process behind. Real nginx-rtmp and media-service; each stream reads a file
-at real-time pace and publishes RTMP through its ffmpeg relay (a child process) before it is
+at real-time pace and publishes RTMP through its relay (a child process) before it is
 stopped. The STS side is absent (every fragment falls back): what is counted here is the
 media-service's own resources."""
 

@@ -35,7 +35,8 @@ def media(tmp_path_factory, root):
 
 
 def refused(media, **body) -> str:
-    body = {"input_url": "rtmp://127.0.0.1:1/live/x/in", "output_url": RTMP_OUT, **body}
+    body = {k: v for k, v in {"input_url": "rtmp://127.0.0.1:1/live/x/in", "output_url": RTMP_OUT, **body}.items()
+            if v is not None}
     status, answer = media.api("POST", "/v1/streams", body)
     assert status == 400, (body, status, answer)
     assert media.api("GET", "/v1/streams")[1]["streams"] == [], "a refused request must start nothing"
@@ -63,6 +64,13 @@ def test_foreign_protocols_and_listener_sockets_are_refused(media):
     assert "'localaddr' is not allowed" in refused(media, input_url="srt://127.0.0.1:9000?localaddr=0.0.0.0")
     assert "whitespace" in refused(media, input_url="rtmp://127.0.0.1/live/x in")
     assert "at most 2048" in refused(media, input_url="rtmp://127.0.0.1/" + "a" * 2048)
+
+
+def test_listener_options_cannot_hide_behind_a_fragment(media):
+    """FFmpeg reads srt/udp options from the first `?` anywhere; these were accepted with 201 (issue 24 #1)."""
+    for url in ("srt://127.0.0.1:9000#?mode=listener", "udp://127.0.0.1:9#?localport=53&localaddr=127.0.0.1"):
+        assert "may not contain `#`" in refused(media, output_url=None, outputs=[{"kind": "srt", "url": url}])
+    assert "second `?`" in refused(media, input_url="srt://127.0.0.1:9000?latency=20?mode=listener")
 
 
 def test_ids_and_languages_cannot_carry_paths(media):

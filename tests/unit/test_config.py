@@ -45,6 +45,19 @@ def test_stream_request_names_bad_fields_and_derives_outputs():
     assert req.output_for("ca") == "rtmp://h/live/show/ca"
 
 
+def test_publish_hooks_map_input_paths_to_urls():
+    # Snapshots show these URLs redacted (rtmp://h/live/***): the mapping is checked here.
+    from media_service.control.hooks import PublishHooks
+
+    hooks = PublishHooks(MediaConfig(sts_token="t", rtmp_base_url="rtmp://h:1935"), None, None)
+    req = hooks.request_for("live/show/in", "lang=es,ca", nginx=True)
+    assert (req.id, req.input_url, req.output_url) == (
+        "show", "rtmp://h:1935/live/_definst_/show/in", "rtmp://h:1935/live/_definst_/show/{lang}")
+    req = hooks.request_for("live/a/b/in", "")
+    assert (req.id, req.input_url, req.output_url) == ("a-b", "rtmp://h:1935/live/a/b/in", "rtmp://h:1935/live/a/b/out")
+    assert hooks.request_for("live/show/out", "") is None
+
+
 @pytest.mark.parametrize("argv, environ, message", [
     (["--output-delay", "0.5"], {}, r"^--output-delay \(MEDIA_OUTPUT_DELAY\) must be within 1\.\.60, got 0\.5$"),
     ([], {"MEDIA_MAX_STREAMS": "0"}, r"^--max-streams \(MEDIA_MAX_STREAMS\) must be within 1\.\.1000, got 0$"),

@@ -48,7 +48,7 @@ def test_a_healthy_output_resets_its_destination_backoff(tmp_path, monkeypatch):
 
 def test_redaction_hides_userinfo_and_query_values():
     url = "rtmp://user:s3cret@example.org:1935/live/key?user=bob&pass=hunter2"
-    assert redact_url(url) == "rtmp://***@example.org:1935/live/key?user=***&pass=***"
+    assert redact_url(url) == "rtmp://***@example.org:1935/live/***?user=***&pass=***"
     text = f"[tcp @ 0x1] Error opening output {url}: Connection refused"
     assert "s3cret" not in redact(text) and "hunter2" not in redact(text)
     assert redact("srt://h:9000?passphrase=abcdefghij&latency=200") == "srt://h:9000?passphrase=***&latency=***"

@@ -43,3 +43,36 @@ def test_media_root_resolves_dot_dot_and_refuses_the_root_itself(tmp_path):
             policy.check(url, output=True)
     with pytest.raises(TargetRefused, match="--media-root"):
         TargetPolicy().check(f"{tmp_path}/a.flv", output=True)
+
+
+# FFmpeg takes srt/udp options from the first `?` anywhere in the URL; Python puts what follows a
+# `#` in the fragment, so the allow-list never saw these (issue 24 #1).
+SMUGGLED = ("srt://127.0.0.1:9000#?mode=listener", "udp://127.0.0.1:9#?localport=53&localaddr=127.0.0.1",
+            "srt://127.0.0.1:9000?latency=20?mode=listener", "udp://127.0.0.1:9?ttl=2?localport=53",
+            "rtmp://127.0.0.1/live/x#frag")
+
+
+@pytest.mark.parametrize("url", SMUGGLED)
+def test_options_cannot_hide_behind_a_fragment_or_a_second_question_mark(url):
+    with pytest.raises(TargetRefused, match=r"`#`|second `\?`"):
+        check_url_syntax(url, output=True, kind="rtmp" if url.startswith("rtmp") else "srt")
+
+
+def test_the_url_opened_is_rebuilt_from_the_checked_options():
+    # What FFmpeg reads (av_find_info_tag: pairs split at `&`, key up to `=`) is what was checked:
+    # empty pairs are dropped, nothing is decoded or re-encoded on the way.
+    assert check_url_syntax("srt://h:9000?latency=200&&passphrase=ab%2Bcd+ef&", output=False) \
+        == "srt://h:9000?latency=200&passphrase=ab%2Bcd+ef"
+    assert check_url_syntax("udp://h:9?pkt_size=1316", output=True, kind="srt") == "udp://h:9?pkt_size=1316"
+    with pytest.raises(TargetRefused, match="'m%6Fde' is not allowed"):  # FFmpeg does not decode keys either
+        check_url_syntax("srt://h:9000?m%6Fde=listener", output=False)
+    with pytest.raises(TargetRefused, match="mode must be caller"):
+        check_url_syntax("srt://h:9000?mode=calle%72", output=False)
+
+
+def test_the_request_keeps_the_rebuilt_url():
+    from media_service.config import StreamRequest
+
+    req = StreamRequest(input_url="srt://h:9000?latency=200&", outputs=[{"kind": "srt", "url": "udp://h:9?ttl=2&&"}])
+    assert req.input_url == "srt://h:9000?latency=200"
+    assert req.outputs[0].url == "udp://h:9?ttl=2"

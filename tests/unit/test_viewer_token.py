@@ -34,8 +34,10 @@ def routes(app) -> list[tuple[str, str]]:
 async def client():
     cfg = MediaConfig(sts_token="s" * 20 + "x1", api_token=API, viewer_token=VIEWER)
     metrics, events = MediaMetrics(), EventLog()
-    app = make_app(cfg, StreamRegistry(cfg, metrics, events), metrics, events)
+    registry = StreamRegistry(cfg, metrics, events)
+    app = make_app(cfg, registry, metrics, events)
     async with TestClient(TestServer(app)) as c:
+        c.app_config, c.registry, c.metrics, c.events = cfg, registry, metrics, events
         yield c
 
 
@@ -86,3 +88,41 @@ def test_the_viewer_token_is_checked_like_the_api_token():
     with pytest.raises(ConfigError, match="must differ from MEDIA_API_TOKEN"):
         MediaConfig(sts_token="s" * 22, api_token=API, viewer_token=API)
     assert MediaConfig(sts_token="s" * 22, api_token=API).viewer_token is None  # off unless set
+
+
+
+KEY = "abcd-efgh-ijkl-mnop-qrst"  # an RTMP stream key (in the path), an srt passphrase
+
+
+async def test_the_viewer_sees_scheme_and_host_only_and_the_dashboard_still_works(client):
+    """Issue 24 #2: the list, one stream and the events showed stream keys, passphrases and the
+    STS URL to the viewer token. What the dashboard reads (ids, output keys, hls, states) stays."""
+    from media_service.config import StreamRequest
+    from media_service.stream.worker import StreamWorker
+
+    cfg = client.app_config.model_copy(update={"sts_url": f"http://127.0.0.1:9/sts/{KEY}"})
+    req = StreamRequest(id="keyed", input_url=f"rtmp://127.0.0.1:1/live2/{KEY}",
+                        outputs=[{"kind": "rtmp", "url": f"rtmp://127.0.0.1:1/out/{KEY}"},
+                                 {"kind": "srt", "url": f"srt://127.0.0.1:9000?passphrase={KEY}"},
+                                 {"kind": "hls", "url": "hls://"}])
+    worker = StreamWorker("keyed", req, cfg, client.metrics, client.events)  # not started: nothing is opened
+    client.registry._workers["keyed"] = worker
+    client.events.publish("keyed", "failed", {"reason": "cannot open rtmp://127.0.0.1:1/out/***"})  # as redacted
+    answers = {}
+    for token in (API, VIEWER):
+        for path in ("/v1/streams", "/v1/streams/keyed", "/v1/events?since=0", "/v1/streams/keyed/events?since=0"):
+            async with client.get(path, headers={"Authorization": f"Bearer {token}"}) as r:
+                assert r.status == 200, (path, r.status)
+                answers[token, path] = await r.json()
+                assert KEY not in repr(answers[token, path]), (token, path, answers[token, path])
+    viewer = answers[VIEWER, "/v1/streams/keyed"]
+    assert viewer["input_url"] == "rtmp://127.0.0.1:1"  # sts.url is the replica in use: "" until connected
+    assert viewer["outputs"] == {"rtmp.0.es": "rtmp://127.0.0.1:1", "srt.1": "srt://127.0.0.1:9000", "hls.2": "hls://"}
+    assert viewer["hls"] == {"master": "/v1/streams/keyed/hls/master.m3u8"}  # the dashboard's player
+    assert answers[VIEWER, "/v1/streams"]["streams"] == [viewer]
+    reasons = [e["data"]["reason"] for e in answers[VIEWER, "/v1/events?since=0"]["events"] if e["type"] == "failed"]
+    assert reasons == ["cannot open rtmp://127.0.0.1:1"]
+    admin = answers[API, "/v1/streams/keyed"]  # the admin view is redacted, not reduced
+    assert admin["input_url"] == "rtmp://127.0.0.1:1/live2/***"
+    assert admin["outputs"]["srt.1"] == "srt://127.0.0.1:9000?passphrase=***"
+    assert set(admin) == set(viewer)

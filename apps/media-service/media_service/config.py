@@ -61,9 +61,22 @@ class MediaConfig(Settings):
         "read-only bearer token (>= 16 characters, not the API token): GET/HEAD of `/v1/*` (stream list and "
         "snapshots, events, HLS playlists and segments, captions, preview) and the signed-link POSTs; anything "
         "else is refused with 403 `forbidden`; unset = no viewer token", secret=True)
+    hook_token: str | None = setting(
+        None, None, "MEDIA_HOOK_TOKEN",
+        "token for the publish hooks only (>= 16 characters, not the API or viewer token): accepted on "
+        "`/v1/hooks/*` and refused with 403 `forbidden` everywhere else, so the RTMP server (whose hook "
+        "processes see it) never holds the API token; unset = hooks take the API token", secret=True)
     rtmp_base_url: str = setting(
         "rtmp://127.0.0.1:1935", "--rtmp-base-url", "MEDIA_RTMP_BASE_URL",
         "RTMP server that hook-started streams read from and publish to")
+    rtmp_user: str | None = setting(
+        None, "--rtmp-user", "MEDIA_RTMP_USER",
+        "this service's user on the RTMP server (MediaMTX `authInternalUsers`): hook-started and reconciled "
+        "streams add `?user=...&pass=...` to their input and output URLs, and `--mediamtx-api` gets it as "
+        "HTTP basic auth; unset = no credentials", pattern=r"^[A-Za-z0-9._~-]{1,64}$")
+    rtmp_pass: str | None = setting(
+        None, None, "MEDIA_RTMP_PASS", "password of `--rtmp-user` (URL-safe: A-Z a-z 0-9 . _ ~ -); unused without it",
+        secret=True, pattern=r"^[A-Za-z0-9._~-]{1,256}$")
     output_delay_s: float = setting(3.5, "--output-delay", "MEDIA_OUTPUT_DELAY",
                                     "constant output delay D (1–60 s)", **DELAY_S)
     max_fragment_ms: float = setting(
@@ -95,7 +108,8 @@ class MediaConfig(Settings):
         "comma-separated targets of hook-started streams without `?lang=`", min_length=1)
     allowed_hosts: HostList = setting(
         (), "--allowed-hosts", "MEDIA_ALLOWED_HOSTS",
-        "comma-separated Host names the API answers to (DNS-rebinding guard)")
+        "comma-separated Host names the service answers to, on every route (`/metrics` and `/health` too: "
+        "DNS-rebinding guard)")
     input_retry_s: float = setting(1.0, None, None, "pause before an input is opened again", gt=0)
     input_wait_timeout_s: float = setting(
         300.0, "--input-wait-timeout", "MEDIA_INPUT_WAIT_TIMEOUT",
@@ -112,6 +126,15 @@ class MediaConfig(Settings):
         "preview viewers per stream (1–1000); more: 503 `limit_reached`", ge=1, le=1000)
     max_preview_viewers_total: int = setting(32, "--max-preview-viewers-total", "MEDIA_MAX_PREVIEW_VIEWERS_TOTAL",
                                              "preview viewers over all streams (1–10000)", ge=1, le=10000)
+    max_caption_feeds: int = setting(
+        16, "--max-caption-feeds", "MEDIA_MAX_CAPTION_FEEDS",
+        "open caption feeds (SSE) per stream (1–1000); more: 503 `limit_reached`", ge=1, le=1000)
+    max_caption_feeds_per_client: int = setting(
+        16, "--max-caption-feeds-per-client", "MEDIA_MAX_CAPTION_FEEDS_PER_CLIENT",
+        "open caption feeds per client address over all streams (1–1000; a dashboard opens one per stream; "
+        "behind a reverse proxy every client has the proxy's address)", ge=1, le=1000)
+    max_caption_feeds_total: int = setting(64, "--max-caption-feeds-total", "MEDIA_MAX_CAPTION_FEEDS_TOTAL",
+                                           "open caption feeds over all streams (1–10000)", ge=1, le=10000)
     mediamtx_api: str | None = setting(
         None, "--mediamtx-api", "MEDIA_MEDIAMTX_API",
         "MediaMTX control API: at start and every `--reconcile-interval`, every published `<app>/<name>/in` "
@@ -119,6 +142,18 @@ class MediaConfig(Settings):
         "while its path stays published")
     reconcile_interval_s: float = setting(10.0, "--reconcile-interval", "MEDIA_RECONCILE_INTERVAL",
                                           "how often the MediaMTX path list is read (0.2–3600)", ge=0.2, le=3600)
+    redis_url: str | None = setting(
+        None, "--redis-url", "MEDIA_REDIS_URL",
+        "Redis of a cluster of media-service replicas (`redis://host:6379/0`): each stream has one owner "
+        "(a lease), any replica answers the API and the hooks, a dead replica's streams restart elsewhere "
+        "([scale-out.md](scale-out.md)); unset = this process runs alone", secret=True)
+    lease_ttl_s: float = setting(3.0, "--lease-ttl", "MEDIA_LEASE_TTL",
+                                 "stream lease TTL with `--redis-url`: an owner that cannot renew stops writing "
+                                 "within it, a dead owner's streams restart elsewhere after it (1–30 s)", ge=1, le=30)
+    advertise_url: str | None = setting(
+        None, "--advertise-url", "MEDIA_ADVERTISE_URL",
+        "with `--redis-url`: the URL other replicas reach this one's API at; unset = `http://<host>:<port>` "
+        "(a wildcard host: this machine's address)")
     media_root: str | None = setting(
         None, "--media-root", "MEDIA_ROOT",
         "directory that file inputs and outputs must be under (`..` and symlinks resolved); unset = file URLs "
@@ -140,11 +175,18 @@ class MediaConfig(Settings):
     def target_policy(self) -> TargetPolicy:
         return TargetPolicy(media_root=self.media_root, hosts=self.media_hosts)
 
-    @field_validator("mediamtx_api")
+    @field_validator("mediamtx_api", "advertise_url")
     @classmethod
     def _http(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError(f"must be an http(s):// URL, got {redact_url(v)!r}")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {redact_url(v)!r}")
         return v
 
     @field_validator("sts_url")
@@ -170,7 +212,7 @@ class MediaConfig(Settings):
             raise ValueError(f"is not usable: {weak} (or leave it unset to have one generated)")
         return v
 
-    @field_validator("viewer_token")
+    @field_validator("viewer_token", "hook_token")
     @classmethod
     def _viewer_token(cls, v: str | None) -> str | None:
         if v is not None and (weak := weak_token_reason(v)):
@@ -201,6 +243,9 @@ class MediaConfig(Settings):
             raise ConfigError(f"{self.label('output_delay_s')}: {exc}") from None
         if self.viewer_token and self.viewer_token == self.api_token:
             raise ConfigError("MEDIA_VIEWER_TOKEN must differ from MEDIA_API_TOKEN (the viewer token is read-only)")
+        if self.hook_token and self.hook_token in (self.api_token, self.viewer_token):
+            raise ConfigError("MEDIA_HOOK_TOKEN must differ from MEDIA_API_TOKEN and MEDIA_VIEWER_TOKEN "
+                              "(the hook token is good for /v1/hooks/* only)")
         if not (0 < self.min_fragment_ms < self.max_fragment_ms):
             raise ConfigError(f"{self.label('min_fragment_ms')} must be above 0 and below "
                               f"{self.label('max_fragment_ms')}, got {self.min_fragment_ms:g}")
@@ -248,7 +293,7 @@ class OutputSpec(BaseModel):
 
     @model_validator(mode="after")
     def _url(self) -> OutputSpec:
-        check_url_syntax(self.url, output=True, kind=self.kind, what="url")
+        self.url = check_url_syntax(self.url, output=True, kind=self.kind, what="url")  # the URL to open
         return self
 
 

@@ -44,6 +44,10 @@ class MediaMetrics:
             "Programme loudness of a language's output (ITU-R BS.1770-4), by window: momentary 400 ms, "
             "short_term 3 s, integrated (gated, since the stream started)",
             ["stream", "language", "window"], registry=r)
+        self.takeovers = Counter("media_stream_takeovers",
+                                 "Streams this replica took over from another (cluster mode), by reason: "
+                                 "lease_expired (the owner died or was cut off) or handover (it stopped)",
+                                 ["reason"], registry=r)
         self.limit = Gauge("media_limit", "Configured limit, by name", ["limit"], registry=r)
         self.limit_refusals = Counter("media_limit_refusals", "Requests refused at a limit, by name", ["limit"],
                                       registry=r)

@@ -7,9 +7,11 @@ the checks still cannot reach anything else.
 
 Two layers:
 - `check_url_syntax` needs no configuration (used by the request model): scheme, length,
-  whitespace, srt query keys, no nested scheme inside a file path.
-- `check_target` needs the service's `TargetPolicy` (used before a stream starts): files only under
-  `--media-root` (symlinks and `..` resolved), hosts only from `--media-hosts` when set.
+  whitespace, srt/udp option keys, no `#` or second `?` in a network URL (the URL kept is
+  rebuilt from the checked parts: what was checked is what is opened), no nested scheme inside a
+  file path.
+- `TargetPolicy.check` needs the service's configuration (used before a stream starts): files
+  only under `--media-root` (symlinks and `..` resolved), hosts only from `--media-hosts` when set.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .redaction import redact_url
 
@@ -41,6 +43,7 @@ SRT_QUERY_KEYS = frozenset({"streamid", "passphrase", "pbkeylen", "latency", "rc
                             "connect_timeout", "timeout", "mode"})
 # udp output options an API client may set (no localaddr/localport: which socket this host uses is ours).
 UDP_QUERY_KEYS = frozenset({"pkt_size", "ttl", "buffer_size"})
+OPTION_KEYS = {"srt": SRT_QUERY_KEYS, "udp": UDP_QUERY_KEYS}
 _NESTED_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
 
 
@@ -66,8 +69,9 @@ def protocol_whitelist(url: str) -> str:
 
 
 def check_url_syntax(url: str, *, output: bool, kind: str | None = None, what: str | None = None) -> str:
-    """Return `url` if its form is acceptable for an input (or an output of `kind`: None for
-    `output_url`); raise TargetRefused naming why (`what` names the field in the message)."""
+    """The URL to open if `url`'s form is acceptable for an input (or an output of `kind`: None
+    for `output_url`): a network URL rebuilt from its checked parts; raise TargetRefused naming
+    why (`what` names the field in the message)."""
     what = what or ("output_url" if output else "input_url")
     if len(url) > MAX_URL_LENGTH:
         raise TargetRefused(f"{what} is {len(url)} characters long; at most {MAX_URL_LENGTH}")
@@ -91,20 +95,36 @@ def check_url_syntax(url: str, *, output: bool, kind: str | None = None, what: s
         if _NESTED_SCHEME.match(path.lstrip("/")):
             raise TargetRefused(f"{what}: a file path may not contain another URL scheme")
         return url
+    # FFmpeg reads srt/udp options from the first `?` anywhere in the URL, Python's urlsplit stops
+    # the query at `#`: with neither a `#` nor a second `?`, both see the same option string.
+    if "#" in url:
+        raise TargetRefused(f"{what}: a network URL may not contain `#`")
+    if url.count("?") > 1:
+        raise TargetRefused(f"{what}: a network URL may not contain a second `?`")
     parts = urlsplit(url)
     if not parts.hostname:
         raise TargetRefused(f"{what} {redact_url(url)!r} has no host")
-    if scheme == "srt":
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key not in SRT_QUERY_KEYS:
-                raise TargetRefused(f"{what}: srt option {key!r} is not allowed (allowed: {sorted(SRT_QUERY_KEYS)})")
-            if key == "mode" and value != "caller":
-                raise TargetRefused(f"{what}: srt mode must be caller (this service does not listen)")
-    if scheme == "udp":
-        for key, _ in parse_qsl(parts.query, keep_blank_values=True):
-            if key not in UDP_QUERY_KEYS:
-                raise TargetRefused(f"{what}: udp option {key!r} is not allowed (allowed: {sorted(UDP_QUERY_KEYS)})")
-    return url
+    query = parts.query
+    if scheme in OPTION_KEYS:
+        query = _checked_options(scheme, query, what)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def _checked_options(scheme: str, query: str, what: str) -> str:
+    """The option string of an srt/udp URL, rebuilt from the pairs checked here.
+
+    Split as FFmpeg splits it (`av_find_info_tag`: pairs at `&`, the key up to the first `=`,
+    keys never decoded), so a key is checked as FFmpeg will read it; values are kept as written.
+    """
+    allowed = OPTION_KEYS[scheme]
+    pairs = [pair for pair in query.split("&") if pair]
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in allowed:
+            raise TargetRefused(f"{what}: {scheme} option {key!r} is not allowed (allowed: {sorted(allowed)})")
+        if scheme == "srt" and key == "mode" and value != "caller":
+            raise TargetRefused(f"{what}: srt mode must be caller (this service does not listen)")
+    return "&".join(pairs)
 
 
 @dataclass(frozen=True)

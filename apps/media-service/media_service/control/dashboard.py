@@ -9,7 +9,7 @@ in localStorage: any script of the origin could read it there, and it would outl
 sent as `Authorization: Bearer` only. The preview image and the caption `EventSource` cannot send
 headers, so the page asks `POST /v1/streams/{id}/preview-link` and
 `POST /v1/streams/{id}/captions/{lang}/link` for signed links that open that one preview or feed
-for minutes (and for new ones after an error).
+for minutes (and for new ones after an error, and when a feed ends with its link: `expired`).
 
 A stream with an `hls` output also gets a player (a `<video>` fed by hls.js, which the service
 serves at `/assets/hls.min.js` when `--hls-js` is set; without it the page shows no player and
@@ -160,6 +160,8 @@ function makeCard(s) {
         clockOffset = c.playing ? c.clock_ms - performance.now() : null;
       });
       es.addEventListener("end", () => { es.close(); if (feed === es) feed = null; });
+      // The feed ends with its signed link (5 min): a new link, and the kept cues again.
+      es.addEventListener("expired", () => { es.close(); if (feed === es && cards.get(id) === card) card.setCaptions(); });
       es.addEventListener("error", () => { if (es.readyState === EventSource.CLOSED && feed === es) { feed = null; retry(); } });
     } catch (e) { capInfo.textContent = String(e); retry(); }
   };

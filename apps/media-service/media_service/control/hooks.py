@@ -9,7 +9,7 @@ languages, source and mix. A publish is never refused for a path that is not an 
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, unquote_plus, urlencode
 
 from aiohttp import web
 from livedub_protocol import describe_validation_error
@@ -35,10 +35,31 @@ def stream_id_of(name: str) -> str:
     return name.replace("/", "-")
 
 
+def mediamtx_query(body: str) -> str:
+    """The publisher's query from what a MediaMTX hook posted as `$MTX_QUERY`.
+
+    MediaMTX up to 1.18.0 passes the raw query (`lang=es&user=...`); from 1.18.1 on it passes it
+    URL-escaped as a whole (`lang%3Des%26user%3D...`: no `=` and no `&` left), which is decoded once
+    here. A raw query without `=` or `&` holds no parameter either way.
+    """
+    if "=" in body or "&" in body:
+        return body
+    return unquote_plus(body)
+
+
+def with_credentials(url: str, user: str | None, password: str | None) -> str:
+    """`url` with MediaMTX's `?user=...&pass=...` (how an RTMP client passes credentials to it)."""
+    if user is None:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}{urlencode({'user': user, 'pass': password or ''})}"
+
+
 class PublishHooks:
     def __init__(self, cfg: MediaConfig, registry: StreamRegistry, events: EventLog):
         self.cfg, self.registry, self.events = cfg, registry, events
         self.reconciler = None  # with --mediamtx-api: told when a stream is published again
+        self.cluster = None  # with --redis-url: cluster.node.ClusterNode
+        self.place = None  # with --redis-url: request -> (status, body), started on the emptiest replica
 
     def request_for(self, path: str, query: str, nginx: bool = False) -> StreamRequest | None:
         """`live/<name>/in` -> a request that dubs it to `live/<name>/out` on the same server.
@@ -55,7 +76,9 @@ class PublishHooks:
             or list(self.cfg.default_target_languages)
         base = f"{self.cfg.rtmp_base_url.rstrip('/')}/{app}/{'_definst_/' if nginx else ''}{name}"
         output = f"{base}/out" if len(langs) == 1 else f"{base}/{{lang}}"
-        return StreamRequest(id=stream_id_of(name), input_url=f"{base}/in", output_url=output,
+        user, password = self.cfg.rtmp_user, self.cfg.rtmp_pass
+        return StreamRequest(id=stream_id_of(name), input_url=with_credentials(f"{base}/in", user, password),
+                             output_url=with_credentials(output, user, password),
                              source_language=q.get("source", [self.cfg.default_source_language])[0],
                              target_languages=langs, mix=q.get("mix", [self.cfg.default_mix])[0])
 
@@ -66,6 +89,8 @@ class PublishHooks:
             return json_error(400, "invalid_request", describe_validation_error(exc))
         if req is None:
             return web.json_response({"ignored": path})  # e.g. our own outputs: never refuse a publish
+        if self.place is not None:
+            return await self._hook_start_cluster(path, req)
         try:
             worker, created = await self.registry.start(req)
         except StreamExists as exc:
@@ -76,6 +101,20 @@ class PublishHooks:
             self.reconciler.published_again(worker.id)
         self.events.publish(worker.id, "hook_publish", {"path": path, "created": created})
         return web.json_response({"id": worker.id, "created": created})
+
+    async def _hook_start_cluster(self, path: str, req: StreamRequest) -> web.Response:
+        """Cluster mode: the stream starts on the replica with the most headroom (or is found
+        where it runs); a conflict never refuses the publish, as above."""
+        status, body = await self.place(req)
+        if status not in (200, 201, 409):
+            return web.json_response(body, status=status)
+        stream_id, created = req.stream_id(), status == 201
+        if self.reconciler is not None:
+            self.reconciler.published_again(stream_id)
+            await self.cluster.published_again(stream_id)
+        self.events.publish(stream_id, "hook_publish", {"path": path, "created": created,
+                                                        "replica": body.get("replica")})
+        return web.json_response({"id": stream_id, "created": created, "replica": body.get("replica")})
 
     async def _hook_stop(self, path: str) -> web.Response:
         parsed = input_path(path)
@@ -93,15 +132,15 @@ class PublishHooks:
     async def _mediamtx_hook_args(request) -> tuple[str, str]:
         """The path and the publisher's raw query of a MediaMTX hook.
 
-        The shipped hook posts the raw query as the body and names the path in the URL
-        (`?path=$MTX_PATH`): nothing is pasted into a JSON template, so a query holding `"` cannot
-        add or replace a field. The JSON body `{"path", "query"}` of older configs is still read,
-        with duplicate keys refused.
+        The shipped hook script (deploy/mediamtx/livedub-hook.sh) posts `$MTX_QUERY` as the body
+        and names the path in the URL (`?path=...`): nothing is pasted into a JSON template, so a
+        query holding `"` cannot add or replace a field. The JSON body `{"path", "query"}` of older
+        configs is still read, with duplicate keys refused.
         """
         if request.content_type == "application/json":
             body = await json_body(request)
             return str(body.get("path", "")), str(body.get("query", ""))
-        return request.query.get("path", ""), await request.text()
+        return request.query.get("path", ""), mediamtx_query(await request.text())
 
     async def mediamtx_ready(self, request):
         return await self._hook_start(*await self._mediamtx_hook_args(request))

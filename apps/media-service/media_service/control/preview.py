@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
+from ..redaction import redact, redact_url
 from ..targets import protocol_whitelist
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def av_jpeg_source(fps: float = DEFAULT_FPS, width: int = DEFAULT_WIDTH) -> Fram
                             timeout=(5, 5))
         try:
             if not container.streams.video:
-                raise RuntimeError(f"{url} has no video stream")
+                raise RuntimeError(f"{redact_url(url)} has no video stream")
             stream = container.streams.video[0]
             encoder = None
             interval = 1.0 / fps
@@ -76,7 +77,7 @@ def av_jpeg_source(fps: float = DEFAULT_FPS, width: int = DEFAULT_WIDTH) -> Fram
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError as exc:
-                    log.debug("preview %s: decode error %s", url, exc)
+                    log.debug("preview %s: decode error %s", redact_url(url), exc)
                     continue
                 for frame in frames:
                     now = time.monotonic()
@@ -127,7 +128,7 @@ class PreviewBroadcaster:
     def __init__(self, url: str, *, source: FrameSource | None = None, fps: float = DEFAULT_FPS,
                  width: int = DEFAULT_WIDTH, grace_s: float = DEFAULT_GRACE_S, retry_s: float = DEFAULT_RETRY_S,
                  queue_size: int = QUEUE_SIZE, name: str = ""):
-        self.url, self.name = url, name or url
+        self.url, self.name = url, redact(name or url)  # the name is logged
         self._source = source or av_jpeg_source(fps, width)
         self.grace_s, self.retry_s, self.queue_size = grace_s, retry_s, queue_size
         self.stats = PreviewStats()
@@ -262,7 +263,7 @@ class PreviewBroadcaster:
                         return
             except Exception as exc:  # noqa: BLE001 - any upstream failure means "retry"
                 with self._lock:
-                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    self.stats.last_error = redact(f"{type(exc).__name__}: {exc}")
                 log.debug("preview %s: upstream failed: %s", self.name, exc)
             if self._stop.wait(self.retry_s):
                 return

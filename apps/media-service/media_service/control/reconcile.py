@@ -6,7 +6,8 @@ publisher reconnected. With `--mediamtx-api` set, the `Reconciler` lists MediaMT
 start and every `RECONCILE_INTERVAL_S`, and starts a stream for each `<app>/<name>/in` that has
 none, exactly as the hook would have (the publisher's `?lang=` is not in the list: service
 defaults apply). A stream an operator stopped over the API is not brought back while its path
-stays published.
+stays published. With `--rtmp-user` the list is read as that MediaMTX user (HTTP basic auth: the
+deployed config grants it the `api` action; nothing is granted by address).
 """
 
 from __future__ import annotations
@@ -51,13 +52,19 @@ class Reconciler:
     """Owns one polling task (started and cancelled with the app)."""
 
     def __init__(self, api_url: str, registry: StreamRegistry, events: EventLog,
-                 request_for_path: Callable[[str], StreamRequest | None], interval_s: float = RECONCILE_INTERVAL_S):
+                 request_for_path: Callable[[str], StreamRequest | None], interval_s: float = RECONCILE_INTERVAL_S,
+                 credentials: tuple[str, str] | None = None):
         self.api_url, self.registry, self.events = api_url, registry, events
+        self.auth = aiohttp.BasicAuth(*credentials) if credentials else None
         self.request_for_path = request_for_path
         self.interval_s = interval_s
         self._stopped_by_operator: set[str] = set()  # ids not to restart while their path is published
         self._task: asyncio.Task | None = None
         self._last_error: str | None = None
+        # Cluster mode (--redis-url): streams any replica runs or will take over are left alone,
+        # operator stops are shared, and `place` starts a stream on the emptiest replica.
+        self.cluster = None
+        self.place = None
 
     def operator_stopped(self, stream_id: str) -> None:
         self._stopped_by_operator.add(stream_id)
@@ -70,6 +77,10 @@ class Reconciler:
         ready = await list_ready_paths(session, self.api_url)
         started: list[str] = []
         wanted: set[str] = set()
+        stopped, known = set(self._stopped_by_operator), set()
+        if self.cluster is not None:
+            stopped |= await self.cluster.stopped_ids()
+            known = set(await self.cluster.specs())
         for path in ready:
             try:
                 req = self.request_for_path(path)
@@ -81,7 +92,13 @@ class Reconciler:
             stream_id = req.stream_id()
             wanted.add(stream_id)
             existing = self.registry.get(stream_id)
-            if stream_id in self._stopped_by_operator or (existing is not None and not existing.done):
+            if stream_id in stopped or stream_id in known or (existing is not None and not existing.done):
+                continue
+            if self.place is not None:
+                status, _ = await self.place(req)
+                if status == 201:
+                    started.append(stream_id)
+                    self.events.publish(stream_id, "reconciled", {"path": path})
                 continue
             try:
                 worker, created = await self.registry.start(req)
@@ -93,10 +110,12 @@ class Reconciler:
                 self.events.publish(worker.id, "reconciled", {"path": path})
                 log.info("reconcile: %s is published on MediaMTX and had no stream: started", path)
         self._stopped_by_operator &= wanted  # a path that went away may start normally next time
+        if self.cluster is not None:
+            await self.cluster.forget_stopped(wanted)
         return started
 
     async def _run(self) -> None:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(auth=self.auth) as session:
             while True:
                 try:
                     await self.run_once(session)

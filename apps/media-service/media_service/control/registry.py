@@ -42,6 +42,9 @@ class StreamRegistry:
         # Called (awaited) with the id of every stream removed: per-stream state elsewhere
         # (the preview registry) goes with it.
         self.on_removed: list = []
+        # Cluster mode (cluster/node.py): takes the stream's lease before a worker starts (raises
+        # OwnedElsewhere when another replica holds it) and gives it up when the worker stops.
+        self.ownership = None
 
     def get(self, stream_id: str) -> StreamWorker | None:
         return self._workers.get(stream_id)
@@ -73,7 +76,9 @@ class StreamRegistry:
             if running >= self.cfg.max_streams:
                 raise LimitReached("streams", f"{running} streams are running, the limit is {self.cfg.max_streams} "
                                               "(--max-streams / MEDIA_MAX_STREAMS); stop one or raise the limit")
-            worker = StreamWorker(stream_id, request, self.cfg, self.metrics, self.events, sts_pool=self.sts_pool)
+            gate = await self.ownership.claim(request) if self.ownership is not None else None
+            worker = StreamWorker(stream_id, request, self.cfg, self.metrics, self.events, sts_pool=self.sts_pool,
+                                  output_gate=gate)
             self._workers[stream_id] = worker
             await worker.start()
             self.metrics.streams_active.set(len([w for w in self._workers.values() if not w.done]))
@@ -81,13 +86,16 @@ class StreamRegistry:
                 self._reaper = asyncio.create_task(self._reap())
             return worker, True
 
-    async def stop(self, stream_id: str, drain: bool = True,
-                   drain_limit_s: float | None = None) -> StreamWorker | None:
-        """Stop and forget a worker; stopping an unknown or stopped stream is not an error."""
+    async def stop(self, stream_id: str, drain: bool = True, drain_limit_s: float | None = None,
+                   handover: bool = False) -> StreamWorker | None:
+        """Stop and forget a worker; stopping an unknown or stopped stream is not an error.
+        `handover` (cluster mode): another replica is to carry the stream on."""
         async with self._lock:
             worker = self._workers.pop(stream_id, None)
         if worker is not None and not worker.done:
             await worker.stop(drain=drain, drain_limit_s=drain_limit_s)
+        if worker is not None and self.ownership is not None:
+            await self.ownership.released(stream_id, handover=handover)  # after its outputs closed
         if worker is not None:
             for forget in self.on_removed:
                 await forget(stream_id)
@@ -111,13 +119,18 @@ class StreamRegistry:
 
     async def close(self) -> None:
         """Shutdown (SIGTERM): every stream stops reading and, in parallel, plays out what is
-        buffered (at most --shutdown-drain s) and closes its outputs cleanly."""
+        buffered (at most --shutdown-drain s) and closes its outputs cleanly; in cluster mode it
+        is then handed over (another replica starts it)."""
         if self._reaper:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
         drain_s = self.cfg.shutdown_drain_s
+        handover = self.ownership is not None
+        if handover:
+            await self.ownership.hand_over()
         live = [w for w in self.all() if not w.done]
         if live:
             log.info("shutting down: %d streams play out what is buffered (at most %.0f s)", len(live), drain_s)
-        await asyncio.gather(*(self.stop(w.id, drain=drain_s > 0, drain_limit_s=drain_s) for w in self.all()),
+        await asyncio.gather(*(self.stop(w.id, drain=drain_s > 0, drain_limit_s=drain_s, handover=handover)
+                               for w in self.all()),
                              return_exceptions=True)

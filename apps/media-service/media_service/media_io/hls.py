@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -44,9 +45,11 @@ SEGMENT_S = 2.0  # target segment length (video cuts on the first keyframe after
 LIST_SIZE = 6  # segments in each live playlist (a 12 s window)
 AUDIO_GROUP, SUBS_GROUP = "aud", "subs"
 MASTER = "master.m3u8"
-# What the API may serve from an HLS directory (nothing else: no traversal, no other files).
+# What the API may serve from an HLS directory (nothing else: no traversal, no other files); the
+# whole name must match (`fullmatch`).
 SERVABLE = re.compile(r"^(master\.m3u8|(video|audio-[A-Za-z0-9-]+|subs-[A-Za-z0-9-]+)/"
                       r"(index\.m3u8|seg\d{1,9}\.(ts|vtt)))$")
+_O_PATH = getattr(os, "O_PATH", os.O_RDONLY)  # Linux: a directory handle that needs no read permission
 CONTENT_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t", ".vtt": "text/vtt; charset=utf-8"}
 
 
@@ -229,8 +232,36 @@ class HlsWriter(OutputWriter):
 
 
 def servable(directory: str, name: str) -> tuple[str, str] | None:
-    """(file path, content type) of `name` in an HLS directory, or None if it may not be served."""
-    if not SERVABLE.match(name):
+    """(resolved file path, content type) of `name` in an HLS directory, or None if it may not be
+    served: the whole name matches SERVABLE (`fullmatch`: `$` would accept a final newline) and no
+    part of the path is a symlink (its resolved path is the path itself). Read it with
+    `read_servable`, which opens that path without following a link put there since."""
+    if not SERVABLE.fullmatch(name):
         return None
-    path = os.path.join(directory, name)
-    return (path, CONTENT_TYPES[os.path.splitext(name)[1]]) if os.path.isfile(path) else None
+    root = os.path.realpath(directory)
+    path = os.path.join(root, name)
+    if os.path.realpath(path) != path or not os.path.isfile(path):
+        return None
+    return path, CONTENT_TYPES[os.path.splitext(name)[1]]
+
+
+def read_servable(path: str) -> bytes:
+    """The bytes of the regular file at `path` (absolute and resolved, from `servable`), opened one
+    component at a time with O_NOFOLLOW: a symlink anywhere on the way (one swapped in after the
+    check) fails with OSError, so the file read is the one checked. O_NONBLOCK: opening a FIFO put
+    there must not block; it is refused as not a regular file."""
+    parts = path.strip("/").split("/")
+    walk = _O_PATH | os.O_DIRECTORY  # directories are only passed through: search permission is enough
+    fd = os.open("/", walk)
+    try:
+        for part in parts[:-1]:
+            below = os.open(part, walk | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = below
+        file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    finally:
+        os.close(fd)
+    with os.fdopen(file_fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise IsADirectoryError(f"{path} is not a regular file")
+        return f.read()

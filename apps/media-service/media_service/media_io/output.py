@@ -11,7 +11,7 @@ packet timestamp reaches the first real sample exactly at its timeline time: the
 compensated by the timestamps themselves, and `av_offset_s` checks that it stays so.
 
 Where the bytes go (PyAV muxes into a file-like sink, never opens a URL itself):
-- network outputs (rtmp://, rtmps://, srt://, udp://): a `Relay` (relay.py), an ffmpeg child fed
+- network outputs (rtmp://, rtmps://, srt://, udp://): a `Relay` (relay.py), a child process fed
   from a bounded queue by its own thread, so one slow destination never holds up the others;
 - file outputs (file:// or a path): a new numbered `SegmentFile` (recording.py) per open, so a
   reopen after a reconnect or an error never truncates what was recorded.
@@ -51,7 +51,7 @@ class OutputError(RuntimeError):
     """An output could not be opened or written.
 
     `kind`: `open_failed`, `stalled` (the destination stopped taking data: relay killed),
-    `relay_exited` (ffmpeg ended: refused, closed, timed out), `disk_full`, `write_failed`.
+    `relay_exited` (the relay child ended: refused, closed, timed out), `disk_full`, `write_failed`.
     `retry_in` > 0: the open was refused without trying because the destination failed recently;
     `kind` is then that failure's.
     """

@@ -1,40 +1,47 @@
-"""The network half of an output: an `ffmpeg -c copy` child that publishes the FLV (rtmp) or
-MPEG-TS (srt, udp) we mux.
+"""The network half of an output: a child process that publishes the FLV (rtmp) or MPEG-TS (srt,
+udp) we mux.
+
+The child is `python -m media_service.media_io.relay_main` (relay_main.py), which hands the bytes
+to libavformat's protocols from PyAV's own libraries, so no ffmpeg program is needed. For a protocol
+those libraries lack (PyAV's wheels have no srt) it is `ffmpeg -c copy` from PATH, with the same
+bounds. Either way the relay only copies: payloads and timestamps are the ones muxed in this process.
 
 Why a child process: PyAV holds the GIL while it opens an RTMP publish and while it writes to the
 socket, so a slow server would freeze every thread of the service (and nginx-rtmp's `on_publish`
-hook, answered by this same process, would deadlock the handshake). The relay only copies
-packets: payloads and timestamps are the ones muxed in this process.
+hook, answered by this same process, would deadlock the handshake).
 
 Why threads around it: the caller is a stream's one output thread, shared by every language, so
-it must never wait on one destination. `write` hands the bytes to ffmpeg's stdin with a
+it must never wait on one destination. `write` hands the bytes to the child's stdin with a
 non-blocking write when nothing is queued, and appends what the pipe does not take to a bounded
 in-memory queue; a feeder thread per relay moves the queue into the pipe as it drains, and a reader
-thread keeps ffmpeg's stderr flowing into a small ring of (redacted) lines that explains a failure.
+thread keeps the child's stderr flowing into a small ring of (redacted) lines that explains a failure.
 
 How a relay fails (the first cause wins, and `failure` says which):
 - `stalled`: the queue made no progress for `stall_s`, or grew past `queue_bytes`. The feeder (or
-  the writer, for the size bound) kills ffmpeg at once.
-- `relay_exited`: ffmpeg ended by itself: the server refused, closed, or stopped answering for
-  `rw_timeout_s` (ffmpeg's `-rw_timeout`, inherited by the tcp/tls socket under rtmp/rtmps and
+  the writer, for the size bound) kills the child at once.
+- `relay_exited`: the child ended by itself: the server refused, closed, or stopped answering for
+  `rw_timeout_s` (libavformat's `rw_timeout`, inherited by the tcp/tls socket under rtmp/rtmps and
   used by srt, bounds every connect, read and write).
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import select
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
 
 from ..redaction import redact
-from ..targets import protocol_whitelist
+from ..targets import protocol_whitelist, scheme_of
 from ..thread_names import name_native_thread
+from .relay_main import URL_ENV, Libav
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +50,13 @@ log = logging.getLogger(__name__)
 class RelaySettings:
     """Bounds of one relay. The defaults keep a stalled destination from costing more than ~5 s."""
 
-    rw_timeout_s: float = 5.0  # ffmpeg -rw_timeout: connect/read/write on the network side
-    stall_s: float = 5.0  # queued data not taken by ffmpeg for this long -> stalled, killed
+    rw_timeout_s: float = 5.0  # libavformat rw_timeout: connect/read/write on the network side
+    stall_s: float = 5.0  # queued data not taken by the child for this long -> stalled, killed
     queue_bytes: int = 8 << 20  # queued data beyond this -> stalled, killed (about 20 s at 3 Mb/s)
-    close_timeout_s: float = 3.0  # close(): time to hand over what is queued and let ffmpeg finish
+    close_timeout_s: float = 3.0  # close(): time to hand over what is queued and let the child finish
 
 
-STDERR_LINES = 20  # ffmpeg stderr lines kept for error messages
+STDERR_LINES = 20  # the child's stderr lines kept for error messages
 _POLL_MS = 200
 
 
@@ -63,8 +70,35 @@ class RelayStartError(RuntimeError):
     pass
 
 
+def _ffmpeg_command(url: str, fmt: str, rw_us: str) -> list[str]:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise RelayStartError(f"{scheme_of(url)}:// outputs need ffmpeg on PATH (PyAV's libraries have no "
+                              f"{scheme_of(url)} protocol): install Debian 'ffmpeg'")
+    return [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", fmt, "-i", "pipe:0",
+            "-map", "0", "-c", "copy", "-copyts", "-rw_timeout", rw_us,
+            "-protocol_whitelist", protocol_whitelist(url), "-f", fmt, url]
+
+
+@functools.lru_cache(maxsize=1)
+def libav_output_protocols() -> frozenset[str]:
+    """The protocols PyAV's libavformat can write to (what relay_main can publish with)."""
+    return frozenset(Libav().output_protocols())
+
+
+def relay_command(url: str, fmt: str, settings: RelaySettings) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) of the child that publishes to `url`: relay_main when PyAV's libraries
+    speak the protocol, else ffmpeg."""
+    rw_us = str(int(settings.rw_timeout_s * 1_000_000))
+    if scheme_of(url) in libav_output_protocols():
+        cmd = [sys.executable, "-m", "media_service.media_io.relay_main", "--rw-timeout-us", rw_us,
+               "--protocol-whitelist", protocol_whitelist(url)]
+        return cmd, {**os.environ, URL_ENV: url}
+    return _ffmpeg_command(url, fmt, rw_us), dict(os.environ)
+
+
 class Relay:
-    """One `ffmpeg -f <fmt> -i pipe:0 -c copy -f <fmt> <url>` child, fed from a bounded queue.
+    """One relay child (relay_main, or ffmpeg for srt), fed from a bounded queue.
 
     File-like for PyAV (`write` only: not seekable). Thread-safe between the writing thread and
     its own feeder/reader threads; `close` (or `kill`) ends both threads and reaps the child.
@@ -74,20 +108,14 @@ class Relay:
         self.url = url
         self.label = redact(url)
         self.settings = settings or RelaySettings()
-        exe = shutil.which("ffmpeg")
-        if exe is None:
-            raise RelayStartError("ffmpeg not found (needed to publish to network outputs): install Debian 'ffmpeg'")
-        rw_us = str(int(self.settings.rw_timeout_s * 1_000_000))
-        cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", fmt, "-i", "pipe:0",
-               "-map", "0", "-c", "copy", "-copyts", "-rw_timeout", rw_us,
-               "-protocol_whitelist", protocol_whitelist(url), "-f", fmt, url]
+        cmd, env = relay_command(url, fmt, self.settings)
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, bufsize=0)
+                                         stderr=subprocess.PIPE, bufsize=0, env=env)
         except OSError as exc:
-            raise RelayStartError(f"cannot start ffmpeg relay: {exc}") from exc
+            raise RelayStartError(f"cannot start the relay: {exc}") from exc
         self.failure: RelayFailure | None = None
-        self.bytes_written = 0  # handed to ffmpeg
+        self.bytes_written = 0  # handed to the child
         self._stderr = collections.deque(maxlen=STDERR_LINES)
         self._cond = threading.Condition()
         self._chunks: collections.deque[memoryview] = collections.deque()
@@ -104,13 +132,13 @@ class Relay:
     # ------------------------------------------------------------ writer side (never blocks)
 
     def write(self, data) -> int:
-        """Hand `data` to ffmpeg (at once, or queued). After a failure it is dropped (the output is dead)."""
+        """Hand `data` to the child (at once, or queued). After a failure it is dropped (the output is dead)."""
         n = len(data)
         with self._cond:
             if self.failure is not None or self._eof:
                 return n
             if not self._chunks:
-                # The usual case: ffmpeg keeps up, the pipe has room. Writing here (non-blocking)
+                # The usual case: the child keeps up, the pipe has room. Writing here (non-blocking)
                 # spares a feeder wake-up per packet; what does not fit is queued for the feeder.
                 done = self._write_now(data)
                 if done == n:
@@ -131,7 +159,7 @@ class Relay:
 
     def _write_now(self, data) -> int:
         """Bytes of `data` the pipe took at once (0 when full or broken: the feeder then finds out
-        why, and reports a dead ffmpeg). Called with the lock held and nothing queued."""
+        why, and reports a dead child). Called with the lock held and nothing queued."""
         try:
             n = os.write(self._fd, data)
         except OSError:
@@ -146,7 +174,7 @@ class Relay:
     # ------------------------------------------------------------ lifecycle
 
     def kill(self) -> None:
-        """Kill ffmpeg now (idempotent); the threads then end by themselves."""
+        """Kill the child now (idempotent); the threads then end by themselves."""
         if self.proc.poll() is None:
             try:
                 self.proc.kill()
@@ -156,7 +184,7 @@ class Relay:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """Hand over what is queued, let ffmpeg finish; kill it after `close_timeout_s`. Reaps it."""
+        """Hand over what is queued, let the child finish; kill it after `close_timeout_s`. Reaps it."""
         with self._cond:
             self._eof = True
             self._cond.notify_all()
@@ -214,7 +242,7 @@ class Relay:
                     n = os.write(fd, chunk)
                 except BlockingIOError:
                     continue
-                except OSError:  # EPIPE: ffmpeg is gone; the reader reports why
+                except OSError:  # EPIPE: the child is gone; the reader reports why
                     self._reader.join(self.settings.close_timeout_s)
                     self._fail("relay_exited", f"relay to {self.label} closed its input: {self.stderr_tail()}")
                     return

@@ -27,6 +27,7 @@ from ..config import MediaConfig, StreamRequest
 from ..events import EventLog
 from ..media_io.captions import CaptionStore
 from ..metrics import MediaMetrics
+from ..redaction import redact_url
 from ..states import FallbackReason, StsState
 from .budget import DEADLINE_MARGIN_S, FragmentLimits, fragment_limits
 from .counters import Counters
@@ -220,7 +221,7 @@ class Dubbing:
             self.fallback(FallbackReason.LATE, result.start_ms, "arrived after its deadline")
 
     def snapshot(self) -> dict:
-        return {"sts": {"state": self.sts.state.value, "url": self.sts.url, "connects": self.sts.connects,
+        return {"sts": {"state": self.sts.state.value, "url": redact_url(self.sts.url), "connects": self.sts.connects,
                         "moves": self.sts.moves,
                         "inflight": self.sts.inflight, "last_error": self.sts.last_error},
                 "fragment_limits": {"max_fragment_ms": round(self.limits.max_fragment_ms),

@@ -25,6 +25,7 @@ from ..config import PlannedOutput, StreamRequest
 from ..events import EventLog
 from ..media_io.output import FRAME, OutputError, OutputWriter
 from ..metrics import MediaMetrics
+from ..redaction import redact, redact_url
 from ..states import Mode, OutputState
 from .budget import BATCH_S
 from .capture import VideoQueue
@@ -182,7 +183,7 @@ class Playout:
                 if writer is None:
                     return False  # input closed (stopping): no template to build outputs from
                 self.outputs[out.key] = writer
-                self.events.publish(self.id, "output_open", {**self._describe(out), "url": out.url})
+                self.events.publish(self.id, "output_open", {**self._describe(out), "url": redact_url(out.url)})
             except OutputError as exc:
                 ok = False
                 if self.state != OutputState.ERROR:
@@ -201,7 +202,7 @@ class Playout:
             writer.close()
         self.state = OutputState.ERROR
         self.metrics.output_up.labels(self.id).set(0)
-        self.events.publish(self.id, "output_lost", {**self._describe(out), "error": str(exc)})
+        self.events.publish(self.id, "output_lost", {**self._describe(out), "error": redact(str(exc))})
 
     def _close_outputs(self, reason: str) -> None:
         for out in self.plan:

@@ -43,6 +43,7 @@ from livedub_protocol import (
     parse_ack,
 )
 
+from ..redaction import redact, redact_url
 from ..states import FallbackReason, StsState
 from .sts_pool import StsPool
 
@@ -163,7 +164,7 @@ class StsClient:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.last_error = str(exc) or type(exc).__name__
+                self.last_error = redact(str(exc)) or type(exc).__name__
                 log.warning("sts[%s]: %s", self.init.stream_id, self.last_error)
                 if "unauthorized" in self.last_error.lower():
                     self._set_state(StsState.UNAUTHORIZED)
@@ -246,7 +247,7 @@ class StsClient:
             self._link = new
             self.connects += 1
             self.moves += 1
-            log.info("sts[%s]: moved from %s (draining) to %s", self.init.stream_id, link.url, new.url)
+            log.info("sts[%s]: moved from %s (draining) to %s", self.init.stream_id, redact_url(link.url), redact_url(new.url))
             self.on_move(link.url, new.url)
             task = asyncio.create_task(self._retire(link), name=f"sts-retire:{self.init.stream_id}")
             self._retiring.add(task)
@@ -272,7 +273,7 @@ class StsClient:
 
     async def _on_connect_error(self, link: _Link, data=None) -> None:
         message = data.get("message") if isinstance(data, dict) else data
-        link.refusal = f"connect refused: {message}"
+        link.refusal = redact(f"connect refused: {message}")
 
     async def _on_disconnect(self, link: _Link, *args) -> None:
         if link is self._link:
@@ -280,7 +281,7 @@ class StsClient:
         link.lost.set()
 
     async def _on_draining(self, link: _Link, data=None) -> None:
-        log.info("sts[%s]: %s is draining", self.init.stream_id, link.url)
+        log.info("sts[%s]: %s is draining", self.init.stream_id, redact_url(link.url))
         link.draining.set()
 
     async def close(self) -> None:

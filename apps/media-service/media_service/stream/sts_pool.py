@@ -21,6 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from ..redaction import redact_url
+
 log = logging.getLogger(__name__)
 
 REFRESH_S = 1.0  # /load answers are reused this long (every stream choosing at once shares one poll)
@@ -161,12 +163,12 @@ class StsPool:
                 urls.extend(await resolve_all(url))
             except OSError as exc:
                 if self._resolve_error != str(exc):
-                    log.warning("sts pool: cannot resolve %s: %s", url, exc)
+                    log.warning("sts pool: cannot resolve %s: %s", redact_url(url), exc)
                 self._resolve_error = str(exc)
                 urls.extend(u for u in self._replicas if u not in urls)  # keep what we had
         self._resolved_at = self._clock()
         if set(urls) != set(self._replicas):
-            log.info("sts pool: replicas %s", ", ".join(urls) or "none")
+            log.info("sts pool: replicas %s", ", ".join(map(redact_url, urls)) or "none")
         self._replicas = {u: self._replicas.get(u) or Replica(u) for u in urls}
 
     async def _poll(self) -> None:
@@ -184,7 +186,7 @@ class StsPool:
                 body = await resp.json()
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             r.down_until = max(r.down_until, self._clock() + FAILED_COOLDOWN_S)
-            log.debug("sts pool: %s/load: %s", r.url, exc or type(exc).__name__)
+            log.debug("sts pool: %s/load: %s", redact_url(r.url), exc or type(exc).__name__)
             return
         r.ready, r.draining = bool(body.get("ready")), bool(body.get("draining"))
         r.sessions = int(body.get("sessions", 0))

@@ -22,11 +22,13 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from ..audio.mixer import DubTracks
 from ..audio.timeline import RATE
+from ..cluster import gate
 from ..config import MediaConfig, PlannedOutput, StreamRequest
 from ..events import EventLog
 from ..media_io.captions import CaptionStore
@@ -52,8 +54,10 @@ UNDECODABLE_EVENT_S = 10.0  # at most one input_undecodable event this often whi
 
 class StreamWorker:
     def __init__(self, stream_id: str, request: StreamRequest, cfg: MediaConfig, metrics: MediaMetrics,
-                 events: EventLog, sts_pool: StsPool | None = None):
+                 events: EventLog, sts_pool: StsPool | None = None, output_gate: Callable[[], bool] | None = None):
         self.id = stream_id
+        # Cluster mode: whether this replica still holds the stream's lease (cluster/gate.py).
+        self.output_gate = output_gate
         self.request = request
         self.cfg = cfg
         self.metrics = metrics
@@ -292,15 +296,20 @@ class StreamWorker:
 
     def _make_writer(self, out: PlannedOutput) -> OutputWriter | None:
         """An output whose streams are copied from the current input's (None once it is closed)."""
+        if self.output_gate is not None and not self.output_gate():
+            raise gate.refused()
         with self._io_lock:  # the input container must not close while its streams are copied
             info = self.capture.info
             if self._container is None:
                 return None
             video, audio = (info.video if info else None), bool(info and info.audio is not None)
             if out.kind == "hls":
-                return HlsWriter(out, self._hls_directory(out), video, audio=audio, subtitles=self._hls_subtitles(out))
-            return OutputWriter(out.url, video, audio=audio, kind=out.kind,
-                                languages=tuple(t.language for t in out.tracks))
+                writer = HlsWriter(out, self._hls_directory(out), video, audio=audio,
+                                   subtitles=self._hls_subtitles(out))
+            else:
+                writer = OutputWriter(out.url, video, audio=audio, kind=out.kind,
+                                      languages=tuple(t.language for t in out.tracks))
+        return writer if self.output_gate is None else gate.GatedWriter(writer, self.output_gate)
 
     def _hls_directory(self, out: PlannedOutput) -> str:
         if self.hls_dir is None:
