@@ -2,13 +2,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup test test-unit test-integration test-e2e test-deploy lint audit demo bench bench-load bench-quick bench-soak clean
+.PHONY: setup test test-fast test-unit test-integration test-e2e test-deploy lint audit demo bench bench-load bench-quick bench-soak clean
 
 setup:
 	@bash scripts/bootstrap.sh
 
 test: setup
 	$(PY) -m pytest -q -ra --durations=15
+
+# The edit loop: everything but the real-time media tests (slow) and the Docker deployment (deploy).
+test-fast: setup
+	$(PY) -m pytest -q -ra --durations=10 -m "not slow and not deploy"
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit

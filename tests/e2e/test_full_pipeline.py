@@ -20,7 +20,7 @@ from livedub_testkit.services import http_json
 from livedub_testkit.speech import word_error_rate
 from livedub_testkit.stack import LocalStack
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 STREAM = "broadcast"
 

@@ -25,7 +25,7 @@ from livedub_testkit import analysis
 from livedub_testkit.services import free_port, http_get
 from livedub_testkit.stack import LocalStack
 
-pytestmark = pytest.mark.timeout(150)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 SID = "bcast"
 TARGETS = ["es", "ca"]

@@ -22,7 +22,7 @@ import pytest
 from livedub_testkit import analysis
 from livedub_testkit.services import http_json
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 NAME = "captions"
 DELAY_MS = 3500.0  # the default output delay

@@ -30,7 +30,7 @@ from livedub_testkit import analysis
 from livedub_testkit.services import http_get, http_json
 from livedub_testkit.stack import LocalStack
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_MODULES = ROOT / ".node" / "node_modules"

@@ -138,6 +138,7 @@ def test_cached_fixture_is_reused(dense):
     assert again.reference == dense.reference
 
 
+@pytest.mark.slow
 def test_bench_load_quick_smoke(tmp_path):
     """bench_load.py --quick end to end: one stream of 12 s at D = 3.5 s; the report is complete."""
     res = subprocess.run(

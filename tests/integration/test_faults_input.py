@@ -32,7 +32,7 @@ from livedub_testkit.rtmp_server import NginxRtmpServer
 from livedub_testkit.services import http_json, metric_value, process_resources, settled_resources
 from livedub_testkit.stack import LocalStack
 
-pytestmark = pytest.mark.timeout(500)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(500)]
 
 DELAY = 3.5
 SHIFT_MS = 20032  # where the second half of `switch` starts (the first half's end, see build_switch)

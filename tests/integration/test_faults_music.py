@@ -31,7 +31,7 @@ from media_service.stream.budget import fragment_limits
 from media_service.stream.capture import Capture
 from media_service.stream.counters import Counters
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 MINUTES = 10
 PART_S = 30

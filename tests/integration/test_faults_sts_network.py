@@ -22,7 +22,7 @@ from livedub_testkit.rtmp_server import NginxRtmpServer
 from livedub_testkit.services import MediaProcess, StsProcess, http_json, metric_value, settled_resources
 from livedub_testkit.tcp_proxy import TcpProxy
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 DELAY = 3.5
 SID = "netfault"

@@ -13,7 +13,7 @@ import time
 import pytest
 from livedub_testkit.services import MediaProcess
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 D = 4.0
 

@@ -13,7 +13,7 @@ from livedub_testkit.services import http_json
 from livedub_testkit.stack import LocalStack
 
 pytest.importorskip("transformers")
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 DELAY = 3.5
 

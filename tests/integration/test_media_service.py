@@ -14,7 +14,7 @@ from livedub_testkit.fixtures import make_no_audio_video
 from livedub_testkit.services import http_json
 from livedub_testkit.stack import LocalStack
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 DELAY = 3.5  # the default output delay
 

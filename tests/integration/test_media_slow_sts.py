@@ -15,7 +15,7 @@ from livedub_testkit import analysis
 from livedub_testkit.rtmp_server import NginxRtmpServer
 from livedub_testkit.services import MediaProcess, free_port
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 class StalledSts:

@@ -54,6 +54,7 @@ def test_the_template_alone_does_not_start(tmp_path):
         MediaMtxServer(config=template, workdir=tmp_path).start()
 
 
+@pytest.mark.slow
 def test_broadcasters_and_media_service_as_the_rendered_file_allows(tmp_path):
     added = publishers(tmp_path, "add", "studio-a")
     assert added.returncode == 0, added.stderr

@@ -146,6 +146,7 @@ def test_stalled_server_never_blocks_the_writer_and_the_relay_is_reaped(case, rt
         writer.close()
 
 
+@pytest.mark.slow
 def test_one_stalled_output_does_not_hold_up_another(source, tmp_path):
     """Like the worker: one thread writes every output; the stalled one is dropped, the other goes on."""
     with NginxRtmpServer() as good, NginxRtmpServer() as bad:
@@ -197,6 +198,7 @@ def test_one_stalled_output_does_not_hold_up_another(source, tmp_path):
 
 # ------------------------------------------------------------ nobody listening
 
+@pytest.mark.slow
 def test_down_server_is_retried_with_growing_delay(source):
     port = free_port()
     url = f"rtmp://user:s3cret@127.0.0.1:{port}/live/x?pass=hunter2"

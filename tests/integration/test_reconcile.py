@@ -89,6 +89,7 @@ def test_a_late_publish_is_picked_up_and_an_operator_stop_is_respected(mtx, tmp_
         media.stop()
 
 
+@pytest.mark.slow
 def test_a_publish_on_the_real_mediamtx_whose_hook_was_lost_is_dubbed(tmp_path):
     """No hook reaches media-service; its reconcile reads the path list as its own MediaMTX user,
     reads the input and publishes the output with its credentials (the original audio: no STS)."""

@@ -12,7 +12,7 @@ import pytest
 from livedub_testkit.services import process_resources, settled_resources
 from livedub_testkit.stack import LocalStack
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 STREAMS = 50
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from livedub_testkit.stack import LocalStack
 
 
+@pytest.mark.slow
 def test_stream_whose_input_never_connects_is_reaped(tmp_path):
     with LocalStack(workdir=tmp_path, media_args=("--input-wait-timeout", "3"), start_sts=False,
                     hooks=False) as stack:

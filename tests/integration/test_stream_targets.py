@@ -80,6 +80,7 @@ def test_ids_and_languages_cannot_carry_paths(media):
     assert "source_language" in refused(media, source_language="en/../x")
 
 
+@pytest.mark.slow
 def test_a_file_under_the_media_root_is_read_and_recorded(media, root, short_media):
     shutil.copy(short_media.path, root / "show.mp4")
     status, snap = media.api("POST", "/v1/streams", {"id": "recorded", "input_url": f"file://{root}/show.mp4",

@@ -214,6 +214,7 @@ async def test_four_streams_get_only_their_own_results(sts):
     assert gauges == {"sts_sessions": 0.0, "sts_connections": 0.0, "sts_inflight_fragments": 0.0}
 
 
+@pytest.mark.slow
 async def test_client_reconnects_after_server_restart(tmp_path):
     proc = StsProcess(log_dir=tmp_path)
     proc.start(wait=180)
@@ -282,6 +283,7 @@ async def test_seeded_fuzz_of_every_event_is_answered_and_the_connection_survive
     assert res.status == "ok", res
 
 
+@pytest.mark.slow
 async def test_sigterm_answers_every_fragment_in_flight(tmp_path):
     """Issue 9 #7: at SIGTERM the fragments in flight still get their fragment:processed (a result,
     or `failed` with a code) before the connection goes, and the process exits cleanly; a client

@@ -142,6 +142,7 @@ def test_source_markers_detected_exactly(short_media):
     assert worst <= 0.005
 
 
+@pytest.mark.slow
 def test_demo_media_markers_no_false_positives(demo_media):
     """60 s 1280x720: every marker found, none in the 13+ sentences of speech or in the music."""
     info = demo_media
@@ -197,6 +198,7 @@ def test_rtmp_server_health_and_stat(rtmp_server):
     assert not prefix.exists()
 
 
+@pytest.mark.slow
 def test_plain_relay_bit_exact_and_in_sync(short_media, rtmp_server, tmp_path, record_property):
     out = tmp_path / "relay.flv"
     _relay(rtmp_server, short_media.path, "demo/in", out)
@@ -259,6 +261,7 @@ def test_stop_process_interrupts_a_blocked_recorder(rtmp_server, tmp_path):
     assert rec.returncode is not None
 
 
+@pytest.mark.slow
 def test_stalled_publisher_is_dropped_quickly(short_media):
     """A publisher that stops sending (SIGSTOP, socket left open) is dropped in ~5 s."""
     import signal

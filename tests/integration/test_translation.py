@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -72,15 +71,24 @@ def test_apertium_special_characters_and_empty(apertium: ApertiumTranslator) -> 
 
 
 @needs_apertium
-def test_apertium_warm_matches_one_shot_and_is_fast(apertium: ApertiumTranslator) -> None:
+def test_apertium_warm_matches_one_shot_and_stays_warm(apertium: ApertiumTranslator, monkeypatch) -> None:
+    """Warm calls reuse the running pipelines: no process is started per call, and none falls back
+    to one-shot `apertium` (what each costs: bench/bench_engines.py)."""
     text = "The weather is nice and the children are playing in the park."
     warm = apertium.translate(text, "en", "es")
     once = ApertiumTranslator(persistent=False, preload=False).translate(text, "en", "es")
     assert warm == once
-    t0 = time.perf_counter()
+    assert apertium.persistent, "apertium-wblank-mode missing: every call would start a new pipeline"
+    pool = apertium._pools[("en", "es")]
+    started, pids = pool.started, {p.proc.pid for p in pool.idle.queue}
+
+    def one_shot(mode: str, text: str) -> str:
+        raise AssertionError("a warm call fell back to one-shot apertium")
+
+    monkeypatch.setattr(apertium, "_translate_once", one_shot)
     for _ in range(10):
-        apertium.translate(text, "en", "es")
-    assert (time.perf_counter() - t0) / 10 < 0.1
+        assert apertium.translate(text, "en", "es") == once
+    assert pool.started == started and {p.proc.pid for p in pool.idle.queue} == pids
 
 
 @needs_apertium

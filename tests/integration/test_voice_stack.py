@@ -18,7 +18,7 @@ from livedub_testkit import analysis
 from livedub_testkit.services import http_json, metric_value
 from livedub_testkit.stack import LocalStack
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 NAME = "voices"
 LANGS = ("es", "ca")
 

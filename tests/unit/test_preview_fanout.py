@@ -101,7 +101,7 @@ async def test_frames_iterator_ends_for_dropped_viewer_and_unsubscribes():
     bc = PreviewBroadcaster("u", source=FakeSource(interval=0.002), grace_s=5.0)
     q = bc.subscribe()
     try:
-        await asyncio.sleep(0.1)  # never read: dropped
+        assert await eventually(lambda: bc.stats.dropped_subscribers == 1)  # never read: dropped
         got = [f async for f in bc.frames(q)]
         assert len(got) <= 2 and bc.subscriber_count == 0 and bc.stats.dropped_subscribers == 1
     finally:
@@ -113,8 +113,8 @@ async def test_frames_iterator_stops_when_alive_turns_false():
     q = bc.subscribe()
     state = {"alive": True}
     try:
-        async def leave():
-            await asyncio.sleep(0.1)
+        async def leave():  # once the viewer is waiting for a picture the upstream cannot give
+            assert await eventually(lambda: bc.stats.upstream_attempts >= 2)
             state["alive"] = False
 
         leaver = asyncio.create_task(leave())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 
 class Ewma:
@@ -53,14 +54,15 @@ class CostModel:
     BEAM_OVER_GREEDY = 1.5  # seed ratio when only the other decoding mode has been measured
     BATCH_SEED = 0.85  # seeded cost per item of a batch relative to a batch of one
 
-    def __init__(self, post_seed_s: float = 0.25):
+    def __init__(self, post_seed_s: float = 0.25, *, clock: Callable[[], float] = time.monotonic):
         self._asr: dict[tuple[int, bool, int], Ewma] = {}
-        self.post = Ewma(post_seed_s)
+        self._clock = clock
+        self.post = Ewma(post_seed_s, clock=clock)
 
     def _entry(self, window: int, greedy: bool, batch: int) -> Ewma:
         key = (window, greedy, batch)
         if key not in self._asr:
-            self._asr[key] = Ewma(self._seed(window, greedy, batch))
+            self._asr[key] = Ewma(self._seed(window, greedy, batch), clock=self._clock)
         return self._asr[key]
 
     def _seed(self, window: int, greedy: bool, batch: int) -> float:
@@ -74,7 +76,7 @@ class CostModel:
 
     def prime(self, window: int, greedy: bool, batch: int, seconds: float) -> None:
         """Start a key from a measured time (the ASR's warm-up) instead of a seed."""
-        self._asr[(window, greedy, batch)] = Ewma(seconds)
+        self._asr[(window, greedy, batch)] = Ewma(seconds, clock=self._clock)
 
     def asr(self, window: int, batch: int = 1, greedy: bool = False) -> float:
         return self._entry(window, greedy, batch).value

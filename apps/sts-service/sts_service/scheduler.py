@@ -33,6 +33,7 @@ import heapq
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -69,13 +70,16 @@ class AsrScheduler:
     QUIET_S = 0.04  # a burst is over when nothing has arrived for this long
 
     def __init__(self, asr, executor: Executor, metrics: StsMetrics, *, max_queued: int = 64,
-                 workers: int = 1):
+                 workers: int = 1, clock: Callable[[], float] = time.monotonic):
+        # Deadlines are on ``clock``: the event loop's (asyncio's loop.time() is time.monotonic());
+        # tests inject their own to decide without waiting.
+        self._clock = clock
         self.asr = asr
         self.executor = executor
         self.metrics = metrics
         self.max_queued = max_queued
         self.workers = max(1, workers)  # batches run at once (the executor must have as many threads)
-        self.cost = CostModel()
+        self.cost = CostModel(clock=clock)
         self._heap: list[_Job] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
@@ -129,7 +133,7 @@ class AsrScheduler:
     async def transcribe(self, audio: np.ndarray, prompt: str | None, deadline: float, hard: bool):
         """Queue one fragment; returns (Transcription, queued s, ran s) or raises DeadlineExceeded."""
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self._clock()
         window = self._window(len(audio))
         cheapest = self.cost.asr(window, 1, True)
         if hard and now + cheapest + self.cost.post.value > deadline:
@@ -207,7 +211,7 @@ class AsrScheduler:
     def _live(self) -> list[_Job]:
         return [j for j in self._heap if not j.future.done()]
 
-    async def _gather(self, loop) -> None:
+    async def _gather(self) -> None:
         """The first fragment of a burst waits briefly for the rest of it.
 
         Streams started together send their fragments tens of ms apart. Taken at once, the first
@@ -223,9 +227,10 @@ class AsrScheduler:
         while len(live) < self._max_batch:
             head = min(live)  # waiting is only worth it while a bigger batch still fits its deadline
             bigger = self.cost.asr(head.window, len(live) + 1, True)
-            slack = head.deadline - loop.time() - bigger - self.cost.post.value
-            until = min(min(j.enqueued for j in live) + self.GATHER_S, loop.time() + slack / 4)
-            wait = min(until, self._last_arrival + self.QUIET_S) - loop.time()
+            now = self._clock()
+            slack = head.deadline - now - bigger - self.cost.post.value
+            until = min(min(j.enqueued for j in live) + self.GATHER_S, now + slack / 4)
+            wait = min(until, self._last_arrival + self.QUIET_S) - now
             if wait <= 0.005:
                 return
             self._wake.clear()
@@ -260,13 +265,12 @@ class AsrScheduler:
 
     async def _run(self) -> None:
         """Owns the queue: starts a batch whenever a worker is free and something waits."""
-        loop = asyncio.get_running_loop()
         while True:
             while not self._live() or len(self._running) >= self.workers:
                 self._wake.clear()
                 await self._wake.wait()
-            await self._gather(loop)
-            now = loop.time()
+            await self._gather()
+            now = self._clock()
             batch, greedy = self._next_batch(now, self._share(now))
             self.metrics.asr_queue.set(len(self._heap))
             if not batch:
@@ -285,9 +289,9 @@ class AsrScheduler:
         loop = asyncio.get_running_loop()
         if any(now > j.deadline for j in batch):  # cannot happen: _next_batch checks it
             self.metrics.work_on_expired.inc()
-        t0 = time.perf_counter()
+        t0 = self._clock()
         # A remote ASR's requests end in time for the stages after it (local models cannot be cut short).
-        budget = max(0.05, min(j.deadline for j in batch) - loop.time() - self.cost.post.value)
+        budget = max(0.05, min(j.deadline for j in batch) - t0 - self.cost.post.value)
         try:
             results = await loop.run_in_executor(self.executor, self._call, [j.audio for j in batch],
                                                  [j.prompt for j in batch], greedy, budget)
@@ -300,7 +304,7 @@ class AsrScheduler:
                 if not job.future.done():
                     job.future.set_exception(exc)
             return
-        ran = time.perf_counter() - t0
+        ran = self._clock() - t0
         decoding = "greedy" if greedy else "beam"
         log.debug("asr batch of %d, window %d, %s: waited %s ms, ran %.0f ms (expected %.0f), %d queued, "
                   "%d running", len(batch), batch[0].window, decoding,
