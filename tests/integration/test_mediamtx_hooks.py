@@ -123,6 +123,7 @@ HOSTILE_QUERIES = {
 }
 
 
+@pytest.mark.slow  # a real MediaMTX publish per key, about 3 s each
 @pytest.mark.parametrize("query", HOSTILE_QUERIES.values(), ids=HOSTILE_QUERIES.keys())
 def test_a_hostile_stream_key_starts_its_stream_and_reaches_nothing_else(stack, trap, query):
     mtx, media = stack

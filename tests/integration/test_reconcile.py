@@ -18,7 +18,8 @@ from livedub_testkit.fake_mediamtx import FakeMediaMtxApi
 from livedub_testkit.mediamtx import MEDIA_USER, MISSING, MediaMtxServer, find_mediamtx
 from livedub_testkit.services import MediaProcess
 
-pytestmark = pytest.mark.timeout(120)
+# Real processes waiting on reconcile rounds (seconds each): the slow tier.
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 
 @pytest.fixture
