@@ -6,11 +6,11 @@ the token check, everything else is 403 `forbidden`. A new route is covered with
 
 from __future__ import annotations
 
-import re
 from urllib.parse import quote_plus
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from livedub_testkit.routes import every_route
 from media_service.config import ConfigError, MediaConfig
 from media_service.control.api import make_app
 from media_service.control.hooks import PublishHooks, mediamtx_query
@@ -20,17 +20,6 @@ from media_service.metrics import MediaMetrics
 
 API, HOOK, VIEWER = "api-Zq7-test-token-4821", "hook-Zq7-test-token-5512", "viewer-Zq7-test-token-9377"
 STS = "s" * 20 + "x1"
-SAMPLES = {"id": "nostream", "name": "es.vtt", "lang": "es", "path": "master.m3u8"}
-
-
-def routes(app) -> list[tuple[str, str]]:
-    out = []
-    for route in app.router.routes():
-        info = route.resource.get_info() if route.resource else {}
-        template = info.get("path") or info.get("formatter")
-        if template and route.method != "*":
-            out.append((route.method, re.sub(r"\{(\w+)(:[^}]*)?\}", lambda m: SAMPLES[m[1]], template)))
-    return out
 
 
 @pytest.fixture
@@ -44,7 +33,7 @@ async def client():
 
 async def test_every_route_with_the_hook_token(client):
     hooks = refused = 0
-    for method, path in routes(client.server.app):
+    for method, path in every_route(client.server.app):
         if not path.startswith("/v1/"):
             continue
         kw = {"json": {}} if method in ("POST", "PATCH", "PUT") else {}

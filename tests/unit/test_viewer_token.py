@@ -4,10 +4,9 @@ called in process with it; reads get past the token check, anything that could c
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from livedub_testkit.routes import every_route
 from media_service.config import ConfigError, MediaConfig
 from media_service.control.api import make_app
 from media_service.control.auth import viewer_may
@@ -16,18 +15,6 @@ from media_service.events import EventLog
 from media_service.metrics import MediaMetrics
 
 API, VIEWER = "api-Zq7-test-token-4821", "viewer-Zq7-test-token-9377"
-# A value for each path variable of the routes (no stream exists: a read that passes is a 404).
-SAMPLES = {"id": "nostream", "name": "es.vtt", "lang": "es", "path": "master.m3u8"}
-
-
-def routes(app) -> list[tuple[str, str]]:
-    out = []
-    for route in app.router.routes():
-        info = route.resource.get_info() if route.resource else {}
-        template = info.get("path") or info.get("formatter")
-        if template and route.method != "*":
-            out.append((route.method, re.sub(r"\{(\w+)(:[^}]*)?\}", lambda m: SAMPLES[m[1]], template)))
-    return out
 
 
 @pytest.fixture
@@ -53,7 +40,7 @@ def test_the_rule():
 
 async def test_every_route_with_the_viewer_token(client):
     checked = {"read": 0, "refused": 0}
-    for method, path in routes(client.server.app):
+    for method, path in every_route(client.server.app):
         if not path.startswith("/v1/"):
             continue
         kw = {"json": {}} if method in ("POST", "PATCH", "PUT") else {}
