@@ -54,6 +54,14 @@ def fmt(v, spec: str = ".1f", none: str = "-") -> str:
 
 
 # ------------------------------------------------------------------------------- /proc sampling
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores since boot (/proc/stat), to tell whether the host is saturated."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def _read_stat(pid: int) -> tuple[int, int] | None:
     """(ppid, utime + stime ticks) of one process, or None if it is gone."""
     try:

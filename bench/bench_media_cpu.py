@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import CLK_TCK, create_streams, fmt, log, quietly
+from _common import CLK_TCK, create_streams, fmt, log, machine_ticks, quietly
 from livedub_testkit import analysis
 from livedub_testkit.dense import cached_dense_media
 from livedub_testkit.stack import LocalStack
@@ -69,14 +69,6 @@ def _children(pid: int) -> dict[int, int]:
         if int(fields[1]) == pid:
             out[int(entry)] = int(fields[11]) + int(fields[12])
     return out
-
-
-def _machine_ticks() -> tuple[int, int]:
-    """(busy, total) clock ticks of all cores since boot (/proc/stat), to tell whether the host is saturated."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
 
 
 def _kind(name: str) -> str:
@@ -139,9 +131,9 @@ def run(k: int, seconds: float, warmup: float, delay: float, fixture, workdir: P
         pid = stack.media.proc.pid
         spy_out = workdir / f"k{k}-profile.txt"
         spy = _start_profile(pid, seconds, spy_out) if profile else None
-        t0, c0, m0, w0 = _threads(pid), _children(pid), _machine_ticks(), time.monotonic()
+        t0, c0, m0, w0 = _threads(pid), _children(pid), machine_ticks(), time.monotonic()
         time.sleep(seconds)
-        t1, c1, m1, wall = _threads(pid), _children(pid), _machine_ticks(), time.monotonic() - w0
+        t1, c1, m1, wall = _threads(pid), _children(pid), machine_ticks(), time.monotonic() - w0
         res["machine_busy_pct"] = (m1[0] - m0[0]) / max(1, m1[1] - m0[1]) * 100
         if spy is not None:
             _, err = spy.communicate(timeout=60)

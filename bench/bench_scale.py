@@ -2,10 +2,11 @@
 SIGKILLed replica's streams take to write dubbed output again on the others.
 
 Throughput (`--throughput 8,12,16`, `--configs 1,3`): for each k and each number of replicas, a
-fresh `LocalCluster` (one sts-service), k streams of the dense fixture (`--seconds`, 60) published
+fresh `LocalCluster` (`--sts` sts-services), k streams of the dense fixture (`--seconds`, 60) published
 in the same second through the hooks (placed by load), D = 3.5 s: fallbacks by reason, the worst
 input lag per stream (how far the reading fell behind the live input), CPU per media-service
-process (100 % = one core) and of the sts-service. Glass-to-glass delay is not measured here
+process (100 % = one core), of each sts-service and of the whole machine (100 % = every core); `rest` is the machine's busy
+time not in the services (publishers, RTMP server, Redis, the bench), in % of one core. Glass-to-glass delay is not measured here
 (bench_load.py measures it for one process).
 
 Takeover (`--kills`, 10):
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ProcSampler, fmt, log, pct  # noqa: E402
+from _common import ProcSampler, fmt, log, machine_ticks, pct  # noqa: E402
 from livedub_testkit.analysis import publish, stop_process  # noqa: E402
 from livedub_testkit.cluster import LocalCluster, writing  # noqa: E402
 from livedub_testkit.dense import cached_dense_media  # noqa: E402
@@ -88,12 +89,12 @@ def one_kill(cluster: LocalCluster, names: list[str], i: int) -> dict:
     return {"kill": i, "streams": lost, "writing_s": back, "taken_over_s": taken, "all_back": ok, "twice": twice}
 
 
-def throughput(k: int, replicas: int, seconds: float) -> dict:
+def throughput(k: int, replicas: int, seconds: float, sts: int = 1) -> dict:
     """One (k, replicas) run on a fresh cluster; see the module docstring."""
     fx = cached_dense_media(default_cache_dir(), seconds=seconds)
     names = [f"d{i}" for i in range(k)]
-    cluster = LocalCluster(replicas=replicas, sts=1, media_args=("--output-delay", "3.5"))
-    res: dict = {"k": k, "replicas": replicas}
+    cluster = LocalCluster(replicas=replicas, sts=sts, media_args=("--output-delay", "3.5"))
+    res: dict = {"k": k, "replicas": replicas, "sts": sts}
     publishers, sampler = [], None
     lag = {n: 0.0 for n in names}
     snaps: dict[str, dict] = {}
@@ -102,9 +103,10 @@ def throughput(k: int, replicas: int, seconds: float) -> dict:
         cluster.start()
         targets = {f"media{i}": (lambda m=m: m.proc.pid if m.proc and m.proc.poll() is None else None)
                    for i, m in enumerate(cluster.media)}
-        targets["sts"] = lambda: cluster.sts[0].proc.pid if cluster.sts[0].proc else None
+        targets.update({f"sts{i}": (lambda s=s: s.proc.pid if s.proc and s.proc.poll() is None else None)
+                        for i, s in enumerate(cluster.sts)})
         sampler = ProcSampler(targets).start()
-        t0 = time.monotonic()
+        t0, m0 = time.monotonic(), machine_ticks()
         for n in names:
             publishers.append(publish(fx.path, cluster.rtmp.url(f"{n}/in"), log_path=cluster.workdir / f"pub-{n}.log"))
         while any(p.poll() is None for p in publishers) and time.monotonic() - t0 < seconds + 60:
@@ -113,6 +115,8 @@ def throughput(k: int, replicas: int, seconds: float) -> dict:
                 for n, snap in cluster.local_streams(r).items():
                     snaps[n] = snap
                     lag[n] = max(lag[n], (snap.get("input") or {}).get("lag_s") or 0.0)
+        m1 = machine_ticks()
+        res["machine_busy_pct"] = (m1[0] - m0[0]) / max(1, m1[1] - m0[1]) * 100
         time.sleep(3.5 + 3.0)  # the last fragments' results or deadlines
         for r in cluster.alive():
             snaps.update(cluster.local_streams(r))
@@ -140,19 +144,24 @@ def throughput(k: int, replicas: int, seconds: float) -> dict:
 
 
 def print_throughput(results: list[dict]) -> None:
-    print(f"\nDense speech, D = 3.5 s, streams started together, one sts-service, {os.cpu_count()} CPUs")
-    print(f"{'k':>3} {'replicas':>8} {'fallbacks %':>11} {'by reason':<36} {'input lag max s':>15} "
-          f"{'median of max':>13} {'CPU % per media process (avg)':<30} {'sts CPU %':>9}")
+    print(f"\nDense speech, D = 3.5 s, streams started together, {os.cpu_count()} CPUs; CPU % of one core, "
+          "machine % of all cores")
+    print(f"{'k':>3} {'replicas':>8} {'sts':>3} {'fallbacks %':>11} {'by reason':<36} {'input lag max s':>15} "
+          f"{'median of max':>13} {'CPU % per media process (avg)':<30} {'sts CPU %':>9} {'machine %':>9} {'rest %':>6}")
     for r in results:
         if "error" in r:
-            print(f"{r['k']:>3} {r['replicas']:>8} {r['error']}")
+            print(f"{r['k']:>3} {r['replicas']:>8} {r['sts']:>3} {r['error']}")
             continue
         cpu = r.get("resources", {})
         media_cpu = " ".join(fmt(v.get("cpu_avg"), ".0f") for n, v in sorted(cpu.items()) if n.startswith("media"))
+        sts_cpu = " ".join(fmt(v.get("cpu_avg"), ".0f") for n, v in sorted(cpu.items()) if n.startswith("sts"))
+        busy = r.get("machine_busy_pct")
+        ours = sum(v.get("cpu_avg") or 0.0 for v in cpu.values())
+        rest = busy * (os.cpu_count() or 1) - ours if busy is not None else None
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["fallbacks"].items())) or "-"
-        print(f"{r['k']:>3} {r['replicas']:>8} {fmt(r['fallback_pct']):>11} {reasons:<36} "
+        print(f"{r['k']:>3} {r['replicas']:>8} {r['sts']:>3} {fmt(r['fallback_pct']):>11} {reasons:<36} "
               f"{fmt(r['input_lag_max_s'], '.2f'):>15} {fmt(r['input_lag_p50_of_max_s'], '.2f'):>13} "
-              f"{media_cpu:<30} {fmt(cpu.get('sts', {}).get('cpu_avg'), '.0f'):>9}")
+              f"{media_cpu:<30} {sts_cpu:>9} {fmt(busy, '.0f'):>9} {fmt(rest, '.0f'):>6}")
 
 
 def main() -> int:
@@ -164,9 +173,9 @@ def main() -> int:
     ap.add_argument("--lease-ttl", type=float, default=3.0, help="the replicas' --lease-ttl in the takeover part")
     ap.add_argument("--streams", type=int, default=6)
     ap.add_argument("--replicas", type=int, default=3)
-    ap.add_argument("--sts", type=int, default=1)
+    ap.add_argument("--sts", type=int, default=1, help="sts-service processes, in both parts")
     args = ap.parse_args()
-    tput = [throughput(k, n, args.seconds) for k in (int(x) for x in args.throughput.split(",") if x)
+    tput = [throughput(k, n, args.seconds, args.sts) for k in (int(x) for x in args.throughput.split(",") if x)
             for n in (int(x) for x in args.configs.split(",") if x)]
     if tput:
         print_throughput(tput)
