@@ -109,7 +109,8 @@ class MediaConfig(Settings):
     allowed_hosts: HostList = setting(
         (), "--allowed-hosts", "MEDIA_ALLOWED_HOSTS",
         "comma-separated Host names the service answers to, on every route (`/metrics` and `/health` too: "
-        "DNS-rebinding guard)")
+        "DNS-rebinding guard); with `--redis-url` also the host of `--advertise-url` (what other replicas and "
+        "Prometheus reach it at); unset = any")
     input_retry_s: float = setting(1.0, None, None, "pause before an input is opened again", gt=0)
     input_wait_timeout_s: float = setting(
         300.0, "--input-wait-timeout", "MEDIA_INPUT_WAIT_TIMEOUT",

@@ -30,7 +30,7 @@ from ..redaction import viewer_view
 from ..states import Mode
 from ..stream.budget import DelayTooShort, check_delay
 from ..targets import TargetRefused
-from .auth import LINK_EXPIRES, VIEWER, auth_middleware
+from .auth import ANSWERED_HOSTS, LINK_EXPIRES, VIEWER, answered_hosts, auth_middleware
 from .bodies import MAX_BODY_BYTES, json_body, json_error
 from .dashboard import DASHBOARD_HTML
 from .hooks import PublishHooks
@@ -406,6 +406,7 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
     middlewares = [auth_middleware] + ([cluster_middleware(node, registry)] if node else [])
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app["config"] = cfg
+    app[ANSWERED_HOSTS] = answered_hosts(cfg.allowed_hosts, [node.url] if node else [])
     app["links"] = LinkSigner()
     previews = previews or PreviewRegistry()
     app["previews"] = previews

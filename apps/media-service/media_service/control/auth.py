@@ -6,7 +6,8 @@ start). Two kinds of caller cannot send a header: the publish hooks (nginx-rtmp,
 short-lived signed link from `POST /v1/streams/{id}/preview-link` or
 `POST /v1/streams/{id}/captions/{lang}/link` (`signed_links.py`), so the token itself never sits in
 a URL that a browser keeps; a caption feed opened by a link ends when the link expires. When
-`--allowed-hosts` is set, other Host names are refused on every route (DNS rebinding); browser
+`--allowed-hosts` is set, other Host names are refused on every route (DNS rebinding), except
+this replica's own advertised host (`answered_hosts`: what its peers forward to); browser
 requests from another site (a foreign `Origin`) are refused before the token is looked at.
 /health, /ready, /metrics and the dashboard page (which holds no data) need no token.
 
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -33,6 +36,7 @@ from .bodies import json_error
 OPEN_PATHS = ("/health", "/ready", "/metrics")
 VIEWER = web.RequestKey("viewer", bool)  # set on a request made with the viewer token
 LINK_EXPIRES = web.RequestKey("link_expires", int)  # unix s: set on a request opened by a signed link
+ANSWERED_HOSTS = web.AppKey("answered_hosts", frozenset)  # Host names answered; empty = any (no guard)
 
 
 # RTMP servers' hooks cannot send a header and may carry the token in the query string; <img>
@@ -56,6 +60,17 @@ def viewer_may(method: str, path: str) -> bool:
     return method in READ_METHODS or (method == "POST" and LINK_PATH.match(path) is not None)
 
 
+def answered_hosts(allowed: Iterable[str], own_urls: Iterable[str] = ()) -> frozenset[str]:
+    """The Host names the service answers to: `--allowed-hosts` and the host of each URL its
+    peers reach it at (a cluster replica's advertised URL, by default its container address), so
+    that a request another replica forwards is never refused. Empty when `allowed` is: no guard."""
+    hosts = {h.lower() for h in allowed}
+    if not hosts:
+        return frozenset()
+    hosts |= {(urlsplit(url).hostname or "").lower() for url in own_urls} - {""}
+    return frozenset(hosts)
+
+
 def _matches(supplied: str, token: str | None) -> bool:
     return bool(token) and hmac.compare_digest(supplied.encode(), token.encode())
 
@@ -76,7 +91,8 @@ async def auth_middleware(request: web.Request, handler):
     cfg = request.app["config"]
     # Every route, the open ones too: a page whose name was rebound to this address sends that
     # name as Host, and /metrics is worth reading.
-    if cfg.allowed_hosts and (request.host or "").rsplit(":", 1)[0].strip("[]").lower() not in cfg.allowed_hosts:
+    hosts = request.app[ANSWERED_HOSTS]
+    if hosts and (request.host or "").rsplit(":", 1)[0].strip("[]").lower() not in hosts:
         return json_error(403, "forbidden", "Host is not one of --allowed-hosts")
     if request.path in OPEN_PATHS or not request.path.startswith("/v1/"):
         return await handler(request)
