@@ -10,6 +10,12 @@ pulled here, each tagged with the exact name the real files use so that both run
   healthcheck (the ``-ffmpeg`` variant is Alpine, with busybox's sh and wget).
 * Prometheus: Debian's ``prometheus`` binary with the ``prom/prometheus`` entrypoint, command,
   user (nobody), working directory and volume, and the same shell and ``wget`` (healthcheck).
+* Redis: Debian's ``redis-server`` and ``redis-cli`` where the official image has them
+  (/usr/local/bin), its user (redis, 999), working directory, volume and an entrypoint that runs
+  the command as the official one does for a non-root user.
+* nginx: Debian's ``nginx`` as /usr/sbin/nginx with the official image's user (nginx, 101),
+  entrypoint and command (`docker import` takes no STOPSIGNAL), and the shell and ``wget`` its
+  Alpine variant has.
 
 A stand-in is made only when the name is neither present nor pullable, and carries the label
 ``org.livedub.standin`` with a digest of what it was made from: it is remade when that changes, and
@@ -212,9 +218,10 @@ class _Rootfs:
             if lib.as_posix().lstrip("/") not in self.files:
                 self.file(str(lib), lib.resolve(), mode=0o755)
 
-    def busybox(self) -> None:
+    def busybox(self, users: tuple[tuple[str, int], ...] = ()) -> None:
         """Static busybox with its applets linked in /bin (sh, ...), and GNU wget as `wget`: Debian's
-        static busybox crashes in `wget -T` (the hooks' timeout), Alpine's (the real images') does not."""
+        static busybox crashes in `wget -T` (the hooks' timeout), Alpine's (the real images') does not.
+        `users`: (name, uid) of the image's own service user besides root and nobody."""
         if not os.access(BUSYBOX, os.X_OK):
             raise StandinUnavailable("busybox is not installed (Debian package busybox-static; `make setup` installs it)")
         self.file("/bin/busybox", BUSYBOX, mode=0o755)
@@ -223,8 +230,11 @@ class _Rootfs:
             if applet not in ("busybox", "wget"):
                 self.link(f"/bin/{applet}", "busybox")
         self.program(_host_program("wget"), "/usr/bin/wget")
-        self.file("/etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n")
-        self.file("/etc/group", data=b"root:x:0:\nnobody:x:65534:\n")
+        accounts = (("root", 0), *users, ("nobody", NOBODY))
+        self.file("/etc/passwd", data="".join(f"{name}:x:{uid}:{uid}:{name}:/{'root' if uid == 0 else 'home'}:"
+                                              f"{'/bin/sh' if uid == 0 else '/bin/false'}\n"
+                                              for name, uid in accounts).encode())
+        self.file("/etc/group", data="".join(f"{name}:x:{uid}:\n" for name, uid in accounts).encode())
         self.file("/etc/ssl/certs/ca-certificates.crt", HOST_CA_BUNDLE)
         # The image's /tmp (an entry of the tar), not a file of this host.
         self.dir("/tmp", mode=0o1777)  # nosec B108
@@ -263,10 +273,12 @@ PROMETHEUS_CHANGES = [
 ]
 
 
-def _host_program(name: str) -> Path:
-    path = shutil.which(name) or f"/usr/bin/{name}"
+def _host_program(name: str, package: str | None = None) -> Path:
+    path = shutil.which(name) or next((p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}") if os.access(p, os.X_OK)),
+                                      f"/usr/bin/{name}")
     if not os.access(path, os.X_OK):
-        raise StandinUnavailable(f"{name} is not installed (Debian package {name}; `make setup` installs it)")
+        raise StandinUnavailable(f"{name} is not installed (Debian package {package or name}; "
+                                 "`make setup` installs it)")
     return Path(path)
 
 
@@ -300,5 +312,68 @@ def make_prometheus(tmp: Path) -> Path:
     fs.program(_host_program("prometheus"), "/bin/prometheus")
     fs.file("/etc/prometheus/prometheus.yml", data=b"scrape_configs: []\n")
     fs.dir("/prometheus", uid=NOBODY, mode=0o755)
+    fs.close()
+    return tar
+
+
+# ------------------------------------------------------------------------------ redis
+REDIS_UID = 999
+# The official image's entrypoint, as it behaves for a non-root user: options alone run redis-server.
+_EXEC_ENTRYPOINT = b"""#!/bin/sh
+set -e
+if [ "${1#-}" != "$1" ] || [ "${1%.conf}" != "$1" ]; then
+  set -- redis-server "$@"
+fi
+exec "$@"
+"""
+REDIS_CHANGES = [
+    f"ENV {PATH_ENV}",
+    "WORKDIR /data",
+    'VOLUME ["/data"]',
+    "EXPOSE 6379",
+    'ENTRYPOINT ["docker-entrypoint.sh"]',
+    'CMD ["redis-server"]',
+]
+
+
+def redis_recipe() -> str:
+    server, cli = _host_program("redis-server"), _host_program("redis-cli", "redis-tools")
+    return _digest("redis-1", _EXEC_ENTRYPOINT, server.resolve(), cli.resolve(), *_tools_digest(),
+                   *_shared_libs(server), *_shared_libs(cli))
+
+
+def make_redis(tmp: Path) -> Path:
+    tar = tmp / "rootfs.tar"
+    fs = _Rootfs(tar)
+    fs.busybox(users=(("redis", REDIS_UID),))
+    fs.program(_host_program("redis-server"), "/usr/local/bin/redis-server")
+    fs.program(_host_program("redis-cli", "redis-tools"), "/usr/local/bin/redis-cli")
+    fs.file("/usr/local/bin/docker-entrypoint.sh", data=_EXEC_ENTRYPOINT, mode=0o755)
+    fs.dir("/data", uid=REDIS_UID, mode=0o755)
+    fs.close()
+    return tar
+
+
+# ------------------------------------------------------------------------------ nginx
+NGINX_UID = 101
+NGINX_CHANGES = [
+    f"ENV {PATH_ENV}",
+    "EXPOSE 80",
+    'ENTRYPOINT ["/docker-entrypoint.sh"]',
+    'CMD ["nginx", "-g", "daemon off;"]',
+]
+
+
+def nginx_recipe() -> str:
+    binary = _host_program("nginx")
+    return _digest("nginx-1", _EXEC_ENTRYPOINT, binary, *_tools_digest(), *_shared_libs(binary))
+
+
+def make_nginx(tmp: Path) -> Path:
+    tar = tmp / "rootfs.tar"
+    fs = _Rootfs(tar)
+    fs.busybox(users=(("nginx", NGINX_UID),))
+    fs.program(_host_program("nginx"), "/usr/sbin/nginx")
+    fs.file("/docker-entrypoint.sh", data=_EXEC_ENTRYPOINT, mode=0o755)
     fs.close()
     return tar

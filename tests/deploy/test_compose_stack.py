@@ -3,13 +3,16 @@ on a Docker engine, a broadcaster publishing to MediaMTX with its own credential
 
 One stack start serves every test of this module, in file order: images and the hardening of the
 running containers, a credentialed publish dubbed in sync, Prometheus's view, a media-service
-restart, an sts-service SIGKILL, and `down -v` leaving nothing behind.
+restart, an sts-service SIGKILL, then the stack scaled to two media-service replicas (`up --scale
+media-service=2`: a hook-started stream runs once in the cluster, any replica and the `api` entry
+point answer for it, the owner killed -> it comes back on the other, DELETE through the entry
+point) for a second broadcaster's stream, and `down -v` leaving nothing behind.
 
 The engine is the one that answers, or a dockerd this module starts and stops
 (livedub_testkit.docker_engine). Images that cannot be pulled here get local stand-ins under the
 exact names the Dockerfile and compose file use (livedub_testkit.standin_images), so both files run
 unchanged: `python:3.11-slim-bookworm`, the MediaMTX image (the shared MediaMTX binary,
-../shared/bin/mediamtx) and Prometheus. Grafana cannot be obtained here: its service is left out of
+../shared/bin/mediamtx), Prometheus, Redis and nginx (Debian's programs). Grafana cannot be obtained here: its service is left out of
 the run (its dashboard is checked as JSON by tests/integration/test_deploy.py).
 
 Measured numbers (image sizes, build and start times) are printed in pytest's summary.
@@ -44,9 +47,10 @@ ROOT = Path(__file__).resolve().parents[2]
 MEDIAMTX_BINARY = ROOT.parent / "shared" / "bin" / "mediamtx"
 PROJECT = "livedubdeploytest"
 # Everything but grafana (no image of it can be obtained here).
-SERVICES = ("mediamtx", "sts-service", "media-service", "prometheus")
+SERVICES = ("mediamtx", "redis", "sts-service", "media-service", "api", "prometheus")
 BUILT = {"media-service": "livedub/media-service:latest", "sts-service": "livedub/sts-service:latest"}
 BROADCASTER = "studio-a"
+SECOND = "studio-b"  # the broadcaster of the scaled part: its stream starts in the two-replica cluster
 RTMP = "rtmp://127.0.0.1:1935"
 MEDIA_API = "http://127.0.0.1:8080"
 PROMETHEUS = "http://127.0.0.1:9090"
@@ -55,6 +59,9 @@ MEDIA_IMAGE_MAX_BYTES = 400 * 10**6
 RECONCILE_INTERVAL_S = 10.0  # media-service's default MEDIA_RECONCILE_INTERVAL (not set in compose)
 OUTPUT_DELAY_S = 3.5  # the compose default MEDIA_OUTPUT_DELAY
 HOST_PORTS = (1935, 8554, 8080, 9090, 9997, 9998)
+REPLICAS = 2  # media-service replicas of the scaled part
+CLUSTER_PREFIX = "livedub"  # media-service's Redis keys (cluster/node.py PREFIX)
+FORWARDED = {"X-Livedub-Forwarded": "1"}  # a replica answers such a request from its own streams only
 
 
 def base_image_of_dockerfile() -> str:
@@ -109,6 +116,7 @@ def env_file(workdir):
         "MEDIA_HOOK_TOKEN": secrets.token_hex(24),
         "MEDIAMTX_MEDIA_PASS": secrets.token_hex(16),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(16),
+        "REDIS_PASSWORD": secrets.token_hex(16),
         "MEDIAMTX_PUBLISHERS_FILE": str(store),
     }
     path = workdir / ".env"
@@ -123,11 +131,13 @@ def env_file(workdir):
             saved = workdir / "mediamtx.rendered.yml.saved"
             shutil.copy2(rendered, saved)
         cmd += ["--out", str(rendered), "--env-file", str(path)]
-    proc = subprocess.run([*cmd, "add", BROADCASTER, "--password", password], capture_output=True, text=True,
-                          timeout=30, env={**os.environ, "MEDIAMTX_MEDIA_PASS": values["MEDIAMTX_MEDIA_PASS"]})
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    passwords = {BROADCASTER: password, SECOND: secrets.token_hex(16)}
+    for name, pw in passwords.items():
+        proc = subprocess.run([*cmd, "add", name, "--password", pw], capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "MEDIAMTX_MEDIA_PASS": values["MEDIAMTX_MEDIA_PASS"]})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     try:
-        yield path, {**values, "BROADCASTER_PASS": password}
+        yield path, {**values, "BROADCASTER_PASS": password, "PASSWORDS": passwords}
     finally:
         if saved is not None:
             shutil.copy2(saved, rendered)
@@ -164,6 +174,10 @@ def images(engine, compose_config, deploy_report, progress, workdir) -> dict:
          lambda tmp: standin_images.make_mediamtx(tmp, MEDIAMTX_BINARY), standin_images.MEDIAMTX_CHANGES),
         (services["prometheus"]["image"], standin_images.prometheus_recipe(),
          standin_images.make_prometheus, standin_images.PROMETHEUS_CHANGES),
+        (services["redis"]["image"], standin_images.redis_recipe(),
+         standin_images.make_redis, standin_images.REDIS_CHANGES),
+        (services["api"]["image"], standin_images.nginx_recipe(),
+         standin_images.make_nginx, standin_images.NGINX_CHANGES),
     ]
     try:
         for name, recipe, make, changes in wanted:
@@ -223,12 +237,12 @@ def api(stack, method: str, path: str, body: dict | None = None):
     return http_json(MEDIA_API + path, method=method, body=body, token=stack.values["MEDIA_API_TOKEN"])
 
 
-def publish_url(stack) -> str:
-    return f"{RTMP}/live/{BROADCASTER}/in?user={BROADCASTER}&pass={stack.values['BROADCASTER_PASS']}"
+def publish_url(stack, name: str = BROADCASTER) -> str:
+    return f"{RTMP}/live/{name}/in?user={name}&pass={stack.values['PASSWORDS'][name]}"
 
 
-def output_url() -> str:
-    return f"{RTMP}/live/{BROADCASTER}/out"
+def output_url(name: str = BROADCASTER) -> str:
+    return f"{RTMP}/live/{name}/out"
 
 
 def wait_for(what: str, check, timeout: float, every: float = 0.5):
@@ -242,23 +256,23 @@ def wait_for(what: str, check, timeout: float, every: float = 0.5):
         time.sleep(every)
 
 
-def stream(stack) -> dict | None:
+def stream(stack, name: str = BROADCASTER) -> dict | None:
     """The stream's snapshot; None while it does not exist or media-service does not answer."""
     try:
-        status, snap = api(stack, "GET", f"/v1/streams/{BROADCASTER}")
+        status, snap = api(stack, "GET", f"/v1/streams/{name}")
     except OSError:  # restarting: docker-proxy accepts, then closes (RemoteDisconnected is one)
         return None
     return snap if status == 200 else None
 
 
-def output_ready() -> bool:
+def output_ready(name: str = BROADCASTER) -> bool:
     """MediaMTX has live/<name>/out published (what a viewer can read), by its own metrics."""
     try:
         with urllib.request.urlopen(MEDIAMTX_METRICS, timeout=5) as resp:  # noqa: S310 - loopback
             text = resp.read().decode()
     except OSError:
         return False
-    return f'paths{{name="live/{BROADCASTER}/out",state="ready"}} 1' in text
+    return f'paths{{name="live/{name}/out",state="ready"}} 1' in text
 
 
 def events(stack, kind: str | None = None) -> list[dict]:
@@ -267,9 +281,9 @@ def events(stack, kind: str | None = None) -> list[dict]:
     return [e for e in body["events"] if kind is None or e["type"] == kind]
 
 
-def sample_output(path: Path, seconds: float) -> Path:
+def sample_output(path: Path, seconds: float, name: str = BROADCASTER) -> Path:
     """Read the dubbed output from MediaMTX, as a viewer on the host would, for `seconds`."""
-    proc = analysis.record_stream(output_url(), path, seconds, copyts=False)  # -t counts from the first packet
+    proc = analysis.record_stream(output_url(name), path, seconds, copyts=False)  # -t counts from the first packet
     proc.wait(timeout=seconds + 30)
     return path
 
@@ -300,15 +314,18 @@ def test_images_fit_for_production(images, engine):
 
 
 def test_containers_run_read_only_without_capabilities(stack):
-    for service in ("media-service", "sts-service"):
+    users = {"media-service": "livedub", "sts-service": "livedub", "redis": "999:999", "api": "101:101"}
+    for service, user in users.items():
         attrs = stack.container(service).attrs
         host = attrs["HostConfig"]
         assert host["ReadonlyRootfs"] is True, service
         assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd"), service
         assert "no-new-privileges:true" in (host.get("SecurityOpt") or []), service
         assert "/tmp" in (host.get("Tmpfs") or {}), service
-        assert attrs["Config"]["User"] == "livedub", service
+        assert attrs["Config"]["User"] == user, service
         assert attrs["State"]["Health"]["Status"] == "healthy", service
+    # Only the entry point publishes the media API on the host: media-service can be scaled.
+    assert not stack.container("media-service").attrs["HostConfig"].get("PortBindings")
 
 
 # ------------------------------------------------------------------------------ a broadcast
@@ -395,7 +412,9 @@ def test_media_service_restart_brings_the_stream_back(stack, looping_publisher, 
     deploy_report["media-service restart -> output writing"] = f"{took:.1f} s"
     sample = sample_output(workdir / "after-restart.flv", 3)
     assert len(analysis.video_packets(sample)) > 30, "no video from live/<name>/out after the restart"
-    assert "reconciled" in [e["type"] for e in events(stack)], "the stream came back from MediaMTX's path list"
+    # From its spec in Redis (the replica that comes back takes it over), or from MediaMTX's path list.
+    kinds = [e["type"] for e in events(stack)]
+    assert {"taken_over", "reconciled"} & set(kinds), kinds
 
 
 def test_sts_service_killed_output_keeps_flowing_then_dubs_return(stack, looping_publisher, workdir):
@@ -432,9 +451,185 @@ def test_prometheus_scrapes_every_service(stack, looping_publisher):
         wait_for(f"samples of {family}", lambda f=family: prometheus(f), timeout=60, every=2)
 
 
+# ------------------------------------------------------------------------------ scaled out
+def redis_cli(stack, *args: str) -> list[str]:
+    """redis-cli in the redis container (the password from its environment, not the command line)."""
+    code, out = stack.container("redis").exec_run(["redis-cli", *args],
+                                                  environment={"REDISCLI_AUTH": stack.values["REDIS_PASSWORD"]})
+    assert code == 0, out
+    return [line for line in out.decode().splitlines() if line]
+
+
+def registered(stack) -> dict[str, str]:
+    """Replica id -> advertised URL, from the load board in Redis (live replicas only: TTL keys)."""
+    keys = redis_cli(stack, "--scan", "--pattern", f"{CLUSTER_PREFIX}:replica:*")
+    boards = [json.loads(redis_cli(stack, "GET", key)[0]) for key in keys]
+    return {b["id"]: b["url"] for b in boards}
+
+
+def lease_holder(stack, name: str = SECOND) -> str | None:
+    """The replica id holding the stream's lease (`<replica>|<fence>`), None when nobody does."""
+    got = redis_cli(stack, "GET", f"{CLUSTER_PREFIX}:lease:{name}")
+    return got[0].split("|")[0] if got else None
+
+
+def replicas(stack) -> dict[str, object]:
+    """Container address -> container, for the running media-service replicas."""
+    found = {}
+    for c in stack.containers("media-service"):
+        c.reload()
+        nets = c.attrs["NetworkSettings"]["Networks"]
+        found[next(iter(nets.values()))["IPAddress"]] = c
+    return found
+
+
+def replica_call(stack, ip: str, path: str, *, local: bool = False, timeout: float = 10) -> tuple[int, dict | str]:
+    """A request straight to one replica at its container address (the host reaches the project's
+    bridge network), as another replica or Prometheus would make it; `local`: its own streams only."""
+    req = urllib.request.Request(f"http://{ip}:8080{path}", headers={
+        "Authorization": f"Bearer {stack.values['MEDIA_API_TOKEN']}", **(FORWARDED if local else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the test's own network
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def running_on(stack) -> list[str]:
+    """Addresses of the replicas that run the stream themselves (exactly one when all is well)."""
+    on = []
+    for ip in replicas(stack):
+        try:
+            status, body = replica_call(stack, ip, "/v1/streams", local=True)
+        except OSError:
+            continue
+        if status == 200 and any(st["id"] == SECOND for st in body["streams"]):
+            on.append(ip)
+    return on
+
+
+def healthy_replicas(stack) -> int:
+    return sum(c.attrs["State"].get("Health", {}).get("Status") == "healthy" for c in replicas(stack).values())
+
+
+def host_of(url: str) -> str:
+    return urllib.parse.urlsplit(url).hostname or ""
+
+
+@pytest.fixture(scope="module")
+def scaled(stack, looping_publisher, short_media, workdir, deploy_report):
+    """The stack scaled to REPLICAS media-service replicas, and a second broadcaster publishing, so
+    that the hook starts its stream in the cluster. The first one's stream is stopped (it would
+    wait for its input for a while after the publisher goes): the machine has two cores."""
+    analysis.stop_process(looping_publisher)
+    status, body = api(stack, "DELETE", f"/v1/streams/{BROADCASTER}")
+    assert status in (200, 202, 204, 404), (status, body)
+    wait_for(f"{BROADCASTER}'s lease to go", lambda: lease_holder(stack, BROADCASTER) is None, timeout=30)
+    started = time.monotonic()
+    stack.run("up", "-d", "--no-build", "--no-recreate", "--scale", f"media-service={REPLICAS}", *SERVICES,
+              timeout=300)
+    wait_for(f"{REPLICAS} media-service replicas healthy", lambda: healthy_replicas(stack) == REPLICAS,
+             timeout=120, every=1)
+    wait_for(f"{REPLICAS} replicas registered in Redis", lambda: len(registered(stack)) == REPLICAS, timeout=30)
+    deploy_report[f"scale to {REPLICAS} media-service (up to healthy and registered)"] = \
+        f"{time.monotonic() - started:.0f} s"
+    pub = analysis.publish(short_media.path, publish_url(stack, SECOND), loop=True, log_path=workdir / "scaled.log")
+    try:
+        wait_for("the hook-started stream's output", lambda: output_ready(SECOND), timeout=30, every=0.2)
+        yield pub
+    finally:
+        analysis.stop_process(pub)
+
+
+def test_every_replica_is_healthy_and_registered_in_redis(stack, scaled):
+    ips = set(replicas(stack))
+    assert len(ips) == REPLICAS
+    boards = registered(stack)
+    # Each advertises its container address (MEDIA_ADVERTISE_URL unset) and answers requests to it.
+    assert {host_of(url) for url in boards.values()} == ips, boards
+    for ip in ips:
+        status, _ = replica_call(stack, ip, "/health")
+        assert status == 200, ip
+
+
+def test_a_hook_started_stream_runs_exactly_once_in_the_cluster_and_plays(stack, scaled, workdir):
+    on = wait_for("the stream running on one replica", lambda: running_on(stack), timeout=30)
+    assert len(on) == 1, on
+    holder = lease_holder(stack)
+    assert host_of(registered(stack)[holder]) == on[0], "the lease holder is the replica that runs it"
+    sample = sample_output(workdir / "scaled.flv", 4, SECOND)
+    assert len(analysis.video_packets(sample)) > 40, "no video from live/<name>/out"
+    assert len(analysis.packet_times(sample, "audio")) > 100, "no audio from live/<name>/out"
+    assert running_on(stack) == on, "still exactly one replica runs it"
+
+
+def test_any_replica_and_the_entry_point_answer_for_the_stream(stack, scaled):
+    owner_ip = running_on(stack)[0]
+    owner = lease_holder(stack)
+    other_ip = next(ip for ip in replicas(stack) if ip != owner_ip)
+    # Through the entry point (requests spread over both replicas): listed once, by its owner.
+    for _ in range(2 * REPLICAS):
+        status, body = api(stack, "GET", "/v1/streams")
+        assert status == 200, body
+        listed = [st for st in body["streams"] if st["id"] == SECOND]
+        assert len(listed) == 1 and listed[0]["replica"] == owner, body
+    # Straight at each replica: the cluster's list; the other forwards the snapshot to the owner.
+    for ip in (owner_ip, other_ip):
+        status, body = replica_call(stack, ip, "/v1/streams")
+        assert status == 200 and [st["replica"] for st in body["streams"] if st["id"] == SECOND] == [owner]
+        status, snap = replica_call(stack, ip, f"/v1/streams/{SECOND}")
+        assert status == 200 and snap["id"] == SECOND, (ip, status, snap)
+    # The other redirects the events to the owner's container address; the entry point follows it.
+    for _ in range(2 * REPLICAS):
+        status, body = api(stack, "GET", f"/v1/streams/{SECOND}/events")
+        assert status == 200 and "input_open" in [e["type"] for e in body["events"]], (status, body)
+
+
+def test_prometheus_scrapes_every_replica(stack, scaled):
+    def up() -> list[float]:
+        return [float(r["value"][1]) for r in prometheus('up{job="media-service"}')]
+
+    wait_for(f"{REPLICAS} media-service targets up", lambda: up() == [1.0] * REPLICAS, timeout=60, every=2)
+
+
+def test_killing_the_owner_brings_the_stream_back_on_the_other(stack, scaled, workdir, deploy_report):
+    owner_ip = running_on(stack)[0]
+    owner = lease_holder(stack)
+    survivor_ip = next(ip for ip in replicas(stack) if ip != owner_ip)
+    victim = replicas(stack)[owner_ip]
+    victim.kill()  # SIGKILL: no hand-over, the lease expires
+    killed = time.monotonic()
+    wait_for("the stream running on the other replica",
+             lambda: lease_holder(stack) not in (None, owner) and running_on(stack) == [survivor_ip], timeout=90)
+    took = wait_for("output flowing again", lambda: output_ready(SECOND) and time.monotonic() - killed, timeout=60)
+    deploy_report["owner replica SIGKILL -> output ready on the other"] = f"{took:.1f} s"
+    sample = sample_output(workdir / "after-kill.flv", 3, SECOND)
+    assert len(analysis.video_packets(sample)) > 30, "no video from live/<name>/out after the takeover"
+    status, body = api(stack, "GET", f"/v1/streams/{SECOND}/events")
+    taken = [e for e in body["events"] if e["type"] == "taken_over"]
+    assert taken, [e["type"] for e in body["events"]]
+    # The killed replica is started again (`docker kill` is a manual stop for the restart policy).
+    victim.start()
+    wait_for(f"{REPLICAS} replicas registered again", lambda: len(registered(stack)) == REPLICAS, timeout=90)
+
+
+def test_delete_through_the_entry_point_stops_it_wherever_it_runs(stack, scaled):
+    status, body = api(stack, "DELETE", f"/v1/streams/{SECOND}")
+    assert status in (200, 202, 204), (status, body)
+    wait_for("the stream gone from every replica", lambda: not running_on(stack) and lease_holder(stack) is None,
+             timeout=30)
+    for ip in replicas(stack):  # and stays gone while the input is still published (reconcile leaves it)
+        status, body = replica_call(stack, ip, "/v1/streams")
+        assert status == 200 and SECOND not in [st["id"] for st in body["streams"]], body
+
+
 # ------------------------------------------------------------------------------ the end
 def test_down_leaves_nothing_behind(stack, looping_publisher, deploy_report):
-    analysis.stop_process(looping_publisher)
+    analysis.stop_process(looping_publisher)  # already stopped when the scaled part ran
     started = time.monotonic()
     stack.run("down", "-v", "--remove-orphans", timeout=180)
     deploy_report["compose down -v"] = f"{time.monotonic() - started:.0f} s"

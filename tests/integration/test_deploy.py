@@ -36,6 +36,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 DEPLOY = ROOT / "deploy"
 MEDIAMTX_YML = DEPLOY / "mediamtx" / "mediamtx.yml"
 PROM_YML = DEPLOY / "prometheus" / "prometheus.yml"
+NGINX_CONF = DEPLOY / "nginx" / "nginx.conf"
 ALERTS_YML = DEPLOY / "prometheus" / "alerts.yml"
 ALERTS_TEST_YML = DEPLOY / "prometheus" / "alerts_test.yml"
 GRAFANA = DEPLOY / "grafana"
@@ -65,6 +66,7 @@ DUMMY_ENV = {
     "MEDIA_HOOK_TOKEN": "dummy-hook-token",
     "MEDIAMTX_MEDIA_PASS": "dummy-media-pass",
     "GRAFANA_ADMIN_PASSWORD": "dummy-grafana-pass",
+    "REDIS_PASSWORD": "dummy-redis-pass",
 }
 
 METRIC_PREFIXES = ("sts_", "media_")
@@ -185,7 +187,7 @@ def test_compose_resolved_services(tmp_path):
     if yaml is None:
         pytest.skip("PyYAML is not installed in the venv")
     services = yaml.safe_load(proc.stdout)["services"]
-    assert set(services) >= {"mediamtx", "sts-service", "media-service", "prometheus", "grafana"}
+    assert set(services) >= {"mediamtx", "redis", "sts-service", "media-service", "api", "prometheus", "grafana"}
 
     for name, port in SERVICE_PORTS.items():
         build = services[name]["build"]
@@ -200,8 +202,25 @@ def test_compose_resolved_services(tmp_path):
     assert media_env["MEDIA_API_TOKEN"] == DUMMY_ENV["MEDIA_API_TOKEN"]
 
     # scalable: no fixed container name, no host port
-    sts = services["sts-service"]
-    assert "container_name" not in sts and not sts.get("ports")
+    for name in ("sts-service", "media-service"):
+        assert "container_name" not in services[name] and not services[name].get("ports"), name
+    # one entry point for the media API on the host: nginx, proxying to every replica
+    api = services["api"]
+    assert [(str(p["host_ip"]), str(p["published"]), str(p["target"])) if isinstance(p, dict) else p
+            for p in api["ports"]] in ([("127.0.0.1", "8080", "8080")], ["127.0.0.1:8080:8080/tcp"]), api["ports"]
+    assert any(v.endswith(":/livedub:ro") and v.split(":")[0].rstrip("/").endswith("deploy/nginx")
+               for v in api["volumes"]), api["volumes"]
+    assert "/livedub/nginx.conf" in api["entrypoint"]
+    # the replicas' cluster: Redis with a password, media-service waits for it
+    assert media_env["MEDIA_REDIS_URL"] == f"redis://:{DUMMY_ENV['REDIS_PASSWORD']}@redis:6379/0"
+    assert "MEDIA_ADVERTISE_URL" not in media_env, "each replica advertises its own container address"
+    assert services["media-service"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    redis = services["redis"]
+    assert not redis.get("ports") and redis["environment"]["REDIS_PASSWORD"] == DUMMY_ENV["REDIS_PASSWORD"]
+    assert DUMMY_ENV["REDIS_PASSWORD"] not in json.dumps(redis["command"]), "the password is not on the command line"
+    for name in ("redis", "api", "media-service", "sts-service"):  # x-hardened
+        assert services[name]["read_only"] is True and services[name]["cap_drop"] == ["ALL"], name
+        assert services[name]["security_opt"] == ["no-new-privileges:true"], name
 
     for name, svc in services.items():
         assert svc.get("restart") in ("unless-stopped", "always"), name
@@ -245,13 +264,18 @@ def test_compose_guards_are_on_by_default(tmp_path):
     assert media_env["MEDIA_HOSTS"] == "mediamtx"  # empty gives the compose RTMP server, never "any"
     assert media_env["MEDIA_RTMP_BASE_URL"].split("://", 1)[1].split(":")[0] in media_env["MEDIA_HOSTS"].split(",")
     allowed = media_env["MEDIA_ALLOWED_HOSTS"].split(",")
-    # every Host the service is called by: the MediaMTX hooks, Prometheus, its healthcheck
+    # every Host name the service is called by: the MediaMTX hooks, its healthcheck, the host's
+    # loopback port (the entry point passes the client's Host on)
     hooks = re.findall(r"http://([^:/]+):8080/v1/hooks/", services["mediamtx"]["environment"]["MEDIA_HOOK_URL"])
-    scraped = [t.split(":")[0] for job in _load_yaml(PROM_YML)["scrape_configs"]
-               for sc in job.get("static_configs", []) for t in sc["targets"] if t.endswith(":8080")]
     health = re.findall(r"http://([^:/]+):8080/health", " ".join(services["media-service"]["healthcheck"]["test"]))
-    assert hooks and scraped and health
-    assert set(hooks + scraped + health) <= set(allowed), allowed
+    assert hooks and health
+    assert set(hooks + health + ["127.0.0.1", "localhost"]) <= set(allowed), allowed
+    # Prometheus and the other replicas call a replica by its container address, which a replica
+    # in a cluster (MEDIA_REDIS_URL) answers whatever MEDIA_ALLOWED_HOSTS lists
+    # (tests/unit/test_allowed_hosts.py).
+    assert media_env["MEDIA_REDIS_URL"].startswith("redis://")
+    assert not [t for job in _load_yaml(PROM_YML)["scrape_configs"] for sc in job.get("static_configs", [])
+                for t in sc["targets"] if t.endswith(":8080")], "media-service is scraped per replica (dns_sd)"
     grafana = services["grafana"]
     assert grafana["entrypoint"][-1] == "/run.sh", "the image's own entrypoint runs after the check"
     script = grafana["entrypoint"][1]
@@ -329,12 +353,29 @@ def test_promtool_alert_unit_tests():
 
 def test_prometheus_scrapes_all_services():
     text = PROM_YML.read_text()
-    for target in ("sts-service", "media-service:8080", "mediamtx:9998"):
+    for target in ("sts-service", "media-service", "mediamtx:9998"):
         assert target in text
     cfg = _load_yaml(PROM_YML)
     jobs = {job["job_name"]: job for job in cfg["scrape_configs"]}
-    sts_sd = jobs["sts-service"]["dns_sd_configs"][0]  # every replica of a scaled service
-    assert sts_sd["names"] == ["sts-service"] and sts_sd["port"] == 8000
+    for service, port in SERVICE_PORTS.items():  # every replica of a scaled service
+        sd = jobs[service]["dns_sd_configs"][0]
+        assert sd["names"] == [service] and sd["type"] == "A" and sd["port"] == port, service
+
+
+# ------------------------------------------------------------------------------------ nginx
+def test_entry_point_config_is_valid_and_follows_the_replica_set(tmp_path):
+    """deploy/nginx/nginx.conf (service `api`): nginx -t accepts it, and it looks media-service up
+    again in Docker's DNS (a variable proxy_pass), so replicas added by --scale get requests."""
+    text = NGINX_CONF.read_text()
+    assert re.search(r"^\s*resolver 127\.0\.0\.11\b", text, re.M)
+    assert re.search(r"set \$media http://media-service:8080;\s*proxy_pass \$media;", text)
+    assert "proxy_set_header Host $http_host;" in text, "the client's Host goes to the DNS-rebinding guard"
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.access(nginx, os.X_OK):
+        pytest.skip("nginx is not installed (Debian package nginx; make setup installs it)")
+    proc = subprocess.run([nginx, "-t", "-e", "stderr", "-c", str(NGINX_CONF)], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_alerts_use_contract_metrics():
