@@ -6,7 +6,9 @@ sts-service and media-service with generated tokens, publishes the demo media to
 broadcaster `demo` (the publish hook starts the dubbing worker), records live/demo/out into out/,
 prints progress, and a summary when it stops.
 `DEMO_SECONDS=N` publishes N seconds then exits (0 if the pipeline worked); without it the demo
-loops until Ctrl-C. Every process it started is stopped on the way out.
+loops until Ctrl-C. `DEMO_REPLICAS=N` runs N media-service processes as one cluster behind a
+redis-server (docs/scale-out.md): the hook starts the stream on one of them, the first one's API
+and dashboard answer for it. Every process it started is stopped on the way out.
 """
 
 from __future__ import annotations
@@ -40,8 +42,16 @@ def metric_total(text: str, name: str) -> float:
     return total
 
 
+def running_on(stack) -> str:
+    """The replica that runs the demo stream (any replica's list names each stream's)."""
+    status, body = stack.media.api("GET", "/v1/streams")
+    found = [s.get("replica", "?") for s in body.get("streams", []) if s["id"] == STREAM] if status == 200 else []
+    return ",".join(found) or "?"
+
+
 def main() -> int:
     seconds = float(os.environ.get("DEMO_SECONDS", "0") or 0)
+    replicas = int(os.environ.get("DEMO_REPLICAS", "1") or 1)
     out_dir = Path(os.environ.get("DEMO_OUT", "out"))
     out_dir.mkdir(parents=True, exist_ok=True)
     say("preparing demo media (Piper speech over a music bed, flash/beep sync markers) ...")
@@ -52,7 +62,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.__setitem__("now", True))
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
     stack = LocalStack(workdir=out_dir / "run", rtmp=os.environ.get("LIVEDUB_RTMP_SERVER") or "auto",
-                       publishers=(STREAM,))
+                       publishers=(STREAM,), replicas=replicas)
     recording = out_dir / "demo-out.flv"
     failed = ""
     rec = pub = None
@@ -60,10 +70,12 @@ def main() -> int:
     snap: dict = {}
     try:
         server = "MediaMTX (deploy/mediamtx/mediamtx.yml)" if stack.rtmp_kind == "mediamtx" else "nginx-rtmp"
-        say(f"starting {server}, sts-service (loading models) and media-service ...")
+        services = "media-service" if replicas == 1 else f"{replicas} media-service replicas and redis-server"
+        say(f"starting {server}, sts-service (loading models) and {services} ...")
         stack.start()
         in_url, out_url = stack.url(f"{STREAM}/in"), stack.url(f"{STREAM}/out")
-        say(f"sts-service {stack.sts.url}  media-service {stack.media.url}  rtmp {stack.rtmp.base_url}")
+        say(f"sts-service {stack.sts.url}  media-service {' '.join(m.url for m in stack.replicas)}  "
+            f"rtmp {stack.rtmp.base_url}")
         rec = stack.record(f"{STREAM}/out", recording)
         extra = ["-t", f"{seconds:.1f}"] if seconds else []
         pub = analysis.publish(media.path, stack.publish_url(f"{STREAM}/in"), loop=True, extra_args=extra)
@@ -88,7 +100,8 @@ def main() -> int:
                 if time.monotonic() - last_print > 10:
                     last_print = time.monotonic()
                     c = snap["counters"]
-                    say(f"state={snap['state']} sts={snap['sts']['state']} sent={c['fragments_sent']} "
+                    where = f"replica={running_on(stack)} " if replicas > 1 else ""
+                    say(f"{where}state={snap['state']} sts={snap['sts']['state']} sent={c['fragments_sent']} "
                         f"ok={c['fragments_processed'].get('ok', 0)} fallbacks={sum(c['fallbacks'].values())} "
                         f"delay={snap['output_delay_measured_s']:.2f}s")
             if pub.poll() is not None:

@@ -7,6 +7,10 @@ The RTMP server is nginx-rtmp (`rtmp="nginx"`, the default) or the real MediaMTX
 deployment's configuration (`rtmp="mediamtx"`: per-broadcaster users, the hook script, media-service
 with its own credentials and the API reconcile); `rtmp="auto"` takes MediaMTX when its binary is
 there (`mediamtx.find_mediamtx`) and nginx-rtmp otherwise. `LIVEDUB_RTMP_SERVER` sets the default.
+
+`replicas=N` (N > 1) runs N media-service processes as one cluster (issue 23, docs/scale-out.md):
+a redis-server, every replica with `--redis-url`, the RTMP server's hooks through one entry point
+(`cluster.HookFront`); `media` is the first replica, whose API answers for every stream.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import time
 from pathlib import Path
 
 from . import analysis
+from .cluster import HookFront
 from .mediamtx import MEDIA_USER, MediaMtxServer, find_mediamtx
+from .redis_server import RedisServer
 from .rtmp_server import NginxRtmpServer
 from .services import MediaProcess, StsProcess, free_port
 
@@ -41,25 +47,33 @@ class LocalStack:
     def __init__(self, *, workdir: str | Path | None = None, output_delay_s: float | None = None,
                  media_args: tuple[str, ...] = (), sts_args: tuple[str, ...] = (), hooks: bool = True,
                  start_sts: bool = True, api_token: str | None = None, media_env: dict[str, str] | None = None,
-                 rtmp: str | None = None, publishers: tuple[str, ...] = ()):
-        """`publishers`: broadcaster names that get their own MediaMTX user (`publish_url`)."""
+                 rtmp: str | None = None, publishers: tuple[str, ...] = (), replicas: int = 1):
+        """`publishers`: broadcaster names that get their own MediaMTX user (`publish_url`);
+        `replicas`: media-service processes (more than one: a cluster behind one Redis)."""
+        if replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {replicas}")
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="livedub-stack-")).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.sts_token = secrets.token_urlsafe(24)
         self.api_token = api_token or secrets.token_urlsafe(24)  # the media API always has one
         self.hook_token = secrets.token_urlsafe(24)  # what the RTMP server holds: /v1/hooks/* only
-        self.media_port = free_port()
+        ports = [free_port() for _ in range(replicas)]
+        self.media_port = ports[0]
         self.rtmp_kind = rtmp_kind(rtmp)
         env = {"MEDIA_HOOK_TOKEN": self.hook_token, **(media_env or {})}
+        # One replica takes the hooks itself; several take them through one entry point.
+        self.redis = RedisServer(workdir=self.workdir / "redis") if replicas > 1 else None
+        self.front = HookFront(ports) if replicas > 1 else None
+        hook_base = self.front.url if self.front else f"http://127.0.0.1:{self.media_port}"
         if self.rtmp_kind == "mediamtx":
             self.rtmp = MediaMtxServer(
-                hook_url=f"http://127.0.0.1:{self.media_port}/v1/hooks/mediamtx" if hooks else None,
+                hook_url=f"{hook_base}/v1/hooks/mediamtx" if hooks else None,
                 hook_token=self.hook_token, publishers={name: secrets.token_hex(24) for name in publishers},
                 workdir=self.workdir / "mediamtx")
             rtmp_args = ["--mediamtx-api", self.rtmp.api_url]
             env.update({"MEDIA_RTMP_USER": MEDIA_USER, "MEDIA_RTMP_PASS": self.rtmp.media_pass})
         else:
-            hook = f"http://127.0.0.1:{self.media_port}/v1/hooks/nginx"
+            hook = f"{hook_base}/v1/hooks/nginx"
             suffix = f"?token={self.hook_token}"
             self.rtmp = NginxRtmpServer(on_publish_url=f"{hook}/on_publish{suffix}" if hooks else None,
                                         on_publish_done_url=f"{hook}/on_publish_done{suffix}" if hooks else None,
@@ -69,28 +83,39 @@ class LocalStack:
         args = ["--rtmp-base-url", f"rtmp://127.0.0.1:{self.rtmp.rtmp_port}", *rtmp_args, *media_args]
         if output_delay_s is not None:
             args += ["--output-delay", str(output_delay_s)]
-        self.media = MediaProcess(*args, sts_url=self.sts.url, sts_token=self.sts_token, api_token=self.api_token,
-                                  port=self.media_port, env=env, log_dir=self.workdir)
+        if self.redis is not None:
+            args += ["--redis-url", self.redis.url]
+        self.replicas = [MediaProcess(*args, sts_url=self.sts.url, sts_token=self.sts_token, api_token=self.api_token,
+                                      port=port, env=env, log_dir=self.workdir / f"media{i}" if i else self.workdir)
+                         for i, port in enumerate(ports)]
+        self.media = self.replicas[0]
         self._start_sts = start_sts
 
     def start(self) -> LocalStack:
         try:
+            if self.redis is not None:
+                self.redis.start()
             self.rtmp.start()
             if self._start_sts:
                 self.sts.start(wait=180)
-            self.media.start(wait=60)
+            for replica in self.replicas:
+                replica.start(wait=60)
         except BaseException:
             self.stop()  # never leave half a stack running
             raise
         return self
 
     def stop(self) -> None:
-        for part in (self.media, self.sts):
+        for part in (*self.replicas, self.sts):
             try:
                 part.stop()
             except Exception:
                 pass
         self.rtmp.stop()
+        if self.front is not None:
+            self.front.close()
+        if self.redis is not None:
+            self.redis.stop()
 
     def __enter__(self) -> LocalStack:
         return self.start()
