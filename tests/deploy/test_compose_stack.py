@@ -554,6 +554,9 @@ def test_every_replica_is_healthy_and_registered_in_redis(stack, scaled):
     for ip in ips:
         status, _ = replica_call(stack, ip, "/health")
         assert status == 200, ip
+    # The password in MEDIA_REDIS_URL never reaches a log (redaction: redis://***@redis:6379/0).
+    logs = stack.logs("media-service", tail=2000)
+    assert "redis://***@redis:6379/0" in logs and stack.values["REDIS_PASSWORD"] not in logs
 
 
 def test_a_hook_started_stream_runs_exactly_once_in_the_cluster_and_plays(stack, scaled, workdir):
