@@ -103,6 +103,7 @@ def test_every_dense_sentence_has_a_hand_written_spanish_reference():
     es = REFERENCE_TRANSLATIONS["es"]
     assert set(es) == set(SENTENCES)
     for en, ref in es.items():
+        assert " ".join(split_clauses(en)) == en  # a sentence's clauses, joined, find its reference
         assert ref.strip() == ref and ref[-1] == "." and ref != en
         assert 0.8 <= len(ref) / len(en) <= 1.6, (en, ref)  # a translation, not a fragment or a note
 
