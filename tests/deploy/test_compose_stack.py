@@ -567,6 +567,12 @@ def test_a_hook_started_stream_runs_exactly_once_in_the_cluster_and_plays(stack,
     sample = sample_output(workdir / "scaled.flv", 4, SECOND)
     assert len(analysis.video_packets(sample)) > 40, "no video from live/<name>/out"
     assert len(analysis.packet_times(sample, "audio")) > 100, "no audio from live/<name>/out"
+
+    def dubbed() -> list[dict]:  # the owner's events, through the entry point
+        status, body = api(stack, "GET", f"/v1/streams/{SECOND}/events")
+        return [e for e in body["events"] if e["type"] == "dubbed"] if status == 200 else []
+
+    wait_for("a dub placed in the cluster's stream", dubbed, timeout=60)
     assert running_on(stack) == on, "still exactly one replica runs it"
 
 
