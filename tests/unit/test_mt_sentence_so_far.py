@@ -35,9 +35,9 @@ def test_a_sentence_ending_inside_a_fragment_keeps_its_last_sentence():
     assert sentence_so_far(Context((("Thank you. We have a lot to talk", "Gracias, tenemos mucho"),))) is None
 
 
-def test_a_translation_not_back_yet_means_no_prefix():
+def test_a_translation_not_back_yet_ends_what_can_be_forced():
     assert sentence_so_far(Context((("We have a lot", "Tenemos mucho"), ("to talk", "")))) is None
-    assert sentence_so_far(Context((("We have a lot", ""), ("to talk", "que hablar")))) is None
+    assert sentence_so_far(Context((("We have a lot", ""), ("to talk", "que hablar")))) == ("to talk", "que hablar")
 
 
 def test_bounded_to_whole_fragments_the_latest_kept():

@@ -62,9 +62,10 @@ def ends_sentence(text: str) -> bool:
 
 def sentence_so_far(context: Context | None) -> tuple[str, str] | None:
     """(source, translation) of the unfinished sentence the context ends with, or None when the
-    last fragment ended its sentence or a translation it needs is not known. Taken from the
-    latest fragments back to the last sentence end (inside a fragment too: its last sentence),
-    at most ``MAX_CONTEXT_CHARS`` of source (whole fragments, the latest kept)."""
+    last fragment ended its sentence or its translation is not known yet. Taken from the latest
+    fragments back to the last sentence end (inside a fragment too: its last sentence) or to one
+    whose translation is not known, at most ``MAX_CONTEXT_CHARS`` of source (whole fragments,
+    the latest kept)."""
     if not context or not context.previous or ends_sentence(context.previous[-1][0]):
         return None
     sources: list[str] = []
@@ -73,8 +74,8 @@ def sentence_so_far(context: Context | None) -> tuple[str, str] | None:
         source, target = source.strip(), target.strip()
         if not source or ends_sentence(source):
             break
-        if not target:
-            return None  # its translation is not back yet: no prefix to force
+        if not target:  # its translation is not back yet: no prefix to force from here on
+            break
         src_parts, tgt_parts = _SENTENCE_END.split(source), _SENTENCE_END.split(target)
         if len(src_parts) > 1:  # a sentence ends inside this fragment: keep its last sentence
             if len(tgt_parts) != len(src_parts):
