@@ -165,15 +165,18 @@ def test_an_unfinished_sentence_is_continued_with_its_translation_as_prefix(mode
     assert len(words(out)) >= first > len(words(alone))
 
 
-def test_without_a_usable_sentence_so_far_each_clause_is_translated_alone(models):
-    tr = CTranslate2Translator(str(models["marian"]), {("en", "es")})
+@pytest.mark.parametrize("name", ["marian", "nllb"])
+def test_without_a_usable_sentence_so_far_each_clause_is_translated_alone(models, name):
+    tr = CTranslate2Translator(str(models[name]), {("en", "es")})
     calls = recording(tr)
     alone = tr.translate("about tonight.", "en", "es")
     for ctx in (Context((("We have a lot to talk about.", "Tenemos mucho de que hablar."),)),  # sentence ended
                 Context((("We have a lot to talk", ""),)),  # its translation not back yet
-                Context((("We have a lot to talk " * 20, "Tenemos mucho " * 20),))):  # too long to carry
+                Context((("We have a lot to talk " * 20, "Tenemos mucho " * 20),)),  # too long to carry
+                Context((("We have a lot to talk", "..."),))):  # no word to continue
         assert tr.translate("about tonight.", "en", "es", context=ctx) == alone
-    assert all(prefixes is None for _, prefixes in calls.calls)
+    # no prefix but the NLLB target language token
+    assert all(prefixes is None or prefixes == [["spa_Latn"]] for _, prefixes in calls.calls)
 
 
 def test_nothing_added_after_the_prefix_falls_back_to_the_clause_alone(models):

@@ -223,10 +223,10 @@ class CTranslate2Translator:
             return ""
         so_far = sentence_so_far(context)
         if so_far is not None:
-            prefix = self._target_prefix(so_far[1], target)
-            if len(prefix) <= MAX_PREFIX_TOKENS and prefix:
+            prefix, bare = self._target_prefix(so_far[1], target), self._target_prefix("", target)
+            if len(bare) < len(prefix) <= MAX_PREFIX_TOKENS:  # some words to continue, not too many
                 joined = self._run([f"{so_far[0]} {sentences[0]}", *sentences[1:]], source, target,
-                                   [prefix] + [self._target_prefix("", target)] * (len(sentences) - 1))
+                                   [prefix] + [bare] * (len(sentences) - 1))
                 first = self._continuation(joined[0], prefix, target)
                 if first:
                     rest = (self._decode(t, target) for t in joined[1:])
