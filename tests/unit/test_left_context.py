@@ -7,7 +7,7 @@ import asyncio
 from types import SimpleNamespace
 
 import numpy as np
-from sts_service.asr.left_context import MAX_ENTRIES, LeftContext, hand_over
+from sts_service.asr.left_context import MAX_ENTRIES, LeftContext, ends_in_pause, hand_over
 from sts_service.metrics import StsMetrics
 from sts_service.pipeline import DubbingPipeline
 
@@ -18,6 +18,19 @@ def test_the_last_word_at_a_cut_goes_to_the_next_fragment():
     assert hand_over("She opened the kitchen", True) == ("She opened the", "kitchen")
     assert hand_over("She opened the kitchen", False) == ("She opened the kitchen", "")
     assert hand_over("window", True) == ("window", "")  # never emptied
+
+
+def test_a_cut_in_a_pause_keeps_its_last_word():
+    rng = np.random.default_rng(0)
+    speech = (0.1 * rng.standard_normal(32000)).astype(np.float32)
+    assert not ends_in_pause(speech)  # cut inside speech
+    paused = speech.copy()
+    paused[-4000:] *= 0.01  # the last 250 ms quiet
+    assert ends_in_pause(paused)
+    dip = speech.copy()
+    dip[-2400:-800] *= 0.01  # a 100 ms dip between words, speech again at the cut
+    assert not ends_in_pause(dip)
+    assert not ends_in_pause(speech[:1000])  # shorter than the tail: no judgement
 
 
 def test_a_fragment_continues_only_the_cut_fragment_that_ends_where_it_starts():

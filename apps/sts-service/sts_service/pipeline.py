@@ -31,7 +31,7 @@ from livedub_protocol import (
 )
 
 from .asr import ASR_RATE
-from .asr.left_context import Heard, LeftContext, hand_over
+from .asr.left_context import Heard, LeftContext, ends_in_pause, hand_over
 from .asr.whisper import LeftAudio
 from .config import StsConfig
 from .context import StreamContext
@@ -293,7 +293,8 @@ class DubbingPipeline:
         try:
             audio = asr_input(frag.audio, spec.sample_rate_hz)
             prev = None
-            if left_context is not None and left_context.enabled:
+            if (left_context is not None and left_context.enabled
+                    and getattr(self.engines.asr, "takes_left_context", False)):
                 prev = left_context.before(frag.sequence_number, frag.start_ms)
                 heard = left_context.add(frag.sequence_number, frag.start_ms, frag.duration_ms, audio,
                                          bool(frag.continues))
@@ -309,7 +310,8 @@ class DubbingPipeline:
                 transcript = transcription.text.strip()
                 if heard is not None and heard.continues:
                     # The word at the cut goes to the next fragment, unless that one went ahead cold.
-                    transcript, handed = hand_over(transcript, not heard.successor_cold)
+                    transcript, handed = hand_over(transcript, not heard.successor_cold
+                                                   and not ends_in_pause(audio))
                     heard.commit(transcript)
                     if handed:
                         self.metrics.asr_left_context.labels("word_handed_over").inc()

@@ -24,6 +24,8 @@ from . import ASR_RATE
 
 MAX_ENTRIES = 4
 CONTIGUOUS_MS = 50.0  # a fragment that starts this close to where the previous one ended continues it
+PAUSE_TAIL_S = 0.2  # a cut fragment whose last 200 ms are
+PAUSE_RATIO = 0.05  # this far below its RMS (-26 dB) ended in a pause: it keeps its last word
 
 
 @dataclass
@@ -42,6 +44,18 @@ class Heard:
     def commit(self, text: str) -> None:
         if not self.text.done():
             self.text.set_result(text)
+
+
+def ends_in_pause(audio: np.ndarray) -> bool:
+    """True when the fragment's last ``PAUSE_TAIL_S`` are far quieter than the fragment: the cut fell
+    after the speech had stopped, so its last word is whole and, if the rest of the span holds no
+    speech, the client drops it (nobody would say the word again)."""
+    tail = audio[-int(PAUSE_TAIL_S * ASR_RATE):]
+    if len(audio) <= len(tail) or not len(tail):
+        return False
+    whole = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    end = float(np.sqrt(np.mean(np.square(tail, dtype=np.float64))))
+    return end < PAUSE_RATIO * whole
 
 
 def hand_over(transcript: str, hand: bool) -> tuple[str, str]:

@@ -9,7 +9,9 @@ result that fails a truncation guard (``guards``: token budget, repetition, rest
 ratio) is decoded again with the full window. A sized window is
 decoded with timestamps: without them tiny.en on a short window likes to begin the clause again
 after its full stop; with them it closes the segment and stops, and a segment it would still
-start after the end of the audio is dropped.
+start after the end of the audio is dropped. A fragment can be heard behind the audio that
+preceded it with that audio's words forced as the decoder's prefix (``LeftAudio``, see
+left_context.py): one window over both, and only the words after the prefix are its transcript.
 
 Whisper invents text ("Thank you.", "you", lyrics) on silence, noise and music. Because the
 dub of a hallucination would be spoken over the programme, every fragment passes the guards:
@@ -91,8 +93,6 @@ class WhisperASR:
     parallel); the guards are pure functions of each call's input.
     """
 
-    takes_left_context = True  # transcribe_batch(lefts=...): a fragment heard behind what preceded it
-
     def __init__(
         self,
         model: str | None = None,
@@ -160,6 +160,12 @@ class WhisperASR:
         self._suppress = get_suppressed_tokens(self._tokenizer, [-1])
 
     # ------------------------------------------------------------ sized windows, batched
+
+    @property
+    def takes_left_context(self) -> bool:
+        """transcribe_batch(lefts=...) hears a fragment behind what preceded it (the sized-window
+        path; faster-whisper's own VAD path does not)."""
+        return not self.vad_filter
 
     def window_frames(self, n_samples: int) -> int:
         """Encoder window (frames) for audio of `n_samples`: sized to it, bucketed, capped at 30 s."""
