@@ -199,6 +199,9 @@ def test_metrics_show_the_work_and_at_most_one_timing_miss(run):
     # a failure the STS reports is a deadline it could not meet, never an engine error
     assert metric(sm, "sts_fragments_total", status="failed") == metric(sm, "sts_deadline_exceeded_total") <= n
     assert metric(sm, "sts_stage_duration_seconds_count", stage="asr") >= spans - 1 - n
+    # The fixture's longer sentences exceed the fragment limit at this D: their second pieces were
+    # heard behind the first (protocol 1.5 `continues`, sts-service left context).
+    assert metric(sm, "sts_asr_left_context_total", outcome="used") >= 1
 
 
 
