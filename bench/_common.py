@@ -53,6 +53,19 @@ def fmt(v, spec: str = ".1f", none: str = "-") -> str:
     return none if v is None else format(v, spec)
 
 
+def machine_info() -> dict:
+    """Which machine the numbers are from: CPU model, cores, memory (/proc)."""
+    model = mem_kb = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+        with open("/proc/meminfo") as f:
+            mem_kb = next((int(line.split()[1]) for line in f if line.startswith("MemTotal:")), None)
+    except OSError:
+        pass
+    return {"cpu_model": model, "cpus": os.cpu_count(), "mem_gb": mem_kb / 1024 ** 2 if mem_kb else None}
+
+
 # ------------------------------------------------------------------------------- /proc sampling
 def machine_ticks() -> tuple[int, int]:
     """(busy, total) clock ticks of all cores since boot (/proc/stat), to tell whether the host is saturated."""

@@ -25,16 +25,31 @@ sent included) overall and by reason; fragment round trip p50/p95/p99 over all s
 media-service's ``media_fragment_roundtrip_seconds`` histogram, interpolated within its buckets;
 results that never came back are fallbacks, not round trips) and each stream's exact p95 from its
 snapshot; CPU (% of one core, avg/max) and memory (max RSS of the main process / PSS of the tree)
-of media-service, sts-service and nginx; WER of the transcripts the ``dubbed`` events carry against
-the fixture's reference (the fixture time of the stream's timeline origin is found by matching
-fragment starts to clause starts; the reference words are those whose estimated midpoint lies in
-a dubbed fragment); the largest |A/V offset| at the markers of every recording
+of media-service, sts-service and nginx; the largest |A/V offset| at the markers of every recording
 (``analysis.av_offsets``) with the markers found; the glass-to-glass added delay of stream 0
-(same video packet on the input and the output viewer); the largest measured output delay.
+(same video packet on the input and the output viewer); the largest measured output delay; and
+what cutting costs a viewer (:mod:`_scoring`, the ``dubbed`` events' transcripts and Spanish dubs
+against the fixture's reference):
+
+* WER of the dubbed spans: the transcripts of each stream's dubbed fragments, in order, against the
+  reference words from its first fragment to its last, less those of its fallbacks (the stream's
+  timeline is placed on fixture time by matching its fragment starts to clause starts; a word is in
+  a fragment when its estimated midpoint is); a word no dubbed fragment covers (a no-speech result,
+  speech never sent) is *lost*, a deletion, and counted;
+* next to it the ASR-alone WER over the same words. The fair "no cutting" baseline is each whole
+  sentence of the published audio (padded by 150 ms like a fragment) through the sts-service's own
+  ASR as its defaults build it, without a prompt, once per fixture in this process before any stack
+  starts; the cost of cutting is the difference in points;
+* chrF (sacrebleu chrF2) of the dubs against the hand-written reference translations kept with the
+  fixture's sentences (``livedub_testkit.dense.REFERENCE_TRANSLATIONS``), on the sentences dubbed
+  whole (a fallback leaves its sentence out), next to the whole-sentence pipeline (the ASR-alone
+  transcripts through the service's translator) and the translator alone (the reference English).
 
 Run: .venv/bin/python bench/bench_load.py [--fixture dense,demo] [--delays 3.5,default]
-[--streams 1,2,4,8] [--seconds 60] [--quick]. ``--quick``: k = 1, 20 s, dense, D = 3.5 s (smoke
-test). Prints one table per (fixture, D), then one JSON line. Progress on stderr. Never asserts.
+[--streams 1,2,4,8] [--seconds 60] [--quick] [--no-baseline]. Issue 25's matrix: ``--fixture dense
+--delays 2,2.5,3.5 --streams 1,4,8``. ``--quick``: k = 1, 20 s, dense, D = 3.5 s (smoke test).
+Prints one table per (fixture, D), a quality table with a row per (fixture, D, k) and the machine
+they ran on, then one JSON line. Progress on stderr. Never asserts.
 """
 
 from __future__ import annotations
@@ -49,7 +64,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 from _common import (
     ProcSampler,
     Viewer,
@@ -59,6 +73,7 @@ from _common import (
     fallback_stats,
     fmt,
     log,
+    machine_info,
     pct,
     quietly,
     roundtrip_quantiles,
@@ -66,15 +81,14 @@ from _common import (
     sts_accounting,
     wait_played_out,
 )
+from _scoring import FixtureScoring, score_run
 from livedub_testkit import analysis
-from livedub_testkit.dense import cached_dense_media, word_times
+from livedub_testkit.dense import cached_dense_media
 from livedub_testkit.fixtures import cached_demo_media
 from livedub_testkit.services import http_json
-from livedub_testkit.speech import word_error_rate
 from livedub_testkit.stack import LocalStack
 
-SEGMENT_PADDING_S = 0.15  # media-service --speech-padding-ms default: fragments start this much before speech
-START_MATCH_S = 0.15  # a fragment start within this of (clause start - padding) counts as matching
+REFERENCE_LANG = "es"  # the streams' target: the media-service's default, which create_streams keeps
 STEADY_AFTER_S = 3.0  # measured output delay: ignore each output's first seconds (opening the relay)
 
 
@@ -124,68 +138,8 @@ class EventLog:
         return [e["data"] for e in self.events if e.get("stream") == stream and e.get("type") == kind]
 
 
-# ------------------------------------------------------------------------------ WER
-def reference_words(fx) -> list[tuple[str, float, float]]:
-    """(word, start, end) in fixture time: the dense fixture's own estimate, else spread over each span."""
-    ref = getattr(fx, "reference", None)
-    if ref:
-        return [(w, s, e) for r in ref for w, s, e in r["words"]]
-    return [(w, s, e) for a, b, text in fx.speech_spans for w, s, e in word_times(text, a, b)]
-
-
-def timeline_origin(starts_s: list[float], clause_starts: list[float]) -> float | None:
-    """Fixture time of a stream's timeline index 0, from its fragment starts (s on its timeline).
-
-    A fragment that the segmenter opened on silence starts ``SEGMENT_PADDING_S`` before a clause;
-    candidates are all (clause start - padding - fragment start); the one most fragments agree with
-    (within ``START_MATCH_S``) wins, refined by the median residual of those that agree.
-    """
-    if not starts_s or not clause_starts:
-        return None
-    fr = np.asarray(sorted(starts_s))
-    cl = np.asarray(sorted(clause_starts)) - SEGMENT_PADDING_S
-    cands = (cl[None, :] - fr[:, None]).ravel()
-    cands = cands[(cands > -2.0) & (cands < max(cl) + 2.0)]
-    best, best_n = None, 0
-    for c in np.unique(np.round(cands, 2)):
-        res = _residuals(fr + c, cl)
-        n = int(np.sum(np.abs(res) <= START_MATCH_S))
-        if n > best_n:
-            best, best_n = float(c), n
-    if best is None:
-        return None
-    res = _residuals(fr + best, cl)
-    return best + float(np.median(res[np.abs(res) <= START_MATCH_S]))
-
-
-def _residuals(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Signed distance from each point to the nearest target (target - point)."""
-    i = np.clip(np.searchsorted(targets, points), 1, len(targets) - 1)
-    lo, hi = targets[i - 1], targets[i]
-    return np.where(np.abs(lo - points) <= np.abs(hi - points), lo - points, hi - points)
-
-
-def stream_wer(dubbed: list[dict], fallbacks: list[dict], words: list[tuple[str, float, float]],
-               clause_starts: list[float]) -> dict:
-    """Word errors of one stream's dubbed transcripts against the reference words they cover."""
-    starts = [d["start_ms"] / 1000 for d in dubbed] + [f["start_ms"] / 1000 for f in fallbacks]
-    origin = timeline_origin(starts, clause_starts)
-    out = {"origin_s": origin, "fragments": len(dubbed), "ref_words": 0, "errors": 0, "wer": None}
-    if origin is None or not dubbed:
-        return out
-    spans = sorted((origin + d["start_ms"] / 1000, origin + (d["start_ms"] + d["duration_ms"]) / 1000,
-                    d.get("transcript") or "") for d in dubbed)
-    ref = [w for w, s, e in words if any(a <= (s + e) / 2 < b for a, b, _ in spans)]
-    hyp = " ".join(t for _, _, t in spans)
-    if ref:
-        rate = word_error_rate(" ".join(ref), hyp)
-        out.update(ref_words=len(ref), errors=int(round(rate * len(ref))), wer=rate)
-    out["covered_words_share"] = len(ref) / max(1, len(words))
-    return out
-
-
 # ------------------------------------------------------------------------------ one run
-def run_one(fx, fixture_name: str, delay: float | None, k: int, workdir: Path) -> dict:
+def run_one(fx, scoring: FixtureScoring, fixture_name: str, delay: float | None, k: int, workdir: Path) -> dict:
     """One (fixture, D, k) on a fresh stack; see the module docstring."""
     tag = f"{fixture_name} D={'default' if delay is None else f'{delay:g}'} k={k}"
     run_dir = workdir / f"{fixture_name}-D{'default' if delay is None else f'{delay:g}'}-k{k}"
@@ -294,16 +248,13 @@ def run_one(fx, fixture_name: str, delay: float | None, k: int, workdir: Path) -
         "max_input_lag_s": max(input_lag.values(), default=None),
     })
     if events is not None:
-        words = reference_words(fx)
-        clause_starts = [a for a, _, _ in fx.speech_spans]
-        w = {n: stream_wer(events.of(n, "dubbed"), events.of(n, "fallback"), words, clause_starts) for n in names}
-        ref_words = sum(x["ref_words"] for x in w.values())
+        scores = score_run({n: (events.of(n, "dubbed"), events.of(n, "fallback")) for n in names},
+                           scoring.ref, scoring.clause_starts, scoring.base)
+        res.update({k: v for k, v in scores.items() if k != "per_stream"})
+        res["wer_per_stream"] = scores["per_stream"]
         late = [d["late_start_ms"] for n in names for d in events.of(n, "dubbed") if d.get("late_start_ms")]
         res["late_starts"] = {"count": len(late), "p50_ms": pct(late, 50) if late else None,
                               "max_ms": max(late, default=None)}
-        res["wer"] = sum(x["errors"] for x in w.values()) / ref_words if ref_words else None
-        res["wer_ref_words"] = ref_words
-        res["wer_per_stream"] = w
         res["events"] = len(events.events)
         (run_dir / "events.json").write_text(json.dumps(events.events, indent=1))
     av = {n: av_check(p, fx.markers) for n, p in recordings.items() if p.exists()}
@@ -315,7 +266,8 @@ def run_one(fx, fixture_name: str, delay: float | None, k: int, workdir: Path) -
     if v_in is not None and v_out is not None:
         res["added_delay"] = added_delay(v_in, v_out)
     log(f"[{tag}] fallbacks {fbs}/{sent} {reasons or ''} RTT p95 {fmt(res['roundtrip'].get('p95_ms'), '.0f')} ms, "
-        f"WER {fmt(_pct(res.get('wer')), '.1f')} %, A/V max {fmt(res['av']['max_abs_ms'], '.2f')} ms, "
+        f"WER {fmt(_pct(res.get('wer')), '.1f')} % (ASR alone {fmt(_pct(res.get('asr_alone_wer')), '.1f')} %), "
+        f"chrF {fmt((res.get('chrf') or {}).get('dubbed'), '.1f')}, A/V max {fmt(res['av']['max_abs_ms'], '.2f')} ms, "
         f"added delay {fmt(res.get('added_delay', {}).get('median_s'), '.3f')} s")
     return res
 
@@ -335,13 +287,52 @@ def _mem(r: dict, name: str) -> str:
     return f"{fmt(s.get('rss_main_max_mb'), '.0f')}/{fmt(s.get('pss_max_mb'), '.0f')}"
 
 
+def _wer_cell(r: dict) -> str:
+    return (f"{fmt(_pct(r.get('wer')), '.1f')}/{fmt(_pct(r.get('asr_alone_wer')), '.1f')}% "
+            f"({r.get('wer_ref_words', 0)})")
+
+
+def print_quality(runs: list[dict]) -> None:
+    """One row per (fixture, D, k): what cutting costs, next to the load numbers it comes with."""
+    print("\nquality of the dubs (issue 25), all streams: WER in %, chrF (0-100); cost (points) = dubbed - whole "
+          "sentences for WER, whole sentences - dubbed for chrF; words = reference words scored, lost = of them, "
+          "not dubbed and not a fallback; MT only = the translator on the reference English; sentences = scored "
+          "for chrF; added delay = glass to glass, stream 0, median; CPU = % of one core, average")
+    print(f"{'fixture':<8}{'D':>8}{'k':>3}{'fallbk':>8}{'added delay':>13}{'CPU media/sts':>15}{'A/V max':>9}"
+          f"{'WER dub':>9}{'alone':>7}{'cost':>6}{'words':>7}{'lost':>6}{'chrF dub':>10}{'whole':>7}{'cost':>6}{'MT only':>9}"
+          f"{'sentences':>11}")
+    for r in runs:
+        d = "default" if r["delay_requested_s"] is None else f"{r['delay_requested_s']:g}"
+        if "fragments_sent" not in r:
+            print(f"{r['fixture']:<8}{d:>8}{r['k']:>3}  FAILED: {r.get('error', '?')[:120]}")
+            continue
+        c = r.get("chrf") or {}
+        ad = r.get("added_delay") or {}
+        cpu = f"{fmt(r.get('resources', {}).get('media', {}).get('cpu_avg'), '.0f')}/" \
+              f"{fmt(r.get('resources', {}).get('sts', {}).get('cpu_avg'), '.0f')}"
+        print(f"{r['fixture']:<8}{d:>8}{r['k']:>3}{fmt(_pct(r['fallback_share']), '.1f') + '%':>8}"
+              f"{fmt(ad.get('median_s'), '.3f') + ' s':>13}{cpu:>15}{fmt(r['av']['max_abs_ms'], '.1f') + 'ms':>9}"
+              f"{fmt(_pct(r.get('wer')), '.1f'):>9}{fmt(_pct(r.get('asr_alone_wer')), '.1f'):>7}"
+              f"{fmt(r.get('wer_cost_points'), '+.1f'):>6}{r.get('wer_ref_words', 0):>7}{r.get('lost_words', 0):>6}"
+              f"{fmt(c.get('dubbed'), '.1f'):>10}{fmt(c.get('whole'), '.1f'):>7}{fmt(c.get('cost_points'), '+.1f'):>6}"
+              f"{fmt(c.get('mt_of_reference'), '.1f'):>9}{c.get('sentences', 0):>11}")
+
+
 def print_report(out: dict) -> None:
-    print(f"\nload benchmark, {out['cpus']} cores; streams started in the same second; CPU = % of one core "
+    m = out.get("machine") or {}
+    print(f"\nload benchmark on {m.get('cpu_model') or '?'} ({out['cpus']} cores, {fmt(m.get('mem_gb'), '.0f')} GB); "
+          f"streams started in the same second; CPU = % of one core "
           f"(avg/max of the process tree); memory = MB max RSS of the main process / max PSS of the tree")
     for fx_name, fx in out["fixtures"].items():
         share = fx.get("speech_share_measured")
         print(f"fixture {fx_name}: {fx['duration']:g} s, {fx['clauses']} speech spans"
               + (f", speech {share * 100:.0f} % (Silero VAD)" if share else ""))
+        sc = fx.get("scoring") or {}
+        whole = sc.get("whole_sentences")
+        if whole:
+            print(f"  {sc['sentences']} sentences ({sc['sentences_with_reference_translation']} with a reference "
+                  f"translation, {sc['lang']}), {sc['words']} words; whole sentences through {whole['asr']} + "
+                  f"{whole['translator']}: WER {fmt(_pct(whole['wer']), '.1f')} %")
     groups: dict[tuple, list[dict]] = {}
     for r in out["runs"]:
         groups.setdefault((r["fixture"], r["delay_requested_s"]), []).append(r)
@@ -350,7 +341,7 @@ def print_report(out: dict) -> None:
         print(f"\n{fx_name} fixture, D = {'the service default' if delay is None else f'{delay:g} s'}"
               f" (effective {fmt(eff, 'g')} s)")
         print(f"{'k':>2}{'sent':>6}{'fallbk':>7}{'share':>7}  {'by reason':<28}{'RTT p50/p95/p99 ms (n)':>26}"
-              f"{'media CPU':>10}{'sts CPU':>9}{'nginx':>7}{'media MB':>10}{'sts MB':>10}{'WER (words)':>13}"
+              f"{'media CPU':>10}{'sts CPU':>9}{'nginx':>7}{'media MB':>10}{'sts MB':>10}{'WER dub/alone (words)':>23}"
               f"{'A/V max':>9}{'markers':>9}{'added delay':>13}{'max D':>7}{'in lag':>8}")
         for r in runs:
             if "fragments_sent" not in r:
@@ -365,7 +356,7 @@ def print_report(out: dict) -> None:
                   f"{fmt(_pct(r['fallback_share']), '.1f') + '%':>7}  {reasons:<28}"
                   f"{rtt:>26}"
                   f"{_cpu(r, 'media'):>10}{_cpu(r, 'sts'):>9}{_cpu(r, 'nginx'):>7}{_mem(r, 'media'):>10}{_mem(r, 'sts'):>10}"
-                  f"{fmt(_pct(r.get('wer')), '.1f') + '% (' + str(r.get('wer_ref_words', 0)) + ')':>13}"
+                  f"{_wer_cell(r):>23}"
                   f"{fmt(av['max_abs_ms'], '.2f') + 'ms':>9}"
                   f"{str(av['matched']) + '/' + str(av['expected']):>9}"
                   f"{fmt(ad.get('median_s'), '.3f') + '/' + fmt(ad.get('p95_s'), '.3f'):>13}"
@@ -382,8 +373,10 @@ def print_report(out: dict) -> None:
             if ls:
                 print(f"{'':>2}  late starts (dubbed, starting after their span's start; not fallbacks): {ls['count']}"
                       + (f", p50 {fmt(ls['p50_ms'], '.0f')} ms, max {fmt(ls['max_ms'], '.0f')} ms" if ls["count"] else ""))
+    print_quality(out["runs"])
     print("\nshare = fallbacks / speech fragments; RTT from the round-trip histogram of all streams, n = results "
-          "that came back (a timeout has none); WER of the dubbed transcripts (reference words they cover); A/V max = largest |offset| at the markers of all recordings, markers = "
+          "that came back (a timeout has none); WER dub/alone = of the dubbed transcripts / of the same ASR on whole "
+          "sentences, both over the same reference words (each stream's, less its fallbacks'); A/V max = largest |offset| at the markers of all recordings, markers = "
           "found/expected (expected: the fixture's markers inside each recording); added delay = glass-to-glass median/p95 of stream 0 (s); max D = largest measured "
           "output delay after each output's first 3 s; in lag = largest input lag of any stream (how far its reading fell behind the live source, s)")
 
@@ -413,6 +406,8 @@ def main() -> int:
     ap.add_argument("--size", default="1280x720", help="fixture video size (default 1280x720)")
     ap.add_argument("--quick", action="store_true", help="smoke test: dense, D = 3.5 s, k = 1, 20 s")
     ap.add_argument("--workdir", default=None, help="where recordings and logs go (default: a new temp dir)")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the whole-sentence baseline (no ASR-alone WER, no whole-sentence chrF)")
     args = ap.parse_args()
     fixtures = (args.fixture or ("dense" if args.quick else "dense,demo")).split(",")
     delays = _parse_delays(args.delays or ("3.5" if args.quick else "3.5,default"))
@@ -429,13 +424,18 @@ def main() -> int:
     for f in fixtures:
         make = cached_dense_media if f == "dense" else cached_demo_media
         media[f] = make(seconds=seconds, width=width, height=height)
-    out: dict = {"bench": "load", "cpus": os.cpu_count(), "workdir": str(workdir),
-                 "fixtures": {f: _fixture_summary(fx) for f, fx in media.items()}, "runs": []}
+    scoring = {}
+    for f, fx in media.items():  # in this process, before any stack runs: it does not compete with them
+        log(f"{f} fixture: {'reference' if args.no_baseline else 'reference and whole-sentence baseline'} ...")
+        scoring[f] = FixtureScoring.of(fx, REFERENCE_LANG, baseline=not args.no_baseline)
+    out: dict = {"bench": "load", "cpus": os.cpu_count(), "machine": machine_info(), "workdir": str(workdir),
+                 "fixtures": {f: {**_fixture_summary(fx), "scoring": scoring[f].summary()} for f, fx in media.items()},
+                 "runs": []}
     t_start = time.monotonic()
     for f in fixtures:
         for d in delays:
             for k in streams:
-                out["runs"].append(run_one(media[f], f, d, k, workdir))
+                out["runs"].append(run_one(media[f], scoring[f], f, d, k, workdir))
     out["seconds_total"] = round(time.monotonic() - t_start, 1)
     print_report(out)
     print(json.dumps(out, default=str))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import sacrebleu
+from _scoring import corpus_chrf
 from livedub_testkit import analysis
 from livedub_testkit.speech import speak
 from sts_service.fit import fit_to_span
@@ -68,7 +69,7 @@ def bench_mt(engines: list[str], langs: list[str], limit: int | None) -> list[di
                 times.append((time.perf_counter() - t0) * 1000)
             refs = [[ref for _, ref in data]]
             rows.append({"engine": name, "lang": lang, "n": len(data),
-                         "chrf": sacrebleu.corpus_chrf(hyps, refs).score,
+                         "chrf": corpus_chrf(hyps, refs[0]),
                          "bleu": sacrebleu.corpus_bleu(hyps, refs).score,
                          "ms": statistics.median(times), "example": (data[0][0], hyps[0])})
         close = getattr(translator, "close", None)

@@ -14,7 +14,8 @@ same white-frame + 1 kHz beep sync markers, reused from :mod:`.fixtures`) whose 
 * several speakers: the Piper ``joe`` voice at several speeds (Piper's ``length_scale``) and
   pitch-shifted (``sox pitch``, tempo kept) to imitate other voices; the speaker changes at every
   sentence;
-* :data:`SENTENCES`: 40 news-like sentences (no digits, so transcripts compare word for word);
+* :data:`SENTENCES`: 40 news-like sentences (no digits, so transcripts compare word for word), each
+  with a Spanish reference translation written by hand (:data:`REFERENCE_TRANSLATIONS`);
 * a sync marker in the middle of every sentence gap of >= 0.7 s (never in or next to speech).
 
 The sidecar JSON (``<path>.json``, a :class:`DenseFixtureInfo`) adds the reference transcript
@@ -54,8 +55,8 @@ from .fixtures import (
     default_cache_dir,
 )
 
-__all__ = ["DENSE_VERSION", "SENTENCES", "VOICES", "DenseFixtureInfo", "make_dense_media",
-           "cached_dense_media", "split_clauses", "measure_speech", "vad_activity", "word_times"]
+__all__ = ["DENSE_VERSION", "SENTENCES", "SENTENCE_PAIRS", "REFERENCE_TRANSLATIONS", "VOICES", "DenseFixtureInfo",
+           "make_dense_media", "cached_dense_media", "split_clauses", "measure_speech", "vad_activity", "word_times"]
 
 DENSE_VERSION = 1
 GAP_RANGE = (0.5, 1.5)  # silence between sentences, s
@@ -77,48 +78,93 @@ VOICES: dict[str, tuple[float, int]] = {
     "high": (0.9, 350),
 }
 
-SENTENCES = [
-    "The city council met on Tuesday evening, and after a long debate, the new budget was approved.",
-    "Heavy rain is expected across the coast tonight, so drivers are asked to slow down and keep their distance.",
-    "The central bank left interest rates unchanged, saying that prices have started to settle.",
-    "Firefighters worked through the night, and by morning the fire near the forest was under control.",
-    "In sports, the home team won a close match on Sunday, with a late goal in the final minutes.",
-    "Officials say the bridge will stay closed for repairs, while engineers inspect the old steel frame.",
-    "The hospital has opened a new children's ward, which doctors say will shorten waiting times.",
-    "Farmers in the south are worried, because the dry spring has left many fields without water.",
-    "The airport reported long delays today, after a computer fault stopped several flights.",
-    "Students returned to school this week, and teachers say the new buildings are bright and quiet.",
-    "The minister promised more money for public transport, including faster trains and cleaner buses.",
-    "Police have asked for help from the public, after a van was stolen from a car park near the station.",
-    "The museum's summer exhibition, which opens on Friday, brings together paintings from many countries.",
-    "Scientists have tracked a group of whales along the coast, and they hope to learn how the animals travel.",
-    "A new report suggests that people are walking more, and driving less, in the center of town.",
-    "The union and the company will meet again next week, hoping to end the dispute over pay.",
-    "Local shops say business was good over the holiday, although costs for energy are still high.",
-    "The river has risen sharply after the storm, and several roads in the valley are under water.",
-    "Health experts are reminding older people to get their winter vaccine, before the cold season begins.",
-    "The film festival ended last night, with the top prize going to a quiet story about a fishing family.",
-    "Workers have finished the first part of the new tunnel, which will carry water to the northern suburbs.",
-    "The government says unemployment fell again this quarter, but critics point out that wages are flat.",
-    "A small plane made an emergency landing in a field, and the pilot walked away without injury.",
-    "Energy prices are expected to fall this winter, as new wind farms start to supply the grid.",
-    "The library will stay open late during exams, giving students a warm and quiet place to study.",
-    "Talks between the two neighbors continued today, and both sides described them as useful.",
-    "The weather service has issued a warning for strong winds, especially on higher ground and near the sea.",
-    "A famous old theatre will reopen next month, after three years of careful restoration work.",
-    "The election campaign is entering its final week, and the candidates are visiting small towns.",
-    "Tourism has returned to the islands, with hotels reporting their busiest summer in a decade.",
-    "Doctors are testing a new treatment for heart disease, and early results look encouraging.",
-    "The national orchestra will give a free concert in the park, if the weather allows it.",
-    "Residents have complained about noise from the new factory, and the council has promised to listen.",
-    "The price of bread has gone up again, partly because of the poor harvest in the east.",
-    "Rescue teams found the missing hikers late on Saturday, cold and tired, but otherwise unharmed.",
-    "The school board voted to build a new sports hall, although the cost is still being discussed.",
-    "Fishermen say the catch has been smaller this year, and some boats have stayed in the harbor.",
-    "The first snow of the season fell in the mountains overnight, closing two of the high passes.",
-    "A new bus line will link the hospital with the university, starting at the beginning of next month.",
-    "The old market hall will become a community center, with a cafe, a small cinema and rooms for local clubs.",
+# (sentence, Spanish reference translation). The translations were written for this fixture by hand,
+# in broadcast register like bench/quality/en-es.tsv (not MT output): bench_load.py scores the dubs
+# against them. Changing an English sentence changes the fixture (bump DENSE_VERSION).
+SENTENCE_PAIRS: list[tuple[str, str]] = [
+    ("The city council met on Tuesday evening, and after a long debate, the new budget was approved.",
+     "El ayuntamiento se reunió el martes por la tarde y, tras un largo debate, se aprobó el nuevo presupuesto."),
+    ("Heavy rain is expected across the coast tonight, so drivers are asked to slow down and keep their distance.",
+     "Se esperan fuertes lluvias en toda la costa esta noche, por lo que se pide a los conductores que reduzcan la velocidad y mantengan la distancia."),
+    ("The central bank left interest rates unchanged, saying that prices have started to settle.",
+     "El banco central mantuvo sin cambios los tipos de interés y afirmó que los precios han empezado a estabilizarse."),
+    ("Firefighters worked through the night, and by morning the fire near the forest was under control.",
+     "Los bomberos trabajaron durante toda la noche y, por la mañana, el incendio cerca del bosque estaba bajo control."),
+    ("In sports, the home team won a close match on Sunday, with a late goal in the final minutes.",
+     "En deportes, el equipo local ganó el domingo un partido muy reñido, con un gol en los últimos minutos."),
+    ("Officials say the bridge will stay closed for repairs, while engineers inspect the old steel frame.",
+     "Las autoridades afirman que el puente seguirá cerrado por reparaciones mientras los ingenieros inspeccionan la vieja estructura de acero."),
+    ("The hospital has opened a new children's ward, which doctors say will shorten waiting times.",
+     "El hospital ha abierto una nueva planta infantil que, según los médicos, reducirá los tiempos de espera."),
+    ("Farmers in the south are worried, because the dry spring has left many fields without water.",
+     "Los agricultores del sur están preocupados, porque la primavera seca ha dejado muchos campos sin agua."),
+    ("The airport reported long delays today, after a computer fault stopped several flights.",
+     "El aeropuerto registró hoy largos retrasos, después de que un fallo informático detuviera varios vuelos."),
+    ("Students returned to school this week, and teachers say the new buildings are bright and quiet.",
+     "Los alumnos volvieron a clase esta semana, y los profesores dicen que los nuevos edificios son luminosos y tranquilos."),
+    ("The minister promised more money for public transport, including faster trains and cleaner buses.",
+     "El ministro prometió más dinero para el transporte público, incluidos trenes más rápidos y autobuses más limpios."),
+    ("Police have asked for help from the public, after a van was stolen from a car park near the station.",
+     "La policía ha pedido ayuda a los ciudadanos, después de que robaran una furgoneta de un aparcamiento cercano a la estación."),
+    ("The museum's summer exhibition, which opens on Friday, brings together paintings from many countries.",
+     "La exposición de verano del museo, que se inaugura el viernes, reúne pinturas de muchos países."),
+    ("Scientists have tracked a group of whales along the coast, and they hope to learn how the animals travel.",
+     "Los científicos han seguido a un grupo de ballenas a lo largo de la costa y esperan averiguar cómo se desplazan estos animales."),
+    ("A new report suggests that people are walking more, and driving less, in the center of town.",
+     "Un nuevo informe indica que la gente camina más, y conduce menos, en el centro de la ciudad."),
+    ("The union and the company will meet again next week, hoping to end the dispute over pay.",
+     "El sindicato y la empresa volverán a reunirse la semana que viene, con la esperanza de poner fin al conflicto salarial."),
+    ("Local shops say business was good over the holiday, although costs for energy are still high.",
+     "Los comercios locales dicen que las ventas fueron buenas durante las fiestas, aunque los costes de la energía siguen siendo altos."),
+    ("The river has risen sharply after the storm, and several roads in the valley are under water.",
+     "El río ha crecido bruscamente tras la tormenta, y varias carreteras del valle están bajo el agua."),
+    ("Health experts are reminding older people to get their winter vaccine, before the cold season begins.",
+     "Los expertos sanitarios recuerdan a las personas mayores que se pongan la vacuna de invierno, antes de que empiece la temporada de frío."),
+    ("The film festival ended last night, with the top prize going to a quiet story about a fishing family.",
+     "El festival de cine terminó anoche, y el premio principal fue para una historia serena sobre una familia de pescadores."),
+    ("Workers have finished the first part of the new tunnel, which will carry water to the northern suburbs.",
+     "Los operarios han terminado la primera parte del nuevo túnel, que llevará agua a las afueras del norte."),
+    ("The government says unemployment fell again this quarter, but critics point out that wages are flat.",
+     "El gobierno afirma que el paro volvió a bajar este trimestre, pero los críticos señalan que los salarios están estancados."),
+    ("A small plane made an emergency landing in a field, and the pilot walked away without injury.",
+     "Una avioneta realizó un aterrizaje de emergencia en un campo, y el piloto salió ileso."),
+    ("Energy prices are expected to fall this winter, as new wind farms start to supply the grid.",
+     "Se espera que los precios de la energía bajen este invierno, a medida que los nuevos parques eólicos empiecen a abastecer la red."),
+    ("The library will stay open late during exams, giving students a warm and quiet place to study.",
+     "La biblioteca abrirá hasta tarde durante los exámenes, y ofrecerá a los estudiantes un lugar cálido y tranquilo para estudiar."),
+    ("Talks between the two neighbors continued today, and both sides described them as useful.",
+     "Las conversaciones entre los dos países vecinos continuaron hoy, y ambas partes las calificaron de útiles."),
+    ("The weather service has issued a warning for strong winds, especially on higher ground and near the sea.",
+     "El servicio meteorológico ha emitido un aviso por fuertes vientos, sobre todo en las zonas altas y cerca del mar."),
+    ("A famous old theatre will reopen next month, after three years of careful restoration work.",
+     "Un célebre teatro antiguo reabrirá sus puertas el mes que viene, tras tres años de cuidadosas obras de restauración."),
+    ("The election campaign is entering its final week, and the candidates are visiting small towns.",
+     "La campaña electoral entra en su última semana, y los candidatos están visitando pequeñas localidades."),
+    ("Tourism has returned to the islands, with hotels reporting their busiest summer in a decade.",
+     "El turismo ha vuelto a las islas, y los hoteles registran su verano de mayor actividad en una década."),
+    ("Doctors are testing a new treatment for heart disease, and early results look encouraging.",
+     "Los médicos están probando un nuevo tratamiento para las enfermedades cardíacas, y los primeros resultados son alentadores."),
+    ("The national orchestra will give a free concert in the park, if the weather allows it.",
+     "La orquesta nacional ofrecerá un concierto gratuito en el parque, si el tiempo lo permite."),
+    ("Residents have complained about noise from the new factory, and the council has promised to listen.",
+     "Los vecinos se han quejado del ruido de la nueva fábrica, y el ayuntamiento ha prometido escucharlos."),
+    ("The price of bread has gone up again, partly because of the poor harvest in the east.",
+     "El precio del pan ha vuelto a subir, en parte por la mala cosecha en el este."),
+    ("Rescue teams found the missing hikers late on Saturday, cold and tired, but otherwise unharmed.",
+     "Los equipos de rescate encontraron a los excursionistas desaparecidos el sábado por la noche, con frío y cansados, pero por lo demás ilesos."),
+    ("The school board voted to build a new sports hall, although the cost is still being discussed.",
+     "El consejo escolar votó a favor de construir un nuevo polideportivo, aunque el coste todavía se está debatiendo."),
+    ("Fishermen say the catch has been smaller this year, and some boats have stayed in the harbor.",
+     "Los pescadores dicen que las capturas han sido menores este año, y algunos barcos se han quedado en el puerto."),
+    ("The first snow of the season fell in the mountains overnight, closing two of the high passes.",
+     "La primera nevada de la temporada cayó anoche en las montañas y obligó a cerrar dos de los puertos de montaña."),
+    ("A new bus line will link the hospital with the university, starting at the beginning of next month.",
+     "Una nueva línea de autobús unirá el hospital con la universidad a partir de principios del mes que viene."),
+    ("The old market hall will become a community center, with a cafe, a small cinema and rooms for local clubs.",
+     "El antiguo mercado se convertirá en un centro cívico, con una cafetería, un pequeño cine y salas para las asociaciones locales."),
 ]
+SENTENCES = [en for en, _ in SENTENCE_PAIRS]
+REFERENCE_TRANSLATIONS: dict[str, dict[str, str]] = {"es": dict(SENTENCE_PAIRS)}  # language -> sentence -> reference
 
 
 @dataclass

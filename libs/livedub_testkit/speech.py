@@ -63,10 +63,14 @@ def to_pcm16(x: np.ndarray) -> bytes:
     return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
 
 
+def normalized_words(text: str) -> list[str]:
+    """The words that WER compares: lower-cased, punctuation taken as a word break."""
+    return "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split()
+
+
 def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Levenshtein distance over lower-cased words without punctuation, divided by reference length."""
-    norm = lambda s: "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in s).split()  # noqa: E731
-    ref, hyp = norm(reference), norm(hypothesis)
+    """Levenshtein distance over :func:`normalized_words`, divided by the reference's length."""
+    ref, hyp = normalized_words(reference), normalized_words(hypothesis)
     d = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
         prev, d[0] = d[0], i

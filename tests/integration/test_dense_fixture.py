@@ -158,6 +158,16 @@ def test_bench_load_quick_smoke(tmp_path):
     assert sum(run["fallbacks"].values()) == run["fallbacks_total"] <= run["fragments_sent"]
     assert run["events"] > 0 and "s0" in run["wer_per_stream"]
     assert run["wer_per_stream"]["s0"]["origin_s"] is not None
+    # What cutting costs: the dubs and the whole-sentence baseline scored over the same words.
+    scoring = out["fixtures"]["dense"]["scoring"]
+    assert scoring["whole_sentences"]["asr"].startswith("faster-whisper")
+    assert len(scoring["whole_sentences"]["transcripts"]) == scoring["sentences"] >= 2
+    assert run["wer_ref_words"] > 0 and 0 <= run["wer"] and 0 <= run["asr_alone_wer"] <= 1
+    assert run["wer_cost_points"] == pytest.approx((run["wer"] - run["asr_alone_wer"]) * 100)
+    if run["chrf"]["segments"]:
+        assert 0 <= run["chrf"]["dubbed"] <= 100 and 0 <= run["chrf"]["whole"] <= 100
+    assert out["machine"]["cpus"] >= 1
+    assert any(line.startswith("quality of the dubs") for line in lines), res.stdout
     # The original's markers survive dubbing or fallback alike: all found, in sync.
     assert run["av"]["expected"] >= 1 and run["av"]["matched"] == run["av"]["expected"]
     assert run["added_delay"]["matched"] > 0
