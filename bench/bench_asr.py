@@ -7,6 +7,12 @@ full-window re-runs the truncation guards asked for. Then batches of 1/2/4 fragm
 With ``--prompt``, the previous clause's transcript is also given as the prompt. ``--errors`` lists
 every clause a mode got wrong (reference, hypothesis, the guard that re-ran it).
 
+``--cuts N``: N whole sentences, each cut at 35/50/65 % of its length as the media-service's
+fragment limit cuts a long sentence (not at a pause: often inside a word); the second piece heard
+cold (alone) against heard behind the first with its words as prefix (``--asr-left-context``, the
+first piece's last word handed over). WER of the whole sentence and ms / encoder window of the
+second piece's decode.
+
 Piper synthesises with random noise, so each run draws a slightly different corpus (the full-window
 WER moved between 3.6 % and 4.9 % over runs of 40 clauses): compare modes within one run.
 
@@ -25,7 +31,8 @@ from _common import fmt, log, pct
 from livedub_testkit.dense import SENTENCES, VOICES, _synth, split_clauses
 from livedub_testkit.speech import word_error_rate
 from sts_service.asr import ASR_RATE
-from sts_service.asr.whisper import FULL_WINDOW, WhisperASR
+from sts_service.asr.left_context import hand_over
+from sts_service.asr.whisper import FULL_WINDOW, LeftAudio, WhisperASR
 
 
 def corpus(n: int) -> list[tuple[str, np.ndarray]]:
@@ -63,6 +70,34 @@ def run(asr: WhisperASR, items, mode: str, prompt: bool) -> dict:
             "errors": errors}
 
 
+CUT_AT = (0.35, 0.5, 0.65)
+
+
+def cut_sentences(asr: WhisperASR, n: int, beam: int) -> dict:
+    """Sentences cut at a forced point: the second piece cold vs behind its left context."""
+    voices = list(VOICES)
+    rows = {"cold": {"wer": [], "ms": [], "window": []}, "context": {"wer": [], "ms": [], "window": []}}
+    for i, sentence in enumerate(SENTENCES[:n]):
+        x = _synth(sentence, voices[i % len(voices)])[::3].astype(np.float32)
+        for at in CUT_AT:
+            cut = int(len(x) * at)
+            first, second = x[:cut], x[cut:]
+            heard = asr.transcribe(first, beam_size=beam).text
+            kept, _ = hand_over(heard, True)
+            for mode, left, before in (("cold", None, heard), ("context", LeftAudio(first, kept), kept)):
+                t0 = time.perf_counter()
+                text = asr.transcribe(second, beam_size=beam, left=left).text
+                r = rows[mode]
+                r["ms"].append((time.perf_counter() - t0) * 1000.0)
+                r["window"].append(asr.window_frames(len(second) + (len(first) if left else 0)))
+                r["wer"].append(word_error_rate(sentence, before + " " + text))
+                if r["wer"][-1] > 0:
+                    r.setdefault("errors", []).append(f"{r['wer'][-1] * 100:5.1f}% {before!r} | {text!r}")
+    return {m: {"wer": float(np.mean(r["wer"])), "ms_p50": pct(r["ms"], 50), "ms_p95": pct(r["ms"], 95),
+                "window_mean": float(np.mean(r["window"])), "cuts": len(r["wer"]), "errors": r.get("errors", [])}
+            for m, r in rows.items()}
+
+
 def batches(asr: WhisperASR, items) -> list[dict]:
     rows = []
     audios = [a for _, a in items if len(a) <= 8 * ASR_RATE]
@@ -85,6 +120,7 @@ def main() -> None:
     ap.add_argument("--margin", type=int, default=None, help="frames of window after the audio")
     ap.add_argument("--errors", action="store_true", help="list each clause a mode got wrong")
     ap.add_argument("--modes", default="full,sized,sized+prompt", help="comma-separated subset")
+    ap.add_argument("--cuts", type=int, default=0, help="sentences cut at a forced point, cold vs left context")
     args = ap.parse_args()
     log("synthesising the corpus ...")
     items = corpus(args.clauses)
@@ -123,8 +159,22 @@ def main() -> None:
     print(f"{'batch':<8}{'ms/fragment':>12}")
     for r in brows:
         print(f"{r['batch']:<8}{r['ms_per_fragment']:>12.0f}")
+    cuts = {}
+    if args.cuts:
+        log("cut sentences ...")
+        cuts = cut_sentences(asr, args.cuts, asr.beam_size)
+        print(f"second piece of {cuts['cold']['cuts']} cut sentences (cut at {'/'.join(str(a) for a in CUT_AT)})")
+        print(f"{'mode':<16}{'WER':>7}{'ms p50':>8}{'ms p95':>8}{'window':>8}")
+        for mode, r in cuts.items():
+            print(f"{mode:<16}{r['wer'] * 100:>6.1f}%{r['ms_p50']:>8.0f}{r['ms_p95']:>8.0f}{r['window_mean']:>8.0f}")
+        if args.errors:
+            for mode, r in cuts.items():
+                print(f"errors, cut sentences, {mode}:")
+                for e in r["errors"]:
+                    print("  " + e)
     print(json.dumps({"modes": [{k: v for k, v in r.items() if k != "errors"} for r in rows],
-                      "batches": brows, "clauses": len(items)}))
+                      "batches": brows, "clauses": len(items),
+                      "cuts": {m: {k: v for k, v in r.items() if k != "errors"} for m, r in cuts.items()}}))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ PROTOCOL_VERSION = 1
 #      instead of a fallback).
 # 1.4: server event `server:draining` and error code `draining` (a replica that is shutting down
 #      refuses new streams and asks its clients to move theirs to another replica).
-PROTOCOL_MINOR = 4
+# 1.5: fragment:data `continues` (the span ends at a forced cut: the speech goes on in the next
+#      fragment, which the server may hear with this one's audio as context).
+PROTOCOL_MINOR = 5
 NAMESPACE = "/sts"
 
 # Events, client -> server (all acknowledged).

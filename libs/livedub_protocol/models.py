@@ -67,6 +67,10 @@ class FragmentData(_Model):
     # is as much shorter) is still of use until `deadline_ms` + this. A server that would miss
     # `deadline_ms` fits the dub to the rest of the span and says so in `start_offset_ms`.
     late_start_ms: float | None = Field(None, gt=0, le=10000)
+    # v1.5: true when the span ends at a forced cut (the fragment limit), so the speech goes on in
+    # the next fragment, which starts where this one ends. The server may then leave a word that
+    # touches the cut to the next fragment's transcript. Absent: treated as false.
+    continues: bool | None = None
 
     @field_validator("audio")
     @classmethod

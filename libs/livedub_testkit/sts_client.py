@@ -70,7 +70,7 @@ class StsTestClient:
                                                        "channels": 1}, **extra})
 
     async def send(self, stream_id, seq, audio: np.ndarray, start_ms=0.0, fragment_id=None, deadline_ms=None,
-                   late_start_ms=None):
+                   late_start_ms=None, continues=None):
         payload = {"stream_id": stream_id, "fragment_id": fragment_id or f"{stream_id}-{seq}",
                    "sequence_number": seq, "start_ms": start_ms, "duration_ms": len(audio) / 16.0,
                    "audio": float_to_pcm16(audio)}
@@ -78,6 +78,8 @@ class StsTestClient:
             payload["deadline_ms"] = deadline_ms
         if late_start_ms is not None:
             payload["late_start_ms"] = late_start_ms
+        if continues is not None:
+            payload["continues"] = continues
         return await self.call(FRAGMENT_DATA, payload)
 
     async def wait_for(self, fragment_ids, timeout=90):

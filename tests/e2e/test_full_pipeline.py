@@ -123,12 +123,12 @@ def test_every_speech_span_went_through_the_real_sts(run):
             continue  # counted and explained in test_metrics_show_the_work_and_at_most_one_timing_miss
         assert parts, f"no dub for {a:.1f}-{b:.1f}s: {text!r}"
         heard = " ".join(p["transcript"] for p in parts)
-        # A sentence longer than the fragment limit at this D is cut and each piece heard alone, so
-        # the first word of a piece can be misheard ("She opened" as "Gee open": issue 25). One
-        # sentence may lose a third of its words that way; the run as a whole must stay close to
-        # what the model does on whole sentences.
+        # A sentence longer than the fragment limit at this D is cut; the sts-service hears the
+        # second piece behind the first (left context), so its first word is no longer misheard
+        # ("She opened" as "Gee open" heard cold). The run as a whole must stay close to what
+        # the model does on whole sentences.
         wer = word_error_rate(text, heard)
-        assert wer <= 0.35, (text, heard)
+        assert wer <= 0.25, (text, heard)
         n = len(text.split())
         words, errors = words + n, errors + wer * n
         spanish = " ".join(dub["text"] for p in parts for dub in p["dubs"] if dub["language"] == "es")
@@ -199,6 +199,9 @@ def test_metrics_show_the_work_and_at_most_one_timing_miss(run):
     # a failure the STS reports is a deadline it could not meet, never an engine error
     assert metric(sm, "sts_fragments_total", status="failed") == metric(sm, "sts_deadline_exceeded_total") <= n
     assert metric(sm, "sts_stage_duration_seconds_count", stage="asr") >= spans - 1 - n
+    # The fixture's longer sentences exceed the fragment limit at this D: their second pieces were
+    # heard behind the first (protocol 1.5 `continues`, sts-service left context).
+    assert metric(sm, "sts_asr_left_context_total", outcome="used") >= 1
 
 
 

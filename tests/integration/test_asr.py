@@ -249,3 +249,39 @@ def test_segments_past_the_end_of_the_audio_are_dropped(asr: WhisperASR) -> None
     assert kept == words and dropped == 0
     # no timestamps at all (the full window): everything is text
     assert asr._before_end(words, 2.0) == (words, 0)
+
+
+# Sentences the media-service's fragment limit cuts (tests/e2e: "She opened" came back "Gee open";
+# "cheese and a bottle" as "She's in the bottle"), each cut at three points of one Piper reading.
+CUT_SENTENCES = [
+    "She opened the kitchen window and listened to the rain for a while.",
+    "He went to the market and bought fresh bread, cheese and a bottle of milk.",
+]
+CUT_AT = (0.35, 0.5, 0.65)
+
+
+def test_a_cut_sentence_is_heard_whole_with_its_left_context(asr: WhisperASR) -> None:
+    """Heard behind the first piece, the second piece costs no word beyond what the model gets
+    wrong on the whole sentence; heard cold, the pieces lose words at the cut. Piper draws each
+    reading with noise, so the cold/context comparison is over all six cuts."""
+    from livedub_testkit.speech import speak
+    from sts_service.asr.left_context import hand_over
+    from sts_service.asr.whisper import LeftAudio
+
+    cold_errors = context_errors = 0.0
+    for sentence in CUT_SENTENCES:
+        x = speak(sentence, SR)
+        n = len(sentence.split())
+        whole = word_error_rate(sentence, asr.transcribe(x, beam_size=1).text)
+        for at in CUT_AT:
+            first, second = x[:int(len(x) * at)], x[int(len(x) * at):]
+            heard_first = asr.transcribe(first, beam_size=1).text
+            cold = asr.transcribe(second, beam_size=1).text
+            kept, handed = hand_over(heard_first, True)
+            warm = asr.transcribe(second, beam_size=1, left=LeftAudio(first, kept)).text
+            assert handed and not warm.lower().startswith(kept.lower()[:10])  # only the new words
+            with_context = word_error_rate(sentence, kept + " " + warm)
+            assert with_context <= whole + 1.0 / n, (sentence, at, kept, warm)
+            context_errors += with_context * n
+            cold_errors += word_error_rate(sentence, heard_first + " " + cold) * n
+    assert cold_errors > context_errors, (cold_errors, context_errors)

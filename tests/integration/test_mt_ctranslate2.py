@@ -14,6 +14,7 @@ pytest.importorskip("transformers")
 from livedub_testkit import tiny_mt  # noqa: E402
 from sts_service.config import StsConfig  # noqa: E402
 from sts_service.translation import TranslationError  # noqa: E402
+from sts_service.translation.base import Context  # noqa: E402
 from sts_service.translation.configure import build_translator  # noqa: E402
 from sts_service.translation.ct2 import CTranslate2Translator  # noqa: E402
 
@@ -123,3 +124,81 @@ def test_config_routes_pairs_to_their_models(models):
     bad = StsConfig(no_auth=True, mt_models=(f"en-fr=ctranslate2:{models['argos']}",))
     with pytest.raises(TranslationError, match="translates en->es"):
         build_translator(bad)
+
+
+class Recording:
+    """The real model, its `translate_batch` calls kept (what was forced as the target prefix)."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def translate_batch(self, source, target_prefix=None, **kwargs):
+        self.calls.append((source, target_prefix))
+        return self.model.translate_batch(source, target_prefix, **kwargs)
+
+
+def recording(tr: CTranslate2Translator) -> Recording:
+    tr._model = Recording(tr._model)
+    return tr._model
+
+
+@pytest.mark.parametrize("name", ["marian", "nllb", "argos"])
+def test_an_unfinished_sentence_is_continued_with_its_translation_as_prefix(models, name):
+    """The previous fragment ended mid-sentence: it is translated again with this one, its
+    translation forced as the decoder's start, and only what comes after is returned."""
+    tr = CTranslate2Translator(str(models[name]), {("en", "es")})
+    calls = recording(tr)
+    ctx = Context((("Good evening.", "Buenas noches."), ("We have a lot to talk", "Tenemos mucho")))
+    out = tr.translate("about tonight. Good evening.", "en", "es", context=ctx)
+    (batch, prefixes), = calls.calls
+    joined = tr._source_tokens("We have a lot to talk about tonight.", "en", "es")
+    assert batch == [joined, tr._source_tokens("Good evening.", "en", "es")]
+    lang = ["spa_Latn"] if name == "nllb" else []
+    assert prefixes[0] == [*lang, *tr._sp_target.encode("Tenemos mucho", out_type=str)]
+    assert prefixes[1] == (lang or None)
+    # the prefix is not in the answer: the continuation of the joined sentence (WORD up to its
+    # decoding limit, 3 x the joined source + 10 after the prefix), then the next sentence's WORDs
+    assert "Tenemos" not in out and set(words(out)) == {WORD}
+    alone = tr.translate("about tonight.", "en", "es")
+    assert len(words(alone)) == 3 * len(tr._source_tokens("about tonight.", "en", "es")) + 10
+    first = 3 * len(joined) + 10
+    assert len(words(out)) >= first > len(words(alone))
+
+
+@pytest.mark.parametrize("name", ["marian", "nllb"])
+def test_without_a_usable_sentence_so_far_each_clause_is_translated_alone(models, name):
+    tr = CTranslate2Translator(str(models[name]), {("en", "es")})
+    calls = recording(tr)
+    alone = tr.translate("about tonight.", "en", "es")
+    for ctx in (Context((("We have a lot to talk about.", "Tenemos mucho de que hablar."),)),  # sentence ended
+                Context((("We have a lot to talk", ""),)),  # its translation not back yet
+                Context((("We have a lot to talk " * 20, "Tenemos mucho " * 20),)),  # too long to carry
+                Context((("We have a lot to talk", "..."),))):  # no word to continue
+        assert tr.translate("about tonight.", "en", "es", context=ctx) == alone
+    # no prefix but the NLLB target language token
+    assert all(prefixes is None or prefixes == [["spa_Latn"]] for _, prefixes in calls.calls)
+
+
+def test_nothing_added_after_the_prefix_falls_back_to_the_clause_alone(models):
+    """A model that ends the sentence right after the prefix (it thinks it already said it all)
+    would leave the span silent: the clause is translated on its own instead."""
+    tr = CTranslate2Translator(str(models["marian"]), {("en", "es")})
+    real = tr._model
+
+    class EndsAtPrefix:
+        def translate_batch(self, source, target_prefix=None, **kwargs):
+            if target_prefix and target_prefix[0]:
+                return [type("R", (), {"hypotheses": [list(p or [])]})() for p in target_prefix]
+            return real.translate_batch(source, target_prefix, **kwargs)
+
+    tr._model = EndsAtPrefix()
+    ctx = Context((("We have a lot to talk", "Tenemos mucho"),))
+    assert tr.translate("about tonight.", "en", "es", context=ctx) == tr.translate("about tonight.", "en", "es")
+
+
+def test_the_router_hands_the_stream_context_to_ctranslate2(models):
+    cfg = StsConfig(no_auth=True, mt_models=(f"en-es=ctranslate2:{models['marian']}",))
+    router = build_translator(cfg)
+    calls = recording(router.engine("en", "es"))
+    router.translate("about tonight.", "en", "es", context=Context((("We have a lot to talk", "Tenemos mucho"),)))
+    assert calls.calls[0][1] is not None  # the prefix path was taken

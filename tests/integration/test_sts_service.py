@@ -98,6 +98,35 @@ async def test_one_asr_pass_serves_several_languages(client):
     assert "buenos días" in es and "bon dia" in ca and es != ca
 
 
+async def test_a_sentence_cut_at_the_fragment_limit_is_heard_whole(sts, client):
+    """Two contiguous pieces of one sentence: sent as a forced cut (`continues`), the second is heard
+    behind the first and the word at the cut is in one transcript only; sent as an old client
+    sends them, each piece is heard cold and the second one's first words are misheard."""
+    sentence = "He went to the market and bought fresh bread, cheese and a bottle of milk."
+    x = speak(sentence)
+    cut = len(x) // 2
+    assert (await client.init("whole", ["es"]))["ok"]
+    await client.send("whole", 0, x)
+    (whole,) = await client.wait_for(["whole-0"])
+    heard = {}
+    for stream, continues in (("cut", True), ("cold", None)):
+        assert (await client.init(stream, ["es"]))["ok"]
+        await client.send(stream, 0, x[:cut], start_ms=0.0, continues=continues)
+        await client.send(stream, 1, x[cut:], start_ms=cut / 16.0)
+        first, second = await client.wait_for([f"{stream}-0", f"{stream}-1"])
+        assert first.status == second.status == "ok", (first.error, second.error)
+        heard[stream] = (first.transcript, second.transcript)
+    # The cut costs no word beyond what the model gets wrong on the whole sentence.
+    with_context = word_error_rate(sentence, " ".join(heard["cut"]))
+    assert with_context <= word_error_rate(sentence, whole.transcript) + 1 / len(sentence.split()), \
+        (heard, whole.transcript)
+    assert word_error_rate(sentence, " ".join(heard["cold"])) >= with_context, heard
+    assert heard["cut"][0].split()[-1].lower() != heard["cut"][1].split()[0].lower(), heard  # said once
+    _, text = http_json(sts.url + "/metrics")
+    assert 'sts_asr_left_context_total{outcome="used"}' in text
+    assert 'sts_asr_left_context_total{outcome="word_handed_over"}' in text
+
+
 async def test_silence_noise_and_music_are_no_speech(client):
     await client.init("quiet", ["es"])
     t = np.arange(16000 * 3) / 16000

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from livedub_testkit import dense
 from media_service.audio.dsp import resample
 from media_service.audio.segmenter import (
     SAMPLE_RATE,
@@ -98,7 +99,9 @@ def speech(request) -> dict:
     sentences = [trim(synth(s)) for s in SENTENCES]
     # continuous speech: sentences trimmed of their leading/trailing silence and joined back to back
     long_block = np.concatenate([trim(synth(s)) for s in LONG_TEXT])
-    return {"sentences": sentences, "long": long_block}
+    # dense speech: the dense fixture's first sentences cut at their commas, each clause on its own
+    clauses = [trim(synth(c)) for sentence in dense.SENTENCES[:8] for c in dense.split_clauses(sentence)]
+    return {"sentences": sentences, "long": long_block, "clauses": clauses}
 
 
 @pytest.fixture(scope="module")
@@ -426,3 +429,120 @@ def test_default_vad_is_the_onnx_silero_and_matches_the_ggml_build_on_speech():
     assert vad.process_samples(np.zeros(512, np.float32)) < 0.2
     with pytest.raises(ValueError):
         vad.process_samples(np.zeros(100, np.float32))
+
+
+# --------------------------------------------------------------------------- forced cuts at clause pauses
+
+
+class ScriptedVad:
+    """A VAD that answers a given probability curve, one value per window (then speech)."""
+
+    def __init__(self, probs) -> None:
+        self.probs, self.k = list(probs), 0
+
+    def reset(self) -> None:
+        pass
+
+    def process_samples(self, samples) -> float:
+        p = self.probs[self.k] if self.k < len(self.probs) else 0.9
+        self.k += 1
+        return p
+
+
+def curve(seconds: float, dips: list[tuple[float, int, float]]) -> list[float]:
+    """Speech (0.9) with dips: (start s, windows, prob)."""
+    probs = [0.9] * int(seconds * SR / VAD_WINDOW)
+    for at, n, p in dips:
+        w = int(at * SR / VAD_WINDOW)
+        probs[w: w + n] = [p] * n
+    return probs
+
+
+def first_cut(dips, **cfg) -> int:
+    """Where a 4 s span of level speech with these VAD dips is first cut (16 kHz index)."""
+    cfg = {"max_fragment_ms": 4000, "min_silence_ms": 1000, "padding_ms": 0, **cfg}
+    x = tone(6, amp=0.5)
+    seg = SpeechSegmenter(SegmenterConfig(**cfg), vad=ScriptedVad(curve(6, dips)))
+    out = run(seg, x, 1024)
+    assert out[0].forced_cut and out[0].span.start == 0 and out[1].span.start == out[0].span.end
+    return out[0].span.end
+
+
+def window(at: float) -> int:
+    return int(at * SR / VAD_WINDOW) * VAD_WINDOW
+
+
+def test_a_forced_cut_goes_to_a_clause_pause_before_the_last_third():
+    # a 192 ms dip below the threshold (not silence: the span stays open) at 1.6 s of a 4 s span,
+    # where the quietest-point search (last third, from 2.67 s) never looks
+    cut = first_cut([(1.6, 6, 0.4)])
+    assert window(1.6) <= cut <= window(1.6) + 6 * VAD_WINDOW
+
+
+def test_a_dip_too_short_for_a_pause_is_not_a_clause_boundary():
+    cut = first_cut([(1.6, 3, 0.4)])  # 96 ms: a gap between words, not a clause pause
+    assert cut >= (2 * 4 * SR) // 3
+
+
+def test_the_longest_pause_wins_and_the_latest_of_equals():
+    assert window(3.0) <= first_cut([(1.6, 8, 0.4), (3.0, 9, 0.4)]) <= window(3.0) + 9 * VAD_WINDOW
+    assert window(1.6) <= first_cut([(1.6, 9, 0.4), (3.0, 6, 0.4)]) <= window(1.6) + 9 * VAD_WINDOW
+    assert window(3.0) <= first_cut([(1.6, 6, 0.4), (3.0, 6, 0.4)]) <= window(3.0) + 6 * VAD_WINDOW
+
+
+def test_pauses_in_the_first_third_are_too_early():
+    cut = first_cut([(0.6, 8, 0.4)])  # a 0.6 s first fragment would cost a whole ASR call
+    assert cut >= (2 * 4 * SR) // 3
+
+
+def test_cut_pause_zero_keeps_the_quietest_point_only():
+    assert first_cut([(1.6, 6, 0.4)], cut_pause_ms=0) >= (2 * 4 * SR) // 3
+
+
+def test_the_cut_lands_at_the_quietest_point_inside_the_pause():
+    # the dip's windows are level, but the audio inside has a quiet stretch 2/3 of the way in
+    x = tone(6, amp=0.5)
+    quiet = window(1.6) + 4 * VAD_WINDOW
+    x[quiet - 320: quiet + 320] *= 0.05
+    cfg = SegmenterConfig(max_fragment_ms=4000, min_silence_ms=1000, padding_ms=0)
+    out = run(SpeechSegmenter(cfg, vad=ScriptedVad(curve(6, [(1.6, 6, 0.4)]))), x, 1024)
+    assert abs(out[0].span.end - quiet) <= 160
+
+
+def test_without_a_clause_pause_a_gap_between_words_beats_a_quiet_sound():
+    # last third (from 2.67 s): a 64 ms VAD dip at 3.2 s (a gap between words), and at 3.6 s a
+    # stretch of quiet audio the VAD still calls speech (a soft sound inside a word)
+    x = tone(6, amp=0.5)
+    soft = int(3.6 * SR)
+    x[soft - 480: soft + 480] *= 0.05
+    cfg = SegmenterConfig(max_fragment_ms=4000, min_silence_ms=1000, padding_ms=0)
+    out = run(SpeechSegmenter(cfg, vad=ScriptedVad(curve(6, [(3.2, 2, 0.45)]))), x, 1024)
+    assert window(3.2) - VAD_WINDOW <= out[0].span.end <= window(3.2) + 2 * VAD_WINDOW
+    quietest = SpeechSegmenter(dataclasses.replace(cfg, cut_pause_ms=0), vad=ScriptedVad(curve(6, [(3.2, 2, 0.45)])))
+    assert abs(run(quietest, x, 1024)[0].span.end - soft) <= 160  # the energy alone picks the sound
+
+
+def test_piper_clauses_are_cut_at_their_pauses(speech):
+    """Dense Piper speech: clauses 200 ms apart (too short to close a span at the default 300 ms,
+    long enough to be a clause pause). A forced cut at the quietest point of the last third lands
+    inside a clause, splitting its words; preferring a clause pause, most cuts land between clauses."""
+    gap = silence(0.2)
+    parts, bounds, pos = [gap], [], len(gap)
+    for clip in speech["clauses"]:
+        bounds.append((pos, pos + len(clip)))
+        parts += [clip, gap]
+        pos += len(clip) + len(gap)
+    x = np.concatenate(parts)
+
+    def cuts_inside_clauses(cut_pause_ms: int) -> tuple[int, int]:
+        seg = SpeechSegmenter(SegmenterConfig(max_fragment_ms=4000, cut_pause_ms=cut_pause_ms))
+        out = run(seg, x, 4096)
+        cuts = [g.span.end for g in out if g.forced_cut]
+        assert all(a.span.end == b.span.start for a, b in zip(out, out[1:], strict=False) if a.forced_cut)
+        return len(cuts), sum(any(a + 160 < c < b - 160 for a, b in bounds) for c in cuts)
+
+    forced_q, inside_q = cuts_inside_clauses(0)
+    forced_p, inside_p = cuts_inside_clauses(150)
+    assert forced_q >= 5 and forced_p >= 5
+    assert inside_q >= forced_q // 3  # the quietest point alone often cuts a clause (5 of 11 here)
+    assert inside_p <= forced_p // 5 and inside_p < inside_q, (forced_q, inside_q, forced_p, inside_p)

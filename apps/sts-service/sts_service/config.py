@@ -56,6 +56,10 @@ class StsConfig(Settings):
         whisper.MIN_WINDOW, "--asr-min-window", "STS_ASR_MIN_WINDOW",
         "shortest encoder window in 10 ms frames (100–3000); a fragment gets its length + 2 s, 3000 is "
         "Whisper's full 30 s window", ge=100, le=3000)
+    asr_left_context_s: float = setting(
+        5.0, "--asr-left-context", "STS_ASR_LEFT_CONTEXT",
+        "a fragment the client cut at its fragment limit (`continues`) is kept, up to this many seconds, and the "
+        "next one is heard behind it, its last word going to the next one; 0 turns it off (0–10 s)", ge=0, le=10)
     asr_workers: int = setting(
         _cpu_count, "--asr-workers", "STS_ASR_WORKERS",
         "ASR workers, each transcribing one batch at a time (>= 1; workers x threads should not exceed the "

@@ -1,4 +1,4 @@
-"""A stream's recent speech, for the engines that translate better knowing it (the LLM, DeepL).
+"""A stream's recent speech, for the engines that translate better knowing it (LLM, DeepL, CTranslate2).
 
 The media-service cuts fragments on pauses, and on a forced cut in the middle of a sentence:
 "We have a lot to talk" | "about tonight." translated one by one reads as two broken sentences.

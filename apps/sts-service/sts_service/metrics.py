@@ -37,6 +37,10 @@ class StsMetrics:
         self.work_on_expired = Counter(
             "sts_work_on_expired", "Work started on a fragment whose deadline had passed (should stay 0)",
             registry=self.registry)
+        self.asr_left_context = Counter(
+            "sts_asr_left_context", "Fragments that continue a cut one: heard behind it (`used`), cold because "
+            "its words were not back in time (`cold`); words handed over to the next fragment (`word_handed_over`)",
+            ["outcome"], registry=self.registry)
         self.asr_reruns = Counter(
             "sts_asr_full_window_reruns", "Fragments decoded again with the full 30 s window, by the "
             "truncation guard that asked for it (each costs ~3 sized calls)", ["guard"], registry=self.registry)

@@ -11,6 +11,7 @@ failure for that fragment instead of a frozen server; a fragment with a deadline
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -30,6 +31,8 @@ from livedub_protocol import (
 )
 
 from .asr import ASR_RATE
+from .asr.left_context import Heard, LeftContext, ends_in_pause, hand_over
+from .asr.whisper import LeftAudio
 from .config import StsConfig
 from .context import StreamContext
 from .engines import Engines
@@ -42,6 +45,9 @@ from .translation.base import Context
 from .tts.voices import Voice
 
 log = logging.getLogger(__name__)
+
+# Longest a fragment waits for the words of the cut fragment before it (then it is heard cold).
+LEFT_WAIT_MAX_S = 1.0
 
 # A remote engine's call budget inside a fragment's deadline: translation may take this share of
 # the time left, speech all of it but this much (the fit after it is local and fast).
@@ -161,9 +167,33 @@ class DubbingPipeline:
             raise StageFailure(code, stage, f"{type(exc).__name__}: {exc}") from exc
         return result, ran.get("ms", 0.0)
 
-    async def _asr(self, audio: np.ndarray, prompt: str | None, deadline: float, hard: bool):
+    async def _left_audio(self, prev: Heard | None, audio: np.ndarray, deadline: float) -> LeftAudio | None:
+        """The cut fragment before this one with its committed words, waiting for them only as long as
+        this fragment's own ASR and the stages after it still fit before `deadline`; else None (cold)."""
+        if prev is None or prev.audio is None:
+            return None
+        if not prev.text.done():
+            loop = asyncio.get_running_loop()
+            window = self.scheduler.window_for(audio, LeftAudio(prev.audio, ""))
+            budget = min(LEFT_WAIT_MAX_S, deadline - loop.time() - self.scheduler.cost.asr(window, 1, True)
+                         - self.scheduler.cost.post.value)
+            if budget > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(prev.text), budget)
+            if not prev.text.done():
+                prev.successor_cold = True  # it keeps its last word: nobody hears it again
+                self.metrics.asr_left_context.labels("cold").inc()
+                return None
+        text = prev.text.result()
+        if not text:
+            return None
+        self.metrics.asr_left_context.labels("used").inc()
+        return LeftAudio(prev.audio, text)
+
+    async def _asr(self, audio: np.ndarray, prompt: str | None, deadline: float, hard: bool,
+                   left: LeftAudio | None = None):
         try:
-            return await asyncio.wait_for(self.scheduler.transcribe(audio, prompt, deadline, hard),
+            return await asyncio.wait_for(self.scheduler.transcribe(audio, prompt, deadline, hard, left),
                                           timeout=max(0.0, deadline - asyncio.get_running_loop().time())
                                           + self.cfg.asr_timeout_s)
         except asyncio.TimeoutError:
@@ -237,7 +267,7 @@ class DubbingPipeline:
 
     async def process(self, frag: FragmentData, spec: StreamSpec, deadline: float | None = None,
                       prompt: str | None = None, context: StreamContext | None = None,
-                      late_start_s: float = 0.0) -> FragmentProcessed:
+                      late_start_s: float = 0.0, left_context: LeftContext | None = None) -> FragmentProcessed:
         """Always returns a FragmentProcessed (ok / no_speech / failed); never raises.
 
         `deadline` is on the event loop's clock (None: only the stage timeouts apply): when the
@@ -245,7 +275,8 @@ class DubbingPipeline:
         lets it start up to that much later instead: every stage works to `deadline` plus it, and
         a dub that would miss `deadline` is fitted to the rest of the span (``late_offset``).
         `context` is the stream's recent speech: this fragment's transcript goes in as soon as it
-        is known.
+        is known. `left_context` is the stream's recent audio: a fragment that continues a cut one
+        is heard behind it, and a cut fragment leaves its last word to the next one.
         """
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
@@ -258,15 +289,34 @@ class DubbingPipeline:
         base = dict(stream_id=frag.stream_id, fragment_id=frag.fragment_id,
                     sequence_number=frag.sequence_number, start_ms=frag.start_ms,
                     duration_ms=frag.duration_ms)
+        heard: Heard | None = None
         try:
             audio = asr_input(frag.audio, spec.sample_rate_hz)
-            transcription, queued_s, ran_s = await self._asr(audio, prompt, deadline, hard)
+            prev = None
+            if (left_context is not None and left_context.enabled
+                    and getattr(self.engines.asr, "takes_left_context", False)):
+                prev = left_context.before(frag.sequence_number, frag.start_ms)
+                heard = left_context.add(frag.sequence_number, frag.start_ms, frag.duration_ms, audio,
+                                         bool(frag.continues))
+            left = await self._left_audio(prev, audio, deadline)
+            transcription, queued_s, ran_s = await self._asr(audio, prompt, deadline, hard, left)
             timings.queue, timings.asr = queued_s * 1000.0, ran_s * 1000.0
             self.metrics.stage_seconds.labels("asr").observe(ran_s)
             if transcription.no_speech or not transcription.text.strip():
                 status, transcript, results = "no_speech", "", []
+                if heard is not None:
+                    heard.commit("")
             else:
                 transcript = transcription.text.strip()
+                if heard is not None and heard.continues:
+                    # The word at the cut goes to the next fragment, unless that one went ahead cold.
+                    transcript, handed = hand_over(transcript, not heard.successor_cold
+                                                   and not ends_in_pause(audio))
+                    heard.commit(transcript)
+                    if handed:
+                        self.metrics.asr_left_context.labels("word_handed_over").inc()
+                elif heard is not None:
+                    heard.commit(transcript)
                 if context is not None:
                     context.heard(frag.sequence_number, transcript)
                 finish = loop.time() + self.scheduler.cost.post.value  # expected end of the stages after ASR
@@ -312,6 +362,8 @@ class DubbingPipeline:
         except Exception as exc:  # pragma: no cover - defensive: a bug must not lose the fragment
             log.exception("internal error on %s/%s", frag.stream_id, frag.fragment_id)
             error = FragmentError(code=ErrorCode.INTERNAL, stage="internal", message=str(exc), retryable=True)
+        if heard is not None:
+            heard.commit("")  # the next fragment is heard cold (a no-op if ASR had already answered)
         timings.total = (time.perf_counter() - t0) * 1000.0
         self.metrics.fragments.labels("failed").inc()
         self.metrics.errors.labels(error.code).inc()

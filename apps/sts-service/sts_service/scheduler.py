@@ -63,6 +63,7 @@ class _Job:
     hard: bool = field(compare=False)  # the client asked for this deadline
     enqueued: float = field(compare=False)
     future: asyncio.Future = field(compare=False)
+    left: object = field(default=None, compare=False)  # asr.whisper.LeftAudio: heard behind it, or None
 
 
 class AsrScheduler:
@@ -130,17 +131,25 @@ class AsrScheduler:
         fn = getattr(self.asr, "window_frames", None)
         return fn(n_samples) if fn else 3000
 
-    async def transcribe(self, audio: np.ndarray, prompt: str | None, deadline: float, hard: bool):
-        """Queue one fragment; returns (Transcription, queued s, ran s) or raises DeadlineExceeded."""
+    def window_for(self, audio: np.ndarray, left=None) -> int:
+        """The encoder window a fragment will take (with its left context in front, if any)."""
+        return self._window(len(audio) + (len(left.audio) if left is not None else 0))
+
+    async def transcribe(self, audio: np.ndarray, prompt: str | None, deadline: float, hard: bool,
+                         left=None):
+        """Queue one fragment; returns (Transcription, queued s, ran s) or raises DeadlineExceeded.
+        ``left`` (an ``asr.whisper.LeftAudio``) is decoded in front of it, for an ASR that takes it."""
         loop = asyncio.get_running_loop()
         now = self._clock()
-        window = self._window(len(audio))
+        if not getattr(self.asr, "takes_left_context", False):
+            left = None
+        window = self.window_for(audio, left)
         cheapest = self.cost.asr(window, 1, True)
         if hard and now + cheapest + self.cost.post.value > deadline:
             self._exceeded("asr")
             raise DeadlineExceeded("asr", f"{(deadline - now) * 1000:.0f} ms left, ASR alone needs "
                                           f"~{cheapest * 1000:.0f} ms")
-        job = _Job(deadline, next(self._seq), audio, prompt, window, hard, now, loop.create_future())
+        job = _Job(deadline, next(self._seq), audio, prompt, window, hard, now, loop.create_future(), left)
         heapq.heappush(self._heap, job)
         self._last_arrival = now
         self.metrics.asr_queue.set(len(self._heap))
@@ -294,7 +303,8 @@ class AsrScheduler:
         budget = max(0.05, min(j.deadline for j in batch) - t0 - self.cost.post.value)
         try:
             results = await loop.run_in_executor(self.executor, self._call, [j.audio for j in batch],
-                                                 [j.prompt for j in batch], greedy, budget)
+                                                 [j.prompt for j in batch], greedy, budget,
+                                                 [j.left for j in batch])
         except asyncio.CancelledError:
             for job in batch:
                 job.future.cancel()
@@ -319,10 +329,11 @@ class AsrScheduler:
             if not job.future.done():
                 job.future.set_result((result, now - job.enqueued, ran))
 
-    def _call(self, audios, prompts, greedy: bool = False, budget: float | None = None):
+    def _call(self, audios, prompts, greedy: bool = False, budget: float | None = None, lefts=None):
         batch_fn = getattr(self.asr, "transcribe_batch", None)
         if batch_fn is not None and getattr(self.asr, "remote", False):
             return batch_fn(audios, prompts, timeout=budget)
         if batch_fn is not None:
-            return batch_fn(audios, prompts, 1) if greedy else batch_fn(audios, prompts)
+            kw = {"lefts": lefts} if lefts and any(x is not None for x in lefts) else {}
+            return batch_fn(audios, prompts, 1, **kw) if greedy else batch_fn(audios, prompts, **kw)
         return [self.asr.transcribe(a) for a in audios]

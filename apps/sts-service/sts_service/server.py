@@ -49,6 +49,7 @@ from livedub_protocol import (
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from .asr.left_context import LeftContext
 from .auth import token_ok
 from .config import StsConfig
 from .engines import Engines, load_engines
@@ -305,7 +306,8 @@ class StsServer:
         max_ms = min(self.cfg.max_fragment_ms, init.max_fragment_ms or self.cfg.max_fragment_ms)
         spec = StreamSpec(init.source_language, list(init.target_languages), init.audio.sample_rate_hz,
                           dict(init.voice))
-        session = Session(sid=sid, stream_id=init.stream_id, spec=spec, max_fragment_ms=max_ms)
+        session = Session(sid=sid, stream_id=init.stream_id, spec=spec, max_fragment_ms=max_ms,
+                          left_context=LeftContext(self.cfg.asr_left_context_s))
         old = self.sessions.put(session)
         if old is not None:
             await old.close()  # re-init replaces the stream's session (e.g. after a reconnect)
@@ -361,7 +363,8 @@ class StsServer:
                             late_s: float = 0.0) -> None:
         try:
             result = await self.pipeline.process(frag, session.spec, deadline, session.last_transcript,
-                                                 session.context, late_start_s=late_s)
+                                                 session.context, late_start_s=late_s,
+                                                 left_context=session.left_context)
         except asyncio.CancelledError:
             # Abandoned (stream:end wait ran out, re-init, shutdown): still answer it once.
             abandoned = FragmentProcessed(

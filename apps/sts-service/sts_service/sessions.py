@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from livedub_protocol import StreamEndAck, dump
 
+from .asr.left_context import LeftContext
 from .context import StreamContext
 from .pipeline import StreamSpec
 
@@ -34,6 +35,7 @@ class Session:
     slowed_down: bool = False
     last_transcript: str | None = None  # the ASR prompt for the next fragment
     context: StreamContext = field(default_factory=StreamContext)  # recent speech, for MT that takes context
+    left_context: LeftContext = field(default_factory=lambda: LeftContext(0.0))  # recent audio, for ASR
 
     @property
     def inflight(self) -> int:
@@ -62,6 +64,7 @@ class Session:
         await self.close()
 
     async def close(self) -> None:
+        self.left_context.close()  # nobody waits for the words of a fragment that will not finish
         tasks = list(self.tasks)
         for t in tasks:
             t.cancel()

@@ -1,6 +1,12 @@
-"""Where a span that reached the maximum fragment length is cut: its quietest point.
+"""Where a span that reached the maximum fragment length is cut: a clause pause, else its quietest point.
 
-A forced cut inside a word costs the ASR that word on both sides, so the cut goes to the lowest
+A forced cut inside a word costs the ASR that word on both sides, and a cut inside a clause costs
+the translation its sense, so the cut goes first to a pause long enough to be a prosodic break
+between clauses (``longest_pause``: VAD below the speech threshold for a run of windows, shorter
+than the silence that would have closed the span; the longest such run in the search range, the
+latest of equals), else to the longest gap between words the VAD saw in the last third of the
+span (a run of any length below the threshold). Within that pause or gap, or within the last
+third when there is neither, it goes to the lowest
 short-term energy (10 ms frames, smoothed over 30 ms) plus a penalty proportional to the VAD
 probability there, and to the middle of the stretch within 1 dB of that minimum: as far as
 possible from the words on both sides.
@@ -12,6 +18,21 @@ import numpy as np
 
 CUT_FRAME = 160  # 10 ms energy frames at 16 kHz
 PROB_PENALTY_DB = 10.0
+
+
+def longest_pause(probs: np.ndarray, threshold: float, min_windows: int) -> tuple[int, int] | None:
+    """``(a, b)``: the longest run of VAD windows ``probs[a:b]`` below ``threshold`` that lasts at
+    least ``min_windows`` (the latest of equally long runs), or None."""
+    low = np.concatenate([[False], np.asarray(probs) < threshold, [False]])
+    edges = np.flatnonzero(low[1:] != low[:-1])  # run starts and ends, alternating
+    starts, ends = edges[0::2], edges[1::2]
+    if min_windows < 1 or not len(starts):
+        return None
+    lengths = ends - starts
+    best = len(lengths) - 1 - int(np.argmax(lengths[::-1]))  # the latest of the longest
+    if lengths[best] < min_windows:
+        return None
+    return int(starts[best]), int(ends[best])
 
 
 def quietest_point(audio: np.ndarray, first_frame: int, probs: np.ndarray) -> int:

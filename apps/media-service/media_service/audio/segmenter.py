@@ -21,9 +21,12 @@ State machine (after Silero's own ``get_speech_timestamps``):
 * open -> closed: once a silence run has lasted ``min_silence_ms`` (a speech window resets the
   run). The span ends ``padding_ms`` after the start of the silence run (clamped to the audio
   that has been seen, which only matters when ``min_silence_ms < padding_ms``);
-* a span whose length reaches ``max_fragment_ms`` is cut at the quietest point of its last third
-  (``cut_point.py``: short-term energy plus a VAD-probability penalty). The first part is emitted,
-  the remainder continues immediately (no gap, no padding) as a new open span;
+* a span whose length reaches ``max_fragment_ms`` is cut at a clause pause when its last two
+  thirds have one (VAD below the threshold for ``cut_pause_ms``, too short to have closed the
+  span; the longest), else in the longest gap between words of its last third (VAD below the
+  threshold for any time), else at the quietest point of its last third (``cut_point.py``:
+  short-term energy plus a VAD-probability penalty, also where in a pause or gap). The first
+  part is emitted, the remainder continues immediately (no gap, no padding) as a new open span;
 * a span that started from silence is dropped (counted in ``stats``) when its detected speech lasts
   less than ``min_speech_ms`` or its padded length is below ``min_fragment_ms``. A *continuation*
   span (the remainder after a forced cut) is real speech, so it is kept even when short; it is only
@@ -44,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .audio_buffer import AudioBuffer
-from .cut_point import CUT_FRAME, quietest_point
+from .cut_point import CUT_FRAME, longest_pause, quietest_point
 from .timeline import VAD_RATE as SAMPLE_RATE
 from .timeline import VAD_STEP
 from .vad import make_vad
@@ -65,11 +68,12 @@ class SegmenterConfig:
     max_fragment_ms: int = 8000
     padding_ms: int = 150  # added before and after a span, never overlapping the previous span
     min_fragment_ms: int = 500
+    cut_pause_ms: int = 150  # a VAD dip this long is a clause pause a forced cut prefers (0: the quietest point only)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError("threshold must be in (0, 1]")
-        if min(self.min_speech_ms, self.min_silence_ms, self.padding_ms, self.min_fragment_ms) < 0:
+        if min(self.min_speech_ms, self.min_silence_ms, self.padding_ms, self.min_fragment_ms, self.cut_pause_ms) < 0:
             raise ValueError("durations must be >= 0")
         # A forced cut searches the last third of the span: it must be at least a few windows long.
         if self.max_fragment_ms < 4 * VAD_WINDOW * 1000 // SAMPLE_RATE:
@@ -123,6 +127,7 @@ class SpeechSegmenter:
         self._min_speech = _ms_to_samples(c.min_speech_ms)
         self._min_fragment = _ms_to_samples(c.min_fragment_ms)
         self._max_fragment = _ms_to_samples(c.max_fragment_ms)
+        self._cut_pause = -(-_ms_to_samples(c.cut_pause_ms) // VAD_WINDOW)  # whole windows, rounded up
         self._buf = AudioBuffer(self._max_fragment + self._pad + 4 * SAMPLE_RATE)
         self._probs: list[float] = []  # VAD prob per window, window index = self._probs_base + i
         self._probs_base = 0
@@ -275,14 +280,34 @@ class SpeechSegmenter:
 
     def _forced_cut(self, out: list[Segment]) -> None:
         start, hi = self._span_start, self._pos
-        lo = start + (2 * self._max_fragment) // 3
-        cut = self._quietest_point(lo, hi)
+        last_third = start + (2 * self._max_fragment) // 3
+        cut = self._pause_point(start + self._max_fragment // 3, hi, self._cut_pause)  # between clauses
+        if cut is None:
+            cut = self._pause_point(last_third, hi, 1)  # between words
+        if cut is None:
+            cut = self._quietest_point(last_third, hi)
         self.stats.forced_cuts += 1
         self._emit(start, cut, out, forced=True)
         self._span_start = cut
         self._speech_start = cut
         self._continuation = True
         # Speech may continue right at the cut; if the cut is inside a silence run the run goes on.
+
+    def _pause_point(self, lo: int, hi: int, min_windows: int) -> int | None:
+        """Cut position in the longest run of at least `min_windows` VAD windows below the speech
+        threshold within [lo, hi], or None when there is none (or ``cut_pause_ms`` is 0).
+
+        The VAD reports a pause a window or so after its silence began, so the energy search
+        starts one window before the run."""
+        if not self._cut_pause:
+            return None
+        w_lo, w_hi = -(-lo // VAD_WINDOW), hi // VAD_WINDOW
+        probs = np.asarray(self._probs[w_lo - self._probs_base: w_hi - self._probs_base])
+        run = longest_pause(probs, self._thr, min_windows)
+        if run is None:
+            return None
+        a = max(lo, (w_lo + run[0] - 1) * VAD_WINDOW)
+        return self._quietest_point(a, (w_lo + run[1]) * VAD_WINDOW)
 
     def _quietest_point(self, lo: int, hi: int) -> int:
         """Cut position in [lo, hi] (see cut_point.py), on frames aligned to the timeline."""

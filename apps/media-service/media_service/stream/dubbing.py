@@ -127,7 +127,8 @@ class Dubbing:
         frag = FragmentData(stream_id=self.id, fragment_id=f"{self.id}-{uuid.uuid4().hex[:8]}-{seq}",
                             sequence_number=seq, start_ms=start_ms, duration_ms=duration_ms, audio=audio,
                             deadline_ms=min(600000.0, budget_ms) if budget_ms > 0 else None,
-                            late_start_ms=late_ms if late_ms > 0 and budget_ms > 0 else None)
+                            late_start_ms=late_ms if late_ms > 0 and budget_ms > 0 else None,
+                            continues=True if seg.forced_cut else None)
         t0 = time.monotonic()
         try:
             if self.sts.connected:

@@ -9,7 +9,9 @@ result that fails a truncation guard (``guards``: token budget, repetition, rest
 ratio) is decoded again with the full window. A sized window is
 decoded with timestamps: without them tiny.en on a short window likes to begin the clause again
 after its full stop; with them it closes the segment and stops, and a segment it would still
-start after the end of the audio is dropped.
+start after the end of the audio is dropped. A fragment can be heard behind the audio that
+preceded it with that audio's words forced as the decoder's prefix (``LeftAudio``, see
+left_context.py): one window over both, and only the words after the prefix are its transcript.
 
 Whisper invents text ("Thank you.", "you", lyrics) on silence, noise and music. Because the
 dub of a hallucination would be spoken over the programme, every fragment passes the guards:
@@ -46,6 +48,7 @@ TIME_STEP = 0.02  # seconds per Whisper timestamp token
 # A sized-window segment that starts this close to the end of the audio, or after it, is dropped.
 PAST_END_SLACK_S = 0.1
 TIMESTAMP_TOKENS = 4  # room in the token budget for the timestamps of two segments
+HANDED_OVER_S = 1.0  # a fragment heard behind its left context may also say the word handed over to it
 _SIZE_NAME = re.compile(r"^(tiny|base|small|medium|large|distil|turbo)([.\-\w]*)$")
 
 
@@ -158,6 +161,12 @@ class WhisperASR:
 
     # ------------------------------------------------------------ sized windows, batched
 
+    @property
+    def takes_left_context(self) -> bool:
+        """transcribe_batch(lefts=...) hears a fragment behind what preceded it (the sized-window
+        path; faster-whisper's own VAD path does not)."""
+        return not self.vad_filter
+
     def window_frames(self, n_samples: int) -> int:
         """Encoder window (frames) for audio of `n_samples`: sized to it, bucketed, capped at 30 s."""
         frames = -(-n_samples // HOP) + self.window_margin
@@ -190,23 +199,31 @@ class WhisperASR:
         fe = self._model.feature_extractor
         return fe(audio, padding=max(HOP, window * HOP - len(audio)))[:, :window]
 
-    def _prompt(self, previous: str | None, timestamps: bool = False) -> list[int]:
+    def _prompt(self, previous: str | None, timestamps: bool = False, prefix: str = "") -> list[int]:
         prev = self._tokenizer.encode(" " + previous.strip()) if previous and self.use_prompt else []
-        return self._model.get_prompt(self._tokenizer, prev[-100:], without_timestamps=not timestamps)
+        return self._model.get_prompt(self._tokenizer, prev[-100:], without_timestamps=not timestamps,
+                                      prefix=prefix.strip() or None)
 
     def _decode(self, audios: list[np.ndarray], prompts: list[str | None], window: int,
-                beam_size: int | None = None) -> list:
+                beam_size: int | None = None, prefixes: Sequence[str] | None = None,
+                spoken: Sequence[float] | None = None) -> list:
         """One batched encode + beam search; returns (tokens, text, avg_logprob, no_speech_prob, capped).
 
         The full window decodes without timestamps (faster-whisper's own way, the baseline). A sized window decodes
         with them, and the segments that start past the end of the audio are dropped: ``tokens``
         and ``text`` are what is left, ``capped`` says the call stopped at its token budget.
+        ``prefixes`` are words already said at the start of each audio (its left context): the
+        decoder is made to begin with them and only what follows is returned. ``spoken`` is the
+        seconds of each audio that are new (the token budget's measure; default: all of it).
         """
+        prefixes = list(prefixes) if prefixes is not None else [""] * len(audios)
+        spoken = list(spoken) if spoken is not None else [len(a) / ASR_RATE for a in audios]
         feats = np.stack([self._features(a, window) for a in audios]).astype(np.float32)
         full = window >= FULL_WINDOW
         timestamps = not full
-        token_prompts = [self._prompt(p, timestamps) for p in prompts]
-        budgets = [token_budget(len(a) / ASR_RATE) for a in audios]
+        token_prompts = [self._prompt(p, timestamps, f) for p, f in zip(prompts, prefixes)]
+        forced = [self._forced(tp) for tp in token_prompts]
+        budgets = [token_budget(s) for s in spoken]
         max_new = 440 if full else max(budgets) + TIMESTAMP_TOKENS
         longest_prompt = max(len(p) for p in token_prompts)
         encoded = self._model.encode(feats)
@@ -215,9 +232,10 @@ class WhisperASR:
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self._suppress)
         out = []
-        for audio, r in zip(audios, results):
+        for audio, r, f in zip(audios, results, forced):
             raw = r.sequences_ids[0]
             avg_logprob = r.scores[0] * len(raw) / (len(raw) + 1)
+            raw = self._strip_forced(raw, f)
             tokens = raw
             if timestamps:
                 tokens, dropped = self._before_end(raw, len(audio) / ASR_RATE)
@@ -227,6 +245,25 @@ class WhisperASR:
             capped = not full and len(raw) >= max_new
             out.append((tokens, self._tokenizer.decode(tokens).strip(), avg_logprob, r.no_speech_prob, capped))
         return out
+
+    def _forced(self, prompt: list[int]) -> list[int]:
+        """The tokens of `prompt` after its start-of-transcript sequence (the timestamp and the
+        prefix's words): the decoder must produce them first."""
+        sot = self._tokenizer.sot_sequence[-1]
+        after = len(prompt) - 1 - prompt[::-1].index(sot) if sot in prompt else len(prompt) - 1
+        rest = prompt[after + 1:]
+        return rest if any(t < self._tokenizer.eot for t in rest) else []
+
+    def _strip_forced(self, raw: Sequence[int], forced: list[int]) -> list[int]:
+        """`raw` without the forced tokens CTranslate2 returns at its start (the prefix's words and
+        the special tokens it echoes); unchanged when they are not there."""
+        i = 0
+        for t in forced:
+            if i < len(raw) and raw[i] == t:
+                i += 1
+            elif t < self._tokenizer.eot:
+                return list(raw)
+        return list(raw[i:])
 
     def _before_end(self, raw: Sequence[int], duration_s: float) -> tuple[list[int], int]:
         """The text tokens of the segments that start before the end of the audio, and how many
@@ -256,8 +293,12 @@ class WhisperASR:
 
     def transcribe_batch(self, audios: Sequence[np.ndarray],
                          prompts: Sequence[str | None] | None = None,
-                         beam_size: int | None = None) -> list[Transcription]:
+                         beam_size: int | None = None,
+                         lefts: Sequence[LeftAudio | None] | None = None) -> list[Transcription]:
         """Transcribe several float32 mono 16 kHz fragments; each is treated on its own.
+
+        ``lefts`` gives a fragment the audio that preceded it and the words already said in it
+        (asr/left_context.py): it is decoded behind them and only its own words are returned.
 
         ``beam_size`` overrides the configured beam for this call (the scheduler decodes greedily
         under load: 1 instead of 5 halves the decoder's time at a small cost in WER).
@@ -268,6 +309,7 @@ class WhisperASR:
         """
         audios = [np.asarray(a, dtype=np.float32).reshape(-1) for a in audios]
         prompts = list(prompts) if prompts is not None else [None] * len(audios)
+        lefts = list(lefts) if lefts is not None else [None] * len(audios)
         results: list[Transcription | None] = [self._gate(a) for a in audios]
         todo = [i for i, r in enumerate(results) if r is None]
         if not todo:
@@ -276,22 +318,29 @@ class WhisperASR:
             for i in todo:
                 results[i] = self._transcribe_full(audios[i])
             return results  # type: ignore[return-value]
-        window = max(self.window_frames(len(audios[i])) for i in todo)
+        heard = [_behind(audios[i], lefts[i]) for i in todo]
+        prefixes = [lefts[i].text if lefts[i] else "" for i in todo]
+        spoken = [len(audios[i]) / ASR_RATE + (HANDED_OVER_S if lefts[i] else 0.0) for i in todo]
+        window = max(self.window_frames(len(a)) for a in heard)
         try:
-            decoded = self._decode([audios[i] for i in todo], [prompts[i] for i in todo], window, beam_size)
+            decoded = self._decode(heard, [prompts[i] for i in todo], window, beam_size, prefixes, spoken)
         except Exception as exc:
             raise ASRError(f"{self.name} failed: {exc}") from exc
         with self._stats_lock:
             self.stats["batches"] += 1
             self.stats["items"] += len(todo)
-        for i, (tokens, text, logprob, no_speech, capped) in zip(todo, decoded):
+        for k, (i, (tokens, text, logprob, no_speech, capped)) in enumerate(zip(todo, decoded)):
+            if lefts[i]:
+                with self._stats_lock:
+                    self.stats["left_context"] += 1
             reason = "" if window >= FULL_WINDOW else "token_budget" if capped else suspect_reason(
-                tokens, text, len(audios[i]) / ASR_RATE, max_compression_ratio=self.compression_ratio_threshold)
+                tokens, text, spoken[k], max_compression_ratio=self.compression_ratio_threshold)
             if reason:
                 with self._stats_lock:
                     self.stats[f"full_window_rerun:{reason}"] += 1
                 try:
-                    tokens, text, logprob, no_speech, _ = self._decode([audios[i]], [prompts[i]], FULL_WINDOW)[0]
+                    tokens, text, logprob, no_speech, _ = self._decode(
+                        [heard[k]], [prompts[i]], FULL_WINDOW, None, [prefixes[k]], [spoken[k]])[0]
                 except Exception as exc:
                     raise ASRError(f"{self.name} failed: {exc}") from exc
             result = self._filter([_Segment(text, logprob, no_speech, compression_ratio(text))])
@@ -299,9 +348,9 @@ class WhisperASR:
         return results  # type: ignore[return-value]
 
     def transcribe(self, audio: np.ndarray, prompt: str | None = None,
-                   beam_size: int | None = None) -> Transcription:
+                   beam_size: int | None = None, left: LeftAudio | None = None) -> Transcription:
         """Transcribe float32 mono 16 kHz audio in [-1, 1]."""
-        return self.transcribe_batch([audio], [prompt], beam_size)[0]
+        return self.transcribe_batch([audio], [prompt], beam_size, [left])[0]
 
     def _transcribe_full(self, audio: np.ndarray) -> Transcription:
         """faster-whisper's own path: 30 s window with its Silero VAD (``vad_filter``)."""
@@ -351,6 +400,18 @@ class WhisperASR:
         if seg.compression_ratio > self.compression_ratio_threshold:
             return "compression_ratio"
         return ""
+
+
+@dataclass(frozen=True)
+class LeftAudio:
+    """What preceded a fragment: its audio (float32 16 kHz) and the words already said in it."""
+
+    audio: np.ndarray
+    text: str
+
+
+def _behind(audio: np.ndarray, left: LeftAudio | None) -> np.ndarray:
+    return audio if left is None else np.concatenate([np.asarray(left.audio, dtype=np.float32), audio])
 
 
 @dataclass

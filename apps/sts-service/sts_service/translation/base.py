@@ -29,7 +29,7 @@ class Translator(Protocol):
 class Context:
     """What the stream said before this text, oldest first: ``(source text, its translation)``
     pairs, the translation "" while it is not known yet. Engines that can use it
-    (``takes_context = True``: the LLM, DeepL) read it so that a sentence cut across fragments
+    (``takes_context = True``: the LLM, DeepL, CTranslate2) read it so that a sentence cut across fragments
     reads as one sentence; the others never see it."""
 
     previous: tuple[tuple[str, str], ...] = ()

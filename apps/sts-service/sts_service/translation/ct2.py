@@ -15,6 +15,15 @@ in the vocabulary; else Marian), so one kind of entry, ``ctranslate2:PATH``, ser
 Nothing is downloaded: the path must hold everything. Input is split into sentences and
 translated as one batch (OPUS-MT is trained on sentences, and drops some of a run-on input).
 
+A fragment cut in the middle of a sentence is translated with the sentence so far: when the
+stream's previous fragments (``Context``) did not end their sentence, their source is put before
+this text's first sentence and their translation is forced as the target prefix, and only what
+the model adds after it is returned (the earlier part was already dubbed). "We have a lot to talk"
+| "about tonight." then continues "Tenemos mucho de que hablar" instead of starting a sentence
+"Sobre esta noche." The context is bounded (``MAX_CONTEXT_CHARS`` of source, ``MAX_PREFIX_TOKENS``
+of prefix); without a usable one (the sentence ended, a translation not back yet, a prefix too
+long, or nothing added after it) the text is translated on its own.
+
 Thread-safe: ``ctranslate2.Translator`` runs up to ``inter_threads`` calls in parallel.
 """
 
@@ -25,12 +34,15 @@ import re
 from pathlib import Path
 
 from . import languages
-from .base import TranslationError
+from .base import Context, TranslationError
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=\S)")
+_FINAL = re.compile(r"[.!?…。！？][\"'”’»)\]]*$")
 _SPM_SOURCE = ("source.spm", "sentencepiece.bpe.model", "spm.model", "sentencepiece.model")
 _SPM_TARGET = ("target.spm",)
 MAX_INPUT_TOKENS = 512
+MAX_CONTEXT_CHARS = 300  # of the sentence so far put before the text
+MAX_PREFIX_TOKENS = 128  # of its translation forced as the target prefix
 
 
 def _vocabulary(model_dir: Path) -> list[str]:
@@ -43,12 +55,51 @@ def _vocabulary(model_dir: Path) -> list[str]:
     raise TranslationError(f"ctranslate2: {model_dir} has no shared_vocabulary/source_vocabulary file")
 
 
+def ends_sentence(text: str) -> bool:
+    """Whether a transcript ends with final punctuation (a closing quote or bracket may follow)."""
+    return bool(_FINAL.search(text.strip()))
+
+
+def sentence_so_far(context: Context | None) -> tuple[str, str] | None:
+    """(source, translation) of the unfinished sentence the context ends with, or None when the
+    last fragment ended its sentence or its translation is not known yet. Taken from the latest
+    fragments back to the last sentence end (inside a fragment too: its last sentence) or to one
+    whose translation is not known, at most ``MAX_CONTEXT_CHARS`` of source (whole fragments,
+    the latest kept)."""
+    if not context or not context.previous or ends_sentence(context.previous[-1][0]):
+        return None
+    sources: list[str] = []
+    targets: list[str] = []
+    for source, target in reversed(context.previous):
+        source, target = source.strip(), target.strip()
+        if not source or ends_sentence(source):
+            break
+        if not target:  # its translation is not back yet: no prefix to force from here on
+            break
+        src_parts, tgt_parts = _SENTENCE_END.split(source), _SENTENCE_END.split(target)
+        if len(src_parts) > 1:  # a sentence ends inside this fragment: keep its last sentence
+            if len(tgt_parts) != len(src_parts):
+                return None  # which part of the translation is the last sentence is unknown
+            source, target = src_parts[-1], tgt_parts[-1]
+        if sum(map(len, sources)) + len(source) > MAX_CONTEXT_CHARS:
+            break
+        sources.insert(0, source)
+        targets.insert(0, target)
+        if len(src_parts) > 1:
+            break
+    if not sources:
+        return None
+    return " ".join(sources), " ".join(targets)
+
+
 def _first(folder: Path, names: tuple[str, ...]) -> Path | None:
     return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
 class CTranslate2Translator:
     """One CTranslate2 model serving the pairs it is configured for."""
+
+    takes_context = True
 
     def __init__(self, path: str, pairs: set[tuple[str, str]], *, compute_type: str = "int8",
                  inter_threads: int = 2, intra_threads: int = 1, beam_size: int = 4) -> None:
@@ -146,20 +197,53 @@ class CTranslate2Translator:
         tokens = [t for t in tokens if t not in ("</s>", "<s>", "<pad>")]
         return self._sp_target.decode_pieces(tokens).strip()
 
-    def translate(self, text: str, source: str, target: str) -> str:
+    def _target_prefix(self, translation: str, target: str) -> list[str]:
+        """Tokens the decoder is forced to start with: the target language token (NLLB/M2M) and
+        the sentence so far in the target language (its final punctuation dropped, as the
+        sentence goes on)."""
+        lang = [self._lang_tokens[target]] if self.family in ("nllb", "m2m100") else []
+        text = translation.rstrip().rstrip(".!?…。！？").rstrip()
+        return [*lang, *(self._sp_target.encode(text, out_type=str) if text else [])]
+
+    def _continuation(self, tokens: list[str], prefix: list[str], target: str) -> str:
+        """What the model added after the forced prefix, from the first whole word (a piece that
+        only extends the prefix's last word belongs to speech already dubbed)."""
+        if tokens[: len(prefix)] != prefix:
+            return ""
+        rest = tokens[len(prefix):]
+        while rest and not rest[0].startswith("\u2581"):
+            rest = rest[1:]
+        return self._decode(rest, target)
+
+    def translate(self, text: str, source: str, target: str, *, context: Context | None = None) -> str:
         if (source, target) not in self._pairs:
             raise TranslationError(f"{self.name}: unsupported pair {source}->{target}")
         sentences = [s for s in _SENTENCE_END.split(text.strip()) if s.strip()]
         if not sentences:
             return ""
+        so_far = sentence_so_far(context)
+        if so_far is not None:
+            prefix, bare = self._target_prefix(so_far[1], target), self._target_prefix("", target)
+            if len(bare) < len(prefix) <= MAX_PREFIX_TOKENS:  # some words to continue, not too many
+                joined = self._run([f"{so_far[0]} {sentences[0]}", *sentences[1:]], source, target,
+                                   [prefix] + [bare] * (len(sentences) - 1))
+                first = self._continuation(joined[0], prefix, target)
+                if first:
+                    rest = (self._decode(t, target) for t in joined[1:])
+                    return " ".join(t for t in (first, *rest) if t)
+        prefixes = [self._target_prefix("", target)] * len(sentences)
+        return " ".join(t for t in (self._decode(h, target) for h in self._run(sentences, source, target, prefixes))
+                        if t)
+
+    def _run(self, sentences: list[str], source: str, target: str, prefixes: list[list[str]]) -> list[list[str]]:
+        """Best hypothesis (prefix included) of each sentence, decoded as one batch."""
         batch = [self._source_tokens(s, source, target) for s in sentences]
-        prefix = ([[self._lang_tokens[target]]] * len(batch)
-                  if self.family in ("nllb", "m2m100") else None)
-        longest = max(len(b) for b in batch)
+        limit = max(len(p) + 3 * len(b) + 10 for p, b in zip(prefixes, batch, strict=True))
         try:
             results = self._model.translate_batch(
-                batch, target_prefix=prefix, beam_size=self.beam_size, max_batch_size=16,
-                max_decoding_length=min(MAX_INPUT_TOKENS, 3 * longest + 10), max_input_length=MAX_INPUT_TOKENS)
+                batch, target_prefix=[p or None for p in prefixes] if any(prefixes) else None,
+                beam_size=self.beam_size, max_batch_size=16,
+                max_decoding_length=min(MAX_INPUT_TOKENS, limit), max_input_length=MAX_INPUT_TOKENS)
         except (RuntimeError, ValueError) as exc:
             raise TranslationError(f"{self.name}: {exc}") from None
-        return " ".join(t for t in (self._decode(r.hypotheses[0], target) for r in results) if t)
+        return [r.hypotheses[0] for r in results]

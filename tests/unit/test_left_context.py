@@ -1,0 +1,98 @@
+"""Left context bookkeeping: which fragment a fragment continues, the word handed over at a cut,
+and a fragment never waiting past its deadline for the words of the one before it."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import numpy as np
+from sts_service.asr.left_context import MAX_ENTRIES, LeftContext, ends_in_pause, hand_over
+from sts_service.metrics import StsMetrics
+from sts_service.pipeline import DubbingPipeline
+
+SECOND = np.zeros(16000, np.float32)
+
+
+def test_the_last_word_at_a_cut_goes_to_the_next_fragment():
+    assert hand_over("She opened the kitchen", True) == ("She opened the", "kitchen")
+    assert hand_over("She opened the kitchen", False) == ("She opened the kitchen", "")
+    assert hand_over("window", True) == ("window", "")  # never emptied
+
+
+def test_a_cut_in_a_pause_keeps_its_last_word():
+    rng = np.random.default_rng(0)
+    speech = (0.1 * rng.standard_normal(32000)).astype(np.float32)
+    assert not ends_in_pause(speech)  # cut inside speech
+    paused = speech.copy()
+    paused[-4000:] *= 0.01  # the last 250 ms quiet
+    assert ends_in_pause(paused)
+    dip = speech.copy()
+    dip[-2400:-800] *= 0.01  # a 100 ms dip between words, speech again at the cut
+    assert not ends_in_pause(dip)
+    assert not ends_in_pause(speech[:1000])  # shorter than the tail: no judgement
+
+
+def test_a_fragment_continues_only_the_cut_fragment_that_ends_where_it_starts():
+    async def main():
+        ctx = LeftContext(5.0)
+        a = ctx.add(0, 1000.0, 1000.0, SECOND, continues=True)
+        assert ctx.before(1, 2000.0) is a
+        assert ctx.before(1, 2020.0) is a  # within the tolerance
+        assert ctx.before(1, 2400.0) is None  # a pause: not a continuation
+        assert ctx.before(2, 2000.0) is None  # not the previous sequence number
+        ctx.add(1, 2000.0, 1000.0, SECOND, continues=False)
+        assert ctx.before(2, 3000.0) is None  # ended on a pause, nothing kept
+        long = ctx.add(2, 3000.0, 6000.0, np.zeros(6 * 16000, np.float32), continues=True)
+        assert long.audio is None and ctx.before(3, 9000.0) is None  # longer than the context kept
+        assert LeftContext(0.0).add(0, 0.0, 1000.0, SECOND, True).audio is None  # turned off
+    asyncio.run(main())
+
+
+def test_memory_is_bounded_and_closing_releases_waiters():
+    async def main():
+        ctx = LeftContext(5.0)
+        first = ctx.add(0, 0.0, 1000.0, SECOND, True)
+        for seq in range(1, 3 * MAX_ENTRIES):
+            ctx.add(seq, seq * 1000.0, 1000.0, SECOND, True)
+        assert len(ctx) == MAX_ENTRIES
+        assert first.text.done() and first.text.result() == ""  # dropped: anyone waiting is released
+        last = ctx.before(3 * MAX_ENTRIES, 3 * MAX_ENTRIES * 1000.0)
+        ctx.close()
+        assert last.text.result() == "" and len(ctx) == 0
+    asyncio.run(main())
+
+
+def _pipeline(asr_s: float = 0.1, post_s: float = 0.1):
+    cost = SimpleNamespace(asr=lambda window, batch, greedy: asr_s, post=SimpleNamespace(value=post_s))
+    scheduler = SimpleNamespace(cost=cost, window_for=lambda audio, left=None: 1000)
+    return SimpleNamespace(scheduler=scheduler, metrics=StsMetrics())
+
+
+def test_a_fragment_waits_for_the_words_before_it_and_hears_them():
+    async def main():
+        ctx = LeftContext(5.0)
+        prev = ctx.add(0, 0.0, 1000.0, SECOND, True)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, prev.commit, "She opened the")
+        left = await DubbingPipeline._left_audio(_pipeline(), prev, SECOND, loop.time() + 5.0)
+        assert left is not None and left.text == "She opened the" and left.audio is SECOND
+        assert not prev.successor_cold
+    asyncio.run(main())
+
+
+def test_no_time_to_wait_means_cold_and_the_cut_fragment_keeps_its_word():
+    async def main():
+        ctx = LeftContext(5.0)
+        prev = ctx.add(0, 0.0, 1000.0, SECOND, True)
+        loop = asyncio.get_running_loop()
+        # Its own ASR and the stages after it need 0.2 s of the 0.25 s left: at most 0.05 s to wait.
+        t0 = loop.time()
+        left = await DubbingPipeline._left_audio(_pipeline(), prev, SECOND, t0 + 0.25)
+        assert left is None and prev.successor_cold
+        # Nothing before it to wait for, or nothing heard there: cold at once.
+        assert await DubbingPipeline._left_audio(_pipeline(), None, SECOND, t0 + 5.0) is None
+        empty = ctx.add(1, 1000.0, 1000.0, SECOND, True)
+        empty.commit("")
+        assert await DubbingPipeline._left_audio(_pipeline(), empty, SECOND, t0 + 5.0) is None
+    asyncio.run(main())
