@@ -85,6 +85,14 @@ def test_gated_measure_of_a_span_ignores_padding():
     assert integrated_lufs(x[:4800], 16000) is not None  # 300 ms: a shorter block
 
 
+@pytest.mark.parametrize("rate", [16000, 22050, 24000, 44100])
+def test_every_length_under_one_block_is_measured(rate):
+    """pyloudnorm refuses a block one rounding error longer than the audio: no length may fail."""
+    x = speechlike(0.5, rate=rate)
+    for n in range(int(0.1 * rate), int(0.41 * rate), 7):
+        assert integrated_lufs(x[:n], rate) is not None, n
+
+
 @pytest.mark.parametrize("target", [-40.0, -23.0, -16.0, -12.0])
 def test_a_dub_is_brought_to_the_original_loudness(target):
     dub = speechlike(3.0, rate=22050, seed=3)

@@ -34,7 +34,9 @@ def integrated_lufs(audio: np.ndarray, rate: int) -> float | None:
     seconds = len(x) / rate
     if seconds < MIN_SECONDS:
         return None
-    meter = pyloudnorm.Meter(rate, block_size=min(0.4, seconds))
+    # One sample short of the whole span: pyloudnorm refuses a block of exactly the audio's length
+    # whenever len / rate * rate rounds above len.
+    meter = pyloudnorm.Meter(rate, block_size=min(0.4, (len(x) - 1) / rate))
     value = float(meter.integrated_loudness(x))
     if not math.isfinite(value) or value < ABSOLUTE_GATE_LUFS:
         return None

@@ -22,7 +22,9 @@ DEADLINE_MARGIN_S = BATCH_S + PLACE_S
 # From a span's last sample to its fragment being sent: the capture's VAD block (capture.VAD_BLOCK),
 # one VAD window, and the hops to the event loop (test_budget checks it covers the first two).
 SLACK_S = 0.15
-RTT_SEED_S = 0.70  # the shortest round trip D must allow for (an idle sts-service): what check_delay assumes
+# The shortest round trip D must allow for (an idle sts-service): what check_delay assumes. About
+# twice an idle service's p99 on the slower machine (bench/README.md), so D = 2 s fits one stream.
+RTT_SEED_S = 0.50
 # Assumed until the stream has measured 3 answers: streams started together share one sts-service,
 # whose first bursts queue, so the round trip of an idle service would cut their first fragments too
 # long (bench/README.md, "Measurements behind the code").
