@@ -13,10 +13,11 @@ from livedub_testkit import analysis
 from livedub_testkit.fixtures import make_no_audio_video
 from livedub_testkit.services import http_json
 from livedub_testkit.stack import LocalStack
+from media_service.config import MediaConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-DELAY = 3.5  # the default output delay
+DELAY = MediaConfig.model_fields["output_delay_s"].default  # the local stack runs with the default D
 
 
 @pytest.fixture(scope="module")

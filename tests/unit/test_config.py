@@ -23,7 +23,7 @@ def test_sts_refuses_to_start_without_token_unless_no_auth(monkeypatch):
 def test_media_config_is_checked_at_start(monkeypatch):
     monkeypatch.setenv("STS_AUTH_TOKEN", "t")
     cfg = media_args([])
-    assert cfg.output_delay_s == 3.5 and cfg.max_fragment_ms == 5000.0 and cfg.default_mix == "duck"
+    assert cfg.output_delay_s == 2.5 and cfg.max_fragment_ms == 5000.0 and cfg.default_mix == "duck"
     assert media_args(["--output-delay", "3.5"]).output_delay_s == 3.5  # fragments shrink to fit
     with pytest.raises(ConfigError, match="output_delay_s: 1.5 s is too short"):
         media_args(["--output-delay", "1.5"])

@@ -77,7 +77,7 @@ class MediaConfig(Settings):
     rtmp_pass: str | None = setting(
         None, None, "MEDIA_RTMP_PASS", "password of `--rtmp-user` (URL-safe: A-Z a-z 0-9 . _ ~ -); unused without it",
         secret=True, pattern=r"^[A-Za-z0-9._~-]{1,256}$")
-    output_delay_s: float = setting(3.5, "--output-delay", "MEDIA_OUTPUT_DELAY",
+    output_delay_s: float = setting(2.5, "--output-delay", "MEDIA_OUTPUT_DELAY",
                                     "constant output delay D (1–60 s)", **DELAY_S)
     max_fragment_ms: float = setting(
         5000.0, "--max-fragment-ms", "MEDIA_MAX_FRAGMENT_MS",
