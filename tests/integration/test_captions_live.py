@@ -21,11 +21,12 @@ import urllib.request
 import pytest
 from livedub_testkit import analysis
 from livedub_testkit.services import http_json
+from media_service.config import MediaConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 NAME = "captions"
-DELAY_MS = 3500.0  # the default output delay
+DELAY_MS = MediaConfig.model_fields["output_delay_s"].default * 1000.0  # the local stack runs with the default D
 TOLERANCE_MS = 100.0
 
 
