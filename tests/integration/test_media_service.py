@@ -191,10 +191,11 @@ def test_sts_absent_killed_and_back(stack, short_media, tmp_path):
         stack.media.api("DELETE", "/v1/streams/resilient")
         if stack.sts.proc is None or stack.sts.proc.poll() is not None:
             stack.sts.start(wait=180)
-    # No hole in the output audio: AAC packets follow each other without gaps.
+    # No hole in the output audio: AAC packets follow each other without gaps, over the whole run
+    # (the four phases take ~10 s of output at D = 2.5 s: more than 200 packets of 21.3 ms).
     pts = audio_packet_times(out)
     gaps = np.diff(pts)
-    assert len(pts) > 500 and gaps.max() < 0.030, f"audio gap of {gaps.max() * 1000:.0f} ms"
+    assert len(pts) > 200 and gaps.max() < 0.030, f"{len(pts)} packets, largest gap {gaps.max() * 1000:.0f} ms"
     # And never silent: the music bed is under everything.
     levels = [db for _, db in analysis.audio_rms_series(out, 0.5)[1:-2]]
     assert min(levels) > -50, min(levels)
