@@ -38,6 +38,9 @@ from livedub_testkit.analysis import publish, stop_process  # noqa: E402
 from livedub_testkit.cluster import LocalCluster, writing  # noqa: E402
 from livedub_testkit.dense import cached_dense_media  # noqa: E402
 from livedub_testkit.fixtures import cached_demo_media, default_cache_dir  # noqa: E402
+from media_service.config import MediaConfig  # noqa: E402
+
+DEFAULT_D = MediaConfig.model_fields["output_delay_s"].default  # what the takeover part's replicas run at
 
 
 def settled(cluster: LocalCluster, names: list[str]) -> bool:
@@ -203,7 +206,7 @@ def main() -> int:
     writing_s = [t for r in runs for t in r.get("writing_s", {}).values()]
     taken_s = [t for r in runs for t in r.get("taken_over_s", {}).values()]
     print(f"\nTakeover after SIGKILL: {args.replicas} media-service replicas, {args.sts} sts-service, {args.streams} "
-          f"looped streams, lease TTL {args.lease_ttl:g} s, D 3.5 s, {os.cpu_count()} CPUs, load average "
+          f"looped streams, lease TTL {args.lease_ttl:g} s, D {DEFAULT_D:g} s (the default), {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}")
     print(f"{'kill':>4} {'streams':>7} {'taken over s (max)':>19} {'writing again s: min':>21} {'max':>5} "
           f"{'twice':>5}")
