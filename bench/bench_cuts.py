@@ -13,10 +13,10 @@ the WER is taken over the stream: the fragments' transcripts in order against th
 whose estimated midpoint lies in a fragment; also how many forced-cut fragments the ASR ended with
 final punctuation all the same (``final.``: the sts-service's CTranslate2 engines continue a
 sentence only after a fragment without it). ``--context`` names what each fragment is heard
-behind: ``none`` (cold), ``cuts`` (the sts-service's left context, asr/left_context.py: after a
-forced cut, with the word at the cut handed over) and ``all`` (also after a pause, which the
-sts-service does not do: this measures whether it should); ``behind`` counts the fragments heard
-so.
+behind (the sts-service's asr/left_context.py): ``none`` (cold), ``cuts`` (after a forced cut,
+with the word at the cut handed over) and ``all`` (also after a pause, the default); ``behind``
+counts the fragments heard so, ``empty`` those with reference words whose transcript came back
+empty (their words lost).
 ``--pauses long`` draws the pauses inside sentences from 0.4-1.2 s (a speaker who pauses for
 effect) instead of 0.15-0.4 s.
 
@@ -39,11 +39,12 @@ from livedub_testkit.dense import LONG_PAUSE_RANGE, PAUSE_RANGE, cached_dense_me
 from livedub_testkit.speech import word_error_rate
 from media_service.audio.segmenter import SAMPLE_RATE, SegmenterConfig, SpeechSegmenter
 from media_service.stream.budget import fragment_limits
+from sts_service.config import StsConfig
 
 SR = SAMPLE_RATE
 MAX_FRAGMENT_CAP_MS = 5000  # the media-service's defaults (--max-fragment-ms, --min-silence-ms)
 MIN_SILENCE_CAP_MS = 300
-BRIDGE_S = 1.5  # --context all: a fragment starting at most this long after the one before is heard behind it
+PAUSE_S = StsConfig.model_fields["asr_left_context_pause_s"].default  # --context all: the sts-service default
 
 
 def decode(path: str) -> np.ndarray:
@@ -74,44 +75,43 @@ def judge_cuts(segments, reference) -> dict:
 def fragment_wer(asr, segments, reference, context: str = "none") -> dict:
     """WER of the fragments' transcripts, in order, against the reference words they cover.
 
-    ``context`` is what a fragment is heard behind: ``none``, every fragment cold; ``cuts``, the
-    sts-service's own left context (asr/left_context.py: a fragment after a forced cut hears the
-    cut one, whose last word it takes over); ``all``, that and, tried here only, a fragment after
-    a pause of up to ``BRIDGE_S`` heard behind the fragment before it, the pause as silence, where
-    that costs no wider encoder window. The words before always arrive in time here."""
+    ``context`` is what a fragment is heard behind (the sts-service's asr/left_context.py):
+    ``none``, every fragment cold; ``cuts``, a fragment after a forced cut hears the cut one, whose
+    last word it takes over (``--asr-left-context-pause 0``); ``all``, also a fragment after a pause
+    of up to ``PAUSE_S``, the pause as silence, where that costs no wider encoder window (the
+    default). The words before always arrive in time here (one fragment after the other)."""
     from sts_service.asr.left_context import LeftContext, ends_in_pause, hand_over
     from sts_service.asr.whisper import LeftAudio
     from sts_service.translation.ct2 import ends_sentence
 
     async def run() -> tuple[list[str], list[str], int, int]:  # Heard's futures need an event loop
-        memory = LeftContext(5.0 if context != "none" else 0.0)
-        refs, hyps, final, heard_behind = [], [], 0, 0
-        last = None  # (end s, audio, transcript) of the fragment before
+        memory = LeftContext(0.0 if context == "none" else 5.0, PAUSE_S if context == "all" else 0.0)
+        refs, hyps, final, heard_behind, empty = [], [], 0, 0, 0
         for seq, g in enumerate(segments):
             a, b = g.span.start / SR, g.span.end / SR
-            refs += [w for r in reference for w, ws, we in r["words"] if a <= (ws + we) / 2 < b]
+            words = [w for r in reference for w, ws, we in r["words"] if a <= (ws + we) / 2 < b]
+            refs += words
             prev = memory.before(seq, a * 1000.0)
             entry = memory.add(seq, a * 1000.0, (b - a) * 1000.0, g.audio, g.forced_cut)
             left = None
             if prev is not None and prev.text.result():
-                left = LeftAudio(prev.audio, prev.text.result())
-            elif context == "all" and last is not None and last[2] and 0 <= a - last[0] <= BRIDGE_S:
-                lead = np.concatenate([last[1], np.zeros(round((a - last[0]) * SR), np.float32)])
-                if len(lead) <= 5 * SR and asr.window_frames(len(lead) + len(g.audio)) == asr.window_frames(len(g.audio)):
-                    left = LeftAudio(lead, last[2])
+                left = LeftAudio(prev.lead_in(a * 1000.0), prev.text.result())
+                wider = asr.window_frames(len(left.audio) + len(g.audio)) > asr.window_frames(len(g.audio))
+                if not prev.continues and wider:  # as pipeline._left_audio
+                    left = None
             heard_behind += left is not None
             hyp = asr.transcribe(g.audio, left=left).text.strip()
             if entry.continues:
                 hyp, _ = hand_over(hyp, not ends_in_pause(g.audio))
             entry.commit(hyp)
             final += g.forced_cut and ends_sentence(hyp)
+            empty += bool(words) and not hyp
             hyps.append(hyp)
-            last = (b, g.audio, hyp)
-        return refs, hyps, final, heard_behind
+        return refs, hyps, final, heard_behind, empty
 
-    refs, hyps, final, heard_behind = asyncio.run(run())
+    refs, hyps, final, heard_behind, empty = asyncio.run(run())
     return {"wer": word_error_rate(" ".join(refs), " ".join(hyps)) if refs else None, "ref_words": len(refs),
-            "forced_final_punct": final, "heard_behind": heard_behind}
+            "forced_final_punct": final, "heard_behind": heard_behind, "empty": empty}
 
 
 def main() -> None:
@@ -163,12 +163,12 @@ def main() -> None:
           f"{pauses[0]:g}-{pauses[1]:g} s), fragment limits from D with a {args.rtt:g} s service time; WER of "
           f"tiny.en over each stream's fragments in order, with the left context named")
     print(f"{'D':>4} {'maxfrag':>7} {'pause':>5} {'policy':>9} {'frags':>5} {'forced':>6} {'in clause':>9} "
-          f"{'in word~':>8} {'context':>7} {'behind':>6} {'WER %':>6} {'final.':>6} {'ASR s':>6}")
+          f"{'in word~':>8} {'context':>7} {'behind':>6} {'empty':>5} {'WER %':>6} {'final.':>6} {'ASR s':>6}")
     for r in rows:
         wer = "-" if r.get("wer") is None else f"{100 * r['wer']:.1f}"
         print(f"{r['D']:>4g} {r['max_fragment_ms']:>7} {r['min_silence_ms']:>5g} {r['policy']:>9} {r['fragments']:>5} "
               f"{r['forced']:>6} {r['in_clause']:>9} {r['in_word_est']:>8} {r['context']:>7} "
-              f"{r.get('heard_behind', '-'):>6} {wer:>6} {r.get('forced_final_punct', '-'):>6} {r.get('asr_s', '-'):>6}")
+              f"{r.get('heard_behind', '-'):>6} {r.get('empty', '-'):>5} {wer:>6} {r.get('forced_final_punct', '-'):>6} {r.get('asr_s', '-'):>6}")
     print(json.dumps({"bench": "cuts", "seconds": args.seconds, "rtt": args.rtt, "pause_range": list(pauses),
                       "rows": rows}))
 
