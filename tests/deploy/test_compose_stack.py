@@ -1,7 +1,8 @@
 """The deployment as users deploy it: both images built from the Dockerfile, docker-compose.yml run
 on a Docker engine, a broadcaster publishing to MediaMTX with its own credentials.
 
-One stack start serves every test of this module, in file order: images and the hardening of the
+One stack start serves every test of this module, in file order: images (the media image sends
+srt:// with its own libsrt to a listener on the host) and the hardening of the
 running containers, a credentialed publish dubbed in sync, Prometheus's view, a media-service
 restart, an sts-service SIGKILL, then the stack scaled to two media-service replicas (`up --scale
 media-service=2`: a hook-started stream runs once in the cluster, any replica and the `api` entry
@@ -305,7 +306,7 @@ def test_images_fit_for_production(images, engine):
         assert image.attrs["Config"]["User"] == "livedub"
     client = engine.client()
     try:
-        # No ffmpeg program in the media-service image: the relay uses PyAV's libraries.
+        # No ffmpeg program in the media-service image: the relay uses PyAV's libraries (and libsrt for srt).
         out = client.containers.run(BUILT["media-service"], ["sh", "-c", "command -v ffmpeg || echo none"],
                                     remove=True, network_mode="none").decode().strip()
     finally:
@@ -349,7 +350,7 @@ def test_media_image_publishes_srt_without_ffmpeg(images, engine, short_media, w
         log = listener.stderr.read().decode(errors="replace")
         listener.stderr.close()
     got = analysis.probe(received)
-    assert got["video"]["codec_name"] == "h264" and got["audio"]["codec_name"] == "aac", (got, log)
+    assert got["video"]["codec"] == "h264" and got["audio"]["codec"] == "aac", (got, log)
     sent = [payload for _, payload in analysis.video_packets(ts)]
     arrived = [payload for _, payload in analysis.video_packets(received)]
     assert len(arrived) >= 0.9 * len(sent) and set(arrived) <= set(sent), (len(arrived), len(sent), log)
