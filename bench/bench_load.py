@@ -5,8 +5,8 @@ Why: a fixture of long sentences with long gaps, streams started one after the o
 (issue 7). This benchmark reproduces the hard case and reports what a viewer would get.
 
 For each fixture in ``--fixture`` (``dense``: :mod:`livedub_testkit.dense`, >= 75 % speech,
-0.5-1.5 s sentence gaps, 0.15-0.4 s pauses inside sentences, five voices/speeds; ``demo``: the old
-lenient demo fixture), each D in ``--delays`` (seconds, or ``default`` = the service default) and
+0.5-1.5 s sentence gaps, 0.15-0.4 s pauses inside sentences, five voices/speeds; ``pauses``: the
+same read with 0.4-1.2 s pauses inside sentences; ``demo``: the old lenient demo fixture), each D in ``--delays`` (seconds, or ``default`` = the service default) and
 each k in ``--streams``:
 
 * a fresh LocalStack (nginx-rtmp with publish hooks, sts-service, media-service, all defaults);
@@ -55,6 +55,7 @@ they ran on, then one JSON line. Progress on stderr. Never asserts.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -83,12 +84,19 @@ from _common import (
 )
 from _scoring import FixtureScoring, score_run
 from livedub_testkit import analysis
-from livedub_testkit.dense import cached_dense_media
+from livedub_testkit.dense import LONG_PAUSE_RANGE, cached_dense_media
 from livedub_testkit.fixtures import cached_demo_media
 from livedub_testkit.services import http_json
 from livedub_testkit.stack import LocalStack
 
 REFERENCE_LANG = "es"  # the streams' target: the media-service's default, which create_streams keeps
+# What each --fixture name publishes: ``pauses`` is the dense read by a speaker who pauses for
+# effect inside sentences (0.4-1.2 s), cut by the segmenter into pieces of a clause or a few words.
+FIXTURES = {
+    "dense": cached_dense_media,
+    "pauses": functools.partial(cached_dense_media, pause_range=LONG_PAUSE_RANGE),
+    "demo": cached_demo_media,
+}
 STEADY_AFTER_S = 3.0  # measured output delay: ignore each output's first seconds (opening the relay)
 
 
@@ -399,7 +407,7 @@ def _parse_delays(text: str) -> list[float | None]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fixture", default=None, help="comma-separated: dense, demo (default: dense,demo)")
+    ap.add_argument("--fixture", default=None, help="comma-separated: dense, pauses, demo (default: dense,demo)")
     ap.add_argument("--delays", default=None, help="comma-separated seconds or 'default' (default: 3.5,default)")
     ap.add_argument("--streams", default=None, help="comma-separated stream counts (default: 1,2,4,8)")
     ap.add_argument("--seconds", type=float, default=None, help="fixture length (default: 60)")
@@ -415,15 +423,14 @@ def main() -> int:
     seconds = args.seconds or (20.0 if args.quick else 60.0)
     width, height = (int(v) for v in args.size.lower().split("x"))
     for f in fixtures:
-        if f not in ("dense", "demo"):
-            ap.error(f"unknown fixture {f!r}: use dense and/or demo")
+        if f not in FIXTURES:
+            ap.error(f"unknown fixture {f!r}: use {', '.join(FIXTURES)}")
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-load-"))
     workdir.mkdir(parents=True, exist_ok=True)
     log(f"work dir (recordings, service logs): {workdir}")
     media = {}
     for f in fixtures:
-        make = cached_dense_media if f == "dense" else cached_demo_media
-        media[f] = make(seconds=seconds, width=width, height=height)
+        media[f] = FIXTURES[f](seconds=seconds, width=width, height=height)
     scoring = {}
     for f, fx in media.items():  # in this process, before any stack runs: it does not compete with them
         log(f"{f} fixture: {'reference' if args.no_baseline else 'reference and whole-sentence baseline'} ...")

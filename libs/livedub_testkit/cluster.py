@@ -10,12 +10,11 @@ import os
 import secrets
 import signal
 import tempfile
-import threading
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from .loopback_http import LoopbackHttpServer, QuietHandler
 from .redis_server import RedisServer
 from .rtmp_server import NginxRtmpServer
 from .services import MediaProcess, StsProcess, free_port
@@ -29,7 +28,7 @@ class HookFront:
         front = self
         self.ports = ports
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self):  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 for port in front.ports:
@@ -50,17 +49,11 @@ class HookFront:
                 self.send_response(502)
                 self.end_headers()
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.http = LoopbackHttpServer(Handler)
+        self.url = self.http.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 class LocalCluster:

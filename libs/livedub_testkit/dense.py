@@ -56,11 +56,12 @@ from .fixtures import (
 )
 
 __all__ = ["DENSE_VERSION", "SENTENCES", "SENTENCE_PAIRS", "REFERENCE_TRANSLATIONS", "VOICES", "DenseFixtureInfo",
-           "make_dense_media", "cached_dense_media", "split_clauses", "measure_speech", "vad_activity", "word_times"]
+           "PAUSE_RANGE", "LONG_PAUSE_RANGE", "make_dense_media", "cached_dense_media", "split_clauses", "measure_speech", "vad_activity", "word_times"]
 
 DENSE_VERSION = 1
 GAP_RANGE = (0.5, 1.5)  # silence between sentences, s
 PAUSE_RANGE = (0.15, 0.4)  # silence between the clauses of a sentence, s
+LONG_PAUSE_RANGE = (0.4, 1.2)  # a speaker who pauses for effect inside sentences (issue 25)
 VAD_WINDOW = 512  # Silero window at 16 kHz (32 ms)
 # Markers go only in sentence gaps this long, at the middle: the media-service pads a fragment by
 # 150 ms each side and its VAD releases speech up to ~100 ms late, so a beep closer to speech
@@ -262,13 +263,16 @@ def make_dense_media(
     fps: int = 30,
     seed: int = 1234,
     target_share: float = TARGET_SHARE,
+    pause_range: tuple[float, float] = PAUSE_RANGE,
     force: bool = False,
 ) -> DenseFixtureInfo:
-    """Generate (or reuse) the dense-speech MP4 at ``path``; see the module docstring."""
+    """Generate (or reuse) the dense-speech MP4 at ``path``; see the module docstring.
+    ``pause_range`` (s) draws the pauses inside sentences: (0.4, 1.2) is a speaker who pauses for
+    effect, cut by the segmenter into pieces of one clause or a few words."""
     path = Path(path)
     params = {"kind": "dense", "version": DENSE_VERSION, "seconds": float(seconds), "width": int(width),
               "height": int(height), "fps": fps, "seed": int(seed), "target_share": float(target_share),
-              "gap_range": list(GAP_RANGE), "pause_range": list(PAUSE_RANGE)}
+              "gap_range": list(GAP_RANGE), "pause_range": list(pause_range)}
     with _Lock(path):
         if not force:
             hit = _cached(path, params, DenseFixtureInfo)
@@ -308,7 +312,7 @@ def make_dense_media(
             t0 = time.monotonic()
             clauses = split_clauses(SENTENCES[idx])
             clips = [_synth(c, voice) for c in clauses]
-            inner = [float(rng.uniform(*PAUSE_RANGE)) for _ in clips[1:]]
+            inner = [float(rng.uniform(*pause_range)) for _ in clips[1:]]
             _log(f"  tts sentence {i + 1} ({voice}, {len(clips)} clauses): "
                  f"{sum(len(c) for c in clips) / sr:.2f} s in {time.monotonic() - t0:.2f} s")
             # Near the end, keep the leading clauses that fit (a sentence cut at a clause boundary);
@@ -402,8 +406,12 @@ def cached_dense_media(
     height: int = 720,
     fps: int = 30,
     seed: int = 1234,
+    pause_range: tuple[float, float] = PAUSE_RANGE,
 ) -> DenseFixtureInfo:
-    """The dense fixture at ``<cache>/dense-<seconds>s-<w>x<h>-<fps>fps-s<seed>-v<DENSE_VERSION>.mp4``."""
+    """The dense fixture at ``<cache>/dense-<seconds>s-<w>x<h>-<fps>fps-s<seed>[-p<lo>-<hi>]-v<DENSE_VERSION>.mp4``
+    (the pause range is named when it is not the default)."""
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    name = f"dense-{seconds:g}s-{width}x{height}-{fps}fps-s{seed}-v{DENSE_VERSION}.mp4"
-    return make_dense_media(cache / name, seconds=seconds, width=width, height=height, fps=fps, seed=seed)
+    pauses = "" if tuple(pause_range) == PAUSE_RANGE else f"-p{pause_range[0]:g}-{pause_range[1]:g}"
+    name = f"dense-{seconds:g}s-{width}x{height}-{fps}fps-s{seed}{pauses}-v{DENSE_VERSION}.mp4"
+    return make_dense_media(cache / name, seconds=seconds, width=width, height=height, fps=fps, seed=seed,
+                            pause_range=tuple(pause_range))

@@ -4,9 +4,9 @@ real one), for tests of what media-service does with the path list (reconcile)."
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from .loopback_http import LoopbackHttpServer, QuietHandler
 
 
 class FakeMediaMtxApi:
@@ -18,7 +18,7 @@ class FakeMediaMtxApi:
         self.requests = 0
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):  # noqa: N802 (http.server's name)
                 fake.requests += 1
                 url = urlsplit(self.path)
@@ -37,12 +37,8 @@ class FakeMediaMtxApi:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LoopbackHttpServer(Handler)
+        self.url = self.http.url
 
     def close(self):
-        self.server.shutdown()
+        self.http.close()

@@ -16,6 +16,7 @@ non-blocking sockets); what it does can be changed at run time:
 
 ``stop()`` (or leaving the ``with`` block) closes the listener and every connection and joins the
 thread. Counters: ``accepted``, ``active``, ``forwarded`` (bytes per direction), ``discarded``.
+The throttle's allowance grows with ``clock`` (``time.monotonic`` unless a test passes its own).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["TcpProxy"]
@@ -65,8 +67,11 @@ def _close(sock: socket.socket | None) -> None:
 
 class TcpProxy:
     def __init__(self, upstream_port: int, *, upstream_host: str = "127.0.0.1", port: int = 0,
-                 connect_timeout_s: float = 2.0):
+                 connect_timeout_s: float = 2.0, clock: Callable[[], float] = time.monotonic):
+        """`clock` times the throttle only: a test that moves its own clock by hand checks the
+        rate as bytes per second of that clock, whatever the machine's speed."""
         self.upstream = (upstream_host, upstream_port)
+        self.clock = clock
         self.connect_timeout_s = connect_timeout_s
         self.mode = PASS
         self.rate: float | None = None  # bytes/s per direction and connection (None: unlimited)
@@ -165,7 +170,7 @@ class TcpProxy:
     # ------------------------------------------------------------ the loop (proxy thread)
 
     def _run(self) -> None:
-        last = time.monotonic()
+        last = self.clock()
         try:
             while not self._stopping.is_set():
                 with self._lock:
@@ -177,7 +182,7 @@ class TcpProxy:
                         _rst(pipe.upstream)
                         self.resets += 1
                     self._reset_now = False
-                now = time.monotonic()
+                now = self.clock()
                 if rate is not None:
                     for pipe in list(self._pipes):
                         for d in ("up", "down"):  # at most a quarter second of bytes banked

@@ -7,12 +7,12 @@ starts each stream once and respects an operator's stop made on either replica."
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import pytest
 import redis
 from livedub_testkit.fake_mediamtx import FakeMediaMtxApi
+from livedub_testkit.polling import wait_for
 from livedub_testkit.services import MediaProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -47,14 +47,6 @@ def local_ids(replica: MediaProcess) -> set[str]:
         "Authorization": f"Bearer {TOKEN}", "X-Livedub-Forwarded": "1"})
     with urllib.request.urlopen(req, timeout=5) as resp:  # nosec B310  # loopback
         return {s["id"] for s in json.loads(resp.read())["streams"] if s["state"] != "stopped"}
-
-
-def wait_for(predicate, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while not (found := predicate()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-    return found
 
 
 def test_any_replica_answers_for_every_stream(replicas):

@@ -22,22 +22,12 @@ import pytest
 import redis
 from livedub_testkit.analysis import publish, stop_process
 from livedub_testkit.cluster import LocalCluster, writing
+from livedub_testkit.polling import wait_for
 from livedub_testkit.services import metric_value
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 STREAMS = [f"c{i}" for i in range(1, 7)]
-
-
-def wait_for(what: str, predicate, timeout: float, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(poll)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +75,7 @@ def wait_writing_on(cluster, replicas, streams: list[str], since: float, timeout
                     back[stream_id] = time.monotonic() - since
         return len(back) == len(streams)
 
-    wait_for(f"{streams} writing on {[r.port for r in replicas]}", all_back, timeout, poll=0.1)
+    wait_for(all_back, f"{streams} writing on {[r.port for r in replicas]}", timeout, poll=0.1)
     return back
 
 
@@ -94,7 +84,7 @@ def test_hook_started_streams_run_once_each_spread_by_load(cluster):
         snaps = cluster_streams(cluster.media[1])
         return len(snaps) == len(STREAMS) and all(writing(s) for s in snaps)
 
-    wait_for("six streams writing", all_writing, 90)
+    wait_for(all_writing, "six streams writing", 90)
     once_each(cluster)
     where = cluster.owners()
     per_replica = {r.port: sum(1 for v in where.values() if v == [r.port]) for r in cluster.media}
@@ -134,7 +124,7 @@ def test_a_replica_paused_past_its_lease_gives_its_streams_up(cluster):
         os.kill(sleeper.proc.pid, signal.SIGCONT)
     print("\npaused owner: its streams writing on other replicas after "
           + ", ".join(f"{s} {t:.1f} s" for s, t in sorted(back.items())))
-    wait_for("the woken replica gave its streams up", lambda: not set(held) & set(cluster.local_streams(sleeper)), 20)
+    wait_for(lambda: not set(held) & set(cluster.local_streams(sleeper)), "the woken replica gave its streams up", 20)
     after = [e for e in sleeper.api("GET", f"/v1/events?since={seq}")[1]["events"] if e["stream"] in held]
     assert {e["stream"] for e in after if e["type"] == "lease_lost"} == set(held), after
     assert not [e for e in after if e["type"] == "output_open"], "the stale owner opened an output again"
@@ -146,16 +136,15 @@ def test_redis_restarted_empty_streams_go_on_and_leases_come_back(cluster):
     cluster.redis.restart(down_s=0.5)
     client = redis.Redis.from_url(cluster.redis.url, decode_responses=True)
     try:
-        wait_for("every lease and spec back in Redis", lambda: all(client.exists(f"livedub:lease:{s}") for s in STREAMS)
-                 and sorted(client.hkeys("livedub:specs")) == STREAMS, 20)
+        wait_for(lambda: all(client.exists(f"livedub:lease:{s}") for s in STREAMS)
+                 and sorted(client.hkeys("livedub:specs")) == STREAMS, "every lease and spec back in Redis", 20)
     finally:
         client.close()
     # The load board is rebuilt by the next heartbeats (1.5 s): until then the list may miss replicas.
-    wait_for("the cluster list complete again", lambda: sorted(s["id"] for s in cluster_streams(cluster.media[0]))
-             == STREAMS, 10)
-    wait_for("every stream still writing", lambda: all(
-        writing(s) and s["counters"]["audio_frames_out"] > before[s["id"]] for s in cluster_streams(cluster.media[0])),
-        10)
+    wait_for(lambda: sorted(s["id"] for s in cluster_streams(cluster.media[0])) == STREAMS,
+             "the cluster list complete again", 10)
+    wait_for(lambda: all(writing(s) and s["counters"]["audio_frames_out"] > before[s["id"]]
+                         for s in cluster_streams(cluster.media[0])), "every stream still writing", 10)
     once_each(cluster)
 
 
@@ -167,14 +156,14 @@ def test_redis_away_longer_than_a_lease_stops_outputs_until_it_is_back(cluster):
     cluster.redis.stop()
     down_at = time.monotonic()
     try:
-        wait_for("every output stopped (no replica can prove it still owns its streams)",
-                 lambda: not any(writing(s) for s in snaps().values()), 20)
+        wait_for(lambda: not any(writing(s) for s in snaps().values()),
+                 "every output stopped (no replica can prove it still owns its streams)", 20)
         stopped_after = time.monotonic() - down_at
     finally:
         cluster.redis.start()
     back_at = time.monotonic()
-    wait_for("every stream writing again, once", lambda: sorted(snaps()) == STREAMS and all(
-        writing(s) for s in snaps().values()), 30)
+    wait_for(lambda: sorted(snaps()) == STREAMS and all(writing(s) for s in snaps().values()),
+             "every stream writing again, once", 30)
     print(f"\nRedis away: outputs stopped {stopped_after:.1f} s after it went, written again "
           f"{time.monotonic() - back_at:.1f} s after it came back")
     once_each(cluster)

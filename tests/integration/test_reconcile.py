@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import pytest
 from livedub_testkit.fake_mediamtx import FakeMediaMtxApi
 from livedub_testkit.mediamtx import MEDIA_USER, MISSING, MediaMtxServer, find_mediamtx
+from livedub_testkit.polling import wait_for
 from livedub_testkit.services import MediaProcess
 
 # Real processes waiting on reconcile rounds (seconds each): the slow tier.
@@ -39,13 +39,6 @@ def start_media(mtx, log_dir) -> MediaProcess:
 
 def ids(media) -> set[str]:
     return {s["id"] for s in media.api("GET", "/v1/streams")[1]["streams"]}
-
-
-def wait_for(predicate, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
 
 
 def test_published_inputs_get_streams_at_start_and_after_a_restart(mtx, tmp_path):

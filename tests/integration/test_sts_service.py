@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import numpy as np
@@ -100,8 +101,9 @@ async def test_one_asr_pass_serves_several_languages(client):
 
 async def test_a_sentence_cut_at_the_fragment_limit_is_heard_whole(sts, client):
     """Two contiguous pieces of one sentence: sent as a forced cut (`continues`), the second is heard
-    behind the first and the word at the cut is in one transcript only; sent as an old client
-    sends them, each piece is heard cold and the second one's first words are misheard."""
+    behind the first and the word at the cut is in one transcript only; sent without `continues`
+    (an old client), the second is heard behind the first as after a pause; sent 2 s apart, each
+    piece is heard cold and the second one's first words are misheard."""
     sentence = "He went to the market and bought fresh bread, cheese and a bottle of milk."
     x = speak(sentence)
     cut = len(x) // 2
@@ -109,10 +111,16 @@ async def test_a_sentence_cut_at_the_fragment_limit_is_heard_whole(sts, client):
     await client.send("whole", 0, x)
     (whole,) = await client.wait_for(["whole-0"])
     heard = {}
-    for stream, continues in (("cut", True), ("cold", None)):
+
+    def after_pause(metrics: str) -> float:
+        found = re.search(r'^sts_asr_left_context_total\{outcome="used_after_pause"\} (\S+)$', metrics, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    before = after_pause(http_json(sts.url + "/metrics")[1])
+    for stream, continues, gap_ms in (("cut", True, 0.0), ("old", None, 0.0), ("cold", None, 2000.0)):
         assert (await client.init(stream, ["es"]))["ok"]
         await client.send(stream, 0, x[:cut], start_ms=0.0, continues=continues)
-        await client.send(stream, 1, x[cut:], start_ms=cut / 16.0)
+        await client.send(stream, 1, x[cut:], start_ms=cut / 16.0 + gap_ms)
         first, second = await client.wait_for([f"{stream}-0", f"{stream}-1"])
         assert first.status == second.status == "ok", (first.error, second.error)
         heard[stream] = (first.transcript, second.transcript)
@@ -125,6 +133,7 @@ async def test_a_sentence_cut_at_the_fragment_limit_is_heard_whole(sts, client):
     _, text = http_json(sts.url + "/metrics")
     assert 'sts_asr_left_context_total{outcome="used"}' in text
     assert 'sts_asr_left_context_total{outcome="word_handed_over"}' in text
+    assert after_pause(text) - before == 1, text  # the "old" stream's second piece only
 
 
 async def test_silence_noise_and_music_are_no_speech(client):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from livedub_testkit.loopback_http import LoopbackHttpServer, QuietHandler
 from sts_service.translation import (
     ApertiumTranslator,
     Context,
@@ -117,7 +116,7 @@ class _Fake:
     def __enter__(self) -> _Fake:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server API)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 fake.requests.append(
@@ -130,17 +129,12 @@ class _Fake:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LoopbackHttpServer(Handler)
+        self.url = self.http.url
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 def test_deepl_request_and_response() -> None:

@@ -5,8 +5,10 @@ local validity that runs from when a renewal was sent, not from when it was answ
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
+from media_service.cluster import lease as lease_module
 from media_service.cluster.lease import LeaseClock, Leases, Renewal, margin_for
 from media_service.cluster.placement import assign, choose, headroom
 from media_service.cluster.replicas import ReplicaLoad
@@ -77,16 +79,35 @@ def test_a_redis_restarted_empty_gives_the_lease_back_with_a_higher_fence(redis_
     run(main())
 
 
-def test_renewal_validity_runs_from_when_it_was_sent(redis_server):
+def test_renewal_validity_runs_from_when_it_was_sent(redis_server, monkeypatch):
+    """The leases' clock is stopped and moved by hand; Redis's answer takes half a second of it."""
+    clock = SimpleNamespace(now=100.0)
+    monkeypatch.setattr(lease_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    valid_for = 2.0 - margin_for(2.0)
+
     async def main():
         r = await _client(redis_server.url)
+        real_pipeline = r.pipeline
+
+        def slow_pipeline(*args, **kwargs):
+            pipe = real_pipeline(*args, **kwargs)
+            execute = pipe.execute
+
+            async def answered_later(*a, **kw):
+                clock.now += 0.5
+                return await execute(*a, **kw)
+
+            pipe.execute = answered_later
+            return pipe
+
+        r.pipeline = slow_pipeline
         leases = Leases(r, "a", ttl_s=2.0)
         lease, _ = await leases.acquire("s")
-        before = lease.clock.remaining()
-        assert 0 < before <= 2.0 - margin_for(2.0)
-        await asyncio.sleep(0.3)
-        await leases.renew_all([lease])
-        assert lease.clock.remaining() > before - 0.1
+        assert lease.clock.remaining() == pytest.approx(valid_for)
+        clock.now += 0.3
+        [(outcome, _)] = await leases.renew_all([lease])  # sent at 100.3, answered at 100.8
+        assert outcome == Renewal.RENEWED
+        assert lease.clock.remaining() == pytest.approx(valid_for - 0.5), "validity counted from the answer"
         await r.aclose()
     run(main())
 

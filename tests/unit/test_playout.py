@@ -1,12 +1,14 @@
 """The playout stage with fake writers: constant delay, frames in order, the first-picture rule,
 the end of an input played out, and an output that cannot open. Real capture stage and timeline;
-no network, no muxers."""
+no network, no muxers. When a frame is due is checked on a stopped clock moved by hand
+(`PlayoutClock`), not by timing the machine."""
 
 from __future__ import annotations
 
 import threading
 import time
 from fractions import Fraction
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -17,6 +19,7 @@ from media_service.config import MediaConfig, StreamRequest
 from media_service.events import EventLog
 from media_service.media_io.output import FRAME, OutputError
 from media_service.metrics import MediaMetrics
+from media_service.stream import playout as playout_module
 from media_service.stream.capture import Capture
 from media_service.stream.counters import Counters
 from media_service.stream.playout import BATCH_S, IDLE_WAIT_S, Playout
@@ -27,13 +30,13 @@ D = 0.15
 class FakeWriter:
     def __init__(self, url: str):
         self.url = url
-        self.audio: list[tuple[int, np.ndarray, float]] = []  # (pts, samples, monotonic time written)
+        self.audio: list[tuple[int, np.ndarray, float]] = []  # (pts, samples, the playout's time written)
         self.video: list[tuple[int, int]] = []  # (pts, shift)
         self.av_offset_s = 0.0
         self.closed = False
 
     def write_audio(self, samples, pts, track=0):
-        self.audio.append((pts, samples.copy(), time.monotonic()))
+        self.audio.append((pts, samples.copy(), playout_module.time.monotonic()))  # a test may have stopped it
 
     def write_video(self, packet, shift):
         self.video.append((packet.pts, shift))
@@ -101,19 +104,47 @@ def wait_for(cond, timeout=5.0):
     return False
 
 
-def test_audio_plays_in_order_at_the_delay_and_the_end_is_played_out():
+class PlayoutClock:
+    """The playout's `time.monotonic`, stopped at `now` and moved by the test. It counts its reads:
+    each round of the playout loop reads it at least twice (its start, its idle wait)."""
+
+    def __init__(self, now: float):
+        self.now, self.reads = now, 0
+
+    def monotonic(self) -> float:
+        self.reads += 1
+        return self.now
+
+    def went_round(self) -> bool:
+        """True once a whole round has run at the time now set (four reads: the end of the round
+        under way, then the next one)."""
+        first = self.reads
+        return wait_for(lambda: self.reads >= first + 4)
+
+
+def test_audio_plays_in_order_at_the_delay_and_the_end_is_played_out(monkeypatch):
+    arrived = 1000.0
+    clock = PlayoutClock(arrived)
+    monkeypatch.setattr(playout_module, "time", SimpleNamespace(monotonic=clock.monotonic))
     with Rig() as rig:
-        fed_at = time.monotonic()
-        rig.capture.on_video(video_packet(0))
+        rig.capture.on_video(video_packet(0), arrival=arrived)
         n = 10 * FRAME + 300  # ten whole frames and a partial one
-        rig.capture.on_audio(tone(n), 0.0)
+        rig.capture.on_audio(tone(n), 0.0, arrival=arrived)
+        clock.now = arrived + D - BATCH_S - 0.001  # a round writes what is due within BATCH_S: not yet
+        assert clock.went_round()
+        early = len(rig.writers[0].audio) if rig.writers else 0
+        assert early == 0, f"{early} audio frames written before their round was due"
+        clock.now = arrived + D - BATCH_S + 0.001
         assert wait_for(lambda: rig.writers and len(rig.writers[0].audio) == 10)
-        rig.reading = False  # the input ended: the partial frame goes out and the output closes
+        rig.reading = False  # the input ended: the partial frame goes out and the output closes, once due
+        clock.now = arrived + D - 0.001
+        assert clock.went_round()
+        assert not rig.writers[0].closed and len(rig.writers[0].audio) == 10, "the end played out early"
+        clock.now = arrived + D + 0.001
         assert wait_for(lambda: rig.writers[0].closed)
     w = rig.writers[0]
     pts = [p for p, _, _ in w.audio]
     assert pts == [i * FRAME for i in range(11)], pts  # consecutive, nothing lost or repeated
-    assert min(t for _, _, t in w.audio) >= fed_at + D - BATCH_S  # nothing before its round is due
     played = np.concatenate([s for _, s, _ in w.audio])
     assert np.allclose(played[:n], tone(n), atol=1e-6)  # passthrough: the original, bit for bit
     assert not played[n:].any()  # the last frame is padded with silence

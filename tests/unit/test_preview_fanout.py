@@ -1,7 +1,9 @@
 """The preview fan-out (media_service.control.preview) with a fake frame source: no network, no decoding.
 
 The fake source runs in the broadcaster's real pump thread and yields numbered "JPEGs" at a fixed
-rate until the broadcaster asks it to stop, counting how many times it was opened.
+rate until the broadcaster asks it to stop, counting how many times it was opened. The grace window
+is an asyncio timer: its tests stop the event loop's clock and move it by hand (`LoopClock`), so
+what they check does not depend on how fast the machine runs.
 """
 
 from __future__ import annotations
@@ -56,6 +58,39 @@ async def eventually(predicate, timeout: float = 2.0) -> bool:
 
 async def take(queue: asyncio.Queue, n: int, timeout: float = 2.0) -> list:
     return [await asyncio.wait_for(queue.get(), timeout) for _ in range(n)]
+
+
+class LoopClock:
+    """The running loop's clock, stopped where it is and moved on only by `advance`: a loop timer
+    (the grace window's sleep) fires once the test has moved the clock past it, never by itself.
+    While it is stopped, waits must not be loop timers: `settle` waits in a worker thread."""
+
+    def __init__(self):
+        self.loop = asyncio.get_running_loop()
+        self.now = self.loop.time()
+        self.loop.time = lambda: self.now  # shadows the method: call_later and _run_once read it
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def release(self) -> None:
+        del self.loop.time
+
+
+async def settle(predicate, timeout: float = 2.0) -> bool:
+    """`eventually` for a stopped loop clock: the pauses between looks are slept off the loop."""
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        await asyncio.to_thread(time.sleep, 0.01)
+    return predicate()
+
+
+async def loop_goes_round(bc: PreviewBroadcaster, frames: int = 5) -> bool:
+    """True once `frames` more frames have been delivered on the loop: it has gone round with its
+    clock where it now is, so any timer due by then has fired and its task has run (or once the
+    broadcaster has stopped, which delivers no more: the caller's next check says why)."""
+    first = number(bc.latest)
+    return await settle(lambda: bc.stopped or number(bc.latest) >= first + frames)
 
 
 async def test_one_pump_serves_many_subscribers():
@@ -130,12 +165,17 @@ async def test_grace_window_then_teardown():
     bc = PreviewBroadcaster("u", source=src, grace_s=0.3)
     q = bc.subscribe()
     await take(q, 2)
-    t0 = time.monotonic()
-    bc.unsubscribe(q)
-    await asyncio.sleep(0.15)
-    assert bc.pump_running and not bc.stopped, "torn down inside the grace window"
-    assert await eventually(lambda: bc.stopped)
-    assert time.monotonic() - t0 >= 0.3
+    clock = LoopClock()
+    try:
+        bc.unsubscribe(q)
+        assert await loop_goes_round(bc)
+        clock.advance(0.29)
+        assert await loop_goes_round(bc)
+        assert bc.pump_running and not bc.stopped, "torn down inside the grace window"
+        clock.advance(0.02)  # 0.31 s since the last viewer left
+        assert await settle(lambda: bc.stopped), "not torn down once the grace window was over"
+    finally:
+        clock.release()
     assert await eventually(lambda: not bc.pump_running)
     assert not bc.pump_running and not src.running.is_set() and src.opened == 1
     with pytest.raises(BroadcasterStopped):
@@ -144,14 +184,32 @@ async def test_grace_window_then_teardown():
 
 async def test_resubscribe_inside_grace_window_keeps_the_pump():
     src = FakeSource()
-    bc = PreviewBroadcaster("u", source=src, grace_s=0.3)
+    # Room for 16 frames: at 100 a second, only a loop stalled for 0.16 s would drop the reader.
+    bc = PreviewBroadcaster("u", source=src, grace_s=0.3, queue_size=16)
     try:
         q1 = bc.subscribe()
         await take(q1, 2)
-        bc.unsubscribe(q1)
-        await asyncio.sleep(0.15)
-        q2 = bc.subscribe()
-        got = await take(q2, 40)  # a viewer that keeps reading, past the first grace deadline (~0.4 s)
+        clock = LoopClock()
+        try:
+            bc.unsubscribe(q1)
+            clock.advance(0.29)
+            assert await loop_goes_round(bc)
+            q2 = bc.subscribe()
+            got: list = []
+
+            async def read():  # a viewer that keeps reading (loop timers cannot time it out now)
+                while len(got) < 40 and (frame := await q2.get()) is not UPSTREAM_GONE:
+                    got.append(frame)
+
+            reader = asyncio.create_task(read())
+            clock.advance(1.0)  # far past where the first grace window ended
+            try:
+                assert await settle(reader.done, timeout=10.0) and len(got) == 40, f"{len(got)} frames; {bc.stats}"
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+        finally:
+            clock.release()
         assert not bc.stopped and bc.pump_running and bc.stats.dropped_subscribers == 0
         assert src.opened == 1 and bc.stats.pumps_started == 1
         assert [number(f) for f in got[1:]] == list(range(number(got[1]), number(got[1]) + 39))

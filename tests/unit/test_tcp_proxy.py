@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import pytest
-from livedub_testkit.tcp_proxy import TcpProxy
+from livedub_testkit.polling import wait_for
+from livedub_testkit.tcp_proxy import CHUNK, TcpProxy
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -88,10 +88,8 @@ def test_passthrough_forwards_both_ways(echo):
         c.sendall(payload)
         assert recv_exactly(c, len(payload)) == payload
         assert proxy.accepted == 1 and proxy.active == 1
-        deadline = time.monotonic() + 2  # counted just after the send that delivered it
-        while proxy.forwarded["down"] < len(payload) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proxy.forwarded == {"up": len(payload), "down": len(payload)}
+        want = {"up": len(payload), "down": len(payload)}  # counted just after the send that delivered it
+        wait_for(lambda: proxy.forwarded == want, f"{want} forwarded", timeout=2, poll=0.01)
 
 
 def test_pause_holds_the_connection_open_and_forwards_nothing_until_resumed(echo):
@@ -111,18 +109,44 @@ def test_pause_holds_the_connection_open_and_forwards_nothing_until_resumed(echo
         late.close()
 
 
+class HandClock:
+    """The throttle's clock, moved only by the test: what passes is counted in bytes a second of
+    this clock, so the check does not depend on how fast the machine is."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_throttle_bounds_the_rate(echo):
-    with TcpProxy(echo.port) as proxy, socket.create_connection(("127.0.0.1", proxy.port)) as c:
+    clock = HandClock()
+    with TcpProxy(echo.port, clock=clock) as proxy, socket.create_connection(("127.0.0.1", proxy.port)) as c:
         proxy.throttle(40_000)
-        payload = b"x" * 100_000
-        t0 = time.monotonic()
+        payload = bytes(range(256)) * 400  # 102_400 bytes, none alike in a row
+
+        def forwarded(n: int) -> None:
+            want = {"up": n, "down": n}
+            wait_for(lambda: proxy.forwarded == want, f"{want} forwarded", timeout=5, poll=0.01)
+
         c.sendall(payload)
-        assert recv_exactly(c, len(payload), timeout=10) == payload
-        took = time.monotonic() - t0
-        # At most a quarter second (plus one chunk) banked: 100 kB at 40 kB/s takes >= ~1.5 s.
-        assert took >= 1.2, f"100 kB through a 40 kB/s throttle in {took:.2f} s"
-        proxy.throttle(None)
-        t0 = time.monotonic()
+        assert nothing_arrives(c, 0.3), "bytes went through while the throttle's clock stood still"
+        assert proxy.forwarded == {"up": 0, "down": 0}
+        clock.advance(0.5)  # half a second: 20 kB each way
+        assert recv_exactly(c, 20_000) == payload[:20_000]
+        forwarded(20_000)
+        clock.advance(10.0)  # a long pause: at most a quarter second (plus one chunk) is banked
+        banked = 10_000 + CHUNK
+        assert recv_exactly(c, banked) == payload[20_000:20_000 + banked]
+        forwarded(20_000 + banked)
+        clock.advance(1.0)  # 40 kB more than the 6864 bytes left
+        assert recv_exactly(c, len(payload) - 20_000 - banked) == payload[20_000 + banked:]
+        forwarded(len(payload))
+        proxy.throttle(None)  # lifted: everything passes with the clock standing still
         c.sendall(payload)
         assert recv_exactly(c, len(payload)) == payload
 
@@ -157,9 +181,7 @@ def test_black_hole_reads_everything_and_forwards_nothing(echo):
         with socket.create_connection(("127.0.0.1", proxy.port)) as c:
             c.sendall(b"y" * 500_000)  # far more than the socket buffers: the proxy reads it all
             assert nothing_arrives(c, 0.5)
-            deadline = time.monotonic() + 5
-            while proxy.discarded < 500_000 and time.monotonic() < deadline:
-                time.sleep(0.02)
+            wait_for(lambda: proxy.discarded >= 500_000, "500 kB read", timeout=5, poll=0.02)
             assert proxy.discarded == 500_000
             assert echo.connections == 0 and echo.received == 0  # never connected upstream
 

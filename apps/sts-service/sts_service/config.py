@@ -58,8 +58,14 @@ class StsConfig(Settings):
         "Whisper's full 30 s window", ge=100, le=3000)
     asr_left_context_s: float = setting(
         5.0, "--asr-left-context", "STS_ASR_LEFT_CONTEXT",
-        "a fragment the client cut at its fragment limit (`continues`) is kept, up to this many seconds, and the "
-        "next one is heard behind it, its last word going to the next one; 0 turns it off (0–10 s)", ge=0, le=10)
+        "a fragment is kept, up to this many seconds, and the next one is heard behind it when it goes on from it "
+        "(after a cut the client marks `continues`, its last word going to the next one; or after a pause, `"
+        "--asr-left-context-pause`); 0 turns it off (0–10 s)", ge=0, le=10)
+    asr_left_context_pause_s: float = setting(
+        1.5, "--asr-left-context-pause", "STS_ASR_LEFT_CONTEXT_PAUSE",
+        "a fragment that starts at most this many seconds after the one before (a pause inside the speech) is "
+        "heard behind it too, the pause as silence, where that needs no wider encoder window; 0: only after a "
+        "cut (0–5 s)", ge=0, le=5)
     asr_workers: int = setting(
         _cpu_count, "--asr-workers", "STS_ASR_WORKERS",
         "ASR workers, each transcribing one batch at a time (>= 1; workers x threads should not exceed the "

@@ -38,8 +38,9 @@ class StsMetrics:
             "sts_work_on_expired", "Work started on a fragment whose deadline had passed (should stay 0)",
             registry=self.registry)
         self.asr_left_context = Counter(
-            "sts_asr_left_context", "Fragments that continue a cut one: heard behind it (`used`), cold because "
-            "its words were not back in time (`cold`); words handed over to the next fragment (`word_handed_over`)",
+            "sts_asr_left_context", "Fragments heard behind the one before: after a cut (`used`) or a pause "
+            "(`used_after_pause`); cold because its words were not back in time (`cold`); words handed over to "
+            "the next fragment at a cut (`word_handed_over`)",
             ["outcome"], registry=self.registry)
         self.asr_reruns = Counter(
             "sts_asr_full_window_reruns", "Fragments decoded again with the full 30 s window, by the "

@@ -167,14 +167,20 @@ class DubbingPipeline:
             raise StageFailure(code, stage, f"{type(exc).__name__}: {exc}") from exc
         return result, ran.get("ms", 0.0)
 
-    async def _left_audio(self, prev: Heard | None, audio: np.ndarray, deadline: float) -> LeftAudio | None:
-        """The cut fragment before this one with its committed words, waiting for them only as long as
-        this fragment's own ASR and the stages after it still fit before `deadline`; else None (cold)."""
+    async def _left_audio(self, prev: Heard | None, audio: np.ndarray, start_ms: float,
+                          deadline: float) -> LeftAudio | None:
+        """The fragment before this one (asr/left_context.py) with its committed words, and a pause
+        between them as silence, waiting for the words only as long as this fragment's own ASR and
+        the stages after it still fit before `deadline`; else None (cold). A fragment after a pause
+        is heard behind the one before only where that costs no wider encoder window."""
         if prev is None or prev.audio is None:
+            return None
+        left = LeftAudio(prev.lead_in(start_ms), "")
+        window = self.scheduler.window_for(audio, left)
+        if not prev.continues and window > self.scheduler.window_for(audio):
             return None
         if not prev.text.done():
             loop = asyncio.get_running_loop()
-            window = self.scheduler.window_for(audio, LeftAudio(prev.audio, ""))
             budget = min(LEFT_WAIT_MAX_S, deadline - loop.time() - self.scheduler.cost.asr(window, 1, True)
                          - self.scheduler.cost.post.value)
             if budget > 0:
@@ -187,8 +193,8 @@ class DubbingPipeline:
         text = prev.text.result()
         if not text:
             return None
-        self.metrics.asr_left_context.labels("used").inc()
-        return LeftAudio(prev.audio, text)
+        self.metrics.asr_left_context.labels("used" if prev.continues else "used_after_pause").inc()
+        return LeftAudio(left.audio, text)
 
     async def _asr(self, audio: np.ndarray, prompt: str | None, deadline: float, hard: bool,
                    left: LeftAudio | None = None):
@@ -275,8 +281,9 @@ class DubbingPipeline:
         lets it start up to that much later instead: every stage works to `deadline` plus it, and
         a dub that would miss `deadline` is fitted to the rest of the span (``late_offset``).
         `context` is the stream's recent speech: this fragment's transcript goes in as soon as it
-        is known. `left_context` is the stream's recent audio: a fragment that continues a cut one
-        is heard behind it, and a cut fragment leaves its last word to the next one.
+        is known. `left_context` is the stream's recent audio: a fragment that goes on after a cut
+        or a pause is heard behind the one before, and a cut fragment leaves its last word to the
+        next one.
         """
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
@@ -298,7 +305,7 @@ class DubbingPipeline:
                 prev = left_context.before(frag.sequence_number, frag.start_ms)
                 heard = left_context.add(frag.sequence_number, frag.start_ms, frag.duration_ms, audio,
                                          bool(frag.continues))
-            left = await self._left_audio(prev, audio, deadline)
+            left = await self._left_audio(prev, audio, frag.start_ms, deadline)
             transcription, queued_s, ran_s = await self._asr(audio, prompt, deadline, hard, left)
             timings.queue, timings.asr = queued_s * 1000.0, ran_s * 1000.0
             self.metrics.stage_seconds.labels("asr").observe(ran_s)

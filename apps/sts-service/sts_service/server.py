@@ -307,7 +307,8 @@ class StsServer:
         spec = StreamSpec(init.source_language, list(init.target_languages), init.audio.sample_rate_hz,
                           dict(init.voice))
         session = Session(sid=sid, stream_id=init.stream_id, spec=spec, max_fragment_ms=max_ms,
-                          left_context=LeftContext(self.cfg.asr_left_context_s))
+                          left_context=LeftContext(self.cfg.asr_left_context_s,
+                                                   self.cfg.asr_left_context_pause_s))
         old = self.sessions.put(session)
         if old is not None:
             await old.close()  # re-init replaces the stream's session (e.g. after a reconnect)

@@ -1,16 +1,19 @@
-"""What a stream said just before a fragment, so a fragment cut by the client's fragment limit is
+"""What a stream said just before a fragment, so a fragment that goes on from the one before it is
 not heard cold (protocol.md, Left context).
 
-The media-service cuts a sentence longer than its fragment limit where it is quietest, often
-inside a clause or a word. Heard alone, the second piece starts cold and its first word is
-misheard ("She opened" as "Gee open"). Here each fragment that says it `continues` keeps its
-audio and, once ASR has it, its committed transcript; the next fragment, if it starts where that
-one ends, is decoded with that audio in front of it and that transcript as the words already said.
+The media-service cuts a sentence longer than its fragment limit, often inside a clause or a word,
+and cuts at every pause its VAD hears, also a speaker's pause inside a sentence. Heard alone, the
+piece after either cut starts cold: its first word is misheard ("She opened" as "Gee open"), a
+few words said after a pause lose the sentence they belong to. Here each fragment's audio is kept
+and, once ASR has it, its committed transcript; the next fragment, if it starts where that one
+ends (a cut) or at most ``pause_s`` after it (a pause), is decoded with that audio (and the pause,
+as silence) in front of it and that transcript as the words already said.
 
-The word that touches the cut belongs to one fragment only: the earlier fragment leaves its last
-word to the next one (which re-decodes it from the whole of its sound), unless the next one has
-already gone ahead without the context. One per stream session; used from the event loop only.
-Bounded: the last ``MAX_ENTRIES`` fragments, each at most ``max_seconds`` of audio.
+The word that touches a cut belongs to one fragment only: a fragment that ends at a cut
+(`continues`) leaves its last word to the next one (which re-decodes it from the whole of its
+sound), unless the next one has already gone ahead without the context. A fragment that ends in a
+pause keeps all its words. One per stream session; used from the event loop only. Bounded: the
+last ``MAX_ENTRIES`` fragments, each at most ``max_seconds`` of audio.
 """
 
 from __future__ import annotations
@@ -35,11 +38,17 @@ class Heard:
     seq: int
     start_ms: float
     end_ms: float
-    audio: np.ndarray | None  # float32 16 kHz; None when it does not continue or is too long
-    continues: bool
+    audio: np.ndarray | None  # float32 16 kHz; None when context is off or it is too long
+    continues: bool  # it ends at a cut (the client's `continues`): its last word goes to the next one
     # Its committed transcript once ASR is done ("" = nothing to go on: failed, no speech).
     text: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     successor_cold: bool = False  # the next fragment went ahead without it: keep every word
+
+    def lead_in(self, start_ms: float) -> np.ndarray:
+        """What is heard in front of the next fragment, which starts at `start_ms`: this fragment's
+        audio and, after a pause, the pause as silence (Whisper hears the gap as it was)."""
+        pause = 0 if self.continues else max(0, round((start_ms - self.end_ms) * ASR_RATE / 1000))
+        return np.concatenate([self.audio, np.zeros(pause, np.float32)]) if pause else self.audio
 
     def commit(self, text: str) -> None:
         if not self.text.done():
@@ -70,10 +79,13 @@ def hand_over(transcript: str, hand: bool) -> tuple[str, str]:
 
 
 class LeftContext:
-    """Per-session memory of the last fragments' audio and committed words."""
+    """Per-session memory of the last fragments' audio and committed words. `max_seconds` of a
+    fragment's audio are kept at most (0: off); a fragment after a pause of up to `pause_s` is heard
+    behind the one before (0: only after a cut)."""
 
-    def __init__(self, max_seconds: float) -> None:
+    def __init__(self, max_seconds: float, pause_s: float = 0.0) -> None:
         self.max_samples = int(max_seconds * ASR_RATE)
+        self.pause_ms = pause_s * 1000.0
         self._entries: dict[int, Heard] = {}
 
     @property
@@ -83,8 +95,8 @@ class LeftContext:
     def add(self, seq: int, start_ms: float, duration_ms: float, audio: np.ndarray,
             continues: bool) -> Heard:
         """Remember a fragment as it arrives; its words come later (``Heard.commit``)."""
-        keep = continues and self.enabled and len(audio) <= self.max_samples
-        entry = Heard(seq, start_ms, start_ms + duration_ms, audio if keep else None, keep)
+        keep = (continues or self.pause_ms > 0) and self.enabled and len(audio) <= self.max_samples
+        entry = Heard(seq, start_ms, start_ms + duration_ms, audio if keep else None, continues and keep)
         self._entries[seq] = entry
         for old in sorted(self._entries)[:-MAX_ENTRIES]:
             self._entries[old].commit("")  # nobody waits for it any more
@@ -92,11 +104,15 @@ class LeftContext:
         return entry
 
     def before(self, seq: int, start_ms: float) -> Heard | None:
-        """The fragment this one continues: the previous one, kept, ending where this one starts."""
+        """The fragment this one goes on from: the previous one, kept, ending where this one starts
+        (a cut; a cut fragment is continued only there) or at most ``pause_s`` before it."""
         prev = self._entries.get(seq - 1)
-        if prev is None or not prev.continues or abs(start_ms - prev.end_ms) > CONTIGUOUS_MS:
+        if prev is None or prev.audio is None:
             return None
-        return prev
+        gap = start_ms - prev.end_ms
+        if prev.continues:
+            return prev if abs(gap) <= CONTIGUOUS_MS else None
+        return prev if -CONTIGUOUS_MS <= gap <= self.pause_ms else None
 
     def close(self) -> None:
         for entry in self._entries.values():

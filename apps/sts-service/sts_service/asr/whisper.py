@@ -343,6 +343,16 @@ class WhisperASR:
                         [heard[k]], [prompts[i]], FULL_WINDOW, None, [prefixes[k]], [spoken[k]])[0]
                 except Exception as exc:
                     raise ASRError(f"{self.name} failed: {exc}") from exc
+            if lefts[i] and not text:
+                # Behind the words already said the decoder may end at once (a pause after them
+                # reads as the end of the speech); the fragment alone is heard cold instead.
+                with self._stats_lock:
+                    self.stats["left_context_empty_rerun"] += 1
+                try:
+                    tokens, text, logprob, no_speech, _ = self._decode(
+                        [audios[i]], [prompts[i]], self.window_frames(len(audios[i])), beam_size)[0]
+                except Exception as exc:
+                    raise ASRError(f"{self.name} failed: {exc}") from exc
             result = self._filter([_Segment(text, logprob, no_speech, compression_ratio(text))])
             results[i] = replace(result, rerun=reason) if reason else result
         return results  # type: ignore[return-value]
