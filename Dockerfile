@@ -37,10 +37,16 @@ RUN pip download --no-deps -c requirements.lock -d /tmp/wheels faster-whisper \
 # RTMP in -> VAD segmentation -> sts-service -> mix -> RTMP out; control API on aiohttp.
 FROM base AS media-service
 
-# No Debian package: PyAV's wheel bundles the libav* that demux, decode, encode and mux, and the
-# output relay publishes through those same libraries (media_service/media_io/relay_main.py).
-# srt:// outputs are the exception: PyAV's libraries have no srt, so they need an ffmpeg on PATH
-# (an image of your own FROM this one with Debian's `ffmpeg`; docs/deploy.md).
+# PyAV's wheel bundles the libav* that demux, decode, encode and mux, and the output relay publishes
+# through those same libraries (media_service/media_io/relay_main.py). They have no srt: srt://
+# outputs go through libsrt (media_service/media_io/srt_relay.py): Debian's libsrt1.5-gnutls, one
+# small library (its GnuTLS and libstdc++ are in the base already). No ffmpeg: Debian's would add
+# ~0.6 GB (its codec, X11 and GPU libraries). Every apt layer removes what apt leaves behind
+# (package lists, its binary caches, downloaded .debs): a base without Debian's docker-clean apt
+# configuration keeps them otherwise.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libsrt1.5-gnutls \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 
 COPY --from=silero-vad /tmp/silero/faster_whisper/assets/silero_vad_v6.onnx /opt/livedub/models/silero_vad_v6.onnx
 ENV MEDIA_VAD_MODEL=/opt/livedub/models/silero_vad_v6.onnx
@@ -86,7 +92,7 @@ ENV HF_HUB_OFFLINE=1 \
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       apertium apertium-eng-spa apertium-eng-cat espeak-ng rubberband-cli \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 
 COPY apps/sts-service ./apps/sts-service
 RUN pip install -c requirements.lock ./apps/sts-service \

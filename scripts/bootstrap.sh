@@ -3,9 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# libsrt1.5-gnutls: srt:// outputs (media_service/media_io/srt_relay.py), as in the image;
+# srt-tools: srt-live-transmit, the independent SRT receiver of tests/integration/test_srt_relay.py.
 # docker.io, debootstrap, busybox-static: the deployment test (tests/deploy) starts its own engine
 # and makes the base images that cannot be pulled here (livedub_testkit.standin_images).
-DEB_PACKAGES=(ffmpeg nginx libnginx-mod-rtmp apertium apertium-eng-spa apertium-eng-cat
+DEB_PACKAGES=(ffmpeg libsrt1.5-gnutls srt-tools nginx libnginx-mod-rtmp apertium apertium-eng-spa apertium-eng-cat
               espeak-ng rubberband-cli sox docker-compose prometheus wget chromium redis-server
               docker.io debootstrap busybox-static)
 missing=()

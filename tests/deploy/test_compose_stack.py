@@ -1,7 +1,8 @@
 """The deployment as users deploy it: both images built from the Dockerfile, docker-compose.yml run
 on a Docker engine, a broadcaster publishing to MediaMTX with its own credentials.
 
-One stack start serves every test of this module, in file order: images and the hardening of the
+One stack start serves every test of this module, in file order: images (the media image sends
+srt:// with its own libsrt to a listener on the host) and the hardening of the
 running containers, a credentialed publish dubbed in sync, Prometheus's view, a media-service
 restart, an sts-service SIGKILL, then the stack scaled to two media-service replicas (`up --scale
 media-service=2`: a hook-started stream runs once in the cluster, any replica and the `api` entry
@@ -36,7 +37,7 @@ from pathlib import Path
 import pytest
 from livedub_testkit import analysis, docker_engine, standin_images
 from livedub_testkit.compose_stack import ComposeError, ComposeStack, compose_command
-from livedub_testkit.services import http_json
+from livedub_testkit.services import free_port, http_json
 
 pytestmark = [pytest.mark.timeout(1500), pytest.mark.deploy]
 
@@ -305,12 +306,54 @@ def test_images_fit_for_production(images, engine):
         assert image.attrs["Config"]["User"] == "livedub"
     client = engine.client()
     try:
-        # No ffmpeg program in the media-service image: the relay uses PyAV's libraries.
+        # No ffmpeg program in the media-service image: the relay uses PyAV's libraries (and libsrt for srt).
         out = client.containers.run(BUILT["media-service"], ["sh", "-c", "command -v ffmpeg || echo none"],
                                     remove=True, network_mode="none").decode().strip()
     finally:
         client.close()
     assert out == "none", out
+
+
+def test_media_image_publishes_srt_without_ffmpeg(images, engine, short_media, workdir):
+    """srt:// out of the shipped image: its srt_relay (libsrt) sends MPEG-TS to an SRT listener on
+    the host (ffmpeg, which records it), with a passphrase and a stream id in the URL."""
+    ts = workdir / "srt-in.ts"
+    subprocess.run([shutil.which("ffmpeg"), "-hide_banner", "-loglevel", "error", "-y", "-i", str(short_media.path),
+                    "-t", "4", "-map", "0", "-c", "copy", "-f", "mpegts", str(ts)], check=True, timeout=60)
+    ts.chmod(0o644)
+    port = free_port()
+    passphrase = secrets.token_hex(12)
+    received = workdir / "srt-out.ts"
+    listener = subprocess.Popen([shutil.which("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "warning", "-y",
+                                 "-i", f"srt://127.0.0.1:{port}?mode=listener&passphrase={passphrase}",
+                                 "-map", "0", "-c", "copy", "-f", "mpegts", str(received)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The muxer hands the relay a live stream: paced here in 16 KiB pieces (the image has no ffmpeg -re).
+    feed = ("import sys, time\n"
+            "data = open('/in.ts', 'rb').read()\n"
+            "for at in range(0, len(data), 16384):\n"
+            "    sys.stdout.buffer.write(data[at:at + 16384]); sys.stdout.flush(); time.sleep(0.02)\n")
+    client = engine.client()
+    try:
+        time.sleep(1)  # the listener binds
+        client.containers.run(
+            BUILT["media-service"],
+            ["sh", "-c", 'python -c "$FEED" | python -m media_service.media_io.srt_relay --rw-timeout-us 5000000'],
+            environment={"FEED": feed, "LIVEDUB_RELAY_URL": f"srt://127.0.0.1:{port}?streamid=publish:live/x"
+                                                            f"&passphrase={passphrase}&latency=200000"},
+            volumes={str(ts): {"bind": "/in.ts", "mode": "ro"}}, network_mode="host", remove=True)
+        listener.wait(timeout=30)  # ends when the caller closes the connection
+    finally:
+        client.close()
+        if listener.poll() is None:
+            analysis.stop_process(listener)
+        log = listener.stderr.read().decode(errors="replace")
+        listener.stderr.close()
+    got = analysis.probe(received)
+    assert got["video"]["codec"] == "h264" and got["audio"]["codec"] == "aac", (got, log)
+    sent = [payload for _, payload in analysis.video_packets(ts)]
+    arrived = [payload for _, payload in analysis.video_packets(received)]
+    assert len(arrived) >= 0.9 * len(sent) and set(arrived) <= set(sent), (len(arrived), len(sent), log)
 
 
 def test_containers_run_read_only_without_capabilities(stack):

@@ -1,7 +1,8 @@
 """Broadcast outputs (issue 10): one ingest, every kind of output at once, read back by ffmpeg.
 
 A stream is started over REST with `outputs` of kinds rtmp (Spanish only), hls (served by the
-media-service), srt (to an ffmpeg SRT listener that records it) and file (MPEG-TS under the media
+media-service), srt (through srt_relay, libsrt, the path the image has: to an ffmpeg SRT listener
+that records it, with a passphrase, a stream id and a latency in the URL) and file (MPEG-TS under the media
 root), then the first 12 s of the short fixture are published to its input once. Every output is
 read back with ffprobe/ffmpeg: the H.264 packets are the input's (compared NAL by NAL: MPEG-TS
 carries Annex B with access unit delimiters, FLV/MP4 length-prefixed NALs), each audio track has
@@ -24,10 +25,12 @@ import pytest
 from livedub_testkit import analysis
 from livedub_testkit.services import free_port, http_get
 from livedub_testkit.stack import LocalStack
+from media_service.media_io.relay import RelaySettings, relay_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 SID = "bcast"
+SRT_PASSPHRASE = "bcast-passphrase-0123"
 TARGETS = ["es", "ca"]
 SECONDS = 12.0  # of the 20 s fixture: 3 markers, 3 speech spans
 AV_TOLERANCE_S = 0.005
@@ -127,16 +130,20 @@ def run(stack, short_media, tmp_path_factory):
                     "-map", "0", "-c", "copy", "-f", "flv", str(tmp / "head.flv")], check=True, timeout=30)
     audio_origin_s = analysis.probe(tmp / "head.flv")["audio"]["start_time"] or 0.0
     srt_port = free_port()
+    srt_url = f"srt://127.0.0.1:{srt_port}?streamid=publish:{SID}&passphrase={SRT_PASSPHRASE}&latency=200000"
+    # The child the service starts for it: libsrt's (no ffmpeg), with the URL off its command line.
+    cmd, _ = relay_command(srt_url, "mpegts", RelaySettings())
+    assert cmd[1:3] == ["-m", "media_service.media_io.srt_relay"] and srt_url not in cmd, cmd
     files = {"rtmp-es": tmp / "rtmp-es.flv", "srt": tmp / "srt.ts", "file": stack.root / "bcast.ts"}
     # An SRT listener (ffmpeg) that records what the media-service sends it, and an RTMP player.
     listener = subprocess.Popen([shutil.which("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "warning", "-y",
-                                 "-i", f"srt://127.0.0.1:{srt_port}?mode=listener", "-map", "0", "-c", "copy",
+                                 "-i", f"srt://127.0.0.1:{srt_port}?mode=listener&passphrase={SRT_PASSPHRASE}", "-map", "0", "-c", "copy",
                                  "-copyts", "-f", "mpegts", str(files["srt"])],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     recorder = analysis.record_stream(stack.url(f"{SID}/es"), files["rtmp-es"])
     outputs = [{"kind": "rtmp", "url": stack.url(f"{SID}/{{lang}}"), "languages": ["es"]},
                {"kind": "hls", "url": "hls://"},
-               {"kind": "srt", "url": f"srt://127.0.0.1:{srt_port}"},
+               {"kind": "srt", "url": srt_url},
                {"kind": "file", "url": str(files["file"])}]
     body = {"id": SID, "input_url": stack.url(f"{SID}/src"), "target_languages": TARGETS, "outputs": outputs}
     pub = None

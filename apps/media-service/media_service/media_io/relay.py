@@ -2,9 +2,11 @@
 udp) we mux.
 
 The child is `python -m media_service.media_io.relay_main` (relay_main.py), which hands the bytes
-to libavformat's protocols from PyAV's own libraries, so no ffmpeg program is needed. For a protocol
-those libraries lack (PyAV's wheels have no srt) it is `ffmpeg -c copy` from PATH, with the same
-bounds. Either way the relay only copies: payloads and timestamps are the ones muxed in this process.
+to libavformat's protocols from PyAV's own libraries, so no ffmpeg program is needed. PyAV's wheels
+have no srt: srt:// goes to `python -m media_service.media_io.srt_relay` (srt_relay.py, libsrt from
+Debian's `libsrt1.5-gnutls`, in the image), and only where libsrt is missing to `ffmpeg -c copy`
+from PATH, with the same bounds. Either way the relay only copies: payloads and timestamps are the
+ones muxed in this process, and the URL stays off the command line except on ffmpeg's.
 
 Why a child process: PyAV holds the GIL while it opens an RTMP publish and while it writes to the
 socket, so a slow server would freeze every thread of the service (and nginx-rtmp's `on_publish`
@@ -20,8 +22,9 @@ How a relay fails (the first cause wins, and `failure` says which):
 - `stalled`: the queue made no progress for `stall_s`, or grew past `queue_bytes`. The feeder (or
   the writer, for the size bound) kills the child at once.
 - `relay_exited`: the child ended by itself: the server refused, closed, or stopped answering for
-  `rw_timeout_s` (libavformat's `rw_timeout`, inherited by the tcp/tls socket under rtmp/rtmps and
-  used by srt, bounds every connect, read and write).
+  `rw_timeout_s` (libavformat's `rw_timeout`, inherited by the tcp/tls socket under rtmp/rtmps;
+  for srt libsrt's connect timeout, send timeout and peer idle timeout: it bounds every connect,
+  read and write).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from ..redaction import redact
 from ..targets import protocol_whitelist, scheme_of
 from ..thread_names import name_native_thread
 from .relay_main import URL_ENV, Libav
+from .srt_relay import load_libsrt
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +77,9 @@ class RelayStartError(RuntimeError):
 def _ffmpeg_command(url: str, fmt: str, rw_us: str) -> list[str]:
     exe = shutil.which("ffmpeg")
     if exe is None:
-        raise RelayStartError(f"{scheme_of(url)}:// outputs need ffmpeg on PATH (PyAV's libraries have no "
-                              f"{scheme_of(url)} protocol): install Debian 'ffmpeg'")
+        scheme = scheme_of(url)
+        need = "libsrt (install Debian 'libsrt1.5-gnutls') or ffmpeg" if scheme == "srt" else "ffmpeg on PATH"
+        raise RelayStartError(f"{scheme}:// outputs need {need}: PyAV's libraries have no {scheme} protocol")
     return [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", fmt, "-i", "pipe:0",
             "-map", "0", "-c", "copy", "-copyts", "-rw_timeout", rw_us,
             "-protocol_whitelist", protocol_whitelist(url), "-f", fmt, url]
@@ -86,19 +91,30 @@ def libav_output_protocols() -> frozenset[str]:
     return frozenset(Libav().output_protocols())
 
 
+@functools.lru_cache(maxsize=1)
+def libsrt_installed() -> bool:
+    """True when srt_relay can load libsrt."""
+    return load_libsrt() is not None
+
+
 def relay_command(url: str, fmt: str, settings: RelaySettings) -> tuple[list[str], dict[str, str]]:
     """(argv, environment) of the child that publishes to `url`: relay_main when PyAV's libraries
-    speak the protocol, else ffmpeg."""
+    speak the protocol, srt_relay for srt when libsrt is installed, else ffmpeg (RelayStartError
+    naming what to install when it is missing too). The first two take the URL in the environment."""
     rw_us = str(int(settings.rw_timeout_s * 1_000_000))
-    if scheme_of(url) in libav_output_protocols():
+    scheme = scheme_of(url)
+    if scheme in libav_output_protocols():
         cmd = [sys.executable, "-m", "media_service.media_io.relay_main", "--rw-timeout-us", rw_us,
                "--protocol-whitelist", protocol_whitelist(url)]
+        return cmd, {**os.environ, URL_ENV: url}
+    if scheme == "srt" and libsrt_installed():
+        cmd = [sys.executable, "-m", "media_service.media_io.srt_relay", "--rw-timeout-us", rw_us]
         return cmd, {**os.environ, URL_ENV: url}
     return _ffmpeg_command(url, fmt, rw_us), dict(os.environ)
 
 
 class Relay:
-    """One relay child (relay_main, or ffmpeg for srt), fed from a bounded queue.
+    """One relay child (relay_main; srt_relay or ffmpeg for srt), fed from a bounded queue.
 
     File-like for PyAV (`write` only: not seekable). Thread-safe between the writing thread and
     its own feeder/reader threads; `close` (or `kill`) ends both threads and reaps the child.
