@@ -5,7 +5,9 @@ The fixture's reference words carry times (the dense fixture spreads each clause
 words by character count: an estimate). A stream's fragments are placed on fixture time by
 :func:`timeline_origin`; a fragment *covers* the reference words whose midpoint lies in its span.
 The words a stream is scored on are those from its first fragment to its last, less those of its
-fallbacks (counted as fallbacks, not as word errors). Words among them that no dubbed fragment
+fallbacks (counted as fallbacks, not as word errors) and of a sentence the fixture's end cut short
+(its words are an estimate of what was said before the cut: it is left out, with the fragments
+that hold it). Words among them that no dubbed fragment
 covers are *lost*: a fragment the ASR found no speech in, speech the segmenter never sent.
 
 * **WER of the dubbed spans**: the transcripts of a stream's dubbed fragments, concatenated in time
@@ -61,6 +63,9 @@ class Reference:
     sentences: list[Sentence]
     words: list[RefWord]
     lang: str  # of the reference translations
+    # Fixture time where a sentence cut short by the fixture's end starts (None: none is): its words
+    # are estimates of how much was said before the cut, so it is scored neither way.
+    cut_off_from: float | None = None
 
 
 def reference_of(fx, lang: str = "es") -> tuple[Reference, list[float]]:
@@ -80,16 +85,18 @@ def reference_of(fx, lang: str = "es") -> tuple[Reference, list[float]]:
             order.append(c["sentence"])
             by_sentence[c["sentence"]] = []
         by_sentence[c["sentence"]].append(c)
-    sentences, words = [], []
+    sentences, words, cut_off_from = [], [], None
     for i, key in enumerate(order):
         parts = by_sentence[key]
         text = " ".join(c["text"] for c in parts)
         cut = any(c.get("cut_off") for c in parts)
+        if cut and cut_off_from is None:
+            cut_off_from = parts[0]["start"]
         sentences.append(Sentence(parts[0]["start"], parts[-1]["end"], text, None if cut else refs.get(text)))
         for c in parts:
             for w, s, e in c["words"]:
                 words += [RefWord(t, s, e, i) for t in normalized_words(w)]
-    return Reference(sentences, words, lang), [c["start"] for c in clauses]
+    return Reference(sentences, words, lang, cut_off_from), [c["start"] for c in clauses]
 
 
 def timeline_origin(starts_s: list[float], clause_starts: list[float]) -> float | None:
@@ -262,13 +269,19 @@ def score_stream(dubbed: list[dict], fallbacks: list[dict], origin: float | None
     fb_starts = sorted(origin + f["start_ms"] / 1000 for f in fallbacks)
     starts = sorted([a for a, _, _, _ in frags] + fb_starts)
     fb_spans = [(t, next((u for u in starts if u > t), np.inf)) for t in fb_starts]
+    end = np.inf if fb_starts and fb_starts[-1] > frags[-1][0] else frags[-1][1]
+    eligible = np.ones(len(ref.words), dtype=bool)
+    if ref.cut_off_from is not None:  # the sentence the fixture's end cut short: neither side scores it
+        frags = [f for f in frags if (f[0] + f[1]) / 2 < ref.cut_off_from - SEGMENT_PADDING_S]
+        eligible = np.array([(w.start + w.end) / 2 < ref.cut_off_from for w in ref.words])
+        if not frags:
+            return out
+    in_range = covered(ref.words, [(starts[0], end)]) & eligible
     mask = covered(ref.words, [(a, b) for a, b, _, _ in frags])
     fell_back = covered(ref.words, fb_spans) & ~mask
-    end = np.inf if fb_starts and fb_starts[-1] > frags[-1][0] else frags[-1][1]
-    in_range = covered(ref.words, [(starts[0], end)])
     scored = in_range & ~fell_back
     hyp = normalized_words(" ".join(t for _, _, t, _ in frags))
-    out.update(covered_words_share=float(mask.mean()), fallback_words=int(fell_back.sum()),
+    out.update(covered_words_share=float(mask[eligible].mean()), fallback_words=int(fell_back.sum()),
                lost_words=int((scored & ~mask).sum()),
                sentences_dubbed=len({w.sentence for w, m in zip(ref.words, mask) if m}))
     n = int(scored.sum())

@@ -163,7 +163,7 @@ def test_perfect_dubs_score_zero_wer_and_full_chrf():
     s0 = out["per_stream"]["s0"]
     assert s0["origin_s"] == pytest.approx(origin, abs=0.01)
     assert out["wer"] == 0 and out["asr_alone_wer"] == 0 and out["wer_cost_points"] == 0
-    assert out["wer_ref_words"] == len(ref.words) and s0["covered_words_share"] == 1.0
+    assert out["wer_ref_words"] == len(ref.words) - 3 and s0["covered_words_share"] == 1.0  # not the cut-off 3
     assert [g["sentences"] for g in s0["segments"]] == [[0], [1]]  # the cut-off sentence has no reference
     assert out["chrf"]["dubbed"] == pytest.approx(100.0) and out["chrf"]["whole"] == pytest.approx(100.0)
     assert out["chrf"]["sentences"] == 2 and out["chrf"]["cost_points"] == pytest.approx(0.0)
@@ -258,7 +258,8 @@ def test_words_neither_dubbed_nor_fallen_back_are_lost_and_count_as_deletions():
     s0 = out["per_stream"]["s0"]
     n_a1, n_a2, n_b = (len(normalized_words(t)) for t in (a1, a2, S2))
     assert s0["lost_words"] == n_a2 and s0["fallback_words"] == n_b
-    assert out["wer_ref_words"] == n_a1 + n_a2 + 3 and out["wer"] == pytest.approx(n_a2 / (n_a1 + n_a2 + 3))
+    # The cut-off sentence's three words are not scored (test_the_sentence_cut_off_by_the_end_is_not_scored).
+    assert out["wer_ref_words"] == n_a1 + n_a2 and out["wer"] == pytest.approx(n_a2 / (n_a1 + n_a2))
     assert out["wer_covered_only"] == 0.0  # the old count did not see the lost clause
     assert [g["sentences"] for g in s0["segments"]] == [[0]]
     assert s0["segments"][0]["dubbed"] == "El río ha crecido bruscamente tras la tormenta,"
@@ -273,3 +274,17 @@ def test_a_sentence_nothing_was_dubbed_in_is_a_segment_with_nothing_said():
     segs = out["per_stream"]["s0"]["segments"]
     assert [(g["sentences"], g["dubbed"]) for g in segs] == [([0], "uno"), ([1], "")]
     assert out["lost_words"] == len(normalized_words(S2))
+
+
+def test_the_sentence_cut_off_by_the_end_is_not_scored():
+    """The fixture's end cuts its last sentence short: how many of its words were said before the cut
+    is an estimate, so a transcript that heard more than the estimate must not count as insertions,
+    nor one that heard less as deletions."""
+    fx = fixture()
+    ref, clause_starts = reference_of(fx, "es")
+    assert ref.cut_off_from == 13.0
+    for last in ("Officials say the bridge will be", "Officials", ""):
+        events = [dubbed(0.85, 6.1, S1), dubbed(6.85, 12.1, S2)] + ([dubbed(12.85, 14.1, last)] if last else [])
+        out = score_run({"s0": (events, [])}, ref, clause_starts, None)
+        assert out["wer"] == 0 and out["wer_ref_words"] == len(normalized_words(S1 + " " + S2)), last
+        assert out["lost_words"] == 0

@@ -101,6 +101,9 @@ class Segment:
     span: Span
     audio: np.ndarray  # float32 mono 16 kHz, len == span.length, owned by the caller
     forced_cut: bool = False  # True when the span ends at a max_fragment cut (speech continues)
+    # A forced cut that found no pause, not even between two words: it may split a word, whose
+    # end then opens the next span (what protocol `continues` tells the sts-service).
+    cut_in_speech: bool = False
 
 
 @dataclass
@@ -271,9 +274,9 @@ class SpeechSegmenter:
             return
         self._emit(start, end, out, forced=False)
 
-    def _emit(self, start: int, end: int, out: list[Segment], forced: bool) -> None:
+    def _emit(self, start: int, end: int, out: list[Segment], forced: bool, in_speech: bool = False) -> None:
         span = Span(start, end)
-        out.append(Segment(span, self._buf.view(start, end).copy(), forced))
+        out.append(Segment(span, self._buf.view(start, end).copy(), forced, in_speech))
         self._last_end = end
         self.stats.spans_emitted += 1
         self.stats.emitted_samples += end - start
@@ -284,10 +287,11 @@ class SpeechSegmenter:
         cut = self._pause_point(start + self._max_fragment // 3, hi, self._cut_pause)  # between clauses
         if cut is None:
             cut = self._pause_point(last_third, hi, 1)  # between words
-        if cut is None:
+        in_speech = cut is None
+        if in_speech:
             cut = self._quietest_point(last_third, hi)
         self.stats.forced_cuts += 1
-        self._emit(start, cut, out, forced=True)
+        self._emit(start, cut, out, forced=True, in_speech=in_speech)
         self._span_start = cut
         self._speech_start = cut
         self._continuation = True
