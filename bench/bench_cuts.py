@@ -92,7 +92,7 @@ def fragment_wer(asr, segments, reference, context: str = "none") -> dict:
             words = [w for r in reference for w, ws, we in r["words"] if a <= (ws + we) / 2 < b]
             refs += words
             prev = memory.before(seq, a * 1000.0)
-            entry = memory.add(seq, a * 1000.0, (b - a) * 1000.0, g.audio, g.cut_in_speech)
+            entry = memory.add(seq, a * 1000.0, (b - a) * 1000.0, g.audio, g.speech_goes_on)
             left = None
             if prev is not None and prev.text.result():
                 left = LeftAudio(prev.lead_in(a * 1000.0), prev.text.result())

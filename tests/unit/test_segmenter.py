@@ -458,15 +458,16 @@ def curve(seconds: float, dips: list[tuple[float, int, float]]) -> list[float]:
     return probs
 
 
-def first_cut(dips, in_speech: bool = False, **cfg) -> int:
+def first_cut(dips, goes_on: bool = True, **cfg) -> int:
     """Where a 4 s span of level speech with these VAD dips is first cut (16 kHz index); the cut
-    says it is inside speech (`continues` on the wire) exactly when no dip was found for it."""
+    says the speech goes on (`continues` on the wire) unless it fell in a dip that was still
+    going when the span reached its limit."""
     cfg = {"max_fragment_ms": 4000, "min_silence_ms": 1000, "padding_ms": 0, **cfg}
     x = tone(6, amp=0.5)
     seg = SpeechSegmenter(SegmenterConfig(**cfg), vad=ScriptedVad(curve(6, dips)))
     out = run(seg, x, 1024)
     assert out[0].forced_cut and out[0].span.start == 0 and out[1].span.start == out[0].span.end
-    assert out[0].cut_in_speech == in_speech
+    assert out[0].speech_goes_on == goes_on
     return out[0].span.end
 
 
@@ -481,8 +482,16 @@ def test_a_forced_cut_goes_to_a_clause_pause_before_the_last_third():
     assert window(1.6) <= cut <= window(1.6) + 6 * VAD_WINDOW
 
 
+def test_a_cut_in_a_silence_still_going_says_the_speech_stopped():
+    # the speech stops at 3.7 s, 300 ms before the limit (a silence too short to close the span):
+    # the cut falls in that silence, the last word is whole, and nothing may be handed over to a
+    # remainder that may hold no speech
+    cut = first_cut([(3.7, 20, 0.0)], goes_on=False)
+    assert window(3.7) - VAD_WINDOW <= cut <= 4 * SR
+
+
 def test_a_dip_too_short_for_a_pause_is_not_a_clause_boundary():
-    cut = first_cut([(1.6, 3, 0.4)], in_speech=True)  # 96 ms: a gap between words, not a clause pause
+    cut = first_cut([(1.6, 3, 0.4)])  # 96 ms: a gap between words, not a clause pause
     assert cut >= (2 * 4 * SR) // 3
 
 
@@ -493,12 +502,12 @@ def test_the_longest_pause_wins_and_the_latest_of_equals():
 
 
 def test_pauses_in_the_first_third_are_too_early():
-    cut = first_cut([(0.6, 8, 0.4)], in_speech=True)  # a 0.6 s first fragment would cost a whole ASR call
+    cut = first_cut([(0.6, 8, 0.4)])  # a 0.6 s first fragment would cost a whole ASR call
     assert cut >= (2 * 4 * SR) // 3
 
 
 def test_cut_pause_zero_keeps_the_quietest_point_only():
-    assert first_cut([(1.6, 6, 0.4)], in_speech=True, cut_pause_ms=0) >= (2 * 4 * SR) // 3
+    assert first_cut([(1.6, 6, 0.4)], cut_pause_ms=0) >= (2 * 4 * SR) // 3
 
 
 def test_the_cut_lands_at_the_quietest_point_inside_the_pause():

@@ -101,9 +101,10 @@ class Segment:
     span: Span
     audio: np.ndarray  # float32 mono 16 kHz, len == span.length, owned by the caller
     forced_cut: bool = False  # True when the span ends at a max_fragment cut (speech continues)
-    # A forced cut that found no pause, not even between two words: it may split a word, whose
-    # end then opens the next span (what protocol `continues` tells the sts-service).
-    cut_in_speech: bool = False
+    # A forced cut made while the speech was still going (not in a silence that lasted to the
+    # newest audio): the speech goes on in the next span, which may hold the end of the word at
+    # the cut (what protocol `continues` tells the sts-service).
+    speech_goes_on: bool = False
 
 
 @dataclass
@@ -274,9 +275,9 @@ class SpeechSegmenter:
             return
         self._emit(start, end, out, forced=False)
 
-    def _emit(self, start: int, end: int, out: list[Segment], forced: bool, in_speech: bool = False) -> None:
+    def _emit(self, start: int, end: int, out: list[Segment], forced: bool, goes_on: bool = False) -> None:
         span = Span(start, end)
-        out.append(Segment(span, self._buf.view(start, end).copy(), forced, in_speech))
+        out.append(Segment(span, self._buf.view(start, end).copy(), forced, goes_on))
         self._last_end = end
         self.stats.spans_emitted += 1
         self.stats.emitted_samples += end - start
@@ -284,22 +285,21 @@ class SpeechSegmenter:
     def _forced_cut(self, out: list[Segment]) -> None:
         start, hi = self._span_start, self._pos
         last_third = start + (2 * self._max_fragment) // 3
-        cut = self._pause_point(start + self._max_fragment // 3, hi, self._cut_pause)  # between clauses
-        if cut is None:
-            cut = self._pause_point(last_third, hi, 1)  # between words
-        in_speech = cut is None
-        if in_speech:
-            cut = self._quietest_point(last_third, hi)
+        pause = self._pause_point(start + self._max_fragment // 3, hi, self._cut_pause)  # between clauses
+        if pause is None:
+            pause = self._pause_point(last_third, hi, 1)  # between words
+        cut, stopped = pause if pause is not None else (self._quietest_point(last_third, hi), False)
         self.stats.forced_cuts += 1
-        self._emit(start, cut, out, forced=True, in_speech=in_speech)
+        self._emit(start, cut, out, forced=True, goes_on=not stopped)
         self._span_start = cut
         self._speech_start = cut
         self._continuation = True
         # Speech may continue right at the cut; if the cut is inside a silence run the run goes on.
 
-    def _pause_point(self, lo: int, hi: int, min_windows: int) -> int | None:
+    def _pause_point(self, lo: int, hi: int, min_windows: int) -> tuple[int, bool] | None:
         """Cut position in the longest run of at least `min_windows` VAD windows below the speech
-        threshold within [lo, hi], or None when there is none (or ``cut_pause_ms`` is 0).
+        threshold within [lo, hi], and whether that run lasts to `hi` (the speech has stopped, for
+        now); None when there is none (or ``cut_pause_ms`` is 0).
 
         The VAD reports a pause a window or so after its silence began, so the energy search
         starts one window before the run."""
@@ -311,7 +311,7 @@ class SpeechSegmenter:
         if run is None:
             return None
         a = max(lo, (w_lo + run[0] - 1) * VAD_WINDOW)
-        return self._quietest_point(a, (w_lo + run[1]) * VAD_WINDOW)
+        return self._quietest_point(a, (w_lo + run[1]) * VAD_WINDOW), w_lo + run[1] >= w_hi
 
     def _quietest_point(self, lo: int, hi: int) -> int:
         """Cut position in [lo, hi] (see cut_point.py), on frames aligned to the timeline."""

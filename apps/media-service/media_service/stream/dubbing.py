@@ -128,7 +128,7 @@ class Dubbing:
                             sequence_number=seq, start_ms=start_ms, duration_ms=duration_ms, audio=audio,
                             deadline_ms=min(600000.0, budget_ms) if budget_ms > 0 else None,
                             late_start_ms=late_ms if late_ms > 0 and budget_ms > 0 else None,
-                            continues=True if seg.cut_in_speech else None)
+                            continues=True if seg.speech_goes_on else None)
         t0 = time.monotonic()
         try:
             if self.sts.connected:
