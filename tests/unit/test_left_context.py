@@ -86,9 +86,9 @@ def _window(audio, left=None):
     return 1000 if n <= 8 * 16000 else 1100
 
 
-def _pipeline(asr_s: float = 0.1, post_s: float = 0.1):
+def _pipeline(asr_s: float = 0.1, post_s: float = 0.1, wait_s: float = 0.0):
     cost = SimpleNamespace(asr=lambda window, batch, greedy: asr_s, post=SimpleNamespace(value=post_s))
-    scheduler = SimpleNamespace(cost=cost, window_for=_window)
+    scheduler = SimpleNamespace(cost=cost, window_for=_window, estimated_wait_s=lambda now: wait_s)
     return SimpleNamespace(scheduler=scheduler, metrics=StsMetrics())
 
 
@@ -142,4 +142,24 @@ def test_after_a_pause_the_silence_is_heard_and_a_wider_window_is_not_paid_for()
         cut.commit("and bought fresh bread,")
         assert await DubbingPipeline._left_audio(pipe, cut, four, 12200.0, loop.time() + 5.0) is not None
         assert pipe.metrics.asr_left_context.labels("used")._value.get() == 1
+    asyncio.run(main())
+
+
+def test_after_a_pause_the_context_waits_for_room_in_the_deadline():
+    """Heard behind the words before, the decoder runs longer: after a pause that is done only while
+    the deadline leaves room for one more ASR run after the expected wait; a cut fragment's successor
+    is heard behind it regardless (its words are split at the cut)."""
+    async def main():
+        ctx = LeftContext(5.0, pause_s=1.5)
+        loop = asyncio.get_running_loop()
+        prev = ctx.add(0, 0.0, 1000.0, SECOND, continues=False)
+        prev.commit("He went to the market,")
+        # 1 s left: 0.6 s of wait + 0.1 post leaves 0.3 s, room for the 0.2 s of two ASR runs.
+        assert await DubbingPipeline._left_audio(_pipeline(wait_s=0.6), prev, SECOND, 1500.0, loop.time() + 1.0)
+        busy = _pipeline(wait_s=0.75)  # 0.15 s left: no room
+        assert await DubbingPipeline._left_audio(busy, prev, SECOND, 1500.0, loop.time() + 1.0) is None
+        assert busy.metrics.asr_left_context.labels("skipped_busy")._value.get() == 1
+        cut = ctx.add(1, 2000.0, 1000.0, SECOND, continues=True)
+        cut.commit("and bought fresh")
+        assert await DubbingPipeline._left_audio(busy, cut, SECOND, 3000.0, loop.time() + 1.0) is not None
     asyncio.run(main())

@@ -39,7 +39,8 @@ class StsMetrics:
             registry=self.registry)
         self.asr_left_context = Counter(
             "sts_asr_left_context", "Fragments heard behind the one before: after a cut (`used`) or a pause "
-            "(`used_after_pause`); cold because its words were not back in time (`cold`); words handed over to "
+            "(`used_after_pause`); heard alone after a pause because the deadline had no room for it "
+            "(`skipped_busy`); cold because its words were not back in time (`cold`); words handed over to "
             "the next fragment at a cut (`word_handed_over`)",
             ["outcome"], registry=self.registry)
         self.asr_reruns = Counter(

@@ -172,15 +172,24 @@ class DubbingPipeline:
         """The fragment before this one (asr/left_context.py) with its committed words, and a pause
         between them as silence, waiting for the words only as long as this fragment's own ASR and
         the stages after it still fit before `deadline`; else None (cold). A fragment after a pause
-        is heard behind the one before only where that costs no wider encoder window."""
+        is heard behind the one before only where that costs no wider encoder window and the
+        deadline has room for the longer decoding."""
         if prev is None or prev.audio is None:
             return None
+        loop = asyncio.get_running_loop()
         left = LeftAudio(prev.lead_in(start_ms), "")
         window = self.scheduler.window_for(audio, left)
-        if not prev.continues and window > self.scheduler.window_for(audio):
-            return None
+        if not prev.continues:
+            if window > self.scheduler.window_for(audio):
+                return None
+            # The words before make the decoder's run longer: after a pause (where nothing was cut)
+            # only while the deadline leaves room for one more ASR run after the expected wait.
+            now = loop.time()
+            asr_s = self.scheduler.cost.asr(window, 1, True)
+            if deadline - now - self.scheduler.estimated_wait_s(now) - self.scheduler.cost.post.value < 2 * asr_s:
+                self.metrics.asr_left_context.labels("skipped_busy").inc()
+                return None
         if not prev.text.done():
-            loop = asyncio.get_running_loop()
             budget = min(LEFT_WAIT_MAX_S, deadline - loop.time() - self.scheduler.cost.asr(window, 1, True)
                          - self.scheduler.cost.post.value)
             if budget > 0:
