@@ -26,6 +26,7 @@ import argparse
 import ctypes
 import os
 import sys
+from collections.abc import Callable
 
 URL_ENV = "LIVEDUB_RELAY_URL"
 AVIO_FLAG_WRITE = 2
@@ -149,21 +150,29 @@ def relay(url: str, rw_timeout_us: int, protocol_whitelist: str, source: int = 0
     libav.close(pb)
 
 
+def run_child(label: str, publish: Callable[[str], None], errors: tuple[type[Exception], ...]) -> int:
+    """What every relay child does with its destination and its failures (relay.py reads them):
+    the URL comes from ``URL_ENV`` (never argv: it may hold credentials), and a failure is one line
+    on stderr and exit status 1 (2: no URL)."""
+    url = os.environ.get(URL_ENV)
+    if not url:
+        print(f"{label}: {URL_ENV} is not set", file=sys.stderr)
+        return 2
+    try:
+        publish(url)
+    except errors as exc:
+        print(f"{label}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="relay_main", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rw-timeout-us", type=int, required=True)
     parser.add_argument("--protocol-whitelist", required=True)
     args = parser.parse_args(argv)
-    url = os.environ.get(URL_ENV)
-    if not url:
-        print(f"relay: {URL_ENV} is not set", file=sys.stderr)
-        return 2
-    try:
-        relay(url, args.rw_timeout_us, args.protocol_whitelist)
-    except (RelayError, OSError) as exc:
-        print(f"relay: {exc}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    return run_child("relay", lambda url: relay(url, args.rw_timeout_us, args.protocol_whitelist),
+                     (RelayError, OSError))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import sys
 import time
 from urllib.parse import unquote_plus, urlsplit
 
-from .relay_main import URL_ENV
+from .relay_main import run_child
 
 # libsrt's SONAMEs: Debian's GnuTLS build first (what the image installs), then the others.
 LIBSRT_NAMES = ("libsrt-gnutls.so.1.5", "libsrt-openssl.so.1.5", "libsrt.so.1.5")
@@ -204,16 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="srt_relay", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rw-timeout-us", type=int, required=True)
     args = parser.parse_args(argv)
-    url = os.environ.get(URL_ENV)
-    if not url:
-        print(f"srt relay: {URL_ENV} is not set", file=sys.stderr)
-        return 2
-    try:
-        relay(url, args.rw_timeout_us)
-    except (SrtError, OSError) as exc:
-        print(f"srt relay: {exc}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    return run_child("srt relay", lambda url: relay(url, args.rw_timeout_us), (SrtError, OSError))
 
 
 if __name__ == "__main__":
