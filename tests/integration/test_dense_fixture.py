@@ -57,8 +57,11 @@ def test_speech_share_of_the_file_is_at_least_75_percent(dense):
     assert share >= 0.75, f"VAD speech share {share:.3f}"
     assert abs(share - dense.speech_share_measured) < 0.02  # the sidecar tells the truth
     assert dense.speech_share >= 0.75
-    # Short pauses inside sentences and longer sentence gaps are both in the file.
-    assert any(s < 0.5 for s in silences) and any(s >= 0.5 for s in silences), silences
+    # Short pauses inside sentences and longer sentence gaps are both in the file. Piper samples
+    # its durations, so a gap can be drawn at GAP_RANGE[0] exactly; the VAD's hangover may then
+    # take up to two of its windows off the measured silence.
+    assert any(s < PAUSE_RANGE[1] for s in silences), silences
+    assert max(silences) >= GAP_RANGE[0] - 2 * WIN_S, silences
 
 
 def test_gaps_and_pauses_follow_the_drawn_distribution(dense):
