@@ -67,6 +67,13 @@ def test_any_replica_answers_for_every_stream(replicas):
     assert b.api("GET", f"/v1/streams/{remote}")[1]["mix"] == "replace"
     status, snap = a.api("POST", f"/v1/streams/{remote}/bypass")
     assert status == 200 and snap["mix"] == "passthrough"
+    # A signed link made by the owner (asked of a, forwarded to b) opens through either replica.
+    lang = snap["target_languages"][0]
+    status, links = a.api("POST", f"/v1/streams/{remote}/captions/{lang}/link")
+    assert status == 200, links
+    for replica in (a, b):
+        with urllib.request.urlopen(replica.url + links["vtt"], timeout=5) as resp:  # nosec B310  # loopback
+            assert resp.status == 200 and resp.read().startswith(b"WEBVTT")
 
     status, _ = a.api("DELETE", f"/v1/streams/{remote}")
     assert status == 200

@@ -1,6 +1,6 @@
 """Signed preview links: valid for their one path until they expire, and not forgeable."""
 
-from media_service.control.signed_links import LinkSigner
+from media_service.control.signed_links import LinkSigner, cluster_key
 
 PATH = "/v1/streams/news/preview.mjpg"
 
@@ -31,3 +31,10 @@ def test_a_link_does_not_open_another_path_or_survive_edits():
 def test_each_process_has_its_own_key():
     exp, sig = parts(LinkSigner().sign(PATH, now=1000.0)[0])
     assert not LinkSigner().verify(PATH, exp, sig, now=1000.0)  # a restart voids old links
+
+
+def test_replicas_sharing_a_token_open_each_others_links():
+    exp, sig = parts(LinkSigner(cluster_key("shared-api-token-1234")).sign(PATH, now=1000.0)[0])
+    assert LinkSigner(cluster_key("shared-api-token-1234")).verify(PATH, exp, sig, now=1000.0)
+    assert not LinkSigner(cluster_key("another-api-token-5678")).verify(PATH, exp, sig, now=1000.0)
+    assert "shared-api-token-1234" not in sig and cluster_key("shared-api-token-1234") != b"shared-api-token-1234"

@@ -6,7 +6,8 @@ request about a stream is answered by the replica that runs it.
   `placement.choose` (this replica when it is the best, or when no other answers).
 - `cluster_middleware`: GET /v1/streams lists every replica's streams (each with its `replica`);
   a request about `/v1/streams/{id}...` that this replica does not run is forwarded to the owner
-  (snapshot, PATCH, DELETE, bypass) or redirected there (307: previews, feeds, HLS files).
+  (snapshot, PATCH, DELETE, and every POST: bypass, signed links) or redirected there (307:
+  previews, feeds, HLS files).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def _stream_id(request: web.Request) -> str | None:
     return parts[2] if len(parts) >= 3 and parts[:2] == ["v1", "streams"] else None
 
 
-JSON_ACTIONS = {("GET", 3), ("PATCH", 3), ("DELETE", 3), ("POST", 4)}  # snapshot, patch, delete, bypass/links
+JSON_ACTIONS = {("GET", 3), ("PATCH", 3), ("DELETE", 3)}  # snapshot, patch, delete; and every POST
 
 
 def cluster_middleware(node: ClusterNode, registry):
@@ -116,7 +117,7 @@ def cluster_middleware(node: ClusterNode, registry):
         if owner is None or owner[0] == node.id:
             return await handler(request)  # not found (404) as on a single replica
         depth = len(request.path.strip("/").split("/"))
-        if (request.method, depth) in JSON_ACTIONS:
+        if request.method == "POST" or (request.method, depth) in JSON_ACTIONS:
             try:
                 return await relay(node.session, request, owner[1])
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:

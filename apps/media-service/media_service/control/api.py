@@ -37,7 +37,7 @@ from .hooks import PublishHooks
 from .preview import BroadcasterStopped, PreviewRegistry
 from .reconcile import Reconciler
 from .registry import LimitReached, StreamExists, StreamRegistry
-from .signed_links import LinkSigner
+from .signed_links import LinkSigner, cluster_key
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +407,7 @@ def make_app(cfg: MediaConfig, registry: StreamRegistry, metrics: MediaMetrics, 
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app["config"] = cfg
     app[ANSWERED_HOSTS] = answered_hosts(cfg.allowed_hosts, [node.url] if node else [])
-    app["links"] = LinkSigner()
+    app["links"] = LinkSigner(cluster_key(cfg.api_token) if node else None)
     previews = previews or PreviewRegistry()
     app["previews"] = previews
     registry.on_removed.append(previews.forget)

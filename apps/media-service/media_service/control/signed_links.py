@@ -3,8 +3,11 @@ a caption `<track>` or `EventSource`).
 
 Why: a URL with the API token in it ends up in proxy logs and browser history, where it keeps
 working for ever. A signed link names one path and the query parameters that choose what it
-shows (`SIGNED_PARAMS`: the preview's `lang`), expires after `LINK_TTL_S`, is made with a key that
-exists only in this process (a restart voids every link) and cannot be turned into the token.
+shows (`SIGNED_PARAMS`: the preview's `lang`), expires after `LINK_TTL_S` and cannot be turned into
+the token. Alone, a replica signs with a key that exists only in this process (a restart voids every
+link); in a cluster every replica derives the same key from the API token they share
+(`cluster_key`), because a link made by one replica is opened through whichever replica the
+entry point picks, and still has to open after its stream moved to another replica.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ SIGNED_PARAMS = ("lang",)
 def signed_params(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """The pairs of a query that the signature covers, in a canonical order (duplicates kept)."""
     return sorted((k, v) for k, v in items if k in SIGNED_PARAMS)
+
+
+def cluster_key(api_token: str) -> bytes:
+    """The link key of every replica that shares `api_token`; one-way, so a link does not reveal
+    the token, and changing the token voids every link."""
+    return hmac.new(api_token.encode(), b"livedub signed links v1", hashlib.sha256).digest()
 
 
 class LinkSigner:
