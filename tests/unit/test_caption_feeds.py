@@ -81,6 +81,30 @@ async def test_per_stream_and_per_client_caps_and_the_total():
         await client.close()
 
 
+@pytest.mark.parametrize("trusted", ["", "127.0.0.0/8"])
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_cap(trusted):
+    client = await make_client(max_caption_feeds_per_client=1, trusted_proxies=trusted)
+    held = []
+    try:
+        def via_proxy(address):
+            return open_feed(client, "/v1/streams/a/captions/es/events",
+                             {**AUTH, "X-Forwarded-For": f"198.51.100.9, {address}"})
+        held.append(await via_proxy("203.0.113.1"))
+        other = await via_proxy("203.0.113.2")
+        held.append(other)
+        again = await via_proxy("203.0.113.1")
+        held.append(again)
+        assert held[0].status == 200 and again.status == 503
+        # Untrusted, the header is the client's own word: every feed is the test client's.
+        assert other.status == (200 if trusted else 503)
+        if not trusted:
+            assert "127.0.0.1 has 1 caption feeds" in (await other.json())["error"]["message"]
+    finally:
+        for r in held:
+            r.close()
+        await client.close()
+
+
 async def test_the_total_cap():
     client = await make_client(max_caption_feeds_per_client=10, max_caption_feeds_total=2)
     try:

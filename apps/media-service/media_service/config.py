@@ -16,7 +16,7 @@ from livedub_protocol import LANGUAGE_PATTERN, weak_token_reason
 from livedub_protocol.settings import ConfigError, HostList, LogLevel, Settings, comma_list, setting
 from livedub_protocol.settings import build_parser as _build_parser
 from livedub_protocol.settings import parse as _parse
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator, model_validator
 
 from .redaction import redact_url
 from .states import Mode
@@ -34,6 +34,7 @@ DUCK_GAIN_DB = {"ge": -60, "le": 0}
 MAX_LANGUAGES = 8
 Language = Annotated[str, Field(pattern=LANGUAGE_PATTERN)]
 Languages = comma_list(Language)
+NetworkList = comma_list(IPvAnyNetwork)  # "10.0.0.0/8, 192.0.2.7"
 
 
 class MediaConfig(Settings):
@@ -133,7 +134,13 @@ class MediaConfig(Settings):
     max_caption_feeds_per_client: int = setting(
         16, "--max-caption-feeds-per-client", "MEDIA_MAX_CAPTION_FEEDS_PER_CLIENT",
         "open caption feeds per client address over all streams (1–1000; a dashboard opens one per stream; "
-        "behind a reverse proxy every client has the proxy's address)", ge=1, le=1000)
+        "behind a reverse proxy every client has the proxy's address unless it is in `--trusted-proxies`)", ge=1, le=1000)
+    trusted_proxies: NetworkList = setting(
+        (), "--trusted-proxies", "MEDIA_TRUSTED_PROXIES",
+        "comma-separated addresses or networks (`10.0.0.0/8`) of reverse proxies in front of the API (an "
+        "ingress, the compose stack's `api`): a request from one counts against the client its "
+        "`X-Forwarded-For` names (the right-most address that is not a trusted proxy) for the per-client "
+        "caps; unset = every request counts against its connection's address")
     max_caption_feeds_total: int = setting(64, "--max-caption-feeds-total", "MEDIA_MAX_CAPTION_FEEDS_TOTAL",
                                            "open caption feeds over all streams (1–10000)", ge=1, le=10000)
     mediamtx_api: str | None = setting(

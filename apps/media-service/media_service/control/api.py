@@ -32,6 +32,7 @@ from ..stream.budget import DelayTooShort, check_delay
 from ..targets import TargetRefused
 from .auth import ANSWERED_HOSTS, LINK_EXPIRES, VIEWER, answered_hosts, auth_middleware
 from .bodies import MAX_BODY_BYTES, json_body, json_error
+from .clients import client_address
 from .dashboard import DASHBOARD_HTML
 from .hooks import PublishHooks
 from .preview import BroadcasterStopped, PreviewRegistry
@@ -302,7 +303,8 @@ class Api:
             seq = int(request.headers.get("Last-Event-ID") or request.query.get("since", "0"))
         except ValueError:
             return json_error(400, "invalid_request", "since / Last-Event-ID must be an integer (a cue seq)")
-        client = request.remote or "unknown"
+        client = client_address(request.remote, request.headers.getall("X-Forwarded-For", []),
+                                self.cfg.trusted_proxies)
         refused = self.caption_feeds.refusal(worker.id, client)
         if refused is not None:
             return self._refuse(refused)
