@@ -35,8 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import redis  # noqa: E402
 from _common import fmt, log, machine_info, pct  # noqa: E402
-from bench_scale import DEFAULT_D, settled, wait  # noqa: E402
-from livedub_testkit.analysis import publish, stop_process  # noqa: E402
+from bench_scale import DEFAULT_D, fault_cluster, settled, start_looped, stop_all, wait  # noqa: E402
 from livedub_testkit.cluster import LocalCluster  # noqa: E402
 from livedub_testkit.dense import cached_dense_media  # noqa: E402
 from livedub_testkit.fixtures import default_cache_dir  # noqa: E402
@@ -197,15 +196,11 @@ def main() -> int:
     args = ap.parse_args()
     fx = cached_dense_media(default_cache_dir(), seconds=60)
     names = [f"f{i}" for i in range(args.k)]
-    cluster = LocalCluster(replicas=args.replicas, sts=args.sts, media_env={"MEDIA_SHUTDOWN_DRAIN": ""},
-                           media_args=("--lease-ttl", f"{args.lease_ttl:g}"))
-    publishers, rounds, watcher = [], [], None
+    cluster = fault_cluster(args.replicas, args.sts, args.lease_ttl)
+    publishers: list = []
+    rounds, watcher = [], None
     try:
-        log(f"starting redis, nginx-rtmp, {args.sts} sts-service, {args.replicas} media-service in {cluster.workdir}")
-        cluster.start()
-        for n in names:
-            publishers.append(publish(fx.path, cluster.rtmp.url(f"{n}/in"), loop=True,
-                                      log_path=cluster.workdir / f"publish-{n}.log"))
+        start_looped(cluster, fx.path, names, publishers)
         watcher = Watcher(cluster, names).start()
         for i in range(1, args.rounds + 1):
             rounds.append(redis_round(cluster, watcher, names, i, args.redis_down))
@@ -213,9 +208,7 @@ def main() -> int:
     finally:
         if watcher is not None:
             watcher.stop()
-        for p in publishers:
-            stop_process(p, timeout=3)
-        cluster.stop()
+        stop_all(cluster, publishers)
     print(f"\nFaults under load: {args.k} dense streams (looped, started together), {args.replicas} media-service, "
           f"{args.sts} sts-service, lease TTL {args.lease_ttl:g} s, D {DEFAULT_D:g} s, {os.cpu_count()} CPUs")
     print(f"{'round':>5} {'fault':<6} {'leases back s':>13} {'lost':>4} {'written again s max':>19} "

@@ -62,6 +62,30 @@ def wait(predicate, timeout: float, poll: float = 0.2) -> bool:
     return False
 
 
+def fault_cluster(replicas: int, sts: int, lease_ttl: float) -> LocalCluster:
+    """The cluster the fault benchmarks kill replicas of: no drain (SIGKILL is the fault), the
+    given lease TTL, the default D."""
+    return LocalCluster(replicas=replicas, sts=sts, media_env={"MEDIA_SHUTDOWN_DRAIN": ""},
+                        media_args=("--lease-ttl", f"{lease_ttl:g}"))
+
+
+def start_looped(cluster: LocalCluster, path, names: list[str], publishers: list) -> None:
+    """Start the cluster, then one looped publisher of `path` per name, appended to `publishers`
+    as each starts (the caller stops them, even after a failure half-way)."""
+    log(f"starting redis, nginx-rtmp, {len(cluster.sts)} sts-service, {len(cluster.media)} media-service "
+        f"in {cluster.workdir}")
+    cluster.start()
+    for n in names:
+        publishers.append(publish(path, cluster.rtmp.url(f"{n}/in"), loop=True,
+                                  log_path=cluster.workdir / f"publish-{n}.log"))
+
+
+def stop_all(cluster: LocalCluster, publishers: list) -> None:
+    for p in publishers:
+        stop_process(p, timeout=3)
+    cluster.stop()
+
+
 def one_kill(cluster: LocalCluster, names: list[str], i: int) -> dict:
     if not wait(lambda: settled(cluster, names), 120):
         return {"kill": i, "error": "streams did not settle (each once, writing) within 120 s"}
@@ -131,9 +155,7 @@ def throughput(k: int, replicas: int, seconds: float, sts: int = 1) -> dict:
     finally:
         if sampler is not None:
             sampler.stop()
-        for p in publishers:
-            stop_process(p, timeout=3)
-        cluster.stop()
+        stop_all(cluster, publishers)
     sent = sum(s["counters"]["fragments_sent"] for s in snaps.values())
     fallbacks: dict[str, int] = {}
     for s in snaps.values():
@@ -187,22 +209,15 @@ def main() -> int:
         return 0
     fx = cached_demo_media(default_cache_dir(), seconds=20, width=640, height=360)
     names = [f"k{i}" for i in range(args.streams)]
-    cluster = LocalCluster(replicas=args.replicas, sts=args.sts, media_env={"MEDIA_SHUTDOWN_DRAIN": ""},
-                           media_args=("--lease-ttl", f"{args.lease_ttl:g}"))
-    publishers = []
+    cluster = fault_cluster(args.replicas, args.sts, args.lease_ttl)
+    publishers: list = []
     runs = []
     try:
-        log(f"starting redis, nginx-rtmp, {args.sts} sts-service, {args.replicas} media-service in {cluster.workdir}")
-        cluster.start()
-        for n in names:
-            publishers.append(publish(fx.path, cluster.rtmp.url(f"{n}/in"), loop=True,
-                                      log_path=cluster.workdir / f"publish-{n}.log"))
+        start_looped(cluster, fx.path, names, publishers)
         for i in range(1, args.kills + 1):
             runs.append(one_kill(cluster, names, i))
     finally:
-        for p in publishers:
-            stop_process(p, timeout=3)
-        cluster.stop()
+        stop_all(cluster, publishers)
     writing_s = [t for r in runs for t in r.get("writing_s", {}).values()]
     taken_s = [t for r in runs for t in r.get("taken_over_s", {}).values()]
     print(f"\nTakeover after SIGKILL: {args.replicas} media-service replicas, {args.sts} sts-service, {args.streams} "
